@@ -1,0 +1,351 @@
+"""Every Prometheus metric batchgate exposes, defined once (`batchgate_` prefix), in a registry passed in.
+
+Each process (API replica or worker) serves its own registry on /metrics and Prometheus sums across them
+(docs/metrics.md explains why this beats prometheus-client's multiprocess mode here). Label values are
+bounded: model, team and rule names come from the config, anything else is "other"; ids never are labels.
+
+Queue and batch gauges describe shared state in Redis, not the process: the worker refreshes a
+`QueueSnapshot` and a custom collector renders it on scrape (dashboards aggregate them with max, not sum).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proxy.pricing import Cost, Usage
+from proxy.settings import Config
+
+OTHER = "other"
+LANES = frozenset({"sync", "batch", "flex"})
+OUTCOMES = frozenset({"completed", "failed", "cancelled", "expired", "rejected"})
+TOKEN_KINDS = ("input", "output", "cached")
+RESCUE_REASONS = frozenset({"deadline", "batch_failed", "batch_expired", "line_error", "flex_unavailable"})
+WEBHOOK_OUTCOMES = frozenset({"delivered", "retried", "dead_letter", "refused"})
+BATCH_STATES = frozenset(
+    {"validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"}
+)
+STATUS_CLASSES = frozenset({"429", "4xx", "5xx", "timeout", "connection"})
+
+TIME_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+    43200,
+    86400,
+)
+MARGIN_BUCKETS = (0, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 50000)
+TURNAROUND_BUCKETS = (10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+
+
+class LabelGuard:
+    """Keeps a label's values to a known finite set; anything else is reported as "other"."""
+
+    def __init__(self, allowed: Iterable[str] = ()) -> None:
+        self._allowed = frozenset(allowed)
+
+    def __call__(self, value: str | None) -> str:
+        return value if value is not None and value in self._allowed else OTHER
+
+    def replace(self, allowed: Iterable[str]) -> None:
+        self._allowed = frozenset(allowed)
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self._allowed
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue group's shared state, read from Redis by the worker."""
+
+    queue: str
+    depth: int
+    oldest_enqueued_at: float | None = None
+    batches_by_state: Mapping[str, int] = field(default_factory=dict)
+    oldest_open_batch_created_at: float | None = None
+    turnaround_estimate_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    taken_at: float
+    queues: tuple[QueueStats, ...] = ()
+
+
+class QueueCollector(Collector):
+    """Renders the latest QueueSnapshot; ages are computed at scrape time so they grow between refreshes."""
+
+    def __init__(self, queue_label: LabelGuard) -> None:
+        self._queue_label = queue_label
+        self._snapshot: QueueSnapshot | None = None
+        self._lock = threading.Lock()
+
+    def update(self, snapshot: QueueSnapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            snapshot = self._snapshot
+        if snapshot is None:
+            return
+        now = time.time()
+        depth = GaugeMetricFamily("batchgate_queue_depth", "Deferred jobs waiting for a batch", labels=["queue"])
+        oldest = GaugeMetricFamily(
+            "batchgate_queue_oldest_age_seconds",
+            "Age of the oldest job waiting for a batch",
+            labels=["queue"],
+        )
+        batches = GaugeMetricFamily(
+            "batchgate_batches", "Provider batches not yet ingested, by state", labels=["queue", "state"]
+        )
+        open_age = GaugeMetricFamily(
+            "batchgate_batch_oldest_open_age_seconds",
+            "Age of the oldest open provider batch",
+            labels=["queue"],
+        )
+        turnaround = GaugeMetricFamily(
+            "batchgate_batch_turnaround_estimate_seconds",
+            "Configured expected batch turnaround (batch.turnaround_estimate)",
+            labels=["queue"],
+        )
+        for stats in snapshot.queues:
+            queue = self._queue_label(stats.queue)
+            depth.add_metric([queue], stats.depth)
+            oldest.add_metric([queue], _age(now, stats.oldest_enqueued_at))
+            open_age.add_metric([queue], _age(now, stats.oldest_open_batch_created_at))
+            for state, count in stats.batches_by_state.items():
+                batches.add_metric([queue, state if state in BATCH_STATES else OTHER], count)
+            if stats.turnaround_estimate_seconds is not None:
+                turnaround.add_metric([queue], stats.turnaround_estimate_seconds)
+        snapshot_age = GaugeMetricFamily(
+            "batchgate_queue_snapshot_age_seconds", "Seconds since the worker last read the queues from Redis"
+        )
+        snapshot_age.add_metric([], max(now - snapshot.taken_at, 0.0))
+        yield from (depth, oldest, batches, open_age, turnaround, snapshot_age)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+def _age(now: float, since: float | None) -> float:
+    return 0.0 if since is None else max(now - since, 0.0)
+
+
+class Metrics:
+    """The catalogue. Record through the methods: they apply the label guards."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        models: Iterable[str] = (),
+        teams: Iterable[str] = (),
+        rules: Iterable[str] = (),
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.model = LabelGuard(models)
+        self.team = LabelGuard(teams)
+        self.rule = LabelGuard(rules)
+        r = self.registry
+        self.requests = Counter(
+            "batchgate_requests", "Finished requests", ["lane", "outcome", "model", "team"], registry=r
+        )
+        self.tokens = Counter("batchgate_tokens", "Tokens of finished requests", ["kind", "lane", "model"], registry=r)
+        self.list_usd = Counter(
+            "batchgate_list_usd", "What finished requests cost at synchronous list prices", _COST, registry=r
+        )
+        self.paid_usd = Counter("batchgate_paid_usd", "What finished requests cost in their lane", _COST, registry=r)
+        self.saved_usd = Counter("batchgate_saved_usd", "List minus paid", _COST, registry=r)
+        self.unknown_cost = Counter(
+            "batchgate_unknown_cost_requests",
+            "Finished requests of models with no known price",
+            ["model"],
+            registry=r,
+        )
+        self.decisions = Counter("batchgate_policy_decisions", "Policy decisions", ["lane", "rule"], registry=r)
+        self.time_to_answer = Histogram(
+            "batchgate_time_to_answer_seconds",
+            "From request to final answer",
+            ["lane"],
+            buckets=TIME_BUCKETS,
+            registry=r,
+        )
+        self.deadline_margin = Histogram(
+            "batchgate_deadline_margin_seconds",
+            "Seconds left before the deadline when answered (misses fall in the first bucket)",
+            ["lane"],
+            buckets=MARGIN_BUCKETS,
+            registry=r,
+        )
+        self.deadline_misses = Counter(
+            "batchgate_deadline_misses",
+            "Requests answered after their deadline",
+            ["lane", "model"],
+            registry=r,
+        )
+        self.rescues = Counter("batchgate_rescues", "Deferred jobs sent synchronously", ["reason"], registry=r)
+        self.batch_size = Histogram(
+            "batchgate_batch_size_requests",
+            "Requests per submitted provider batch",
+            ["queue"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_turnaround = Histogram(
+            "batchgate_batch_turnaround_seconds",
+            "From batch creation to results ingested",
+            ["queue", "state"],
+            buckets=TURNAROUND_BUCKETS,
+            registry=r,
+        )
+        self.batches_finished = Counter(
+            "batchgate_batches_finished",
+            "Provider batches ingested, by final state",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "batchgate_webhook_deliveries", "Webhook delivery attempts", ["outcome"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "batchgate_upstream_errors", "Errors from providers", ["lane", "status_class"], registry=r
+        )
+        self.config_reloads = Counter("batchgate_config_reloads", "Config reloads", ["result"], registry=r)
+        self.queues = QueueCollector(self.model)
+        r.register(self.queues)
+
+    def set_known(self, *, models: Iterable[str], teams: Iterable[str], rules: Iterable[str] = ()) -> None:
+        """Adopt the label sets of a (re)loaded config."""
+        self.model.replace(models)
+        self.team.replace(teams)
+        self.rule.replace(rules)
+
+    def record_finished(self, *, lane: str, outcome: str, model: str, team: str, usage: Usage, cost: Cost) -> None:
+        """One finished request: its count, tokens and money."""
+        lane, model, team = _lane(lane), self.model(model), self.team(team)
+        self.requests.labels(lane, outcome if outcome in OUTCOMES else OTHER, model, team).inc()
+        self.tokens.labels("input", lane, model).inc(usage.prompt_tokens)
+        self.tokens.labels("output", lane, model).inc(usage.completion_tokens)
+        self.tokens.labels("cached", lane, model).inc(usage.cached_tokens)
+        if not cost.known:
+            self.unknown_cost.labels(model).inc()
+            return
+        self.list_usd.labels(model, team, lane).inc(float(cost.list_usd))
+        self.paid_usd.labels(model, team, lane).inc(float(cost.paid_usd))
+        self.saved_usd.labels(model, team, lane).inc(float(cost.saved_usd))
+
+    def observe_answer(self, *, lane: str, model: str, seconds: float, deadline_margin: float | None) -> None:
+        """Time to answer, and for requests with a deadline the seconds left (negative: a miss)."""
+        lane = _lane(lane)
+        self.time_to_answer.labels(lane).observe(max(seconds, 0.0))
+        if deadline_margin is None:
+            return
+        self.deadline_margin.labels(lane).observe(deadline_margin)
+        if deadline_margin < 0:
+            self.deadline_misses.labels(lane, self.model(model)).inc()
+
+    def record_decision(self, *, lane: str, rule: str) -> None:
+        self.decisions.labels(_lane(lane), self.rule(rule)).inc()
+
+    def record_rescue(self, reason: str) -> None:
+        self.rescues.labels(reason if reason in RESCUE_REASONS else OTHER).inc()
+
+    def record_batch_submitted(self, *, queue: str, size: int) -> None:
+        self.batch_size.labels(self.model(queue)).observe(size)
+
+    def record_batch_finished(self, *, queue: str, state: str, turnaround_seconds: float) -> None:
+        queue, state = self.model(queue), state if state in BATCH_STATES else OTHER
+        self.batch_turnaround.labels(queue, state).observe(max(turnaround_seconds, 0.0))
+        self.batches_finished.labels(queue, state).inc()
+
+    def record_webhook(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome if outcome in WEBHOOK_OUTCOMES else OTHER).inc()
+
+    def record_upstream_error(self, *, lane: str, status: int | None = None, timeout: bool = False) -> None:
+        """An upstream failure: an HTTP status, a timeout, or (neither) a connection error."""
+        self.upstream_errors.labels(_lane(lane), status_class(status, timeout=timeout)).inc()
+
+    def record_config_reload(self, *, applied: bool) -> None:
+        self.config_reloads.labels("applied" if applied else "refused").inc()
+
+    def update_queues(self, snapshot: QueueSnapshot) -> None:
+        self.queues.update(snapshot)
+
+
+_COST = ["model", "team", "lane"]
+
+
+def _lane(lane: str) -> str:
+    return lane if lane in LANES else OTHER
+
+
+def status_class(status: int | None, *, timeout: bool = False) -> str:
+    if timeout:
+        return "timeout"
+    if status is None:
+        return "connection"
+    if status == 429:
+        return "429"
+    return "5xx" if status >= 500 else "4xx"
+
+
+def metrics_for_config(config: Config, registry: CollectorRegistry | None = None) -> Metrics:
+    """A catalogue whose label guards know the config's models, teams and policy rules."""
+    metrics = Metrics(registry)
+    metrics.set_known(**known_labels(config))
+    return metrics
+
+
+def known_labels(config: Config) -> dict[str, list[str]]:
+    """Model, team and rule names a `proxy.settings.Config` declares (the only values allowed in labels)."""
+    teams = {key.team for key in config.auth.keys} | {"master"}
+    return {
+        "models": [deployment.model_name for deployment in config.model_list],
+        "teams": sorted(teams),
+        "rules": [rule.name for rule in config.policy.rules] + ["default", "header"],
+    }
+
+
+class MetricsServer:
+    """The worker's /metrics endpoint (a small threaded HTTP server, prometheus_client's own)."""
+
+    def __init__(self, metrics: Metrics, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped remotely
+        self._server, self._thread = start_http_server(port, addr=addr, registry=metrics.registry)
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def metrics_server(metrics: Metrics, port: int, addr: str = "0.0.0.0") -> MetricsServer:  # noqa: S104
+    """Serve `metrics` on http://addr:port/metrics in a background thread (BATCHGATE_METRICS_PORT, 9090)."""
+    return MetricsServer(metrics, port, addr)

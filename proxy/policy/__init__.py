@@ -1,0 +1,1 @@
+"""Policies: a YAML model and a pure decide(facts) -> Decision, with no I/O."""

@@ -1,0 +1,49 @@
+"""The outcome of the policy for one call, and its one-line rendering for the X-Batchgate-Decision header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from proxy.durations import format_instant
+
+ResolvedLane = Literal["sync", "batch", "flex"]
+DeliveryMode = Literal["hold", "async", "webhook"]
+DECISION_HEADER = "X-Batchgate-Decision"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How one call is answered.
+
+    deferred: answered through a job (202 / held connection / webhook) rather than an ordinary response.
+    lane: the lane that answers it; a deferred call on `sync` is run at once by the worker.
+    shadow / shadow_lane: shadow mode forwards synchronously (deferred=False, lane=sync) and records
+        the lane deferring would have used, so savings can be counted as if it had.
+    max_wait / max_requests: the rule's batching knobs for this job's queue (None = the queue's own).
+    """
+
+    deferred: bool
+    lane: ResolvedLane
+    rule: str
+    reason: str
+    deadline: datetime | None = None
+    delivery: DeliveryMode | None = None
+    callback_url: str | None = None
+    shadow: bool = False
+    shadow_lane: ResolvedLane | None = None
+    max_wait: float | None = None
+    max_requests: int | None = None
+
+    def header_value(self) -> str:
+        parts = [f"lane={self.lane}", f"rule={self.rule}"]
+        if self.lane == "sync" and self.deferred:
+            parts.append("deferred=true")
+        if self.shadow:
+            parts.append("shadow=true")
+            if self.shadow_lane:
+                parts.append(f"shadow_lane={self.shadow_lane}")
+        if self.deadline is not None:
+            parts.append(f"deadline={format_instant(self.deadline)}")
+        return "; ".join(parts)

@@ -1,0 +1,32 @@
+"""What a decision looks at: the request (RequestFacts) and the lanes of its model (LaneFacts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEADLINE_HEADER = "x-batch-deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """One chat-completions call as the policy sees it. Header names are lower-cased."""
+
+    caller_name: str
+    team: str
+    model: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    prompt_tokens_estimate: int = 0
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LaneFacts:
+    """How long each lane of this model takes now (seconds), and the margin kept before a deadline."""
+
+    batch_turnaround: float
+    supports_flex: bool
+    flex_turnaround: float
+    safety_margin: float

@@ -1,0 +1,288 @@
+"""What a call costs: its list price (synchronous), what was paid in the lane that answered, and the saving.
+
+Prices come from litellm's price map (read once, offline) with the config's per-model overrides on top,
+resolved into a `PriceBook` at start so the hot path is a dict lookup and a few exact Decimal multiplications.
+
+Conventions (docs/metrics.md):
+- list = the synchronous price of the same call; paid = batch prices for `batch` lines, flex prices (batch
+  prices where the map has none) for `flex`, list for `sync` (a rescued job is a `sync` line).
+- A missing batch price is half the list price; a missing batch cache-read price is half the cache-read
+  price.
+- Cached prompt tokens are part of `prompt_tokens`; they are billed at the cache-read price (the input price
+  when the model has none).
+- A model with no known input or output price costs `Cost.unknown()`: counted, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from proxy.settings import Config, LitellmParams
+
+Lane = Literal["sync", "batch", "flex"]
+LANES: tuple[Lane, ...] = ("sync", "batch", "flex")
+ZERO = Decimal(0)
+HALF = Decimal("0.5")
+
+
+def to_decimal(price: float | int | str) -> Decimal:
+    """A price as the exact decimal it was written as (repr of a float is its shortest round-trip form)."""
+    return Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
+        """Read an OpenAI `usage` object (chat completions); missing or malformed fields count as zero."""
+        if not usage:
+            return cls()
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
+        return cls(
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=_count(usage.get("completion_tokens")),
+            cached_tokens=_count(cached),
+        )
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        return max(self.prompt_tokens - self.cached_tokens, 0)
+
+    @property
+    def billed_cached_tokens(self) -> int:
+        return min(self.cached_tokens, self.prompt_tokens)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    list_usd: Decimal
+    paid_usd: Decimal
+    known: bool = True
+
+    @property
+    def saved_usd(self) -> Decimal:
+        return self.list_usd - self.paid_usd
+
+    @classmethod
+    def unknown(cls) -> Cost:
+        return cls(ZERO, ZERO, known=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPriceOverride:
+    """Per-token prices from a deployment's `litellm_params` (fine-tunes, custom models); None = not set."""
+
+    input_cost_per_token: Decimal | None = None
+    output_cost_per_token: Decimal | None = None
+    input_cost_per_token_batches: Decimal | None = None
+    output_cost_per_token_batches: Decimal | None = None
+    cache_read_input_token_cost: Decimal | None = None
+
+    @classmethod
+    def from_params(cls, params: LitellmParams) -> ModelPriceOverride:
+        def read(value: float | None) -> Decimal | None:
+            return None if value is None else to_decimal(value)
+
+        return cls(
+            input_cost_per_token=read(params.input_cost_per_token),
+            output_cost_per_token=read(params.output_cost_per_token),
+            input_cost_per_token_batches=read(params.input_cost_per_token_batches),
+            output_cost_per_token_batches=read(params.output_cost_per_token_batches),
+            cache_read_input_token_cost=read(params.cache_read_input_token_cost),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__slots__)
+
+
+@dataclass(frozen=True, slots=True)
+class TierPrices:
+    """Per-token USD prices of one tier (list, batch or flex)."""
+
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal
+
+    def cost(self, usage: Usage) -> Decimal:
+        return (
+            usage.uncached_prompt_tokens * self.input
+            + usage.billed_cached_tokens * self.cache_read
+            + usage.completion_tokens * self.output
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrices:
+    """Fully resolved prices of one model per tier, fallbacks applied."""
+
+    list: TierPrices
+    batch: TierPrices
+    flex: TierPrices
+
+    @classmethod
+    def resolve(cls, entry: Mapping[str, Any], override: ModelPriceOverride | None = None) -> ModelPrices | None:
+        """Prices from a map entry (may be empty) with an override on top; None if list prices are unknown.
+
+        An override's list price also replaces the map's batch, flex and cache prices for that direction
+        unless the override sets them too: a map's batch price belongs to its list price, not to a custom one.
+        """
+        o = override or ModelPriceOverride()
+        list_in = _first(o.input_cost_per_token, _price(entry, "input_cost_per_token"))
+        list_out = _first(o.output_cost_per_token, _price(entry, "output_cost_per_token"))
+        if list_in is None or list_out is None:
+            return None
+        in_map = entry if o.input_cost_per_token is None else {}
+        out_map = entry if o.output_cost_per_token is None else {}
+        cache_map = in_map if o.cache_read_input_token_cost is None else {}
+        list_cache = _pick(
+            o.cache_read_input_token_cost, _price(in_map, "cache_read_input_token_cost"), fallback=list_in
+        )
+        batch = TierPrices(
+            input=_pick(
+                o.input_cost_per_token_batches,
+                _price(in_map, "input_cost_per_token_batches"),
+                fallback=list_in * HALF,
+            ),
+            output=_pick(
+                o.output_cost_per_token_batches,
+                _price(out_map, "output_cost_per_token_batches"),
+                fallback=list_out * HALF,
+            ),
+            cache_read=_pick(_price(cache_map, "cache_read_input_token_cost_batches"), fallback=list_cache * HALF),
+        )
+        flex = TierPrices(
+            input=_pick(_price(in_map, "input_cost_per_token_flex"), fallback=batch.input),
+            output=_pick(_price(out_map, "output_cost_per_token_flex"), fallback=batch.output),
+            cache_read=_pick(_price(cache_map, "cache_read_input_token_cost_flex"), fallback=batch.cache_read),
+        )
+        return cls(list=TierPrices(list_in, list_out, list_cache), batch=batch, flex=flex)
+
+    def cost(self, usage: Usage, lane: Lane) -> Cost:
+        list_usd = self.list.cost(usage)
+        if lane == "sync":
+            return Cost(list_usd, list_usd)
+        paid = (self.batch if lane == "batch" else self.flex).cost(usage)
+        return Cost(list_usd, paid)
+
+
+def _price(entry: Mapping[str, Any], key: str) -> Decimal | None:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return to_decimal(value)
+
+
+def _first(*candidates: Decimal | None) -> Decimal | None:
+    for candidate in candidates:
+        if candidate is not None:
+            return candidate
+    return None
+
+
+def _pick(*candidates: Decimal | None, fallback: Decimal) -> Decimal:
+    """The first price that is set (zero is a price), else the fallback."""
+    found = _first(*candidates)
+    return fallback if found is None else found
+
+
+class PriceBook:
+    """Prices by model name: configured deployments first (overrides applied), then litellm's map."""
+
+    def __init__(self, price_map: Mapping[str, Any], configured: Mapping[str, ModelPrices | None]) -> None:
+        self._map = price_map
+        self._resolved: dict[str, ModelPrices | None] = dict(configured)
+
+    @classmethod
+    def from_litellm(
+        cls,
+        overrides: Mapping[str, ModelPriceOverride] | None = None,
+        *,
+        aliases: Mapping[str, str] | None = None,
+    ) -> PriceBook:
+        """Build from litellm's local price map. `overrides` are keyed by model name (configured or upstream);
+        `aliases` maps a configured model name to its upstream model (`openai/gpt-4o-mini`)."""
+        return cls.from_price_map(load_litellm_price_map(), overrides, aliases=aliases)
+
+    @classmethod
+    def from_config(cls, config: Config) -> PriceBook:
+        overrides, aliases = config_overrides(config)
+        return cls.from_litellm(overrides, aliases=aliases)
+
+    @classmethod
+    def from_price_map(
+        cls,
+        price_map: Mapping[str, Any],
+        overrides: Mapping[str, ModelPriceOverride] | None = None,
+        *,
+        aliases: Mapping[str, str] | None = None,
+    ) -> PriceBook:
+        overrides = overrides or {}
+        aliases = aliases or {}
+        configured: dict[str, ModelPrices | None] = {}
+        for name in {*overrides, *aliases}:
+            upstream = aliases.get(name, name)
+            entry = _map_entry(price_map, upstream)
+            configured[name] = ModelPrices.resolve(entry, overrides.get(name) or overrides.get(upstream))
+        return cls(price_map, configured)
+
+    def prices(self, model: str) -> ModelPrices | None:
+        if model in self._resolved:
+            return self._resolved[model]
+        entry = _map_entry(self._map, model)
+        if not entry:
+            return None  # not cached: arbitrary unknown names must not grow the book
+        prices = self._resolved[model] = ModelPrices.resolve(entry)
+        return prices
+
+    def cost(self, model: str, usage: Usage, lane: Lane) -> Cost:
+        prices = self.prices(model)
+        return prices.cost(usage, lane) if prices else Cost.unknown()
+
+    def known(self, models: Iterable[str]) -> dict[str, bool]:
+        return {model: self.prices(model) is not None for model in models}
+
+
+def _map_entry(price_map: Mapping[str, Any], model: str) -> Mapping[str, Any]:
+    """The map entry for a model name, with the provider prefix and without it."""
+    for candidate in (model, model.split("/", 1)[1] if "/" in model else None):
+        if candidate is None:
+            continue
+        entry = price_map.get(candidate)
+        if isinstance(entry, Mapping):
+            return entry
+    return {}
+
+
+def config_overrides(config: Config) -> tuple[dict[str, ModelPriceOverride], dict[str, str]]:
+    """Overrides keyed by configured model name, and each configured name's upstream model."""
+    overrides: dict[str, ModelPriceOverride] = {}
+    aliases: dict[str, str] = {}
+    for deployment in config.model_list:
+        aliases[deployment.model_name] = deployment.litellm_params.model
+        override = ModelPriceOverride.from_params(deployment.litellm_params)
+        if not override.empty:
+            overrides[deployment.model_name] = override
+    return overrides, aliases
+
+
+def load_litellm_price_map() -> Mapping[str, Any]:
+    """litellm's bundled price map, never fetched from the network."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm  # noqa: PLC0415 - heavy import, done once at start
+
+    price_map: Mapping[str, Any] = litellm.model_cost
+    return price_map

@@ -1,0 +1,189 @@
+"""The lean synchronous path for OpenAI-shaped upstreams: bytes over a pooled aiohttp session.
+
+aiohttp rather than httpx here: measured on this path, httpx spent ~70% of the proxy's CPU (anyio layers and a
+per-request scan of the whole connection pool); aiohttp's C parser and TCP_NODELAY default keep it lean.
+
+Upstream 429 and 5xx answers (and connection failures) are retried with exponential backoff that honours
+`Retry-After`, within a bounded number of attempts and a time budget. A streaming call is retried only before
+its first byte reaches the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from proxy.errors import UpstreamError
+from proxy.providers.base import UpstreamResponse, UpstreamStream
+from proxy.providers.redaction import Redactor
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_delay: float = 0.2
+    max_delay: float = 8.0
+    budget: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)
+
+
+class SharedSession:
+    """One pooled aiohttp session for every deployment, opened on first use inside the running event loop."""
+
+    def __init__(self, *, total_timeout: float, connect_timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=60),
+                timeout=self._timeout,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class OpenAICompletionClient:
+    """Chat completions against one OpenAI-shaped deployment (OpenAI, vLLM, Groq, the simulator, ...)."""
+
+    def __init__(
+        self,
+        *,
+        http: SharedSession,
+        base_url: str,
+        api_key: str | None,
+        upstream_model: str,
+        retry: RetryPolicy,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._http = http
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._model = upstream_model
+        self._retry = retry
+        self._redactor = Redactor([api_key] if api_key else [])
+        headers = {"content-type": "application/json", **(extra_headers or {})}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._headers = headers
+
+    def _payload(self, body: Mapping[str, Any]) -> bytes:
+        return orjson.dumps({**body, "model": self._model})
+
+    async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
+        payload = self._payload(body)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._http.get().post(self._url, data=payload, headers=self._headers) as response:
+                    content = await response.read()
+                    status, headers = response.status, response.headers
+            except TimeoutError as exc:
+                if not await self._backoff(attempt, started, None):
+                    raise UpstreamError(504, "The upstream provider timed out.", code="upstream_timeout") from exc
+                continue
+            except aiohttp.ClientError as exc:
+                if not await self._backoff(attempt, started, None):
+                    raise _unreachable() from exc
+                continue
+            if status in RETRYABLE_STATUSES and await self._backoff(attempt, started, _retry_after(headers)):
+                continue
+            return UpstreamResponse(status, self._redactor.bytes(content), _kept_headers(headers))
+
+    @asynccontextmanager
+    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
+        payload = self._payload(body)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.get().post(self._url, data=payload, headers=self._headers)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if await self._backoff(attempt, started, None):
+                    continue
+                raise _unreachable() from exc
+            if response.status in RETRYABLE_STATUSES and await self._backoff(
+                attempt, started, _retry_after(response.headers)
+            ):
+                response.release()
+                continue
+            try:
+                if response.status >= 400:
+                    content = self._redactor.bytes(await response.read())
+                    yield UpstreamStream(response.status, _kept_headers(response.headers), _single_chunk(content))
+                else:
+                    yield UpstreamStream(response.status, _kept_headers(response.headers), response.content.iter_any())
+            finally:
+                response.release()
+            return
+
+    async def _backoff(self, attempt: int, started: float, retry_after: float | None) -> bool:
+        """Sleep before the next attempt; False when attempts or the time budget are spent."""
+        if attempt >= self._retry.max_attempts:
+            return False
+        delay = self._retry.delay(attempt, retry_after)
+        if time.monotonic() - started + delay > self._retry.budget:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    async def aclose(self) -> None:
+        """The pooled session is owned by the registry."""
+
+
+async def _single_chunk(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
+def _unreachable() -> UpstreamError:
+    return UpstreamError(502, "The upstream provider could not be reached.", code="upstream_unreachable")
+
+
+def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    return {name: headers[name] for name in PASSED_HEADERS if name in headers}
+
+
+def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,125 @@
+"""POST /v1/chat/completions: authenticate, validate, decide the lane, then forward or defer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from proxy.auth import Caller
+from proxy.errors import UpstreamError
+from proxy.policy.decide import decide
+from proxy.policy.decision import Decision
+from proxy.policy.facts import RequestFacts
+from proxy.policy.lanes import lane_facts
+from proxy.providers.base import CompletionClient, UpstreamResponse
+from proxy.requests import ChatRequest, parse_chat_request, read_json_body
+from proxy.routes.dependencies import RuntimeDep
+from proxy.runtime import Runtime
+
+router = APIRouter()
+DECISION_HEADER = "x-batchgate-decision"
+JSON = "application/json"
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
+    config = runtime.config
+    caller = runtime.keys.caller_for(request.headers.get("authorization"))
+    request.state.team = caller.team
+    payload, size = await read_json_body(request, config.limits.max_body_bytes)
+    chat = parse_chat_request(payload, size, config)
+    request.state.model = chat.model
+    decision = decide_for(runtime, caller, chat, request.headers)
+    request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
+    decision_header = {DECISION_HEADER: decision.header_value()}
+    if decision.deferred:
+        from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
+
+        response: Response = await respond_deferred(request, runtime, caller, chat, decision)
+    elif chat.stream:
+        response = await _stream(runtime.completion_client(chat.model), _lane_body(chat.body, decision))
+    else:
+        response = _as_response(await _complete(runtime.completion_client(chat.model), chat.body, decision))
+    response.headers.update(decision_header)
+    return response
+
+
+def decide_for(runtime: Runtime, caller: Caller, chat: ChatRequest, headers: Mapping[str, str]) -> Decision:
+    facts = RequestFacts(
+        caller_name=caller.name,
+        team=caller.team,
+        model=chat.model,
+        headers={name.lower(): value for name, value in headers.items()},
+        metadata=chat.metadata,
+        user=chat.user,
+        prompt_tokens_estimate=chat.prompt_tokens_estimate,
+        stream=chat.stream,
+    )
+    config = runtime.config
+    lanes = lane_facts(config, chat.model)
+    return decide(config.policy, facts, lanes, datetime.now(UTC))
+
+
+def _lane_body(body: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    return {**body, "service_tier": "flex"} if decision.lane == "flex" else body
+
+
+async def _complete(client: CompletionClient, body: dict[str, Any], decision: Decision) -> UpstreamResponse:
+    upstream = await client.complete(_lane_body(body, decision))
+    if decision.lane == "flex" and upstream.status == 429:
+        # Flex capacity is unavailable right now: the caller is waiting, so pay list price instead.
+        upstream = await client.complete(body)
+    return upstream
+
+
+def _as_response(upstream: UpstreamResponse) -> Response:
+    if upstream.status >= 400:
+        raise _upstream_error(upstream.status, upstream.body, upstream.headers)
+    return Response(content=upstream.body, status_code=upstream.status, media_type=JSON)
+
+
+async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
+    context = client.stream(body)
+    upstream = await context.__aenter__()
+    if upstream.status >= 400:
+        content = b"".join([chunk async for chunk in upstream.chunks])
+        await context.__aexit__(None, None, None)
+        raise _upstream_error(upstream.status, content, upstream.headers)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.chunks:
+                yield chunk
+        finally:
+            await context.__aexit__(None, None, None)
+
+    return StreamingResponse(
+        relay(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def _upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """The provider's error, in OpenAI's shape, with its status (secrets were redacted by the client)."""
+    passed = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return UpstreamError(
+            status,
+            error["message"],
+            error_type=str(error.get("type") or "upstream_error"),
+            param=error.get("param") if isinstance(error.get("param"), str) else None,
+            code=str(error["code"]) if error.get("code") is not None else None,
+            headers=passed,
+        )
+    return UpstreamError(status, f"The upstream provider answered with HTTP {status}.", headers=passed)

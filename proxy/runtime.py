@@ -1,0 +1,112 @@
+"""The Runtime: everything a request handler or a worker loop needs, built once per process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from proxy.accounting import Accounting
+from proxy.auth import KeyRing
+from proxy.metrics import Metrics, known_labels
+from proxy.pricing import PriceBook
+from proxy.providers.base import BatchClient, CompletionClient
+from proxy.providers.registry import ProviderRegistry, is_simulated
+from proxy.settings import DEV_MASTER_KEY, Config, Settings
+from proxy.store.store import Store
+from proxy.worker.events import NullEvents, WorkerEvents
+
+logger = logging.getLogger("batchgate")
+
+REDIS_POOL_SIZE = 512
+REDIS_POOL_WAIT = 10.0
+
+
+@dataclass
+class Runtime:
+    """Process-wide state, passed explicitly. `config`, `keys` and `prices` are swapped whole on reload."""
+
+    settings: Settings
+    config: Config
+    redis: redis.asyncio.Redis
+    providers: ProviderRegistry
+    keys: KeyRing
+    store: Store
+    metrics: Metrics
+    prices: PriceBook
+    accounting: Accounting
+    events: WorkerEvents
+    simulated: bool = False
+    fallback_master_key: str | None = None
+    started_at: float = 0.0
+
+    def completion_client(self, model_name: str) -> CompletionClient:
+        return self.providers.completion(model_name)
+
+    def batch_client(self, model_name: str) -> BatchClient:
+        return self.providers.batch(model_name)
+
+    def apply_config(self, config: Config) -> None:
+        """Swap in a newly validated config: policy, caller keys and price overrides apply to the next request."""
+        self.keys = KeyRing(config, fallback_master_key=self.fallback_master_key)
+        self.prices = PriceBook.from_config(config)
+        self.metrics.set_known(**known_labels(config))
+        self.config = config
+
+
+def connect_redis(url: str) -> redis.asyncio.Redis:
+    """A client whose pool waits for a free connection instead of failing, and retries a dropped one once
+    (the first command after a Redis restart meets a dead pooled connection)."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=REDIS_POOL_WAIT,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | None = None) -> Runtime:
+    """Everything one process needs. Call inside a running event loop (the HTTP session binds to it)."""
+    if not settings.redis_url:
+        raise ValueError("settings.redis_url is required (the CLI starts an embedded Redis when none is set)")
+    every_model_simulated = all(is_simulated(deployment) for deployment in config.model_list)
+    simulated = bool(settings.simulator_url) and any(is_simulated(d) for d in config.model_list)
+    fallback_key = DEV_MASTER_KEY if simulated and every_model_simulated else None
+    client = connect_redis(settings.redis_url)
+    metrics = Metrics(None, **known_labels(config))
+    runtime = Runtime(
+        settings=settings,
+        config=config,
+        redis=client,
+        providers=ProviderRegistry(config, simulator_url=settings.simulator_url),
+        keys=KeyRing(config, fallback_master_key=fallback_key),
+        store=Store.create(client),
+        metrics=metrics,
+        prices=PriceBook.from_config(config),
+        accounting=Accounting(client),
+        events=events or NullEvents(),
+        simulated=simulated,
+        fallback_master_key=fallback_key,
+        started_at=time.time(),
+    )
+    if fallback_key:
+        logger.warning(
+            "no master key is configured and every model is simulated: accepting the dev key %s", fallback_key
+        )
+    if runtime.keys.empty:
+        logger.warning("no caller keys are configured: every request will be refused with 401")
+    return runtime
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.providers.aclose()
+    await runtime.redis.aclose()

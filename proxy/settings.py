@@ -1,0 +1,253 @@
+"""Settings: the process environment (BATCHGATE_*) and the YAML config file, validated once at start.
+
+The YAML file declares models the way LiteLLM users already write them (`model_list` with `litellm_params`),
+caller keys, batching knobs, delivery and the policy. `os.environ/NAME` values are read from the environment
+when the file is loaded; secrets are kept as `SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from proxy.durations import parse_duration
+from proxy.errors import ConfigError
+from proxy.policy.model import PolicyConfig
+
+DEFAULT_CONFIG_PATH = Path("policies/default.yaml")
+ENV_REFERENCE_PREFIX = "os.environ/"
+DEV_MASTER_KEY = "sk-batchgate-dev"
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _resolve_env_reference(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(ENV_REFERENCE_PREFIX):
+        return os.environ.get(value.removeprefix(ENV_REFERENCE_PREFIX)) or None
+    return value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_resolve_env_reference)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LitellmParams(StrictModel):
+    """The provider deployment behind a model name, as LiteLLM's `litellm_params` spells it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str = Field(description="provider/model, e.g. openai/gpt-4o-mini")
+    api_base: str | None = None
+    api_key: OptionalSecret = None
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    input_cost_per_token_batches: float | None = Field(default=None, ge=0)
+    output_cost_per_token_batches: float | None = Field(default=None, ge=0)
+    cache_read_input_token_cost: float | None = Field(default=None, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _has_provider(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError("expected provider/model, e.g. openai/gpt-4o-mini")
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0]
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model.split("/", 1)[1]
+
+
+class BatchKnobs(StrictModel):
+    """When a queue of deferred jobs is flushed into a provider batch, and how its batches are watched."""
+
+    max_wait: Seconds = 600.0
+    max_requests: int = Field(default=50_000, ge=1, le=50_000)
+    max_bytes: int = Field(default=190_000_000, ge=1024, le=200_000_000)
+    turnaround_estimate: Seconds = 3600.0
+    completion_window: str = "24h"
+
+
+class ModelDeployment(StrictModel):
+    model_name: str = Field(min_length=1)
+    litellm_params: LitellmParams
+    batch: BatchKnobs | None = None
+    supports_flex: bool = False
+
+
+class CallerKey(StrictModel):
+    name: str = Field(min_length=1)
+    key: OptionalSecret
+    team: str = "default"
+    webhook_secret: OptionalSecret = None
+
+
+class AuthConfig(StrictModel):
+    master_key: OptionalSecret = None
+    keys: list[CallerKey] = Field(default_factory=list)
+
+
+class RetryConfig(StrictModel):
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    base_delay: Seconds = 0.2
+    max_delay: Seconds = 8.0
+    budget: Seconds = 30.0
+
+
+class LimitsConfig(StrictModel):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    upstream_timeout: Seconds = 600.0
+    upstream_connect_timeout: Seconds = 10.0
+
+
+class WorkerConfig(StrictModel):
+    poll_interval_min: Seconds = 2.0
+    poll_interval_max: Seconds = 60.0
+    tick: Seconds = 0.5
+    lease: Seconds = 30.0
+    safety_margin: Seconds = 600.0
+    flex_turnaround: Seconds = 900.0
+    result_ttl: Seconds = 7 * 86400.0
+    sync_concurrency: int = Field(default=16, ge=1)
+
+
+class WebhookConfig(StrictModel):
+    default_url: str | None = None
+    secret: OptionalSecret = None
+    retry_period: Seconds = 86400.0
+    timeout: Seconds = 10.0
+    allow_hosts: list[str] = Field(default_factory=list)
+
+
+class DeliveryConfig(StrictModel):
+    default: Literal["hold", "async", "webhook"] = "async"
+    hold_heartbeat: Seconds = 15.0
+    max_wait: Seconds = 86400.0
+    dedupe_identical_bodies: Seconds = 0.0
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+
+
+class Config(StrictModel):
+    """The validated YAML file."""
+
+    model_list: list[ModelDeployment] = Field(min_length=1)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    batching: BatchKnobs = Field(default_factory=BatchKnobs)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [deployment.model_name for deployment in self.model_list]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model_name must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def deployment(self, model_name: str) -> ModelDeployment | None:
+        for deployment in self.model_list:
+            if deployment.model_name == model_name:
+                return deployment
+        return None
+
+    def batch_knobs(self, model_name: str) -> BatchKnobs:
+        deployment = self.deployment(model_name)
+        return deployment.batch if deployment and deployment.batch else self.batching
+
+
+class Settings(BaseSettings):
+    """The process environment. Every field can be set as BATCHGATE_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCHGATE_", extra="ignore")
+
+    config: Path = DEFAULT_CONFIG_PATH
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    log_json: bool = False
+    data_dir: Path = Path(".batchgate")
+    simulator_url: str | None = None
+    simulator_port: int = 0
+    worker: bool = True
+    metrics_port: int = 9090
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; any problem raises ConfigError naming the file, key path and expectation."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(path, exc)) from exc
+
+
+def describe_validation_error(path: Path | str, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s)"]
+    for problem in exc.errors():
+        location = _key_path(problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            allowed = _allowed_keys(problem["loc"][:-1])
+            message = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    """policy.rules[0].match.models, as the YAML reads."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _allowed_keys(location: tuple[int | str, ...]) -> list[str]:
+    """The keys the config model accepts at `location` (empty when it cannot be told)."""
+    model: type[BaseModel] | None = Config
+    for part in location:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_within(field.annotation) if field else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_within(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _model_within(argument)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,1 @@
+"""The simulated upstream: an OpenAI-shaped fake provider (chat, flex, files, batches, ledger)."""

@@ -1,0 +1,72 @@
+"""Test controls under `/_sim`: the ledger, runtime knobs and fail-next. No authentication (a test tool)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+
+from proxy.errors import InvalidRequest
+from proxy.simulator.ledger import ledger_report
+from proxy.simulator.openai_face import json_body
+from proxy.simulator.state import simulator_state
+
+JSON = "application/json"
+
+router = APIRouter(prefix="/_sim")
+
+
+def _json(payload: Any) -> Response:
+    return Response(orjson.dumps(payload), media_type=JSON)
+
+
+@router.get("/health")
+async def health() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get("/ledger")
+async def ledger(request: Request) -> Response:
+    engine = simulator_state(request).engine
+    engine.settle_all()
+    return _json(await asyncio.to_thread(ledger_report, engine.ledger, engine.prices))
+
+
+@router.post("/reset")
+async def reset(request: Request) -> Response:
+    simulator_state(request).engine.reset()
+    return _json({"reset": True})
+
+
+@router.get("/config")
+async def read_config(request: Request) -> Response:
+    return _json(simulator_state(request).engine.options.model_dump())
+
+
+@router.patch("/config")
+async def change_config(request: Request) -> Response:
+    changes = await json_body(request)
+    if not isinstance(changes, dict):
+        raise InvalidRequest("Expected a JSON object of knob names to values.")
+    engine = simulator_state(request).engine
+    try:
+        options = engine.configure(changes)
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid knobs: {exc.errors(include_url=False, include_context=False)}") from exc
+    return _json(options.model_dump())
+
+
+@router.post("/fail-next")
+async def fail_next(request: Request) -> Response:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest('Expected {"count": N, "status": S}.')
+    count, status = body.get("count", 1), body.get("status", 500)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise InvalidRequest("'count' must be a non-negative integer.", param="count")
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        raise InvalidRequest("'status' must be an HTTP error status (400-599).", param="status")
+    return _json({"pending": simulator_state(request).engine.fail_next(count, status)})

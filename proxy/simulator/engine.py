@@ -1,0 +1,187 @@
+"""The simulated provider's state and rules, provider-neutral: knobs, injected faults, batches, the ledger.
+
+Faces (the OpenAI routes, later an Anthropic one) parse their wire format into neutral requests, ask the
+engine, and render what it answers back into their own shapes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.simulator.answers import Answer, answer_for
+from proxy.simulator.batches import (
+    INFINITY,
+    BatchLine,
+    BatchRecord,
+    BatchView,
+    LineRequest,
+    Status,
+    ValidationIssue,
+    finish_offsets,
+    injected_status,
+    view,
+)
+from proxy.simulator.ledger import Ledger, PriceBook, Tier
+from proxy.simulator.options import SimulatorOptions
+
+LINE_ERROR_MESSAGES = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    429: "Rate limit reached while processing this batch request. Please try again later.",
+    400: "Invalid request (injected by the simulator).",
+}
+
+
+def expected_content(body: Mapping[str, Any]) -> str:
+    """The answer text the simulator gives to a chat request body (sync, stream or batch line alike)."""
+    return answer_for(body).content
+
+
+class BatchNotFound(LookupError):
+    pass
+
+
+class BatchNotCancellable(RuntimeError):
+    def __init__(self, status: Status) -> None:
+        super().__init__(f"Cannot cancel a batch with status '{status.value}'.")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """An injected failure of a synchronous call."""
+
+    status: int
+    reason: str  # "fail_next" | "rate_limit" | "server_error" | "resource_unavailable"
+
+
+class Engine:
+    def __init__(
+        self,
+        options: SimulatorOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+        prices: PriceBook | None = None,
+    ) -> None:
+        self.options = options
+        self.clock = clock
+        self.ledger = Ledger()
+        self.prices = prices or PriceBook()
+        self._rng = random.Random(options.seed)
+        self._fail_next: deque[int] = deque()
+        self._batches: dict[str, BatchRecord] = {}
+
+    # knobs and sync faults
+
+    def configure(self, changes: Mapping[str, Any]) -> SimulatorOptions:
+        updated = self.options.updated(dict(changes))
+        if "seed" in changes:
+            self._rng = random.Random(updated.seed)
+        self.options = updated
+        return updated
+
+    def fail_next(self, count: int, status: int) -> int:
+        self._fail_next.extend([status] * count)
+        return len(self._fail_next)
+
+    def sync_fault(self, tier: Tier) -> Fault | None:
+        if self._fail_next:
+            return Fault(self._fail_next.popleft(), "fail_next")
+        opts = self.options
+        if not (opts.sync_429_rate or opts.sync_500_rate or (tier is Tier.FLEX and opts.flex_429_rate)):
+            return None
+        roll = self._rng.random()
+        if roll < opts.sync_429_rate:
+            return Fault(429, "rate_limit")
+        if roll < opts.sync_429_rate + opts.sync_500_rate:
+            return Fault(500, "server_error")
+        if tier is Tier.FLEX and self._rng.random() < opts.flex_429_rate:
+            return Fault(429, "resource_unavailable")
+        return None
+
+    def bill(self, model: str, tier: Tier, answer: Answer) -> None:
+        self.ledger.bill(model, tier, input_tokens=answer.prompt_tokens, output_tokens=answer.completion_tokens)
+
+    # batches
+
+    def create_batch(
+        self,
+        batch_id: str,
+        requests: Sequence[LineRequest],
+        issues: Sequence[ValidationIssue],
+        attributes: Mapping[str, Any],
+    ) -> BatchRecord:
+        """Register a batch (linear in its lines: call it off the event loop for large inputs)."""
+        opts = self.options
+        lines = []
+        if not issues:
+            offsets = finish_offsets(len(requests), opts, self._rng)
+            lines = [self._line(index, request, offsets[index]) for index, request in enumerate(requests)]
+        record = BatchRecord(
+            id=batch_id,
+            created_at=self.clock(),
+            options=opts,
+            lines=lines,
+            issues=list(issues),
+            attributes=dict(attributes),
+        )
+        self._batches[batch_id] = record
+        return record
+
+    def _line(self, index: int, request: LineRequest, offset: float) -> BatchLine:
+        model = request.model
+        if request.problem is not None or request.answer is None:
+            message = request.problem or "Invalid request."
+            return BatchLine(index, request.custom_id, model, None, 400, message, offset)
+        status = injected_status(self.options, self._rng)
+        if status != 200:
+            return BatchLine(index, request.custom_id, model, None, status, LINE_ERROR_MESSAGES[status], offset)
+        return BatchLine(index, request.custom_id, model, request.answer, 200, None, offset)
+
+    def batch(self, batch_id: str) -> BatchView:
+        record = self._batches.get(batch_id)
+        if record is None:
+            raise BatchNotFound(batch_id)
+        return self._settled_view(record)
+
+    def cancel_batch(self, batch_id: str) -> BatchView:
+        current = self.batch(batch_id)
+        if current.status is Status.CANCELLING:
+            return current
+        if current.status.is_terminal:
+            raise BatchNotCancellable(current.status)
+        current.record.cancel_requested_at = current.now
+        return self._settled_view(current.record)
+
+    def batches_newest_first(self) -> Iterator[BatchView]:
+        for record in reversed(list(self._batches.values())):
+            yield self._settled_view(record)
+
+    def settle_all(self) -> None:
+        """Bill every batch that has ended (the ledger is read after this)."""
+        for record in list(self._batches.values()):
+            if not record.settled:
+                self._settled_view(record)
+
+    def _settled_view(self, record: BatchRecord) -> BatchView:
+        current = view(record, self.clock())
+        if current.status.is_terminal and not record.settled:
+            record.settled = True
+            for line in current.finished:
+                if line.succeeded and line.answer is not None:
+                    self.bill(line.model, Tier.BATCH, line.answer)
+        return current
+
+    def reset(self) -> None:
+        """Clear the ledger and pending fail-next faults. Batches and files are kept: batches that have ended
+        stay billed to the cleared period, batches still running bill when they end."""
+        self.settle_all()
+        self.ledger.reset()
+        self._fail_next.clear()
+
+
+__all__ = ["INFINITY", "BatchNotCancellable", "BatchNotFound", "Engine", "Fault", "expected_content"]

@@ -1,0 +1,167 @@
+"""What the simulated provider billed: tokens per (model, tier), priced exactly from litellm's price map.
+
+Tokens are counted as integers when work is billed; cost is computed when the ledger is read, as
+Decimal(price) * tokens, so totals are exact. Prices are the shortest decimal form of litellm's floats
+(1.5e-07 -> 0.00000015). Costs are rendered as plain, normalised decimal strings ("0.000015").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+PriceMap = Mapping[str, Mapping[str, Any]]
+HALF = Decimal("0.5")
+
+
+class Tier(StrEnum):
+    SYNC = "sync"
+    FLEX = "flex"
+    BATCH = "batch"
+
+
+@dataclass(slots=True)
+class Usage:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrice:
+    input: Decimal
+    output: Decimal
+
+    def cost(self, usage: Usage) -> Decimal:
+        return self.input * usage.input_tokens + self.output * usage.output_tokens
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, Tier], Usage] = {}
+
+    def bill(self, model: str, tier: Tier, *, input_tokens: int, output_tokens: int, requests: int = 1) -> None:
+        usage = self._rows.setdefault((model, tier), Usage())
+        usage.requests += requests
+        usage.input_tokens += input_tokens
+        usage.output_tokens += output_tokens
+
+    def reset(self) -> None:
+        self._rows.clear()
+
+    def rows(self) -> dict[tuple[str, Tier], Usage]:
+        return {key: Usage(u.requests, u.input_tokens, u.output_tokens) for key, u in self._rows.items()}
+
+
+def litellm_price_map() -> PriceMap:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm  # noqa: PLC0415 - takes seconds to import: only when a price is first needed
+
+    cost_map: PriceMap = litellm.model_cost
+    return cost_map
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(repr(value))
+    return None
+
+
+class PriceBook:
+    """Per-token prices by tier; the price map is loaded on first use (call `load` off the event loop)."""
+
+    def __init__(self, loader: Callable[[], PriceMap] = litellm_price_map) -> None:
+        self._loader = loader
+        self._map: PriceMap | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._map is None:
+                self._map = self._loader()
+
+    def _entry(self, model: str) -> Mapping[str, Any] | None:
+        self.load()
+        assert self._map is not None
+        if model in self._map:
+            return self._map[model]
+        _, _, bare = model.partition("/")
+        return self._map.get(bare) if bare else None
+
+    def price(self, model: str, tier: Tier) -> TokenPrice | None:
+        entry = self._entry(model)
+        if entry is None:
+            return None
+        list_in = _decimal(entry.get("input_cost_per_token"))
+        list_out = _decimal(entry.get("output_cost_per_token"))
+        if list_in is None or list_out is None:
+            return None
+        if tier is Tier.SYNC:
+            return TokenPrice(list_in, list_out)
+        batch_in = _decimal(entry.get("input_cost_per_token_batches")) or list_in * HALF
+        batch_out = _decimal(entry.get("output_cost_per_token_batches")) or list_out * HALF
+        if tier is Tier.FLEX:
+            return TokenPrice(
+                _decimal(entry.get("input_cost_per_token_flex")) or batch_in,
+                _decimal(entry.get("output_cost_per_token_flex")) or batch_out,
+            )
+        return TokenPrice(batch_in, batch_out)
+
+
+def format_usd(amount: Decimal) -> str:
+    return format(amount.normalize(), "f") if amount else "0"
+
+
+def _usage_json(usage: Usage, cost: Decimal | None) -> dict[str, Any]:
+    return {
+        "requests": usage.requests,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cost_usd": None if cost is None else format_usd(cost),
+    }
+
+
+def _add(total: Usage, usage: Usage) -> None:
+    total.requests += usage.requests
+    total.input_tokens += usage.input_tokens
+    total.output_tokens += usage.output_tokens
+
+
+def ledger_report(ledger: Ledger, prices: PriceBook) -> dict[str, Any]:
+    """The ledger as JSON: per model and tier, per tier, in total. Blocking on first use (price map)."""
+    rows = ledger.rows()
+    models: dict[str, dict[str, Any]] = {}
+    tier_usage = {tier: Usage() for tier in Tier}
+    tier_cost = {tier: Decimal(0) for tier in Tier}
+    total, total_cost = Usage(), Decimal(0)
+    unpriced: set[str] = set()
+    for model in sorted({model for model, _ in rows}):
+        per_tier: dict[str, Any] = {}
+        for tier in Tier:
+            usage = rows.get((model, tier), Usage())
+            price = prices.price(model, tier)
+            cost = None if price is None else price.cost(usage)
+            if cost is None and usage.requests:
+                unpriced.add(model)
+            per_tier[tier.value] = _usage_json(usage, cost)
+            _add(tier_usage[tier], usage)
+            _add(total, usage)
+            tier_cost[tier] += cost or 0
+            total_cost += cost or 0
+        models[model] = per_tier
+    return {
+        "currency": "USD",
+        "models": models,
+        "tiers": {tier.value: _usage_json(tier_usage[tier], tier_cost[tier]) for tier in Tier},
+        "totals": _usage_json(total, total_cost),
+        "unpriced_models": sorted(unpriced),
+        "notes": [
+            "cost_usd is an exact decimal string; tiers and totals sum priced models only",
+            "models missing from litellm's price map are billed tokens with cost_usd null",
+        ],
+    }

@@ -1,0 +1,26 @@
+"""Everything one simulator app instance holds (stored on `app.state.simulator`)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from proxy.simulator.engine import Engine
+from proxy.simulator.files import FileStore
+
+ResultFiles = tuple[str | None, str | None]  # (output_file_id, error_file_id)
+
+
+@dataclass(slots=True)
+class SimulatorState:
+    engine: Engine
+    files: FileStore = field(default_factory=FileStore)
+    result_files: dict[str, ResultFiles] = field(default_factory=dict)  # batch id -> its written result files
+    result_files_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def simulator_state(request: Request) -> SimulatorState:
+    state: SimulatorState = request.app.state.simulator
+    return state

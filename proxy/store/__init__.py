@@ -1,0 +1,1 @@
+"""Durable state in Redis: every key in `keys.py`, the job store, batches, leases."""

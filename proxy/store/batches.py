@@ -1,0 +1,147 @@
+"""Queue groups and our batch records: what is waiting, which jobs a batch holds, where each batch stands.
+
+A batch record moves building -> uploaded (file id) -> submitted (provider batch id) -> ended. Every batch
+not yet ended sits in its group's open-batches ZSET, scored by when a worker should next look at it; a worker
+that holds the batch's lease is the only one acting on it; a dead worker's batch is picked up once
+its lease expires.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import redis.asyncio
+
+from proxy.store import keys
+from proxy.store.records import BatchRecord, BatchStage, decoded, raw_hash
+from proxy.store.scripts import Scripts
+
+CLAIM_CHUNK = 5000  # ids per claim script call (Lua's unpack limit, and a short script)
+READ_CHUNK = 500
+MARK_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    count: int
+    bytes: int
+    next_due: float | None  # the earliest flush-by score among the waiting jobs
+
+
+class BatchStore:
+    def __init__(
+        self, client: redis.asyncio.Redis, scripts: Scripts, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = client
+        self.scripts = scripts
+        self.clock = clock
+
+    async def groups(self) -> dict[str, str]:
+        """tag -> group name of every group that has ever had a job."""
+        raw = await self.redis.hgetall(keys.groups())
+        return {decoded(tag): decoded(name) for tag, name in raw.items()}
+
+    async def queue_stats(self, tag: str) -> QueueStats:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.pending(tag))
+        pipe.get(keys.pending_bytes(tag))
+        pipe.zrange(keys.pending(tag), 0, 0, withscores=True)
+        count, size, first = await pipe.execute()
+        return QueueStats(int(count), int(size or 0), float(first[0][1]) if first else None)
+
+    async def is_idle(self, tag: str) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (keys.pending(tag), keys.sync_queue(tag), keys.sync_inflight(tag), keys.open_batches(tag)):
+            pipe.zcard(key)
+        return not any(await pipe.execute())
+
+    async def open_batch(self, tag: str, group: str, *, look_again_in: float) -> str:
+        """A new, empty batch record in state `building`; if its builder dies, a worker looks at it later."""
+        batch_id = keys.new_batch_id(tag)
+        now = self.clock()
+        await self.scripts.create_batch(
+            keys=[keys.batch(tag, batch_id), keys.open_batches(tag)],
+            args=[batch_id, repr(now + look_again_in), "tag", tag, "group", group, "state", "building",
+                  "created_at", repr(now), "jobs", 0, "bytes", 0],
+        )  # fmt: skip
+        return batch_id
+
+    async def claim_jobs(self, tag: str, batch_id: str, *, limit: int, byte_budget: int) -> list[str]:
+        """Move up to `limit` jobs (most urgent first, within `byte_budget`) from the queue into the batch."""
+        taken: list[str] = []
+        spent = 0
+        while len(taken) < limit:
+            chunk = min(CLAIM_CHUNK, limit - len(taken))
+            ids = await self.scripts.claim_for_batch(
+                keys=[keys.pending(tag), keys.pending_bytes(tag), keys.batch(tag, batch_id),
+                      keys.batch_jobs(tag, batch_id)],
+                args=[batch_id, chunk, byte_budget - spent, keys.job_prefix(tag)],
+            )  # fmt: skip
+            if not ids:
+                break
+            taken.extend(raw.decode() for raw in ids)
+            spent = int(await self.redis.hget(keys.batch(tag, batch_id), "bytes") or 0)
+            if len(ids) < chunk or spent >= byte_budget:
+                break
+        return taken
+
+    async def get(self, tag: str, batch_id: str) -> BatchRecord | None:
+        raw = raw_hash(await self.redis.hgetall(keys.batch(tag, batch_id)))
+        return BatchRecord.decode(raw) if raw else None
+
+    async def advance(self, tag: str, batch_id: str, *, expected: BatchStage, **fields: str | float | int) -> bool:
+        """Set fields only if the batch is still in state `expected` (a stale worker cannot move it twice)."""
+        flat: list[str | float | int] = []
+        for name, value in fields.items():
+            flat.extend((name, repr(value) if isinstance(value, float) else value))
+        done = await self.scripts.advance_batch(keys=[keys.batch(tag, batch_id)], args=[expected, *flat])
+        return bool(done)
+
+    async def update(self, tag: str, batch_id: str, **fields: str | float | int) -> None:
+        mapping = {name: repr(value) if isinstance(value, float) else value for name, value in fields.items()}
+        await self.redis.hset(keys.batch(tag, batch_id), mapping=mapping)  # type: ignore[arg-type]
+
+    async def job_ids(self, tag: str, batch_id: str) -> list[str]:
+        """The jobs the batch still owes an answer for."""
+        return [decoded(raw) for raw in await self.redis.smembers(keys.batch_jobs(tag, batch_id))]
+
+    async def remaining(self, tag: str, batch_id: str) -> int:
+        return int(await self.redis.scard(keys.batch_jobs(tag, batch_id)))
+
+    async def bodies(self, batch_id: str, job_ids: list[str]) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """The request bodies of the jobs the batch still owns, in chunks (pipelined reads)."""
+        tag = keys.tag_of_batch(batch_id)
+        for start in range(0, len(job_ids), READ_CHUNK):
+            flat = await self.scripts.bodies(
+                keys=[keys.batch(tag, batch_id)],
+                args=[batch_id, keys.job_prefix(tag), *job_ids[start : start + READ_CHUNK]],
+            )
+            yield [(decoded(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def mark_submitted(self, tag: str, batch_id: str, job_ids: list[str]) -> None:
+        for start in range(0, len(job_ids), MARK_CHUNK):
+            await self.scripts.mark_submitted(
+                keys=[keys.batch(tag, batch_id)],
+                args=[batch_id, keys.job_prefix(tag), *job_ids[start : start + MARK_CHUNK]],
+            )
+        await self.update(tag, batch_id, jobs_marked="1")
+
+    async def due(self, tag: str, *, limit: int = 20) -> list[str]:
+        """Open batches whose next look is due."""
+        now = repr(self.clock())
+        ids = await self.redis.zrangebyscore(keys.open_batches(tag), "-inf", now, start=0, num=limit)
+        return [decoded(raw) for raw in ids]
+
+    async def open_ids(self, tag: str) -> list[str]:
+        return [decoded(raw) for raw in await self.redis.zrange(keys.open_batches(tag), 0, -1)]
+
+    async def schedule(self, tag: str, batch_id: str, *, at: float) -> None:
+        await self.redis.zadd(keys.open_batches(tag), {batch_id: at}, xx=True)
+
+    async def close(self, tag: str, batch_id: str, *, retention: float) -> None:
+        await self.scripts.close_batch(
+            keys=[keys.batch(tag, batch_id), keys.batch_jobs(tag, batch_id), keys.open_batches(tag)],
+            args=[batch_id, max(1, int(retention)), repr(self.clock())],
+        )

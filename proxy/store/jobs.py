@@ -1,0 +1,206 @@
+"""The caller's side of the job store: accept (durably, idempotently), read, list, cancel, await an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+import redis.asyncio
+
+from proxy.errors import Conflict
+from proxy.store import keys
+from proxy.store.records import FINAL_STATUSES, SYNC_OWNER, JobStatus, JobView, NewJob, decoded, raw_hash
+from proxy.store.scripts import Scripts
+
+LINE_OVERHEAD = 120  # bytes a JSONL line adds around the body: custom_id, method, url
+LIST_PAGE = 100
+
+
+def valid_job_id(job_id: str) -> bool:
+    try:
+        keys.tag_of_job(job_id)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    outcome: Literal["missing", "final", "cancelled"]
+    status: str | None = None
+    batch_id: str | None = None
+    batch_remaining: int = 0
+
+
+class JobStore:
+    def __init__(
+        self, client: redis.asyncio.Redis, scripts: Scripts, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = client
+        self.scripts = scripts
+        self.clock = clock
+        self._registered_groups: set[str] = set()
+
+    async def accept(
+        self,
+        job: NewJob,
+        *,
+        flush_by: float,
+        idempotency_key: str | None = None,
+        key_ttl: float = 86400.0,
+    ) -> tuple[JobView, bool]:
+        """Write a job durably (or find the one an earlier call with the same Idempotency-Key wrote).
+
+        Returns the job and whether this call created it.
+        """
+        job_id = keys.new_job_id(job.model)
+        if idempotency_key is not None:
+            claim = keys.idempotency(job.caller, idempotency_key)
+            claimed = await self.redis.set(claim, job_id, nx=True, ex=max(1, int(key_ttl)))
+            if not claimed:
+                existing = await self.redis.get(claim)
+                if existing is not None:
+                    job_id = decoded(existing)
+                    if keys.tag_of_job(job_id) != keys.group_tag(job.model):
+                        found = await self.get(job_id)
+                        if found is None:
+                            raise Conflict("This Idempotency-Key was first used for another model.")
+                        return found, False
+        created = await self.enqueue(job, job_id=job_id, flush_by=flush_by)
+        if created:
+            return self._view_of_new(job, job_id), True
+        found = await self.get(job_id)
+        if found is None:  # answered long ago and expired; the key outlived it
+            raise Conflict("This Idempotency-Key belongs to a job that no longer exists.")
+        return found, False
+
+    async def enqueue(self, job: NewJob, *, job_id: str, flush_by: float) -> bool:
+        """One atomic script in the group's slot; refuses an id that already exists."""
+        tag = keys.tag_of_job(job_id)
+        now = self.clock()
+        body = orjson.dumps(job.body)
+        batch_lane = job.lane == "batch"
+        size = len(body) + LINE_OVERHEAD
+        fields: list[str | bytes | float | int] = [
+            "caller", job.caller, "team", job.team, "model", job.model, "body", body,
+            "deadline", "" if job.deadline is None else repr(job.deadline),
+            "lane", job.lane, "delivery", job.delivery, "callback_url", job.callback_url or "",
+            "created_at", repr(now), "attempts", 0, "status", "queued",
+            "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
+        ]  # fmt: skip
+        queue = keys.pending(tag) if batch_lane else keys.sync_queue(tag)
+        pipe = self.redis.pipeline(transaction=False)
+        if job.model not in self._registered_groups:
+            pipe.hsetnx(keys.groups(), tag, job.model)
+        pipe.zadd(keys.caller_jobs(job.caller), {job_id: now})
+        await self.scripts.enqueue(
+            keys=[keys.job(job_id), queue, keys.deadlines(tag), keys.pending_bytes(tag)],
+            args=[
+                repr(flush_by if batch_lane else now),
+                "" if job.deadline is None else repr(job.deadline),
+                size if batch_lane else 0,
+                job_id,
+                *fields,
+            ],
+            client=pipe,
+        )
+        results = await pipe.execute()
+        self._registered_groups.add(job.model)
+        return bool(results[-1])
+
+    def _view_of_new(self, job: NewJob, job_id: str) -> JobView:
+        return JobView(
+            id=job_id, status="queued", model=job.model, caller=job.caller, team=job.team,
+            created_at=self.clock(), deadline=job.deadline, lane=job.lane, delivery=job.delivery,
+            callback_url=job.callback_url, owner="" if job.lane == "batch" else SYNC_OWNER, batch=None,
+            attempts=0, batch_failures=0, rescued=False, rescue_reason=None, finished_at=None, response=None,
+            error=None,
+        )  # fmt: skip
+
+    async def get(self, job_id: str) -> JobView | None:
+        """The job, or None for an unknown, expired or malformed id."""
+        if not valid_job_id(job_id):
+            return None
+        raw = raw_hash(await self.redis.hgetall(keys.job(job_id)))
+        return JobView.decode(raw) if raw else None
+
+    async def get_many(self, job_ids: list[str]) -> list[JobView | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [JobView.decode(raw_hash(raw)) if raw else None for raw in await pipe.execute()]
+
+    async def list_for_caller(
+        self, caller: str, *, status: JobStatus | None = None, limit: int = 20, after: str | None = None
+    ) -> tuple[list[JobView], bool]:
+        """The caller's jobs, newest first, after the cursor `after` (a job id); and whether more exist."""
+        index = keys.caller_jobs(caller)
+        start = 0
+        if after is not None:
+            rank = await self.redis.zrevrank(index, after)
+            if not isinstance(rank, int):
+                return [], False
+            start = rank + 1
+        found: list[JobView] = []
+        while True:
+            ids = [decoded(raw) for raw in await self.redis.zrevrange(index, start, start + LIST_PAGE - 1)]
+            if not ids:
+                return found, False
+            views = await self.get_many(ids)
+            for job_id, view in zip(ids, views, strict=True):
+                if view is None:
+                    await self.redis.zrem(index, job_id)  # answered and expired
+                    continue
+                if status is None or view.status == status:
+                    if len(found) == limit:
+                        return found, True
+                    found.append(view)
+            start += LIST_PAGE
+
+    async def cancel(self, job_id: str, *, retention: float) -> CancelResult:
+        if not valid_job_id(job_id):
+            return CancelResult("missing")
+        tag = keys.tag_of_job(job_id)
+        raw = await self.scripts.cancel(
+            keys=[
+                keys.job(job_id), keys.pending(tag), keys.pending_bytes(tag), keys.sync_queue(tag),
+                keys.sync_inflight(tag), keys.deadlines(tag),
+            ],
+            args=[job_id, repr(self.clock()), max(1, int(retention)), keys.job_events(job_id),
+                  keys.batch_prefix(tag)],
+        )  # fmt: skip
+        outcome = raw[0].decode()
+        if outcome == "missing":
+            return CancelResult("missing")
+        if outcome == "final":
+            return CancelResult("final", status=raw[1].decode())
+        owner = raw[1].decode()
+        batch_id = owner if owner and owner != SYNC_OWNER else None
+        return CancelResult("cancelled", status="cancelled", batch_id=batch_id, batch_remaining=int(raw[2]))
+
+    async def wait_final(self, job_id: str, wait: float) -> JobView | None:
+        """The job once it is final, or as it stands when `wait` seconds run out (None if it does not exist).
+
+        Subscribes before reading, so an answer that lands in between is not missed.
+        """
+        if not valid_job_id(job_id):
+            return None
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(keys.job_events(job_id))
+            view = await self.get(job_id)
+            end = time.monotonic() + wait
+            while view is not None and view.status not in FINAL_STATUSES:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
+                if message is not None:
+                    view = await self.get(job_id)
+            return view
+        finally:
+            await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call,unused-ignore]

@@ -1,0 +1,130 @@
+"""Every Redis key batchgate uses, in one place.
+
+Redis Cluster: all state of one queue group (its jobs, pending queue, batches, leases, deadline index) shares
+the hash tag `{<group tag>}`, so every multi-key script stays in one slot. A job id embeds its group's tag,
+so a key can be derived from an id alone. Keys that span groups (caller indexes, idempotency claims, the
+registry of groups, webhook deliveries) carry their own tags and are only written with single-key commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+PREFIX = "bg"
+JOB_ID_PREFIX = "dfr_"
+TAG_LENGTH = 10
+
+
+def group_tag(group: str) -> str:
+    """A short stable tag for a queue group (a configured model name)."""
+    return hashlib.sha1(group.encode(), usedforsecurity=False).hexdigest()[:TAG_LENGTH]
+
+
+def new_job_id(group: str) -> str:
+    return f"{JOB_ID_PREFIX}{group_tag(group)}_{secrets.token_hex(10)}"
+
+
+def tag_of_job(job_id: str) -> str:
+    """The group tag embedded in a job id; ValueError when the id is not one of ours."""
+    if not job_id.startswith(JOB_ID_PREFIX):
+        raise ValueError("not a batchgate job id")
+    tag, _, rest = job_id.removeprefix(JOB_ID_PREFIX).partition("_")
+    if len(tag) != TAG_LENGTH or not rest or not all(c in "0123456789abcdef" for c in tag + rest):
+        raise ValueError("not a batchgate job id")
+    return tag
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:{{{tag_of_job(job_id)}}}:job:{job_id}"
+
+
+def pending(tag: str) -> str:
+    """ZSET of job ids waiting for a batch, scored by enqueue time."""
+    return f"{PREFIX}:{{{tag}}}:pending"
+
+
+def deadlines(tag: str) -> str:
+    """ZSET of unfinished job ids, scored by deadline (epoch seconds)."""
+    return f"{PREFIX}:{{{tag}}}:deadlines"
+
+
+def batch(tag: str, batch_id: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:batch:{batch_id}"
+
+
+def batch_jobs(tag: str, batch_id: str) -> str:
+    """SET of the job ids a batch still owes an answer for."""
+    return f"{PREFIX}:{{{tag}}}:batch:{batch_id}:jobs"
+
+
+def open_batches(tag: str) -> str:
+    """ZSET of a group's batches not yet ingested, scored by next poll time."""
+    return f"{PREFIX}:{{{tag}}}:batches:open"
+
+
+def lease(tag: str, name: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:lease:{name}"
+
+
+def groups() -> str:
+    """HASH tag -> group name of every queue group ever used."""
+    return f"{PREFIX}:{{registry}}:groups"
+
+
+def caller_jobs(caller: str) -> str:
+    """ZSET of a caller's job ids, scored by creation time."""
+    return f"{PREFIX}:{{caller:{caller}}}:jobs"
+
+
+def idempotency(caller: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{PREFIX}:{{caller:{caller}}}:idem:{digest}"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel announcing that a job reached a final state."""
+    return f"{PREFIX}:{{{tag_of_job(job_id)}}}:events:{job_id}"
+
+
+# --- deferred-job engine (store/jobs.py, store/batches.py, worker/) ---
+
+BATCH_ID_PREFIX = "bgb_"
+
+
+def new_batch_id(tag: str) -> str:
+    """Our own id for a provider batch of one group (sent as metadata, so a crash can find it again)."""
+    return f"{BATCH_ID_PREFIX}{tag}_{secrets.token_hex(8)}"
+
+
+def tag_of_batch(batch_id: str) -> str:
+    """The group tag embedded in one of our batch ids."""
+    tag = batch_id.removeprefix(BATCH_ID_PREFIX).partition("_")[0]
+    if not batch_id.startswith(BATCH_ID_PREFIX) or len(tag) != TAG_LENGTH:
+        raise ValueError("not a batchgate batch id")
+    return tag
+
+
+def job_prefix(tag: str) -> str:
+    """Prefix of a group's job hashes; Lua scripts append a job id to it (same slot as the group's keys)."""
+    return f"{PREFIX}:{{{tag}}}:job:"
+
+
+def batch_prefix(tag: str) -> str:
+    """Prefix of a group's batch keys; Lua scripts append `<batch id>:jobs` to it."""
+    return f"{PREFIX}:{{{tag}}}:batch:"
+
+
+def pending_bytes(tag: str) -> str:
+    """Counter: JSONL bytes of the jobs in `pending(tag)` (the max_bytes flush trigger)."""
+    return f"{PREFIX}:{{{tag}}}:pending:bytes"
+
+
+def sync_queue(tag: str) -> str:
+    """ZSET of job ids to be answered by a synchronous call, scored by the time they may start."""
+    return f"{PREFIX}:{{{tag}}}:sync"
+
+
+def sync_inflight(tag: str) -> str:
+    """ZSET of job ids a worker is calling synchronously, scored by when that claim expires."""
+    return f"{PREFIX}:{{{tag}}}:sync:inflight"

@@ -1,0 +1,73 @@
+"""What every worker loop shares: the Runtime, the store, leases, the observer, one clock, fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxy.runtime import Runtime
+from proxy.settings import BatchKnobs, WorkerConfig
+from proxy.store.store import Store
+from proxy.worker.events import WorkerEvents
+from proxy.worker.leases import Leases
+
+log = logging.getLogger("batchgate.worker")
+
+# Fault injection for the crash tests: the worker stops (sleeps) at the named stage, after writing the stage
+# name to the marker file, so a test can kill -9 it exactly there. Stages: before_upload, after_upload,
+# after_create, while_polling, during_ingest.
+PAUSE_AT_ENV = "BATCHGATE_TEST_PAUSE_AT"
+PAUSE_MARKER_ENV = "BATCHGATE_TEST_PAUSE_MARKER"
+
+
+@dataclass
+class WorkerContext:
+    runtime: Runtime
+    store: Store
+    leases: Leases
+    events: WorkerEvents
+    worker_id: str
+    clock: Callable[[], float] = time.time
+    pause_at: str | None = None
+    pause_marker: Path | None = None
+    _paused: set[str] = field(default_factory=set)
+
+    @property
+    def worker_config(self) -> WorkerConfig:
+        return self.runtime.config.worker
+
+    def knobs(self, group: str) -> BatchKnobs:
+        return self.runtime.config.batch_knobs(group)
+
+    def upstream_model(self, group: str) -> str:
+        deployment = self.runtime.config.deployment(group)
+        return deployment.litellm_params.upstream_model if deployment else group
+
+    def supports_flex(self, group: str) -> bool:
+        deployment = self.runtime.config.deployment(group)
+        return bool(deployment and deployment.supports_flex)
+
+    async def checkpoint(self, stage: str) -> None:
+        """A fault-injection point (see PAUSE_AT_ENV); free when no pause is configured."""
+        if self.pause_at != stage or stage in self._paused:
+            return
+        self._paused.add(stage)
+        log.warning("pausing for fault injection", extra={"stage": stage, "worker": self.worker_id})
+        if self.pause_marker is not None:
+            self.pause_marker.write_text(stage)
+        await asyncio.sleep(3600)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def pause_from_environment() -> tuple[str | None, Path | None]:
+    marker = os.environ.get(PAUSE_MARKER_ENV)
+    return os.environ.get(PAUSE_AT_ENV) or None, Path(marker) if marker else None

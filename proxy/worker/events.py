@@ -1,0 +1,48 @@
+"""What the worker reports as it goes: one call per event, for metrics and audit (no-op by default)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from proxy.store.outcomes import Finished
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+
+class WorkerEvents(Protocol):
+    def job_finished(self, job: Finished) -> None:
+        """A job reached completed or failed (job.lane: the lane that answered; job.rescued)."""
+
+    def deadline_missed(self, job: Finished) -> None:
+        """A job was answered after its deadline."""
+
+    def rescue(self, *, job_id: str, group: str, reason: str) -> None:
+        """A job was moved to the synchronous lane to keep its deadline (or because batching failed it)."""
+
+    def batch_submitted(self, *, group: str, batch_id: str, provider_batch_id: str, jobs: int, size: int) -> None:
+        """A provider batch was created and recorded."""
+
+    def batch_ended(self, *, group: str, batch_id: str, state: str, succeeded: int, retried: int, failed: int) -> None:
+        """A provider batch ended and its results were ingested (state: the provider's final state)."""
+
+
+class NullEvents:
+    def job_finished(self, job: Finished) -> None:
+        pass
+
+    def deadline_missed(self, job: Finished) -> None:
+        pass
+
+    def rescue(self, *, job_id: str, group: str, reason: str) -> None:
+        pass
+
+    def batch_submitted(self, *, group: str, batch_id: str, provider_batch_id: str, jobs: int, size: int) -> None:
+        pass
+
+    def batch_ended(self, *, group: str, batch_id: str, state: str, succeeded: int, retried: int, failed: int) -> None:
+        pass
+
+
+def events_of(runtime: Runtime) -> WorkerEvents:
+    return runtime.events

@@ -1,0 +1,160 @@
+"""An ended batch's results -> jobs: answer each line exactly once, retry the transient ones, fail the rest.
+
+Safe to run again after a crash half-way: a job already answered or no longer owned by this batch is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
+from proxy.store.jobs import valid_job_id
+from proxy.store.outcomes import Answer, Finished
+from proxy.store.records import BatchRecord
+from proxy.worker.context import WorkerContext
+from proxy.worker.timing import batch_lane_fits, flush_by
+
+log = logging.getLogger("batchgate.worker.ingest")
+
+CHUNK = 500
+MAX_ATTEMPTS = 3  # batch submissions of one job before a transient error becomes final
+
+
+@dataclass
+class Tally:
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def line_error(line: ResultLine) -> dict[str, Any]:
+    """The provider's error object for a line, in the OpenAI shape."""
+    if line.body is not None and isinstance(line.body.get("error"), dict):
+        return dict(line.body["error"])
+    return {
+        "message": line.error_message or f"The batch line ended as {line.outcome.value}.",
+        "type": "batch_error",
+        "param": None,
+        "code": line.error_code,
+    }
+
+
+class Ingester:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+    async def ingest(self, record: BatchRecord, info: BatchInfo) -> Tally:
+        tally = Tally()
+        if info.state is BatchState.FAILED:
+            error = {
+                "message": info.errors or "The batch failed validation.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "batch_failed",
+            }
+            ids = await self.ctx.store.batches.job_ids(record.tag, record.id)
+            await self.retry_or_fail(record, [(job_id, error) for job_id in ids], tally, batch_failure=True)
+            return tally
+        chunk: list[ResultLine] = []
+        async for line in self.ctx.runtime.batch_client(record.group).result_lines(info):
+            chunk.append(line)
+            if len(chunk) >= CHUNK:
+                await self._apply(record, chunk, tally)
+                chunk = []
+                await self.ctx.checkpoint("during_ingest")
+        await self._apply(record, chunk, tally)
+        missing = {
+            "message": f"The batch ended ({info.state.value}) without a result for this request.",
+            "type": "batch_error",
+            "param": None,
+            "code": "missing_result",
+        }
+        leftovers = await self.ctx.store.batches.job_ids(record.tag, record.id)
+        await self.retry_or_fail(record, [(job_id, missing) for job_id in leftovers], tally)
+        return tally
+
+    async def _apply(self, record: BatchRecord, lines: Sequence[ResultLine], tally: Tally) -> None:
+        answers: list[Answer] = []
+        transient: list[tuple[str, dict[str, Any]]] = []
+        for line in lines:
+            if not valid_job_id(line.custom_id):
+                continue
+            if line.outcome is LineOutcome.SUCCEEDED:
+                answers.append(
+                    Answer(line.custom_id, record.id, "completed", "batch", response=orjson.dumps(line.body))
+                )
+            elif line.transient:
+                transient.append((line.custom_id, line_error(line)))
+            else:
+                answers.append(Answer(line.custom_id, record.id, "failed", "batch", error=line_error(line)))
+        await self.finish(answers, tally)
+        await self.retry_or_fail(record, transient, tally)
+
+    async def finish(self, answers: Sequence[Answer], tally: Tally) -> None:
+        results = await self.ctx.store.outcomes.finish_many(answers, retention=self.ctx.worker_config.result_ttl)
+        for answer, done in zip(answers, results, strict=True):
+            if done is None:
+                continue
+            if answer.status == "completed":
+                tally.succeeded += 1
+            else:
+                tally.failed += 1
+            report_finished(self.ctx, done)
+
+    async def retry_or_fail(
+        self,
+        record: BatchRecord,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        tally: Tally,
+        *,
+        batch_failure: bool = False,
+    ) -> None:
+        """Queue again while the deadline allows; the synchronous lane when only it can still make it."""
+        if not items:
+            return
+        ctx = self.ctx
+        knobs = ctx.knobs(record.group)
+        margin = ctx.worker_config.safety_margin
+        views = await ctx.store.jobs.get_many([job_id for job_id, _ in items])
+        failures: list[Answer] = []
+        for (job_id, error), job in zip(items, views, strict=True):
+            if job is None or job.is_final or job.owner != record.id:
+                continue
+            now = ctx.clock()
+            exhausted = job.batch_failures >= 1 if batch_failure else job.attempts + 1 >= MAX_ATTEMPTS
+            if not exhausted and batch_lane_fits(
+                now, deadline=job.deadline, turnaround=knobs.turnaround_estimate, margin=margin
+            ):
+                score = flush_by(
+                    now,
+                    deadline=job.deadline,
+                    max_wait=knobs.max_wait,
+                    turnaround=knobs.turnaround_estimate,
+                    margin=margin,
+                )
+                if await ctx.store.outcomes.requeue(job_id, owner=record.id, score=score, batch_failure=batch_failure):
+                    tally.retried += 1
+            elif not exhausted and job.deadline is not None and now < job.deadline:
+                reason = f"batch line failed ({error.get('code')}); no time left for another batch"
+                if await ctx.store.outcomes.to_sync(job_id, expected_owner=record.id, reason=reason):
+                    tally.retried += 1
+                    log.info("job sent synchronously", extra={"job": job_id, "reason": reason})
+                    ctx.events.rescue(job_id=job_id, group=record.group, reason=reason)
+            else:
+                failures.append(Answer(job_id, record.id, "failed", "batch", error=error))
+        await self.finish(failures, tally)
+
+
+def report_finished(ctx: WorkerContext, done: Finished) -> None:
+    ctx.events.job_finished(done)
+    if done.missed_deadline:
+        log.warning(
+            "job answered after its deadline",
+            extra={"job": done.job_id, "lane": done.lane, "late_by": round(done.finished_at - (done.deadline or 0), 3)},
+        )
+        ctx.events.deadline_missed(done)

@@ -1,0 +1,114 @@
+"""Open batches -> results: poll each with backoff, one worker per batch at a time (its lease).
+
+A batch is looked at when its score in the group's open-batches ZSET comes due: a submitted batch is polled
+(the interval grows from poll_interval_min to poll_interval_max), an ended one ingested and closed, and one a
+dead worker left in `building`/`uploaded` is carried on by the submitter's recovery path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from proxy.providers.base import BatchInfo, BatchState
+from proxy.providers.openai_batch import BatchApiError
+from proxy.store import keys
+from proxy.store.records import BatchRecord
+from proxy.worker.context import WorkerContext
+from proxy.worker.ingest import Ingester
+from proxy.worker.submitter import Submitter
+
+log = logging.getLogger("batchgate.worker.poller")
+
+BACKOFF = 1.5
+DUE_PER_TICK = 20
+
+
+class Poller:
+    def __init__(self, ctx: WorkerContext, submitter: Submitter) -> None:
+        self.ctx = ctx
+        self.submitter = submitter
+        self.ingester = Ingester(ctx)
+
+    async def tick(self, groups: dict[str, str]) -> bool:
+        worked = False
+        for tag in groups:
+            for batch_id in await self.ctx.store.batches.due(tag, limit=DUE_PER_TICK):
+                async with self.ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
+                    if mine:
+                        await self.look(tag, batch_id)
+                        worked = True
+        return worked
+
+    async def look(self, tag: str, batch_id: str) -> None:
+        ctx = self.ctx
+        record = await ctx.store.batches.get(tag, batch_id)
+        if record is None or record.state == "ended":
+            await ctx.store.batches.close(tag, batch_id, retention=60)
+            return
+        if record.state in ("building", "uploaded"):
+            log.info("recovering a batch left unsubmitted", extra={"batch": batch_id, "state": record.state})
+            await self.submitter.send(record, recovering=True)
+            return
+        if not record.jobs_marked:
+            await self.submitter.mark_submitted(tag, batch_id)
+        assert record.provider_batch_id is not None
+        try:
+            info = await ctx.runtime.batch_client(record.group).retrieve_batch(record.provider_batch_id)
+            await ctx.checkpoint("while_polling")
+            if info.state.is_terminal:
+                await self._end(record, info)
+            else:
+                await self._wait(record, info)
+        except BatchApiError as exc:
+            if exc.status == 404:
+                await self._lost(record)
+                return
+            await self._retry_later(record, exc)
+        except httpx.HTTPError as exc:
+            await self._retry_later(record, exc)
+
+    async def _wait(self, record: BatchRecord, info: BatchInfo) -> None:
+        ctx = self.ctx
+        config = ctx.worker_config
+        interval = min(config.poll_interval_max, max(config.poll_interval_min, record.poll_interval * BACKOFF))
+        await ctx.store.batches.update(
+            record.tag,
+            record.id,
+            provider_state=info.state.value,
+            total=info.total,
+            done=info.completed + info.failed,
+            poll_interval=interval,
+        )
+        await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock() + interval)
+
+    async def _end(self, record: BatchRecord, info: BatchInfo) -> None:
+        ctx = self.ctx
+        tally = await self.ingester.ingest(record, info)
+        await ctx.store.batches.update(record.tag, record.id, provider_state=info.state.value)
+        await ctx.store.batches.close(record.tag, record.id, retention=ctx.worker_config.result_ttl)
+        log.info(
+            "batch ended",
+            extra={"batch": record.id, "group": record.group, "state": info.state.value,
+                   "succeeded": tally.succeeded, "retried": tally.retried, "failed": tally.failed},
+        )  # fmt: skip
+        ctx.events.batch_ended(
+            group=record.group,
+            batch_id=record.id,
+            state=info.state.value,
+            succeeded=tally.succeeded,
+            retried=tally.retried,
+            failed=tally.failed,
+        )
+
+    async def _lost(self, record: BatchRecord) -> None:
+        """The provider no longer knows the batch: every job it owed goes back through the retry rules."""
+        log.warning("provider batch not found; its jobs are retried", extra={"batch": record.id})
+        lost = BatchInfo(record.provider_batch_id or "", BatchState.EXPIRED, record.created_at, {})
+        await self._end(record, lost)
+
+    async def _retry_later(self, record: BatchRecord, exc: Exception) -> None:
+        log.warning("polling a batch failed", extra={"batch": record.id, "error": str(exc)})
+        at = self.ctx.clock() + max(self.ctx.worker_config.poll_interval_min, record.poll_interval)
+        await self.ctx.store.batches.schedule(record.tag, record.id, at=at)

@@ -1,0 +1,95 @@
+"""The worker: one loop driving the deadline guard, the sync lane, the submitter and the poller.
+
+Any number of workers can run on one Redis: every piece of work is claimed under a lease. `run(burst=True)`
+flushes every queue at once and returns when nothing is left to do (no queued job, no open batch, no sync
+call), which makes tests deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from proxy.runtime import Runtime
+from proxy.store.store import Store, store_of
+from proxy.worker.context import WorkerContext, new_worker_id, pause_from_environment
+from proxy.worker.events import WorkerEvents, events_of
+from proxy.worker.leases import Leases
+from proxy.worker.poller import Poller
+from proxy.worker.rescuer import Rescuer
+from proxy.worker.submitter import Submitter
+from proxy.worker.sync_lane import SyncLane
+
+log = logging.getLogger("batchgate.worker")
+
+ERROR_PAUSE = 1.0
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        store: Store | None = None,
+        events: WorkerEvents | None = None,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        store = store or store_of(runtime)
+        owner = worker_id or new_worker_id()
+        pause_at, marker = pause_from_environment()
+        self.ctx = WorkerContext(
+            runtime=runtime,
+            store=store,
+            leases=Leases(store.client, store.scripts, owner=owner, ttl=runtime.config.worker.lease),
+            events=events or events_of(runtime),
+            worker_id=owner,
+            clock=clock,
+            pause_at=pause_at,
+            pause_marker=marker,
+        )
+        self.submitter = Submitter(self.ctx)
+        self.poller = Poller(self.ctx, self.submitter)
+        self.rescuer = Rescuer(self.ctx)
+        self.sync_lane = SyncLane(self.ctx)
+
+    async def tick(self, *, drain: bool = False) -> bool:
+        """One pass over every group; True when something was done."""
+        groups = await self.ctx.store.batches.groups()
+        worked = await self.rescuer.tick(groups)
+        worked = await self.sync_lane.tick(groups) or worked
+        worked = await self.submitter.tick(groups, drain=drain) or worked
+        return await self.poller.tick(groups) or worked
+
+    async def idle(self) -> bool:
+        if self.sync_lane.running:
+            return False
+        for tag in await self.ctx.store.batches.groups():
+            if not await self.ctx.store.batches.is_idle(tag):
+                return False
+        return True
+
+    async def run(self, *, burst: bool = False, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        log.info("worker started", extra={"worker": self.ctx.worker_id, "burst": burst})
+        try:
+            while not stop.is_set():
+                try:
+                    worked = await self.tick(drain=burst)
+                    if burst and await self.idle():
+                        return
+                except Exception:
+                    log.exception("worker tick failed", extra={"worker": self.ctx.worker_id})
+                    worked = False
+                    await asyncio.sleep(ERROR_PAUSE)
+                if not worked:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self.ctx.worker_config.tick)
+            await self.sync_lane.drain()  # graceful stop: let in-flight calls finish
+        finally:
+            for task in list(self.sync_lane.running):
+                task.cancel()  # their claims lapse and another worker answers them
+            log.info("worker stopped", extra={"worker": self.ctx.worker_id})

@@ -1,0 +1,121 @@
+"""The synchronous lane of deferred jobs: deadlines too short for a batch, and rescues by the deadline guard.
+
+Jobs are claimed from a group's sync queue into its in-flight ZSET (scored by when the claim lapses), so a dead
+worker's calls are taken up again. `flex` jobs try `service_tier: "flex"` first and fall back to an ordinary
+call when flex capacity is unavailable (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from proxy.errors import ApiError
+from proxy.providers.base import UpstreamResponse
+from proxy.store import keys
+from proxy.store.outcomes import Answer
+from proxy.store.records import SYNC_OWNER, JobView
+from proxy.worker.context import WorkerContext
+from proxy.worker.ingest import report_finished
+
+log = logging.getLogger("batchgate.worker.sync_lane")
+
+MAX_SYNC_ATTEMPTS = 4
+RETRY_BASE = 1.0
+RETRY_CAP = 30.0
+
+
+def _error_of(response: UpstreamResponse) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return dict(payload["error"])
+    return {"message": f"The upstream answered {response.status}.", "type": "upstream_error", "param": None,
+            "code": None}  # fmt: skip
+
+
+class SyncLane:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.running: set[asyncio.Task[None]] = set()
+
+    @property
+    def claim_seconds(self) -> float:
+        config = self.ctx.runtime.config
+        return config.limits.upstream_timeout + config.retry.budget + config.worker.lease
+
+    async def tick(self, groups: dict[str, str]) -> bool:
+        worked = False
+        for tag, group in groups.items():
+            await self.ctx.store.outcomes.reclaim_sync(tag)
+            free = self.ctx.worker_config.sync_concurrency - len(self.running)
+            if free <= 0:
+                break
+            for job_id in await self.ctx.store.outcomes.claim_sync(tag, limit=free, claim_seconds=self.claim_seconds):
+                task = asyncio.create_task(self.answer(job_id, group))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+                worked = True
+        return worked
+
+    async def drain(self) -> None:
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+    async def answer(self, job_id: str, group: str) -> None:
+        try:
+            await self._answer(job_id, group)
+        except Exception:
+            log.exception("sync lane call failed unexpectedly", extra={"job": job_id})
+            await self.ctx.store.outcomes.retry_sync(job_id, ready_at=self.ctx.clock() + RETRY_BASE)
+
+    async def _answer(self, job_id: str, group: str) -> None:
+        ctx = self.ctx
+        job = await ctx.store.jobs.get(job_id)
+        raw_body = await ctx.store.client.hget(keys.job(job_id), "body")
+        if job is None or job.is_final or job.owner != SYNC_OWNER or raw_body is None:
+            await ctx.store.client.zrem(keys.sync_inflight(keys.tag_of_job(job_id)), job_id)
+            return
+        body = orjson.loads(raw_body)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        lane = "flex" if job.lane == "flex" and ctx.supports_flex(group) else "sync"
+        client = ctx.runtime.completion_client(group)
+        try:
+            if lane == "flex":
+                response = await client.complete({**body, "service_tier": "flex"})
+                if response.status == 429:
+                    log.info("flex unavailable; answering at list price", extra={"job": job_id})
+                    lane = "sync"
+                    response = await client.complete(body)
+            else:
+                response = await client.complete(body)
+        except ApiError as exc:
+            response = UpstreamResponse(exc.status, orjson.dumps(exc.body()))
+        if 200 <= response.status < 300:
+            await self._finish(Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body))
+        elif response.status == 429 or response.status >= 500:
+            await self._retry_or_fail(job, lane, response)
+        else:
+            await self._finish(Answer(job_id, SYNC_OWNER, "failed", lane, error=_error_of(response)))
+
+    async def _retry_or_fail(self, job: JobView, lane: str, response: UpstreamResponse) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        delay = min(RETRY_CAP, RETRY_BASE * 2**job.attempts)
+        in_time = job.deadline is None or now + delay < job.deadline
+        if job.attempts + 1 < MAX_SYNC_ATTEMPTS and in_time:
+            log.info("sync lane retries later", extra={"job": job.id, "status": response.status, "delay": delay})
+            await ctx.store.outcomes.retry_sync(job.id, ready_at=now + delay, lane=job.lane)
+            return
+        await self._finish(Answer(job.id, SYNC_OWNER, "failed", lane, error=_error_of(response)))
+
+    async def _finish(self, answer: Answer) -> None:
+        done = await self.ctx.store.outcomes.finish(answer, retention=self.ctx.worker_config.result_ttl)
+        if done is not None:
+            report_finished(self.ctx, done)

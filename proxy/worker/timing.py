@@ -1,0 +1,38 @@
+"""Pure arithmetic of deadlines: when a queue must be flushed, when a batch can no longer make it."""
+
+from __future__ import annotations
+
+FLUSH_SLACK = 2.0  # seconds the submitter flushes ahead of the point where the rescuer would take the job
+
+
+def flush_by(now: float, *, deadline: float | None, max_wait: float, turnaround: float, margin: float) -> float:
+    """When a job's queue must be flushed: its max wait, or the last moment a batch meets its deadline."""
+    due = now + max_wait
+    if deadline is not None:
+        due = min(due, deadline - margin - turnaround - FLUSH_SLACK)
+    return due
+
+
+def batch_lane_fits(now: float, *, deadline: float | None, turnaround: float, margin: float) -> bool:
+    """Whether a batch started now is expected to end before the deadline less the safety margin."""
+    return deadline is None or now + turnaround < deadline - margin
+
+
+def remaining_estimate(now: float, *, started_at: float, turnaround: float, progress: float) -> float:
+    """Seconds a running batch is expected to need still.
+
+    Within its turnaround estimate, the rest of that estimate. Overdue, its own pace so far when it reports
+    progress, else nothing is known and the job relies on the safety margin alone.
+    """
+    age = max(0.0, now - started_at)
+    if progress >= 1:
+        return 0.0
+    if age < turnaround:
+        return turnaround - age
+    if progress > 0:
+        return age * (1 - progress) / progress
+    return 0.0
+
+
+def at_risk(now: float, *, deadline: float, remaining: float, margin: float) -> bool:
+    return now + remaining > deadline - margin
