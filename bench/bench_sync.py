@@ -82,8 +82,9 @@ def wait_for(url: str) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(args, env=env, cwd=ROOT)
+def process(args: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=sink, stderr=sink)
     try:
         wait_for(ready_url)
         yield child
@@ -94,7 +95,8 @@ def process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[su
 
 @contextlib.contextmanager
 def stack(workdir: Path) -> Iterator[tuple[str, str]]:
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "BATCHGATE_LOG_LEVEL": "WARNING"}
+    # Default log level: the proxy writes its one access line per request, as it would in production.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "BATCHGATE_LOG_LEVEL": "INFO"}
     sim_port, proxy_port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     proxy_url = f"http://127.0.0.1:{proxy_port}"
@@ -123,6 +125,7 @@ def stack(workdir: Path) -> Iterator[tuple[str, str]]:
                 [python, "-m", "proxy", "simulate-upstream", "--port", str(sim_port)],
                 env,
                 sim_url + "/_sim/config",
+                workdir / "simulator.log",
             )
         )
         proxy_env = {**env, "BATCHGATE_REDIS_URL": redis_url, "BATCHGATE_CONFIG": str(config_path)}
@@ -131,6 +134,7 @@ def stack(workdir: Path) -> Iterator[tuple[str, str]]:
                 [python, "-m", "proxy", "serve", "--no-worker", "--port", str(proxy_port)],
                 proxy_env,
                 proxy_url + "/healthz",
+                workdir / "batchgate.log",
             )
         )
         yield sim_url, proxy_url

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.responses import Response
+
+JSON_MEDIA_TYPE = "application/json"
 
 
 class ApiError(Exception):
@@ -114,3 +117,21 @@ def error_body(message: str, error_type: str, *, param: str | None = None, code:
 
 def error_bytes(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> bytes:
     return orjson.dumps(error_body(message, error_type, param=param, code=code))
+
+
+def error_response(exc: ApiError) -> Response:
+    """The one mapping from an ApiError to an HTTP response."""
+    return Response(
+        error_bytes(exc.message, exc.error_type, param=exc.param, code=exc.code),
+        status_code=exc.status,
+        media_type=JSON_MEDIA_TYPE,
+        headers=exc.headers,
+    )
+
+
+def internal_error_response() -> Response:
+    return Response(
+        error_bytes("The server had an error while processing your request.", "server_error"),
+        status_code=500,
+        media_type=JSON_MEDIA_TYPE,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -70,13 +71,24 @@ class RequestLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._id_prefix = secrets.token_hex(6)
+        self._id_counter = itertools.count(1)
+
+    @property
+    def state(self) -> Any:
+        """The wrapped app's state (the Runtime lives on it)."""
+        return getattr(self.app, "state", None)
+
+    def _next_id(self) -> str:
+        """Unique across processes (random per-process prefix) and cheap per request (a counter)."""
+        return f"{self._id_prefix}{next(self._id_counter):010x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or secrets.token_hex(12)
+        request_id = _incoming_request_id(scope) or self._next_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

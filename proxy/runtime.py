@@ -7,11 +7,8 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from proxy import redis_client
 from proxy.accounting import Accounting
 from proxy.auth import KeyRing
 from proxy.metrics import Metrics, known_labels
@@ -23,9 +20,6 @@ from proxy.store.store import Store
 from proxy.worker.events import NullEvents, WorkerEvents
 
 logger = logging.getLogger("batchgate")
-
-REDIS_POOL_SIZE = 512
-REDIS_POOL_WAIT = 10.0
 
 
 @dataclass
@@ -61,17 +55,8 @@ class Runtime:
 
 
 def connect_redis(url: str) -> redis.asyncio.Redis:
-    """A client whose pool waits for a free connection instead of failing, and retries a dropped one once
-    (the first command after a Redis restart meets a dead pooled connection)."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=REDIS_POOL_WAIT,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return redis.asyncio.Redis.from_pool(pool)
+    """The client for `url` (a single server, or a Redis Cluster for `redis+cluster://`): see redis_client.py."""
+    return redis_client.connect_redis(url)
 
 
 def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | None = None) -> Runtime:
@@ -99,9 +84,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         started_at=time.time(),
     )
     if fallback_key:
-        logger.warning(
-            "no master key is configured and every model is simulated: accepting the dev key %s", fallback_key
-        )
+        logger.warning("no master key is set and every model is simulated: the development key from the README works")
     if runtime.keys.empty:
         logger.warning("no caller keys are configured: every request will be refused with 401")
     return runtime

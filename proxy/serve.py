@@ -36,7 +36,9 @@ def serve(settings: Settings, config: Config) -> None:
 
 
 def background_services(settings: Settings) -> list[BackgroundService]:
-    services: list[BackgroundService] = []
+    from proxy.config_watch import watch_config  # noqa: PLC0415
+
+    services: list[BackgroundService] = [watch_config]
     if settings.worker:
         from proxy.worker.process import run_in_app  # noqa: PLC0415
 

@@ -1,4 +1,8 @@
-"""POST /v1/chat/completions: authenticate, validate, decide the lane, then forward or defer."""
+"""POST /v1/chat/completions: authenticate, validate, decide the lane, then forward or defer.
+
+This is the hot path, so it is a plain Starlette handler called straight from the ASGI entry (proxy/app.py),
+without FastAPI's routing and dependency machinery.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from proxy.auth import Caller
 from proxy.errors import UpstreamError
@@ -18,16 +22,14 @@ from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
 from proxy.providers.base import CompletionClient, UpstreamResponse
 from proxy.requests import ChatRequest, parse_chat_request, read_json_body
-from proxy.routes.dependencies import RuntimeDep
 from proxy.runtime import Runtime
 
-router = APIRouter()
+PATH = "/v1/chat/completions"
 DECISION_HEADER = "x-batchgate-decision"
 JSON = "application/json"
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
+async def chat_completions(request: Request, runtime: Runtime) -> Response:
     config = runtime.config
     caller = runtime.keys.caller_for(request.headers.get("authorization"))
     request.state.team = caller.team

@@ -12,6 +12,7 @@ import orjson
 import redis.asyncio
 
 from proxy.errors import Conflict
+from proxy.redis_client import ScriptPipeline, open_pubsub
 from proxy.store import keys
 from proxy.store.records import FINAL_STATUSES, SYNC_OWNER, JobStatus, JobView, NewJob, decoded, raw_hash
 from proxy.store.scripts import Scripts
@@ -93,11 +94,12 @@ class JobStore:
             "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
         ]  # fmt: skip
         queue = keys.pending(tag) if batch_lane else keys.sync_queue(tag)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.redis)  # three slots on a cluster: registry, caller index, the group
         if job.model not in self._registered_groups:
-            pipe.hsetnx(keys.groups(), tag, job.model)
-        pipe.zadd(keys.caller_jobs(job.caller), {job_id: now})
-        await self.scripts.enqueue(
+            pipe.commands.hsetnx(keys.groups(), tag, job.model)
+        pipe.commands.zadd(keys.caller_jobs(job.caller), {job_id: now})
+        pipe.script(
+            self.scripts.enqueue,
             keys=[keys.job(job_id), queue, keys.deadlines(tag), keys.pending_bytes(tag)],
             args=[
                 repr(flush_by if batch_lane else now),
@@ -106,7 +108,6 @@ class JobStore:
                 job_id,
                 *fields,
             ],
-            client=pipe,
         )
         results = await pipe.execute()
         self._registered_groups.add(job.model)
@@ -189,7 +190,7 @@ class JobStore:
         """
         if not valid_job_id(job_id):
             return None
-        pubsub = self.redis.pubsub()
+        pubsub = await open_pubsub(self.redis)
         try:
             await pubsub.subscribe(keys.job_events(job_id))
             view = await self.get(job_id)

@@ -128,3 +128,35 @@ def sync_queue(tag: str) -> str:
 def sync_inflight(tag: str) -> str:
     """ZSET of job ids a worker is calling synchronously, scored by when that claim expires."""
     return f"{PREFIX}:{{{tag}}}:sync:inflight"
+
+
+# --- delivery (proxy/delivery/) ---
+# The final-write script (scripts.FINISH) derives the first two from the job key: `<bg:{tag}>:webhook:<job id>`
+# and `<bg:{tag}>:webhooks:due`. Keep the names in step with it.
+
+WEBHOOK_ID_PREFIX = "msg_"
+
+
+def webhook(job_id: str) -> str:
+    """HASH: the webhook delivery of a job (url, state, attempts, times, last outcome)."""
+    return f"{PREFIX}:{{{tag_of_job(job_id)}}}:webhook:{job_id}"
+
+
+def webhooks_due(tag: str) -> str:
+    """ZSET of job ids whose webhook delivery is pending, scored by the next attempt time (a claim pushes it on)."""
+    return f"{PREFIX}:{{{tag}}}:webhooks:due"
+
+
+def dead_letters(caller: str) -> str:
+    """ZSET of a caller's dead-lettered deliveries (job ids), scored by when they were given up."""
+    return f"{PREFIX}:{{caller:{caller}}}:webhooks:dead"
+
+
+def all_dead_letters() -> str:
+    """ZSET of every dead-lettered delivery (job ids), for the master key."""
+    return f"{PREFIX}:{{registry}}:webhooks:dead"
+
+
+def hold_outcome(caller: str, digest: str) -> str:
+    """A held call that ended without a ChatCompletion after its 200 status was sent: the job id, for the retry."""
+    return f"{PREFIX}:{{caller:{caller}}}:holdend:{digest}"

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import orjson
 import redis.asyncio
 
+from proxy.redis_client import ScriptPipeline
 from proxy.store import keys
 from proxy.store.records import SYNC_OWNER
 from proxy.store.scripts import Scripts
@@ -70,10 +71,11 @@ class Outcomes:
         if not answers:
             return []
         now = self.clock()
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.redis)
         for answer in answers:
             tag = keys.tag_of_job(answer.job_id)
-            await self.scripts.finish(
+            pipe.script(
+                self.scripts.finish,
                 keys=[
                     keys.job(answer.job_id), keys.deadlines(tag), _owner_set(tag, answer.owner),
                     keys.sync_inflight(tag),
@@ -84,7 +86,6 @@ class Outcomes:
                     answer.lane, repr(now), max(1, int(retention)), keys.job_events(answer.job_id),
                     answer.job_id,
                 ],
-                client=pipe,
             )  # fmt: skip
         results = await pipe.execute()
         return [_finished(answer, raw, now) for answer, raw in zip(answers, results, strict=True)]

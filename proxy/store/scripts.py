@@ -132,6 +132,17 @@ redis.call('ZREM', KEYS[2], ARGV[9])
 redis.call('SREM', KEYS[3], ARGV[9])
 redis.call('ZREM', KEYS[4], ARGV[9])
 redis.call('PUBLISH', ARGV[8], ARGV[2])
+local hook = redis.call('HMGET', KEYS[1], 'delivery', 'callback_url', 'caller')
+if hook[1] == 'webhook' and hook[2] and hook[2] ~= '' then
+  -- the webhook delivery is queued in the same script (same slot): no final write without its delivery
+  local base = string.match(KEYS[1], '^(.*):job:')
+  local delivery = base .. ':webhook:' .. ARGV[9]
+  if redis.call('EXISTS', delivery) == 0 then
+    redis.call('HSET', delivery, 'job_id', ARGV[9], 'url', hook[2], 'caller', hook[3] or '', 'state', 'pending',
+      'attempts', 0, 'first_at', ARGV[6])
+    redis.call('ZADD', base .. ':webhooks:due', ARGV[6], ARGV[9])
+  end
+end
 local info = redis.call('HMGET', KEYS[1], 'caller', 'team', 'model', 'created_at', 'deadline', 'rescued',
   'attempts')
 for i = 1, #info do if not info[i] then info[i] = '' end end

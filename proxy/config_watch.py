@@ -1,0 +1,24 @@
+"""The config reloader as a background service of a process: swaps the Runtime's config on change or SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxy.policy.reload import ConfigReloader
+from proxy.runtime import Runtime
+from proxy.settings import Config
+
+
+async def watch_config(runtime: Runtime) -> None:
+    """Runs until cancelled. A valid new file replaces policy, keys and prices; an invalid one is refused
+    (logged by the reloader, counted here) and the config in force stays."""
+
+    def on_reload(config: Config) -> None:
+        runtime.apply_config(config)
+        runtime.metrics.record_config_reload(applied=True)
+
+    def on_refused(_reason: str) -> None:
+        runtime.metrics.record_config_reload(applied=False)
+
+    async with ConfigReloader(runtime.settings.config, on_reload, on_refused=on_refused, handle_sighup=True):
+        await asyncio.Event().wait()

@@ -1,0 +1,1 @@
+"""Signed webhook deliveries: signing (Standard Webhooks), their Redis state, the HTTP sender, the worker loop."""
