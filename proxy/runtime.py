@@ -17,6 +17,7 @@ from proxy.providers.base import BatchClient, CompletionClient
 from proxy.providers.registry import ProviderRegistry, is_simulated
 from proxy.settings import DEV_MASTER_KEY, Config, Settings
 from proxy.store.store import Store
+from proxy.telemetry import Telemetry
 from proxy.worker.events import NullEvents, WorkerEvents
 
 logger = logging.getLogger("batchgate")
@@ -78,11 +79,12 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         metrics=metrics,
         prices=PriceBook.from_config(config),
         accounting=Accounting(client),
-        events=events or NullEvents(),
+        events=NullEvents(),
         simulated=simulated,
         fallback_master_key=fallback_key,
         started_at=time.time(),
     )
+    runtime.events = events or Telemetry(metrics, runtime.accounting, prices=lambda: runtime.prices)
     if fallback_key:
         logger.warning("no master key is set and every model is simulated: the development key from the README works")
     if runtime.keys.empty:
@@ -91,5 +93,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    if isinstance(runtime.events, Telemetry):
+        await runtime.events.aclose()  # the ledger records still buffered
     await runtime.providers.aclose()
     await runtime.redis.aclose()

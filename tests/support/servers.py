@@ -142,7 +142,7 @@ def wait_for_http(url: str, *, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
-def test_environment() -> dict[str, str]:
+def child_environment() -> dict[str, str]:
     """Environment for child processes: offline litellm, no inherited provider keys."""
     env = dict(os.environ)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
