@@ -186,6 +186,13 @@ SAVINGS = Board(
                     unit="currencyUSD",
                 ),
                 Panel(
+                    "Shadow mode: would have saved (range)",
+                    (Query(f"sum by (model) ({increase('batchgate_shadow_saved_usd_total', TEAM)})", "{{model}}"),),
+                    unit="currencyUSD",
+                    description="Calls a shadow rule forwarded synchronously (paid at list): what deferring would "
+                    "have saved.",
+                ),
+                Panel(
                     "Requests of unknown cost (range)",
                     (Query(f"sum by (model) ({increase('batchgate_unknown_cost_requests_total')})", "{{model}}"),),
                     description="Models with no price in litellm's map nor in the config: counted, never guessed.",

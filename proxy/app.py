@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ApiError, error_bytes, error_response, internal_error_response
 from proxy.logs import RequestLogMiddleware
-from proxy.routes import chat, deferred, health, metrics, models, savings
+from proxy.routes import chat, deferred, health, metrics, models, savings, webhooks
 from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
 
@@ -31,7 +31,7 @@ BackgroundService = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
 def routers() -> list[APIRouter]:
-    return [models.router, health.router, deferred.router, metrics.router, savings.router]
+    return [models.router, health.router, deferred.router, metrics.router, savings.router, webhooks.router]
 
 
 class BatchgateApp:

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy.policy import cli as policy_cli  # noqa: PLC0415
 
     policy_cli.add_arguments(commands)
+    from proxy import demo, status  # noqa: PLC0415
+
+    status.add_arguments(commands)
+    demo.add_arguments(commands)
     return parser
 
 

@@ -29,7 +29,17 @@ TOKEN_KINDS = ("input", "output", "cached")
 RESCUE_REASONS = frozenset({"deadline", "batch_failed", "batch_expired", "line_error", "flex_unavailable"})
 WEBHOOK_OUTCOMES = frozenset({"delivered", "retried", "dead_letter", "refused"})
 BATCH_STATES = frozenset(
-    {"validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"}
+    {
+        "submitting",
+        "validating",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "failed",
+        "expired",
+        "cancelling",
+        "cancelled",
+    }
 )
 STATUS_CLASSES = frozenset({"429", "4xx", "5xx", "timeout", "connection"})
 
@@ -179,6 +189,12 @@ class Metrics:
         )
         self.paid_usd = Counter("batchgate_paid_usd", "What finished requests cost in their lane", _COST, registry=r)
         self.saved_usd = Counter("batchgate_saved_usd", "List minus paid", _COST, registry=r)
+        self.shadow_saved_usd = Counter(
+            "batchgate_shadow_saved_usd",
+            "Shadow mode: what deferring would have saved (list minus the would-be lane's price)",
+            _COST,
+            registry=r,
+        )
         self.unknown_cost = Counter(
             "batchgate_unknown_cost_requests",
             "Finished requests of models with no known price",
@@ -236,12 +252,29 @@ class Metrics:
         self.config_reloads = Counter("batchgate_config_reloads", "Config reloads", ["result"], registry=r)
         self.queues = QueueCollector(self.model)
         r.register(self.queues)
+        self._initialise_series()
 
     def set_known(self, *, models: Iterable[str], teams: Iterable[str], rules: Iterable[str] = ()) -> None:
         """Adopt the label sets of a (re)loaded config."""
         self.model.replace(models)
         self.team.replace(teams)
         self.rule.replace(rules)
+        self._initialise_series()
+
+    def _initialise_series(self) -> None:
+        """Create the small, fixed label sets of the event counters at zero, so that `increase()` and the
+        alerts see their first event (a series born at 1 shows no increase)."""
+        for lane in LANES:
+            for model in (*self.model.allowed, OTHER):
+                self.deadline_misses.labels(lane, model)
+            for status in STATUS_CLASSES:
+                self.upstream_errors.labels(lane, status)
+        for reason in RESCUE_REASONS:
+            self.rescues.labels(reason)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome)
+        for result in ("applied", "refused"):
+            self.config_reloads.labels(result)
 
     def record_finished(self, *, lane: str, outcome: str, model: str, team: str, usage: Usage, cost: Cost) -> None:
         """One finished request: its count, tokens and money."""
@@ -256,6 +289,11 @@ class Metrics:
         self.list_usd.labels(model, team, lane).inc(float(cost.list_usd))
         self.paid_usd.labels(model, team, lane).inc(float(cost.paid_usd))
         self.saved_usd.labels(model, team, lane).inc(float(cost.saved_usd))
+
+    def record_shadow(self, *, model: str, team: str, lane: str, cost: Cost) -> None:
+        """A shadow-mode request: what it would have saved in `lane` (it was paid at list, counted apart)."""
+        if cost.known:
+            self.shadow_saved_usd.labels(self.model(model), self.team(team), _lane(lane)).inc(float(cost.saved_usd))
 
     def observe_answer(self, *, lane: str, model: str, seconds: float, deadline_margin: float | None) -> None:
         """Time to answer, and for requests with a deadline the seconds left (negative: a miss)."""

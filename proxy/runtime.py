@@ -11,6 +11,7 @@ import redis.asyncio
 from proxy import redis_client
 from proxy.accounting import Accounting
 from proxy.auth import KeyRing
+from proxy.delivery.waiting import JobWaiters
 from proxy.metrics import Metrics, known_labels
 from proxy.pricing import PriceBook
 from proxy.providers.base import BatchClient, CompletionClient
@@ -37,6 +38,7 @@ class Runtime:
     prices: PriceBook
     accounting: Accounting
     events: WorkerEvents
+    waiters: JobWaiters
     simulated: bool = False
     fallback_master_key: str | None = None
     started_at: float = 0.0
@@ -68,6 +70,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
     simulated = bool(settings.simulator_url) and any(is_simulated(d) for d in config.model_list)
     fallback_key = DEV_MASTER_KEY if simulated and every_model_simulated else None
     client = connect_redis(settings.redis_url)
+    store = Store.create(client)
     metrics = Metrics(None, **known_labels(config))
     runtime = Runtime(
         settings=settings,
@@ -75,7 +78,8 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         redis=client,
         providers=ProviderRegistry(config, simulator_url=settings.simulator_url),
         keys=KeyRing(config, fallback_master_key=fallback_key),
-        store=Store.create(client),
+        store=store,
+        waiters=JobWaiters(client, store.jobs),
         metrics=metrics,
         prices=PriceBook.from_config(config),
         accounting=Accounting(client),

@@ -1,25 +1,182 @@
-"""How a deferred call is answered at the door: 202 Accepted with the job (Location: /v1/deferred/{id})."""
+"""How a deferred call is answered at the door: held until its answer, long-polled, or 202 (poll / webhook).
+
+Which delivery applies (first match wins):
+1. `X-Batch-Callback-Url: <url>` on the call: webhook to that URL;
+2. the policy rule's `delivery` (and `callback_url`), when the rule that matched sets one;
+3. the config default `delivery.default` (webhooks then go to `delivery.webhook.default_url`).
+How the call itself is answered then depends on `Prefer` (RFC 7240): `respond-async` forces 202 at once;
+`wait=N` waits up to N seconds (capped at delivery.max_wait) and answers the ChatCompletion if it is ready, else
+202. Without either, `hold` holds the connection (hold.py) and `async`/`webhook` answer 202 at once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.auth import Caller
-from proxy.policy.decision import Decision
+from proxy.delivery.answers import accepted_response, final_response, timeout_response
+from proxy.delivery.hold import HeldResponse
+from proxy.delivery.preferences import Preferences, applied, parse_prefer
+from proxy.delivery.ssrf import UnsafeCallback, vet_callback
+from proxy.delivery.waiting import waiters_of
+from proxy.delivery.webhooks.signing import secret_for
+from proxy.errors import InvalidRequest
+from proxy.policy.decision import Decision, DeliveryMode
 from proxy.requests import ChatRequest
-from proxy.routes.deferred import accept_deferred, job_json, location_of
+from proxy.routes.deferred import accept_deferred
 from proxy.runtime import Runtime
+from proxy.store import keys
+from proxy.store.records import JobView, decoded
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+CALLBACK_HEADER = "x-batch-callback-url"
+CALLBACK_PARAM = "X-Batch-Callback-Url"
+HOLD_OUTCOME_TTL = 120  # seconds a failed or timed-out held call waits for the client's automatic retry
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    mode: DeliveryMode
+    callback_url: str | None
+    source: str  # header | rule | config
 
 
 async def respond_deferred(
     request: Request, runtime: Runtime, caller: Caller, chat: ChatRequest, decision: Decision
 ) -> Response:
+    config = runtime.config.delivery
+    preferences = parse_prefer(request.headers.getlist("prefer"))
+    plan = await plan_delivery(runtime, caller, request.headers.get(CALLBACK_HEADER), decision)
+    idempotency_key, key_ttl = attach_identity(
+        request.headers.get(IDEMPOTENCY_HEADER), chat, config.dedupe_identical_bodies
+    )
+    holding = plan.mode == "hold" and not preferences.stated
+    marker = keys.hold_outcome(caller.name, _digest(idempotency_key or _body_identity(chat)))
+    if holding:
+        earlier = await _take_hold_outcome(runtime, marker, caller)
+        if earlier is not None:
+            return earlier
     view = await accept_deferred(
-        runtime, caller, chat.body, decision, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+        runtime,
+        caller,
+        chat.body,
+        dataclasses.replace(decision, delivery=plan.mode, callback_url=plan.callback_url),
+        idempotency_key=idempotency_key,
+        idempotency_ttl=key_ttl,
     )
-    return Response(
-        job_json(view), status_code=202, media_type="application/json", headers={"location": location_of(view)}
+    if preferences.respond_async:
+        return accepted_response(view, applied(respond_async=True))
+    if preferences.wait is not None:
+        return await _long_poll(runtime, view, min(preferences.wait, config.max_wait))
+    if holding:
+        return await hold(runtime, view, marker)
+    return accepted_response(view)
+
+
+async def plan_delivery(runtime: Runtime, caller: Caller, header_url: str | None, decision: Decision) -> DeliveryPlan:
+    """The delivery of one call (precedence in the module docstring); refuses (400) a webhook that cannot be sent."""
+    config = runtime.config
+    webhook = config.delivery.webhook
+    if header_url is not None and header_url.strip():
+        plan = DeliveryPlan("webhook", header_url.strip(), "header")
+    elif decision.delivery is not None:
+        url = (decision.callback_url or webhook.default_url) if decision.delivery == "webhook" else None
+        plan = DeliveryPlan(decision.delivery, url, "rule")
+    else:
+        mode = config.delivery.default
+        plan = DeliveryPlan(mode, webhook.default_url if mode == "webhook" else None, "config")
+    if plan.mode != "webhook":
+        return plan
+    if not plan.callback_url:
+        raise InvalidRequest(
+            "Webhook delivery needs a callback URL: send X-Batch-Callback-Url or set delivery.webhook.default_url.",
+            param=CALLBACK_PARAM, code="missing_callback_url",
+        )  # fmt: skip
+    if secret_for(config, caller.name) is None:
+        raise InvalidRequest(
+            "No webhook signing secret applies to this API key (auth.keys[].webhook_secret or "
+            "delivery.webhook.secret), so batchgate cannot send signed webhooks for it.",
+            param=CALLBACK_PARAM, code="webhook_secret_missing",
+        )  # fmt: skip
+    try:
+        await vet_callback(plan.callback_url, webhook.allow_hosts)
+    except UnsafeCallback as refused:
+        raise InvalidRequest(
+            f"The callback URL is refused: {refused}.", param=CALLBACK_PARAM, code="callback_url_refused"
+        ) from None
+    return plan
+
+
+def attach_identity(header: str | None, chat: ChatRequest, dedupe_window: float) -> tuple[str | None, float | None]:
+    """What makes a retry attach to the first call's job: its Idempotency-Key, else (when the config allows it)
+    an identical body from the same caller within `delivery.dedupe_identical_bodies` seconds."""
+    if header:
+        return header, None
+    if dedupe_window > 0:
+        return "body:" + _body_identity(chat), dedupe_window
+    return None, None
+
+
+def _body_identity(chat: ChatRequest) -> str:
+    return hashlib.sha256(orjson.dumps(chat.body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+async def _long_poll(runtime: Runtime, view: JobView, wait: float) -> Response:
+    header = applied(wait=wait)
+    current = view if view.is_final else await waiters_of(runtime).wait(view.id, wait) or view
+    if current.is_final:
+        return final_response(current, header)
+    return accepted_response(current, header)
+
+
+async def hold(runtime: Runtime, view: JobView, marker: str) -> Response:
+    """Wait one heartbeat silently; answer then if possible, else hand over to a HeldResponse."""
+    config = runtime.config.delivery
+    waiters = waiters_of(runtime)
+    started = time.monotonic()
+    first = min(config.hold_heartbeat, config.max_wait)
+    current = view if view.is_final else await waiters.wait(view.id, first) or view
+    if current.is_final:
+        return final_response(current)
+    waited = time.monotonic() - started
+    if waited >= config.max_wait:
+        return timeout_response(current, config.max_wait)
+
+    async def remember(unfinished: JobView) -> None:
+        await runtime.redis.set(marker, unfinished.id, ex=HOLD_OUTCOME_TTL)
+
+    return HeldResponse(
+        waiters,
+        current,
+        heartbeat=config.hold_heartbeat,
+        remaining=config.max_wait - waited,
+        waited_before=waited,
+        on_unfinished=remember,
     )
+
+
+async def _take_hold_outcome(runtime: Runtime, marker: str, caller: Caller) -> Response | None:
+    """The retry of a held call that failed or timed out after its 200: the error, now with its real status."""
+    raw = await runtime.redis.getdel(marker)
+    if raw is None:
+        return None
+    view = await runtime.store.jobs.get(decoded(raw))
+    if view is None or view.caller != caller.name:
+        return None
+    if view.is_final:
+        return final_response(view)
+    return timeout_response(view, runtime.config.delivery.max_wait)
+
+
+__all__ = ["CALLBACK_HEADER", "IDEMPOTENCY_HEADER", "Preferences", "plan_delivery", "respond_deferred"]

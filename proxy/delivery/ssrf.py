@@ -14,6 +14,7 @@ that changes between check and connect (rebinding) cannot reach an internal addr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -33,6 +34,10 @@ METADATA_HOSTS = frozenset(
         "metadata.tencentyun.com",
         "metadata.platformequinix.com",
     }
+)
+NOT_PUBLIC_V4 = tuple(
+    ipaddress.IPv4Network(network)
+    for network in ("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4")
 )
 NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 MAX_URL_LENGTH = 2048
@@ -80,8 +85,8 @@ def address_problem(address: IPAddress) -> str | None:
     for label, hit in checks:
         if hit:
             return f"a {label} address"
-    if isinstance(address, ipaddress.IPv4Address) and address in ipaddress.IPv4Network("100.64.0.0/10"):
-        return "a shared (CGNAT) address"
+    if isinstance(address, ipaddress.IPv4Address) and any(address in network for network in NOT_PUBLIC_V4):
+        return "a shared (CGNAT), protocol-assignment (cloud metadata) or reserved address"
     if not address.is_global:
         return "not a globally reachable address"
     return None
@@ -103,7 +108,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 
 def parse_literal(host: str) -> IPAddress | None:
-    """The host as an IP address, including the legacy IPv4 spellings resolvers accept (127.1, 0x7f.0.0.1, 2130706433)."""
+    """The host as an IP address, also in the legacy IPv4 spellings resolvers accept (127.1, 0x7f.1, 2130706433)."""
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -157,14 +162,14 @@ def parse_callback(url: str, allow_hosts: Iterable[str]) -> CallbackTarget:
     return target
 
 
-async def resolve(target: CallbackTarget, *, timeout: float = RESOLVE_TIMEOUT) -> list[IPAddress]:
+async def resolve(target: CallbackTarget, *, within: float = RESOLVE_TIMEOUT) -> list[IPAddress]:
     """The target's addresses, every one checked (unless allow-listed); raises UnsafeCallback or OSError."""
     if target.literal is not None:
         addresses = [target.literal]
     else:
         loop = asyncio.get_running_loop()
         infos = await asyncio.wait_for(
-            loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM), timeout=timeout
+            loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM), timeout=within
         )
         addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
     if not addresses:
@@ -182,8 +187,6 @@ async def vet_callback(url: str, allow_hosts: Iterable[str]) -> CallbackTarget:
     resolves to a blocked address. A name that does not resolve right now is accepted (DNS may be down for a
     moment); the delivery-time check decides then."""
     target = parse_callback(url, allow_hosts)
-    try:
+    with contextlib.suppress(OSError, TimeoutError):
         await resolve(target)
-    except (OSError, TimeoutError):
-        pass
     return target

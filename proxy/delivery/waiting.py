@@ -18,23 +18,25 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from proxy.runtime import Runtime
+from proxy.redis_client import open_pubsub
 from proxy.store import keys
 from proxy.store.jobs import JobStore, valid_job_id
 from proxy.store.records import JobView, decoded
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
 
 log = logging.getLogger("batchgate.delivery")
 
 CONFIRM_TIMEOUT = 10.0
 READ_TIMEOUT = 1.0
 RECONNECT_PAUSE = 0.5
-RUNTIME_ATTRIBUTE = "_batchgate_job_waiters"
 
 
 class JobWaiters:
@@ -56,6 +58,9 @@ class JobWaiters:
     @property
     def channels(self) -> int:
         return len(self._listeners)
+
+    async def read(self, job_id: str) -> JobView | None:
+        return await self._jobs.get(job_id)
 
     async def wait(self, job_id: str, seconds: float) -> JobView | None:
         """The job once it is final, or as it stands after `seconds` (None when it does not exist)."""
@@ -121,7 +126,7 @@ class JobWaiters:
 
     async def _ensure_pubsub(self) -> PubSub:
         if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
+            self._pubsub = await open_pubsub(self._client)
         return self._pubsub
 
     def _drop_pubsub(self) -> None:
@@ -183,9 +188,4 @@ class JobWaiters:
 
 
 def waiters_of(runtime: Runtime) -> JobWaiters:
-    """The process's dispatcher, created on first use and kept with the Runtime (one per process)."""
-    found = runtime.__dict__.get(RUNTIME_ATTRIBUTE)
-    if not isinstance(found, JobWaiters):
-        found = JobWaiters(runtime.redis, runtime.store.jobs)
-        runtime.__dict__[RUNTIME_ATTRIBUTE] = found
-    return found
+    return runtime.waiters

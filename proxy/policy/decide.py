@@ -97,7 +97,7 @@ def choose_lane(requested: Lane, remaining: float, lanes: LaneFacts) -> tuple[Re
     need_batch = lanes.batch_turnaround + lanes.safety_margin
     need_flex = lanes.flex_turnaround + lanes.safety_margin
     left = human_duration(remaining)
-    batch_fits = remaining >= need_batch
+    batch_fits = lanes.batchable and remaining >= need_batch
     flex_fits = lanes.supports_flex and remaining >= need_flex
     batch_need = (
         f"batch (turnaround {human_duration(lanes.batch_turnaround)} + margin {human_duration(lanes.safety_margin)})"
@@ -117,7 +117,8 @@ def choose_lane(requested: Lane, remaining: float, lanes: LaneFacts) -> tuple[Re
     )
     if batch_fits:  # requested flex, model supports it, deadline too short for it but not for batch
         return "batch", f"deadline {left} is {flex_note}; batch fits ({batch_need})"
-    return "sync", f"deadline {left} is too short for {batch_need}; {flex_note}: sync at once"
+    no_batch = "the model's provider has no batch API" if not lanes.batchable else ""
+    return "sync", f"{no_batch or f'deadline {left} is too short for {batch_need}'}; {flex_note}: sync at once"
 
 
 def _deadline(action: Action, client: datetime | None, default_seconds: float, now: datetime) -> tuple[datetime, str]:

@@ -30,3 +30,4 @@ class LaneFacts:
     supports_flex: bool
     flex_turnaround: float
     safety_margin: float
+    batchable: bool = True  # False when the model's provider has no batch API: the batch lane never fits

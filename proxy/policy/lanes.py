@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from proxy.policy.decision import Decision
 from proxy.policy.facts import LaneFacts
+from proxy.providers.registry import batch_api
 from proxy.settings import BatchKnobs, Config
 
 
@@ -16,6 +17,7 @@ def lane_facts(config: Config, model_name: str, *, batch_turnaround: float | Non
         supports_flex=bool(deployment and deployment.supports_flex),
         flex_turnaround=config.worker.flex_turnaround,
         safety_margin=config.worker.safety_margin,
+        batchable=deployment is None or batch_api(deployment) is not None,
     )
 
 

@@ -1,13 +1,24 @@
-"""Builds one completion client and one batch client per configured model, sharing one connection pool."""
+"""Builds one completion client and one batch client per configured model, sharing one connection pool.
+
+Which adapters a deployment gets follows from its provider (`litellm_params.model` = `provider/model`):
+
+| provider | synchronous calls | batches |
+| --- | --- | --- |
+| OpenAI-shaped (below), or served by the simulator | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient |
+| `anthropic` | LitellmCompletionClient | AnthropicBatchClient (Message Batches) |
+| any other litellm provider | LitellmCompletionClient | none: never deferred (see `batch_api`) |
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, Literal
 
 from proxy.errors import InvalidRequest
 from proxy.providers.base import BatchClient, CompletionClient
+from proxy.providers.openai_batch import BatchApiError
 from proxy.providers.openai_http import OpenAICompletionClient, RetryPolicy, SharedSession
-from proxy.settings import Config, ModelDeployment
+from proxy.settings import Config, LitellmParams, ModelDeployment
 
 # Providers that speak OpenAI's chat-completions and batch wire format, and where they live by default.
 OPENAI_SHAPED_BASES: Mapping[str, str] = {
@@ -19,12 +30,29 @@ OPENAI_SHAPED_BASES: Mapping[str, str] = {
     "fireworks_ai": "https://api.fireworks.ai/inference/v1",
     "mistral": "https://api.mistral.ai/v1",
 }
+ANTHROPIC_BASE = "https://api.anthropic.com"
+PRICE_FIELDS = frozenset(LitellmParams.model_fields)
+
+BatchApi = Literal["openai", "anthropic"]
+
+
+def batch_api(deployment: ModelDeployment) -> BatchApi | None:
+    """The batch API a deployment's provider offers batchgate, or None when its calls can only go synchronously."""
+    provider = deployment.litellm_params.provider
+    if provider in OPENAI_SHAPED_BASES:
+        return "openai"
+    if provider == "anthropic":
+        return "anthropic"
+    return None
 
 
 def is_simulated(deployment: ModelDeployment) -> bool:
-    """A deployment with no provider key and no explicit api_base is served by the simulated upstream."""
+    """A deployment with no provider key and no explicit api_base is served by the simulated upstream (which
+    speaks OpenAI's and Anthropic's wire formats; other providers often take their credentials from the
+    environment, so they are never simulated)."""
     params = deployment.litellm_params
-    return params.api_key is None and params.api_base is None
+    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider == "anthropic"
+    return simulable and params.api_key is None and params.api_base is None
 
 
 class ProviderRegistry:
@@ -43,16 +71,39 @@ class ProviderRegistry:
         self._batch: dict[str, BatchClient] = {}
         self._batch_timeout = limits.upstream_connect_timeout * 6
         self._endpoints: dict[str, tuple[str, str | None]] = {}
+        self._batch_apis: dict[str, BatchApi | None] = {}
         for deployment in config.model_list:
-            base_url, api_key = _endpoint(deployment, simulator_url)
-            self._endpoints[deployment.model_name] = (base_url, api_key)
-            self._completion[deployment.model_name] = OpenAICompletionClient(
-                http=self._http,
-                base_url=base_url,
-                api_key=api_key,
-                upstream_model=deployment.litellm_params.upstream_model,
-                retry=retry,
-            )
+            name = deployment.model_name
+            self._batch_apis[name] = batch_api(deployment)
+            if self._batch_apis[name] == "openai":
+                base_url, api_key = _endpoint(deployment, simulator_url)
+                self._endpoints[name] = (base_url, api_key)
+                self._completion[name] = OpenAICompletionClient(
+                    http=self._http,
+                    base_url=base_url,
+                    api_key=api_key,
+                    upstream_model=deployment.litellm_params.upstream_model,
+                    retry=retry,
+                )
+            else:
+                self._completion[name] = self._litellm_client(deployment, simulator_url, retry, limits.upstream_timeout)
+
+    def _litellm_client(
+        self, deployment: ModelDeployment, simulator_url: str | None, retry: RetryPolicy, timeout: float
+    ) -> CompletionClient:
+        from proxy.providers.litellm_completion import LitellmCompletionClient  # noqa: PLC0415
+
+        params = deployment.litellm_params
+        api_base, api_key = _litellm_endpoint(deployment, simulator_url)
+        self._endpoints[deployment.model_name] = (api_base or ANTHROPIC_BASE, api_key)
+        extra: dict[str, Any] = {k: v for k, v in (params.model_extra or {}).items() if k not in PRICE_FIELDS}
+        return LitellmCompletionClient(
+            model=params.model, api_base=api_base, api_key=api_key, retry=retry, timeout=timeout, extra_params=extra
+        )
+
+    def batchable(self, model_name: str) -> bool:
+        """Whether the model's provider has a batch adapter (a model that has none is never deferred)."""
+        return self._batch_apis.get(model_name) is not None
 
     def completion(self, model_name: str) -> CompletionClient:
         try:
@@ -62,12 +113,21 @@ class ProviderRegistry:
 
     def batch(self, model_name: str) -> BatchClient:
         client = self._batch.get(model_name)
-        if client is None:
+        if client is not None:
+            return client
+        kind = self._batch_apis.get(model_name)
+        if kind is None:
+            raise BatchApiError(501, f"The provider of model `{model_name}` has no batch API batchgate can use.")
+        base_url, api_key = self._endpoints[model_name]
+        if kind == "anthropic":
+            from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
+
+            client = AnthropicBatchClient(base_url=base_url, api_key=api_key, timeout=self._batch_timeout)
+        else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
 
-            base_url, api_key = self._endpoints[model_name]
             client = OpenAIBatchClient(base_url=base_url, api_key=api_key, timeout=self._batch_timeout)
-            self._batch[model_name] = client
+        self._batch[model_name] = client
         return client
 
     def secrets(self) -> list[str]:
@@ -92,3 +152,16 @@ def _endpoint(deployment: ModelDeployment, simulator_url: str | None) -> tuple[s
             f"(OpenAI-shaped providers known without one: {', '.join(sorted(OPENAI_SHAPED_BASES))})"
         )
     return OPENAI_SHAPED_BASES[params.provider], api_key
+
+
+def _litellm_endpoint(deployment: ModelDeployment, simulator_url: str | None) -> tuple[str | None, str | None]:
+    """(api_base, api_key) for litellm: Anthropic's base is the host root (litellm and the batch client add
+    `/v1/messages...`), so a configured `.../v1` is cut back to the root."""
+    params = deployment.litellm_params
+    api_key = params.api_key.get_secret_value() if params.api_key else None
+    if is_simulated(deployment) and simulator_url:
+        return simulator_url.rstrip("/"), "sk-simulated"
+    base = params.api_base
+    if base and params.provider == "anthropic":
+        base = base.rstrip("/").removesuffix("/v1")
+    return base, api_key

@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from proxy import sync_accounting
 from proxy.auth import Caller
 from proxy.errors import UpstreamError
 from proxy.policy.decide import decide
@@ -39,14 +40,18 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     decision = decide_for(runtime, caller, chat, request.headers)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
+    sync_accounting.note_decision(runtime, request, decision)
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
 
         response: Response = await respond_deferred(request, runtime, caller, chat, decision)
     elif chat.stream:
         response = await _stream(runtime.completion_client(chat.model), _lane_body(chat.body, decision))
+        response = sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response)
     else:
-        response = _as_response(await _complete(runtime.completion_client(chat.model), chat.body, decision))
+        upstream = await _complete(runtime.completion_client(chat.model), chat.body, decision)
+        sync_accounting.record_answer(runtime, request, caller, chat, decision, upstream=upstream)
+        response = _as_response(upstream)
     response.headers.update(decision_header)
     return response
 

@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from proxy.auth import Caller
+from proxy.delivery.preferences import applied, parse_prefer
+from proxy.delivery.waiting import waiters_of
 from proxy.durations import format_instant
 from proxy.errors import Conflict, InvalidRequest, NotFound
 from proxy.routes.dependencies import CallerDep, RuntimeDep
@@ -51,6 +53,7 @@ async def accept_deferred(
     decision: DeferredDecision,
     *,
     idempotency_key: str | None = None,
+    idempotency_ttl: float | None = None,
 ) -> JobView:
     """Write the job durably (once per Idempotency-Key and caller) and return it as stored."""
     config = runtime.config
@@ -81,7 +84,10 @@ async def accept_deferred(
     )
     due = flush_by(now, deadline=deadline, max_wait=max_wait, turnaround=knobs.turnaround_estimate, margin=margin)
     view, _ = await store_of(runtime).jobs.accept(
-        job, flush_by=due, idempotency_key=idempotency_key, key_ttl=config.worker.result_ttl
+        job,
+        flush_by=due,
+        idempotency_key=idempotency_key,
+        key_ttl=idempotency_ttl if idempotency_ttl is not None else config.worker.result_ttl,
     )
     return view
 
@@ -124,8 +130,15 @@ async def _own_job(runtime: Runtime, caller: Caller, job_id: str) -> JobView:
 
 
 @router.get("/v1/deferred/{job_id}")
-async def get_deferred(job_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    return Response(job_json(await _own_job(runtime, caller, job_id)), media_type=JSON)
+async def get_deferred(job_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
+    view = await _own_job(runtime, caller, job_id)
+    wait = parse_prefer(request.headers.getlist("prefer")).wait
+    if wait is None:
+        return Response(job_json(view), media_type=JSON)
+    wait = min(wait, runtime.config.delivery.max_wait)  # Prefer: wait=N long-polls (delivery/waiting.py)
+    if not view.is_final:
+        view = await waiters_of(runtime).wait(job_id, wait) or view
+    return Response(job_json(view), media_type=JSON, headers=applied(wait=wait))
 
 
 @router.delete("/v1/deferred/{job_id}")

@@ -1,4 +1,5 @@
-"""GET /v1/savings: the savings ledger over a time range, scoped to the caller's team (master: all)."""
+"""The reports: GET /v1/savings (the savings ledger over a time range) and GET /v1/status (the same, with the
+live queues and in-flight batches). Both are scoped to the caller's team (master: all, and may filter)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from proxy.auth import Caller
 from proxy.durations import parse_duration, parse_instant
 from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.routes.dependencies import CallerDep, RuntimeDep
+from proxy.status import collect_status
 
 router = APIRouter()
 DEFAULT_RANGE = timedelta(days=30)
@@ -26,6 +28,35 @@ async def savings(
     until: str | None = None,
     team: str | None = None,
 ) -> Response:
+    start, end = report_range(since, until)
+    report = await runtime.accounting.report(start, end, team=scoped_team(caller, team))
+    return Response(orjson.dumps(report.to_json()), media_type="application/json")
+
+
+@router.get("/v1/status")
+async def status(
+    runtime: RuntimeDep,
+    caller: CallerDep,
+    since: str | None = None,
+    until: str | None = None,
+    team: str | None = None,
+) -> Response:
+    """What `batchgate status` prints. Queue and batch counts are shared by every caller of a model; batch ids
+    are shown to the master key only."""
+    start, end = report_range(since, until)
+    document = await collect_status(
+        runtime.redis,
+        runtime.accounting,
+        runtime.config,
+        since=start,
+        until=end,
+        team=scoped_team(caller, team),
+        with_ids=caller.is_master,
+    )
+    return Response(orjson.dumps(document), media_type="application/json")
+
+
+def report_range(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     end = parse_moment(until, now, param="until") if until else now
     start = parse_moment(since, now, param="since") if since else end - DEFAULT_RANGE
@@ -33,8 +64,7 @@ async def savings(
         raise InvalidRequest("'since' must be earlier than 'until'.", param="since")
     if (end - start).total_seconds() > MAX_REPORT_SECONDS:
         raise InvalidRequest(f"The range may span at most {MAX_REPORT_SECONDS // 86400} days.", param="since")
-    report = await runtime.accounting.report(start, end, team=scoped_team(caller, team))
-    return Response(orjson.dumps(report.to_json()), media_type="application/json")
+    return start, end
 
 
 def scoped_team(caller: Caller, requested: str | None) -> str | None:

@@ -135,6 +135,14 @@ class Outcomes:
         )
         return int(count)
 
+    async def release_sync(self, job_id: str) -> bool:
+        """Hand a claimed call back to the sync queue at once (a stopping worker), if still claimed."""
+        tag = keys.tag_of_job(job_id)
+        done = await self.scripts.release_sync(
+            keys=[keys.sync_queue(tag), keys.sync_inflight(tag)], args=[repr(self.clock()), job_id]
+        )
+        return bool(done)
+
     async def extend_sync_claim(self, job_id: str, *, claim_seconds: float) -> None:
         tag = keys.tag_of_job(job_id)
         await self.redis.zadd(keys.sync_inflight(tag), {job_id: self.clock() + claim_seconds}, xx=True)

@@ -211,6 +211,16 @@ end
 return #ids
 """
 
+# A stopping worker hands a call back: ready again now, unless it was answered or rescheduled meanwhile.
+# KEYS: sync queue, sync inflight   ARGV: now, job id
+RELEASE_SYNC = """
+if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # A synchronous attempt to try again later.
 # KEYS: job, sync queue, sync inflight   ARGV: ready at, job id, lane
 RETRY_SYNC = (
@@ -288,6 +298,7 @@ class Scripts:
     to_sync: AsyncScript
     claim_sync: AsyncScript
     reclaim_sync: AsyncScript
+    release_sync: AsyncScript
     retry_sync: AsyncScript
     cancel: AsyncScript
     renew_lease: AsyncScript
@@ -312,6 +323,7 @@ class Scripts:
             to_sync=script(TO_SYNC),
             claim_sync=script(CLAIM_SYNC),
             reclaim_sync=script(RECLAIM_SYNC),
+            release_sync=script(RELEASE_SYNC),
             retry_sync=script(RETRY_SYNC),
             cancel=script(CANCEL),
             renew_lease=script(RENEW_LEASE),

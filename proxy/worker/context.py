@@ -36,6 +36,7 @@ class WorkerContext:
     clock: Callable[[], float] = time.time
     pause_at: str | None = None
     pause_marker: Path | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on SIGTERM: take no new work
     _paused: set[str] = field(default_factory=set)
 
     @property

@@ -35,6 +35,8 @@ class Poller:
         worked = False
         for tag in groups:
             for batch_id in await self.ctx.store.batches.due(tag, limit=DUE_PER_TICK):
+                if self.ctx.stopping.is_set():
+                    return worked
                 async with self.ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
                     if mine:
                         await self.look(tag, batch_id)
@@ -100,6 +102,7 @@ class Poller:
             succeeded=tally.succeeded,
             retried=tally.retried,
             failed=tally.failed,
+            turnaround=ctx.clock() - (record.submitted_at or record.created_at),
         )
 
     async def _lost(self, record: BatchRecord) -> None:

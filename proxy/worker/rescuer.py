@@ -17,7 +17,7 @@ from proxy.store import keys
 from proxy.store.records import SYNC_OWNER, BatchRecord, decoded
 from proxy.store.store import Store
 from proxy.worker.context import WorkerContext
-from proxy.worker.timing import FLUSH_SLACK, at_risk, remaining_estimate
+from proxy.worker.timing import at_risk, flush_slack, remaining_estimate
 
 log = logging.getLogger("batchgate.worker.rescuer")
 
@@ -40,7 +40,7 @@ class Rescuer:
         now = ctx.clock()
         turnaround = ctx.knobs(group).turnaround_estimate
         margin = ctx.worker_config.safety_margin
-        horizon = now + margin + turnaround + FLUSH_SLACK
+        horizon = now + margin + turnaround + flush_slack(turnaround)
         found = await client.zrangebyscore(
             keys.deadlines(tag), "-inf", repr(horizon), start=0, num=WINDOW, withscores=True
         )

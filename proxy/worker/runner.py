@@ -13,6 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from proxy.delivery.webhooks.deliverer import WebhookDeliverer
+from proxy.queue_stats import QueueWatch
 from proxy.runtime import Runtime
 from proxy.store.store import Store, store_of
 from proxy.worker.context import WorkerContext, new_worker_id, pause_from_environment
@@ -55,25 +57,40 @@ class Worker:
         self.poller = Poller(self.ctx, self.submitter)
         self.rescuer = Rescuer(self.ctx)
         self.sync_lane = SyncLane(self.ctx)
+        self.webhooks = WebhookDeliverer(runtime, store, clock=clock)
+        self.queue_watch = QueueWatch(store.client, runtime.metrics, lambda: runtime.config)
 
     async def tick(self, *, drain: bool = False) -> bool:
         """One pass over every group; True when something was done."""
         groups = await self.ctx.store.batches.groups()
+        await self.queue_watch.refresh(groups)  # the queue gauges, every few seconds
         worked = await self.rescuer.tick(groups)
         worked = await self.sync_lane.tick(groups) or worked
         worked = await self.submitter.tick(groups, drain=drain) or worked
+        worked = await self.webhooks.tick(groups) or worked
         return await self.poller.tick(groups) or worked
 
     async def idle(self) -> bool:
         if self.sync_lane.running:
             return False
-        for tag in await self.ctx.store.batches.groups():
+        groups = await self.ctx.store.batches.groups()
+        if not await self.webhooks.idle(groups):
+            return False
+        for tag in groups:
             if not await self.ctx.store.batches.is_idle(tag):
                 return False
         return True
 
     async def run(self, *, burst: bool = False, stop: asyncio.Event | None = None) -> None:
-        stop = stop or asyncio.Event()
+        """Tick until `stop` is set; then take no new work and let the calls in flight finish.
+
+        Cancelling the task (the API process at shutdown; `batchgate worker` once its drain time is up) hands
+        back what is still in flight: leases are released and sync calls go back to their queue, so another
+        worker takes them over at once instead of when the claims would lapse.
+        """
+        if stop is not None:
+            self.ctx.stopping = stop
+        stop = self.ctx.stopping
         log.info("worker started", extra={"worker": self.ctx.worker_id, "burst": burst})
         try:
             while not stop.is_set():
@@ -90,6 +107,6 @@ class Worker:
                         await asyncio.wait_for(stop.wait(), timeout=self.ctx.worker_config.tick)
             await self.sync_lane.drain()  # graceful stop: let in-flight calls finish
         finally:
-            for task in list(self.sync_lane.running):
-                task.cancel()  # their claims lapse and another worker answers them
+            await asyncio.shield(self.sync_lane.hand_back())
+            await self.webhooks.aclose()
             log.info("worker stopped", extra={"worker": self.ctx.worker_id})

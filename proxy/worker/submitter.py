@@ -8,6 +8,7 @@ created only if it is not there. Jobs never leave the batch's job set until they
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import redis
 
 from proxy.providers.base import BatchClient
 from proxy.providers.openai_batch import BatchApiError
@@ -39,6 +41,8 @@ class Submitter:
         """Flush every group that is due; `drain` flushes any non-empty queue (burst mode)."""
         worked = False
         for tag, group in groups.items():
+            if self.ctx.stopping.is_set():
+                break
             worked = await self.flush(tag, group, drain=drain) or worked
         return worked
 
@@ -50,23 +54,34 @@ class Submitter:
             if not flushing:
                 return False
             sent = False
-            while await self._due(tag, group, drain=drain):
+            while not ctx.stopping.is_set() and await self._due(tag, group, drain=drain):
                 knobs = ctx.knobs(group)
                 batch_id = await ctx.store.batches.open_batch(tag, group, look_again_in=ctx.worker_config.lease)
                 async with ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
                     if not mine:  # cannot happen for a fresh id; keep the record for recovery
                         break
-                    ids = await ctx.store.batches.claim_jobs(
-                        tag, batch_id, limit=knobs.max_requests, byte_budget=knobs.max_bytes
-                    )
-                    if not ids:
-                        await ctx.store.batches.close(tag, batch_id, retention=60)
-                        break
-                    record = await ctx.store.batches.get(tag, batch_id)
-                    if record is not None:
-                        await self.send(record, job_ids=ids)
-                        sent = True
+                    try:
+                        ids = await ctx.store.batches.claim_jobs(
+                            tag, batch_id, limit=knobs.max_requests, byte_budget=knobs.max_bytes
+                        )
+                        if not ids:
+                            await ctx.store.batches.close(tag, batch_id, retention=60)
+                            break
+                        record = await ctx.store.batches.get(tag, batch_id)
+                        if record is not None:
+                            await self.send(record, job_ids=ids)
+                            sent = True
+                    except asyncio.CancelledError:
+                        await self._hand_back(tag, batch_id)
+                        raise
             return sent
+
+    async def _hand_back(self, tag: str, batch_id: str) -> None:
+        """Stopped half-way through a submission: make the batch due now, so that whichever worker looks next
+        carries it on (the recovery path) as soon as the lease is released, not a lease period later."""
+        with contextlib.suppress(redis.RedisError):
+            await asyncio.shield(self.ctx.store.batches.schedule(tag, batch_id, at=self.ctx.clock()))
+        log.info("submission handed back", extra={"batch": batch_id, "worker": self.ctx.worker_id})
 
     async def _due(self, tag: str, group: str, *, drain: bool) -> bool:
         stats = await self.ctx.store.batches.queue_stats(tag)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import orjson
+import redis
 
 from proxy.errors import ApiError
 from proxy.providers.base import UpstreamResponse
@@ -42,7 +43,7 @@ def _error_of(response: UpstreamResponse) -> dict[str, Any]:
 class SyncLane:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: dict[asyncio.Task[None], str] = {}  # call -> the job id it answers
 
     @property
     def claim_seconds(self) -> float:
@@ -54,18 +55,39 @@ class SyncLane:
         for tag, group in groups.items():
             await self.ctx.store.outcomes.reclaim_sync(tag)
             free = self.ctx.worker_config.sync_concurrency - len(self.running)
-            if free <= 0:
+            if free <= 0 or self.ctx.stopping.is_set():
                 break
             for job_id in await self.ctx.store.outcomes.claim_sync(tag, limit=free, claim_seconds=self.claim_seconds):
                 task = asyncio.create_task(self.answer(job_id, group))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                self.running[task] = job_id
+                task.add_done_callback(self._forget)
                 worked = True
         return worked
 
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.running.pop(task, None)
+
     async def drain(self) -> None:
+        """Wait for the calls in flight to finish."""
         if self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
+
+    async def hand_back(self) -> int:
+        """Stop the calls still in flight and put their jobs back in the sync queue, ready for another worker
+        now rather than when the claims would lapse. Returns how many were handed back."""
+        calls = dict(self.running)
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        handed = 0
+        for job_id in calls.values():
+            try:
+                handed += await self.ctx.store.outcomes.release_sync(job_id)
+            except redis.RedisError:
+                log.warning("could not hand a sync call back; its claim will lapse", extra={"job": job_id})
+        if handed:
+            log.info("sync calls handed back", extra={"worker": self.ctx.worker_id, "jobs": handed})
+        return handed
 
     async def answer(self, job_id: str, group: str) -> None:
         try:
@@ -90,6 +112,7 @@ class SyncLane:
             if lane == "flex":
                 response = await client.complete({**body, "service_tier": "flex"})
                 if response.status == 429:
+                    ctx.events.upstream_error(lane="flex", status=429)
                     log.info("flex unavailable; answering at list price", extra={"job": job_id})
                     lane = "sync"
                     response = await client.complete(body)
@@ -97,6 +120,8 @@ class SyncLane:
                 response = await client.complete(body)
         except ApiError as exc:
             response = UpstreamResponse(exc.status, orjson.dumps(exc.body()))
+        if response.status >= 400:
+            ctx.events.upstream_error(lane=lane, status=response.status)
         if 200 <= response.status < 300:
             await self._finish(Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body))
         elif response.status == 429 or response.status >= 500:

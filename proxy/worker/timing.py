@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-FLUSH_SLACK = 2.0  # seconds the submitter flushes ahead of the point where the rescuer would take the job
+FLUSH_SLACK_SHARE = 0.05  # of the turnaround estimate: time left for building and uploading the batch
+FLUSH_SLACK_MIN = 2.0
+FLUSH_SLACK_MAX = 60.0
+
+
+def flush_slack(turnaround: float) -> float:
+    """How far ahead of the rescuer's point of no return the submitter flushes (a 50k batch takes seconds)."""
+    return max(FLUSH_SLACK_MIN, min(FLUSH_SLACK_MAX, FLUSH_SLACK_SHARE * turnaround))
 
 
 def flush_by(now: float, *, deadline: float | None, max_wait: float, turnaround: float, margin: float) -> float:
     """When a job's queue must be flushed: its max wait, or the last moment a batch meets its deadline."""
     due = now + max_wait
     if deadline is not None:
-        due = min(due, deadline - margin - turnaround - FLUSH_SLACK)
+        due = min(due, deadline - margin - turnaround - flush_slack(turnaround))
     return due
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from proxy.simulator.engine import expected_content
 from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
-from tests.support.servers import child_environment as child_environment
+from tests.support.servers import child_environment
 
 FAST_LEASES = {"worker": {"lease": 1.5, "tick": 0.1, "poll_interval_min": 0.2, "poll_interval_max": 0.5,
                           "safety_margin": 2}}  # fmt: skip

@@ -78,8 +78,8 @@ class RedisClusterServers:
     def master_holding(self, key: str) -> int:
         """The port of the master that serves `key`'s slot."""
         with redis.Redis(port=self.ports[0]) as client:
-            slot = int(client.cluster("KEYSLOT", key))  # type: ignore[no-untyped-call]
-            for start, end, primary, *_ in client.cluster("SLOTS"):  # type: ignore[no-untyped-call]
+            slot = int(client.cluster("KEYSLOT", key))
+            for start, end, primary, *_ in client.cluster("SLOTS"):
                 if int(start) <= slot <= int(end):
                     return int(primary[1])
         raise LookupError(f"no master serves the slot of {key}")

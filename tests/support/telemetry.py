@@ -33,6 +33,7 @@ def exercise(metrics: Metrics, *, round_number: int = 0) -> None:
                 )
                 metrics.record_decision(lane=lane, rule="nightly")
                 metrics.observe_answer(lane=lane, model=model, seconds=5 + round_number, deadline_margin=600)
+    metrics.record_shadow(model="mini", team="ops", lane="batch", cost=Cost(Decimal("0.004"), Decimal("0.002")))
     metrics.record_finished(
         lane="sync", outcome="failed", model="mystery", team="ops", usage=Usage(), cost=Cost.unknown()
     )

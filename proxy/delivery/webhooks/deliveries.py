@@ -160,11 +160,11 @@ class Deliveries:
         return [keys.webhook(job_id), keys.webhooks_due(keys.tag_of_job(job_id))]
 
     async def succeed(self, job_id: str, *, status: int, retention: float) -> bool:
-        args = [job_id, repr(self.clock()), status, max(1, int(retention))]
+        args: list[str | int] = [job_id, repr(self.clock()), status, max(1, int(retention))]
         return bool(await self._succeed(keys=self._keys(job_id), args=args))
 
     async def retry(self, job_id: str, *, at: float, status: int | None, error: str) -> bool:
-        args = [job_id, repr(at), "" if status is None else status, error[:500]]
+        args: list[str | int] = [job_id, repr(at), "" if status is None else status, error[:500]]
         return bool(await self._retry(keys=self._keys(job_id), args=args))
 
     async def give_up(self, delivery: Delivery, *, status: int | None, error: str, retention: float) -> bool:
@@ -172,7 +172,13 @@ class Deliveries:
         now = self.clock()
         await self.redis.zadd(keys.dead_letters(delivery.caller), {delivery.job_id: now})
         await self.redis.zadd(keys.all_dead_letters(), {delivery.job_id: now})
-        args = [delivery.job_id, repr(now), "" if status is None else status, error[:500], max(1, int(retention))]
+        args: list[str | int] = [
+            delivery.job_id,
+            repr(now),
+            "" if status is None else status,
+            error[:500],
+            max(1, int(retention)),
+        ]
         return bool(await self._dead(keys=self._keys(delivery.job_id), args=args))
 
     async def replay(self, delivery: Delivery) -> bool:

@@ -13,13 +13,14 @@ import hmac
 
 from proxy.settings import Config
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 
 
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a `whsec_<base64>` secret; ValueError when it is not valid base64."""
     try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        encoded = secret.removeprefix(SECRET_PREFIX)
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)  # padding optional
     except (binascii.Error, ValueError) as exc:
         raise ValueError("a webhook secret must be 'whsec_' followed by base64") from exc
     if not key:

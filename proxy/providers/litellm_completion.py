@@ -1,0 +1,199 @@
+"""Synchronous calls through `litellm.acompletion`, for providers with no OpenAI-compatible endpoint (Anthropic,
+Bedrock, Vertex, ...). litellm translates both ways; the caller still gets OpenAI-shaped bytes.
+
+litellm is imported on the first call (the import takes seconds), with its price map kept local.
+It costs a few milliseconds of CPU per call more than the raw OpenAI-shaped path; that path stays for the
+providers that can take it. Errors become an UpstreamResponse with the provider's status and an OpenAI error
+body; the deployment's key is masked out of every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import warnings
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from proxy.providers.base import UpstreamResponse, UpstreamStream
+from proxy.providers.openai_http import RETRYABLE_STATUSES, RetryPolicy
+from proxy.providers.redaction import Redactor
+
+JSON_HEADERS = {"content-type": "application/json"}
+SSE_HEADERS = {"content-type": "text/event-stream"}
+DONE = b"data: [DONE]\n\n"
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def import_litellm() -> Any:
+    """litellm, imported and warmed: its stream types build their pydantic schemas on first use and warn
+    (UserWarning on a ReadOnly TypedDict item) while doing so; build them here, with that warning silenced."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm  # noqa: PLC0415 - slow import, deferred to the first call
+    from litellm.types.utils import Delta, ModelResponse, ModelResponseStream  # noqa: PLC0415
+
+    litellm.suppress_debug_info = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for model in (ModelResponse(), ModelResponseStream(), Delta(content="")):
+            model.model_dump()
+    return litellm
+
+
+class LitellmCompletionClient:
+    """Chat completions for one deployment (`provider/model`) through litellm."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_base: str | None,
+        api_key: str | None,
+        retry: RetryPolicy,
+        timeout: float = 600.0,
+        extra_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._params: dict[str, Any] = {
+            **(extra_params or {}),
+            "model": model,
+            "timeout": timeout,
+            "drop_params": True,  # OpenAI-only options (service_tier, logprobs, ...) are dropped, not refused
+            "num_retries": 0,  # retried here, by the same policy as the OpenAI-shaped path
+        }
+        if api_base:
+            self._params["api_base"] = api_base
+        if api_key:
+            self._params["api_key"] = api_key
+        self._retry = retry
+        self._redactor = Redactor([api_key] if api_key else [])
+        self._litellm: Any = None
+
+    def _library(self) -> Any:
+        if self._litellm is None:
+            self._litellm = import_litellm()
+        return self._litellm
+
+    def _call_params(self, body: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+        params = {key: value for key, value in body.items() if key not in ("model", "stream", "stream_options")}
+        params.update(self._params)
+        if stream:
+            params["stream"] = True
+            if body.get("stream_options"):
+                params["stream_options"] = body["stream_options"]
+        return params
+
+    async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
+        litellm = self._library()
+        params = self._call_params(body, stream=False)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await litellm.acompletion(**params)
+            except Exception as exc:  # every litellm failure becomes an OpenAI-shaped answer
+                failure = self.failure(exc)
+                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
+                    continue
+                return failure
+            return UpstreamResponse(200, self._redactor.bytes(_dump(response)), JSON_HEADERS)
+
+    @asynccontextmanager
+    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
+        litellm = self._library()
+        params = self._call_params(body, stream=True)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                chunks = await litellm.acompletion(**params)
+            except Exception as exc:
+                failure = self.failure(exc)
+                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
+                    continue
+                yield UpstreamStream(failure.status, failure.headers, _single(failure.body))
+                return
+            yield UpstreamStream(200, SSE_HEADERS, self._sse(chunks))
+            return
+
+    async def _sse(self, chunks: Any) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield b"data: " + self._redactor.bytes(_dump(chunk)) + b"\n\n"
+        except Exception as exc:  # a failure mid-stream is reported in the stream, as OpenAI does
+            yield b"data: " + self.failure(exc).body + b"\n\n"
+        yield DONE
+
+    def failure(self, exc: Exception) -> UpstreamResponse:
+        """An OpenAI-shaped error answer for a litellm exception, with the provider's status."""
+        status, code = _status_of(exc)
+        message = self._redactor.text(str(getattr(exc, "message", None) or exc))
+        error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+        headers = dict(JSON_HEADERS)
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            headers["retry-after"] = retry_after
+        return UpstreamResponse(status, orjson.dumps(body), headers)
+
+    async def _backoff(self, attempt: int, started: float, failure: UpstreamResponse) -> bool:
+        if attempt >= self._retry.max_attempts:
+            return False
+        hinted = failure.headers.get("retry-after")
+        try:
+            delay = self._retry.delay(attempt, float(hinted) if hinted else None)
+        except ValueError:
+            delay = self._retry.delay(attempt, None)
+        if time.monotonic() - started + delay > self._retry.budget:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    async def aclose(self) -> None:
+        """litellm keeps its own pooled clients for the life of the process."""
+
+
+def _dump(model: Any) -> bytes:
+    """The OpenAI-shaped JSON of a litellm ModelResponse / stream chunk."""
+    data = model.model_dump(exclude_none=False) if hasattr(model, "model_dump") else dict(model)
+    return orjson.dumps(data, default=str)
+
+
+def _status_of(exc: Exception) -> tuple[int, str | None]:
+    name = type(exc).__name__
+    if name == "Timeout" or "Timeout" in name:
+        return 504, "upstream_timeout"
+    if name == "APIConnectionError":
+        return 502, "upstream_unreachable"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status <= 599:
+        return status, getattr(exc, "code", None) if isinstance(getattr(exc, "code", None), str) else None
+    return 502, "upstream_error"
+
+
+def _retry_after(exc: Exception) -> str | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after")
+    return str(value) if value else None
+
+
+async def _single(content: bytes) -> AsyncIterator[bytes]:
+    yield content

@@ -1,0 +1,140 @@
+"""Recording the calls the API process answers itself (sync, flex, shadow), without slowing them down.
+
+`proxy/routes/chat.py` calls these once per branch. Each is an append to the process's `Telemetry` buffer (no
+Redis round trip, no JSON parsing on the request's path): usage is read from the provider's body, priced and
+written to the ledger by the telemetry's background task.
+
+Streams: the usage of a streamed answer is known only when the client asked for it
+(`stream_options: {"include_usage": true}`), in the stream's last data chunk; the tail of the stream is kept
+and read when it ends. Without it the request is counted with unknown usage (`unknown_cost_requests`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.auth import Caller
+from proxy.policy.decision import Decision
+from proxy.pricing import Usage
+from proxy.providers.base import UpstreamResponse
+from proxy.requests import ChatRequest
+from proxy.runtime import Runtime
+from proxy.telemetry import FinishedRequest, Telemetry
+
+STREAM_TAIL_BYTES = 8192
+STARTED = "batchgate_started"
+
+
+def telemetry_of(runtime: Runtime) -> Telemetry | None:
+    events = runtime.events
+    return events if isinstance(events, Telemetry) else None
+
+
+def note_decision(runtime: Runtime, request: Request, decision: Decision) -> None:
+    """Count the policy decision and start the clock of the answer."""
+    setattr(request.state, STARTED, time.perf_counter())
+    telemetry = telemetry_of(runtime)
+    if telemetry is not None:
+        telemetry.decided(lane=decision.lane, rule=decision.rule)
+
+
+def record_answer(
+    runtime: Runtime,
+    request: Request,
+    caller: Caller,
+    chat: ChatRequest,
+    decision: Decision,
+    *,
+    upstream: UpstreamResponse,
+) -> None:
+    """A non-streamed answer (or error) from the provider."""
+    telemetry = telemetry_of(runtime)
+    if telemetry is None:
+        return
+    ok = upstream.status < 400
+    if not ok:
+        telemetry.upstream_error(lane=decision.lane, status=upstream.status)
+    telemetry.request_finished(
+        _finished(request, caller, chat, decision, outcome="completed" if ok else "failed", body=upstream.body)
+    )
+
+
+def record_stream(
+    runtime: Runtime, request: Request, caller: Caller, chat: ChatRequest, decision: Decision, *, response: Response
+) -> Response:
+    """A streamed answer: recorded when the stream ends (or the client goes away)."""
+    telemetry = telemetry_of(runtime)
+    if telemetry is None or not isinstance(response, StreamingResponse):
+        return response
+
+    def on_end(usage: Usage | None, finished: bool) -> None:
+        outcome = "completed" if finished else "cancelled"
+        telemetry.request_finished(_finished(request, caller, chat, decision, outcome=outcome, usage=usage))
+
+    response.body_iterator = watch_stream(response.body_iterator, on_end)
+    return response
+
+
+def _finished(
+    request: Request,
+    caller: Caller,
+    chat: ChatRequest,
+    decision: Decision,
+    *,
+    outcome: str,
+    body: bytes | None = None,
+    usage: Usage | None = None,
+) -> FinishedRequest:
+    started = getattr(request.state, STARTED, None)
+    return FinishedRequest(
+        team=caller.team,
+        model=chat.model,
+        lane=decision.lane,
+        outcome=outcome,
+        at=time.time(),
+        body=body if outcome == "completed" else None,
+        usage=usage,
+        seconds=None if started is None else time.perf_counter() - started,
+        shadow_lane=decision.shadow_lane if decision.shadow else None,
+        check_flex_tier=True,
+    )
+
+
+async def watch_stream(chunks: AsyncIterable[Any], on_end: Callable[[Usage | None, bool], None]) -> AsyncIterator[Any]:
+    """Pass the chunks through, keeping the last few KB; report the usage found there when the stream ends."""
+    tail = b""
+    finished = False
+    try:
+        async for chunk in chunks:
+            if isinstance(chunk, bytes):
+                tail = (tail + chunk)[-STREAM_TAIL_BYTES:]
+            yield chunk
+        finished = True
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+        on_end(stream_usage(tail), finished)
+
+
+def stream_usage(tail: bytes) -> Usage | None:
+    """The `usage` of the last SSE data event that carries one (None when the stream had none)."""
+    for line in reversed(tail.split(b"\n")):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]" or b'"usage"' not in payload:
+            continue
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue  # cut at the start of the kept tail
+        if isinstance(event, dict) and isinstance(event.get("usage"), dict):
+            return Usage.from_openai(event["usage"])
+    return None

@@ -1,0 +1,288 @@
+"""Telemetry: every finished request becomes metrics and a line in the savings ledger, off the hot path.
+
+One `Telemetry` per process (built by `build_runtime`, `Runtime.events`). The worker reports through it as its
+`WorkerEvents`; the API process hands it the requests it answered itself (`proxy.sync_accounting`). Recording
+is an append to a buffer: a background task parses the usage, prices it, counts the Prometheus metrics and
+writes the ledger in Redis, so no request waits for Redis. `aclose()` (called by `close_runtime`) writes what
+is still buffered. A job's ledger write is idempotent (its id is the marker), so a retry never counts twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from proxy.accounting import Accounting
+from proxy.metrics import Metrics
+from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
+from proxy.store.outcomes import Finished
+
+log = logging.getLogger("batchgate.telemetry")
+
+WRITE_CONCURRENCY = 64
+RETRY_PAUSE = 1.0
+MAX_BUFFERED = 200_000
+CLOSE_TIMEOUT = 10.0
+NOTHING = Cost(Decimal(0), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRequest:
+    """One answered request, as recorded.
+
+    lane: the lane that answered (and paid). outcome: completed, failed or cancelled.
+    body: the provider's response body; its `usage` is read in the background. usage: given directly
+    (streams); None with no body means the usage is unknown (counted as unknown cost).
+    shadow_lane: shadow mode; the request is also recorded as if answered in that lane.
+    check_flex_tier: the lane is `flex` only if the response says it was served by the flex tier.
+    """
+
+    team: str
+    model: str
+    lane: str
+    outcome: str
+    at: float
+    body: bytes | None = None
+    usage: Usage | None = None
+    seconds: float | None = None
+    deadline_margin: float | None = None
+    job_id: str | None = None
+    shadow_lane: str | None = None
+    check_flex_tier: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One write to the savings ledger (a request makes one, and one more in shadow mode)."""
+
+    team: str
+    model: str
+    lane: str
+    outcome: str
+    cost: Cost
+    usage: Usage
+    at: datetime
+    job_id: str | None
+    shadow: bool = False
+
+
+class Telemetry:
+    """Metrics and the savings ledger for every finished request; also the worker's `WorkerEvents`."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        accounting: Accounting,
+        prices: Callable[[], PriceBook],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.accounting = accounting
+        self._prices = prices
+        self._clock = clock
+        self._buffer: list[FinishedRequest] = []
+        self._unwritten: list[LedgerEntry] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- what the API process records ---
+
+    def request_finished(self, request: FinishedRequest) -> None:
+        """Queue one answered request for pricing, metrics and the ledger (never blocks)."""
+        if len(self._buffer) >= MAX_BUFFERED:
+            log.error("telemetry buffer full: a finished request is not recorded", extra={"model": request.model})
+            return
+        self._buffer.append(request)
+        self._wake()
+
+    def decided(self, *, lane: str, rule: str) -> None:
+        self.metrics.record_decision(lane=lane, rule=rule)
+
+    def upstream_error(self, *, lane: str, status: int | None, timeout: bool = False) -> None:
+        self.metrics.record_upstream_error(lane=lane, status=status, timeout=timeout)
+
+    # --- WorkerEvents ---
+
+    def job_finished(self, job: Finished) -> None:
+        self.request_finished(
+            FinishedRequest(
+                team=job.team,
+                model=job.model,
+                lane=job.lane,
+                outcome=job.status,
+                at=job.finished_at,
+                body=job.response if job.status == "completed" else None,
+                seconds=job.finished_at - job.created_at if job.created_at else None,
+                deadline_margin=None if job.deadline is None else job.deadline - job.finished_at,
+                job_id=job.job_id,
+            )
+        )
+
+    def deadline_missed(self, job: Finished) -> None:
+        """Counted by `job_finished` (a negative deadline margin is a miss)."""
+
+    def rescue(self, *, job_id: str, group: str, reason: str) -> None:
+        self.metrics.record_rescue(rescue_reason(reason))
+
+    def batch_submitted(self, *, group: str, batch_id: str, provider_batch_id: str, jobs: int, size: int) -> None:
+        self.metrics.record_batch_submitted(queue=group, size=jobs)
+
+    def batch_ended(
+        self,
+        *,
+        group: str,
+        batch_id: str,
+        state: str,
+        succeeded: int,
+        retried: int,
+        failed: int,
+        turnaround: float = 0.0,
+    ) -> None:
+        self.metrics.record_batch_finished(queue=group, state=state, turnaround_seconds=turnaround)
+
+    # --- the background writer ---
+
+    def _wake(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (a synchronous caller): flush() writes it later
+        self._flusher = loop.create_task(self._drain(), name="telemetry-flush")
+
+    async def _drain(self) -> None:
+        while self._buffer or self._unwritten:
+            taken, self._buffer = self._buffer, []
+            for request in taken:
+                self._unwritten.extend(self._price_and_count(request))
+            try:
+                await self._write_unwritten()
+            except Exception as exc:  # Redis down, or a bug: keep the records and try again
+                log.warning(
+                    "savings ledger write failed; retrying",
+                    extra={"pending": len(self._unwritten), "error": repr(exc)},
+                )
+                if self._closed:
+                    return
+                await asyncio.sleep(RETRY_PAUSE)
+
+    def _price_and_count(self, request: FinishedRequest) -> list[LedgerEntry]:
+        """Usage, lane and cost of a request; its Prometheus metrics are counted here, once."""
+        parsed = _parsed(request.body)
+        lane = _paid_lane(request, parsed)
+        usage = request.usage
+        if usage is None and parsed is not None and isinstance(parsed.get("usage"), Mapping):
+            usage = Usage.from_openai(parsed["usage"])
+        if request.outcome != "completed":
+            cost, usage = NOTHING, Usage()  # failed or cancelled: nothing billed
+        elif usage is None:
+            cost, usage = Cost.unknown(), Usage()  # e.g. a stream without include_usage
+        else:
+            cost = self._prices().cost(request.model, usage, lane)
+        self.metrics.record_finished(
+            lane=lane, outcome=request.outcome, model=request.model, team=request.team, usage=usage, cost=cost
+        )
+        if request.seconds is not None:
+            self.metrics.observe_answer(
+                lane=lane, model=request.model, seconds=request.seconds, deadline_margin=request.deadline_margin
+            )
+        at = datetime.fromtimestamp(request.at, UTC)
+        entries = [LedgerEntry(request.team, request.model, lane, request.outcome, cost, usage, at, request.job_id)]
+        if request.shadow_lane in LANES and request.outcome == "completed":
+            shadow_lane: Lane = request.shadow_lane
+            would = self._prices().cost(request.model, usage, shadow_lane) if cost.known else Cost.unknown()
+            self.metrics.record_shadow(model=request.model, team=request.team, lane=shadow_lane, cost=would)
+            entries.append(
+                LedgerEntry(request.team, request.model, shadow_lane, request.outcome, would, usage, at,
+                            request.job_id, shadow=True)
+            )  # fmt: skip
+        return entries
+
+    async def _write_unwritten(self) -> None:
+        """Write in concurrent chunks; whatever failed stays for the next try (each is written at most once)."""
+        while self._unwritten:
+            chunk, rest = self._unwritten[:WRITE_CONCURRENCY], self._unwritten[WRITE_CONCURRENCY:]
+            results = await asyncio.gather(*(self._write(entry) for entry in chunk), return_exceptions=True)
+            self._unwritten = [entry for entry, result in zip(chunk, results, strict=True) if result is not None]
+            self._unwritten += rest
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def _write(self, entry: LedgerEntry) -> None:
+        await self.accounting.record(
+            team=entry.team,
+            model=entry.model,
+            lane=entry.lane,
+            outcome=entry.outcome,
+            cost=entry.cost,
+            usage=entry.usage,
+            at=entry.at,
+            shadow=entry.shadow,
+            job_id=entry.job_id,
+        )
+
+    async def flush(self) -> None:
+        """Write everything recorded so far (tests and shutdown)."""
+        while self._buffer or self._unwritten or (self._flusher is not None and not self._flusher.done()):
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._drain(), name="telemetry-flush")
+            await asyncio.shield(self._flusher)
+
+    async def aclose(self) -> None:
+        """Write what is buffered (bounded in time), then stop; later records are written by flush() only."""
+        try:
+            await asyncio.wait_for(self.flush(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.error(
+                "savings ledger: records lost at shutdown (Redis unreachable)",
+                extra={"lost": len(self._buffer) + len(self._unwritten)},
+            )
+        finally:
+            self._closed = True
+            if self._flusher is not None and not self._flusher.done():
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
+
+
+def _parsed(body: bytes | None) -> dict[str, Any] | None:
+    if not body:
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _paid_lane(request: FinishedRequest, parsed: Mapping[str, Any] | None) -> Lane:
+    lane = request.lane if request.lane in LANES else "sync"
+    if lane == "flex" and request.check_flex_tier and (parsed is None or parsed.get("service_tier") != "flex"):
+        return "sync"  # the provider answered at its default tier (flex unavailable): list price
+    return lane
+
+
+def rescue_reason(reason: str) -> str:
+    """The bounded metric label of a rescuer's free-text reason."""
+    text = reason.lower()
+    if "line failed" in text or "line error" in text:
+        return "line_error"
+    if "expired" in text:
+        return "batch_expired"
+    if "batch failed" in text:
+        return "batch_failed"
+    if "flex" in text:
+        return "flex_unavailable"
+    return "deadline"

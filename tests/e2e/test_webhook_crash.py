@@ -1,0 +1,68 @@
+"""A worker killed (kill -9) in the middle of a webhook POST: after a restart the delivery is sent again, with the
+same webhook-id, and the receiver gets it (at-least-once; the delivery's state lives in Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from proxy.policy.decision import Decision
+from proxy.routes.deferred import accept_deferred
+from tests.integration.test_webhooks import SECRET, Receiver, receiving
+from tests.support.deferred_env import ALICE, chat_body, deferred_env
+from tests.support.servers import child_environment
+
+SECTIONS: dict[str, Any] = {
+    "worker": {"lease": 1.5, "tick": 0.1, "poll_interval_min": 0.2, "poll_interval_max": 0.5, "safety_margin": 2},
+    "delivery": {"webhook": {"secret": SECRET, "timeout": 1, "retry_period": 60, "allow_hosts": ["127.0.0.1"]}},
+}
+
+
+def start_worker(config_path: Path, redis_url: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "proxy", "worker", "--config", str(config_path), "--redis-url", redis_url]
+    return subprocess.Popen(command, env=child_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def wait_for(check: object, within: float = 30.0) -> None:
+    end = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis_url: str) -> None:
+    receiver = Receiver(SECRET, hang_first=True)
+    with receiving(receiver) as url:
+        async with deferred_env(tmp_path, redis_url, **SECTIONS) as env:
+            body = chat_body("gpt-4o-mini", "deliver me, whatever happens")
+            decision = Decision(deferred=True, lane="batch", rule="t", reason="t", delivery="webhook", callback_url=url)
+            job = await accept_deferred(env.runtime, ALICE, body, decision)
+
+            first = start_worker(env.config_path, redis_url)
+            try:
+                await wait_for(receiver.arrived.is_set)  # the POST is in flight: the worker waits for its answer
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(timeout=10)
+            finally:
+                if first.poll() is None:
+                    first.kill()
+            receiver.release.set()
+            assert receiver.delivered() == []
+            assert (await env.store.jobs.get(job.id)).status == "completed"  # type: ignore[union-attr]
+
+            second = start_worker(env.config_path, redis_url)
+            try:
+                await wait_for(lambda: bool(receiver.delivered()))
+            finally:
+                second.send_signal(signal.SIGTERM)
+                second.wait(timeout=20)
+            [delivered] = receiver.delivered()
+            assert delivered.headers["webhook-id"] == f"msg_{job.id}"
+            assert delivered.verified["id"] == job.id
+            assert delivered.verified["status"] == "completed"

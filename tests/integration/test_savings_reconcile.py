@@ -1,0 +1,185 @@
+"""Savings reconcile exactly with what the simulated upstream billed, over a mixed workload.
+
+Sync, streamed, shadow, batch, flex, flex that fell back to list (429), rescued and failed calls go through the
+official openai client to a running batchgate (API + in-process worker). batchgate's ledger (`/v1/savings`)
+must agree, in exact Decimal, with the simulator's ledger: paid per model and lane = billed per model and tier,
+and list = every billed token at synchronous prices.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from proxy.simulator.ledger import PriceBook as SimulatorPrices
+from proxy.simulator.ledger import Tier
+from proxy.worker.process import run_in_app
+from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
+
+D = Decimal
+POLICY = {
+    "rules": [
+        {"name": "flex-calls", "match": {"headers": {"x-lane": "flex"}}, "lane": "flex", "deadline": "1h"},
+        {"name": "shadow-trial", "match": {"headers": {"x-shadow": "yes"}}, "lane": "batch", "deadline": "1h",
+         "shadow": True},
+    ]
+}  # fmt: skip
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How much does waiting save?"}]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    with running_stack(tmp_path, redis_url, background=[run_in_app], policy=POLICY) as running:
+        yield running
+
+
+def headers(key: str = MASTER_KEY) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def defer(stack: Stack, model: str, *, key: str = MASTER_KEY, **extra: str) -> str:
+    """A deferred call through the openai client; returns the job id (202 Accepted)."""
+    raw = stack.client(key).chat.completions.with_raw_response.create(
+        model=model,
+        messages=MESSAGES,
+        max_tokens=50,
+        extra_headers=extra,
+    )
+    assert raw.http_response.status_code == 202, raw.http_response.text
+    job_id: str = raw.http_response.json()["id"]
+    return job_id
+
+
+def wait_final(stack: Stack, job_ids: list[str], timeout: float = 40) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=stack.url, headers=headers(), timeout=10) as http:
+        while True:
+            jobs = [http.get(f"/v1/deferred/{job_id}").json() for job_id in job_ids]
+            if all(job["status"] in ("completed", "failed", "cancelled") for job in jobs):
+                return jobs
+            assert time.monotonic() < deadline, [job["status"] for job in jobs]
+            time.sleep(0.2)
+
+
+def savings(stack: Stack, expected_requests: int, key: str = MASTER_KEY) -> dict[str, Any]:
+    """The savings report once the ledger counts every request (it is written just after each answer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        report: dict[str, Any] = httpx.get(f"{stack.url}/v1/savings", headers=headers(key), timeout=10).json()
+        if report["totals"]["requests"] >= expected_requests or time.monotonic() > deadline:
+            return report
+        time.sleep(0.1)
+
+
+def run_workload(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    client = stack.client()
+    # sync: plain calls on both models, a team's call, a stream that asks for its usage, shadow-mode calls
+    for model in ("gpt-4o-mini", "gpt-5-mini"):
+        client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=40)
+    stack.client(TEAM_KEYS["alpha"]).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    stream = client.chat.completions.create(
+        model="gpt-5-mini",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert any(chunk.usage for chunk in stream)
+    for model in ("gpt-4o-mini", "gpt-5-mini"):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model,
+            messages=MESSAGES,
+            extra_headers={"x-shadow": "yes"},
+        )
+        assert "shadow=true" in raw.headers["x-batchgate-decision"]
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    # batch lane, both models, two teams
+    batch_ids = [defer(stack, model, **{"X-Batch-Deadline": "1h"}) for model in ("gpt-4o-mini", "gpt-5-mini") * 2]
+    batch_ids.append(defer(stack, "gpt-5-mini", key=TEAM_KEYS["beta"], **{"X-Batch-Deadline": "2h"}))
+    jobs["batch"] = wait_final(stack, batch_ids)
+    # flex lane, then flex capacity gone: the worker falls back to list price
+    jobs["flex"] = wait_final(stack, [defer(stack, "gpt-5-mini", **{"x-lane": "flex"}) for _ in range(2)])
+    stack.configure_simulator(flex_429_rate=1.0)
+    jobs["flex_fallback"] = wait_final(stack, [defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
+    stack.configure_simulator(flex_429_rate=0.0)
+    # a batch that stalls: the deadline guard answers its jobs synchronously in time
+    stack.configure_simulator(finish_fraction=0.0)
+    rescued = [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"}) for _ in range(2)]
+    jobs["rescued"] = wait_final(stack, rescued)
+    stack.configure_simulator(finish_fraction=1.0)
+    # batch lines the provider refuses: failed, billed nothing
+    stack.configure_simulator(line_400_rate=1.0)
+    jobs["failed"] = wait_final(stack, [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "1h"}) for _ in range(2)])
+    stack.configure_simulator(line_400_rate=0.0)
+    return jobs
+
+
+def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> None:
+    jobs = run_workload(stack)
+    assert [job["lane"] for job in jobs["batch"]] == ["batch"] * 5
+    assert [job["lane"] for job in jobs["flex"]] == ["flex"] * 2
+    assert [job["lane"] for job in jobs["flex_fallback"]] == ["sync"]
+    assert all(job["status"] == "completed" and job.get("rescued") for job in jobs["rescued"])
+    assert [job["status"] for job in jobs["failed"]] == ["failed"] * 2
+
+    sync_requests = 6  # 3 plain, 1 stream, 2 shadow
+    expected = sync_requests + 5 + 2 + 1 + 2 + 2
+    report = savings(stack, expected)
+    totals = report["totals"]
+    assert totals["requests"] == expected
+    assert totals["unknown_cost_requests"] == 0
+    assert totals["outcomes"] == {"completed": expected - 2, "failed": 2}
+    by_lane = {row["lane"]: row for row in report["by_lane"]}
+    assert by_lane["batch"]["requests"] == 5 + 2  # the failed jobs were batch lines
+    assert by_lane["flex"]["requests"] == 2
+    assert by_lane["sync"]["requests"] == sync_requests + 1 + 2
+    assert D(by_lane["sync"]["saved_usd"]) == 0
+
+    ledger = stack.ledger()
+    prices = SimulatorPrices()
+    tiers = {"sync": Tier.SYNC, "batch": Tier.BATCH, "flex": Tier.FLEX}
+    paid: dict[tuple[str, str], Decimal] = {}
+    listed: dict[str, Decimal] = {}
+    for row in report["rows"]:
+        key = (row["model"], row["lane"])
+        paid[key] = paid.get(key, D(0)) + D(row["paid_usd"])
+        listed[row["model"]] = listed.get(row["model"], D(0)) + D(row["list_usd"])
+    assert set(listed) == set(ledger["models"]) == {"gpt-4o-mini", "gpt-5-mini"}
+    for model, per_tier in ledger["models"].items():
+        list_price = prices.price(model, Tier.SYNC)
+        assert list_price is not None
+        billed_at_list = D(0)
+        for lane, tier in tiers.items():
+            billed = per_tier[tier.value]
+            assert paid.get((model, lane), D(0)) == D(billed["cost_usd"]), (model, lane, billed)
+            billed_at_list += list_price.input * billed["input_tokens"] + list_price.output * billed["output_tokens"]
+        assert listed[model] == billed_at_list, model
+    assert D(totals["paid_usd"]) == D(ledger["totals"]["cost_usd"])
+    assert D(totals["saved_usd"]) > 0
+    assert D(totals["saved_usd"]) == D(totals["list_usd"]) - D(totals["paid_usd"])
+
+    shadow = report["shadow"]["totals"]
+    assert shadow["requests"] == 2
+    assert D(shadow["saved_usd"]) > 0
+    assert {row["lane"] for row in report["shadow"]["rows"]} == {"batch"}
+
+    beta = savings(stack, 1, key=TEAM_KEYS["beta"])
+    assert [row["team"] for row in beta["by_team"]] == ["beta"]
+    assert beta["totals"]["requests"] == 1
+    assert beta["by_lane"][0]["lane"] == "batch"
+
+
+def test_a_stream_without_usage_counts_as_unknown_cost(stack: Stack) -> None:
+    client = stack.client()
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    assert chunks
+    report = savings(stack, 1)
+    assert report["totals"]["requests"] == 1
+    assert report["totals"]["unknown_cost_requests"] == 1
+    assert report["totals"]["list_usd"] == "0.000000000000"
