@@ -94,7 +94,7 @@ def process(args: list[str], env: dict[str, str], ready_url: str, log: Path) -> 
 
 
 @contextlib.contextmanager
-def stack(workdir: Path) -> Iterator[tuple[str, str]]:
+def stack(workdir: Path) -> Iterator[tuple[str, str, str]]:
     # Default log level: the proxy writes its one access line per request, as it would in production.
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "BATCHGATE_LOG_LEVEL": "INFO"}
     sim_port, proxy_port = free_port(), free_port()
@@ -137,7 +137,12 @@ def stack(workdir: Path) -> Iterator[tuple[str, str]]:
                 workdir / "batchgate.log",
             )
         )
-        yield sim_url, proxy_url
+        yield sim_url, proxy_url, redis_url
+
+
+def wrk_script(body: dict[str, object], *, headers: dict[str, str] | None = None) -> str:
+    extra = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items())
+    return WRK_SCRIPT % (json.dumps(body), KEY) + extra
 
 
 def run_wrk(url: str, script: Path, connections: int, seconds: int) -> Sample:
@@ -187,9 +192,9 @@ def main() -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as (sim_url, proxy_url):
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as (sim_url, proxy_url, _redis_url):
         script = Path(tmp) / "post.lua"
-        script.write_text(WRK_SCRIPT % (json.dumps(BODY), KEY))
+        script.write_text(wrk_script(BODY))
         for connections in (1, 50):
             run_wrk(proxy_url, script, connections, 2)  # warm-up: connection pools, caches
             run_wrk(sim_url, script, connections, 2)

@@ -12,13 +12,20 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as PlainRequest
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ApiError, error_bytes, error_response, internal_error_response
+from proxy.errors import (
+    ApiError,
+    error_bytes,
+    error_response,
+    internal_error_response,
+    store_unavailable_response,
+)
 from proxy.logs import RequestLogMiddleware
 from proxy.routes import chat, deferred, health, metrics, models, savings, webhooks
 from proxy.runtime import Runtime, build_runtime, close_runtime
@@ -62,6 +69,9 @@ class BatchgateApp:
             return error_response(exc)
         except ClientDisconnect:
             return None
+        except RedisError:
+            logger.warning("job store unavailable", exc_info=True)
+            return store_unavailable_response()
         except Exception:
             logger.exception("unhandled error", extra={"request_id": scope.get("state", {}).get("request_id")})
             return internal_error_response()
@@ -130,6 +140,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def store_error(_: Request, exc: Exception) -> Response:
+        logger.warning("job store unavailable: %s", exc)
+        return store_unavailable_response()
+
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
         return internal_error_response()
@@ -137,4 +151,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RedisError, store_error)
     app.add_exception_handler(Exception, unexpected_error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from proxy.policy.reload import ConfigReloader
 from proxy.runtime import Runtime
@@ -20,5 +21,7 @@ async def watch_config(runtime: Runtime) -> None:
     def on_refused(_reason: str) -> None:
         runtime.metrics.record_config_reload(applied=False)
 
-    async with ConfigReloader(runtime.settings.config, on_reload, on_refused=on_refused, handle_sighup=True):
+    # Signal handlers can only be installed from the main thread (an app served from a test thread polls only).
+    sighup = threading.current_thread() is threading.main_thread()
+    async with ConfigReloader(runtime.settings.config, on_reload, on_refused=on_refused, handle_sighup=sighup):
         await asyncio.Event().wait()

@@ -135,3 +135,10 @@ def internal_error_response() -> Response:
         status_code=500,
         media_type=JSON_MEDIA_TYPE,
     )
+
+
+def store_unavailable_response() -> Response:
+    """Redis could not be reached (or its pool is exhausted): nothing was accepted, the caller may retry."""
+    return error_response(
+        ServiceUnavailable("The job store is unavailable right now; please retry.", headers={"retry-after": "1"})
+    )

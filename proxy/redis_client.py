@@ -22,8 +22,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-POOL_SIZE = 512  # connections per server (per cluster node): held long-polls each keep one for pub/sub
-POOL_WAIT = 10.0  # seconds a command waits for a free pooled connection (single server)
+POOL_SIZE = 512  # connections per cluster node
+# Single server: a plain pool with a high cap. A blocking pool (wait for a free connection) cost ~10% of the
+# API's CPU on the accept path (measured: 1,250 vs 2,000 accepted/s); past this cap a request gets a 503.
+SINGLE_SERVER_POOL_SIZE = 4096
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 DEFAULT_PORT = 6379
 
@@ -46,12 +48,10 @@ def connect_redis(url: str) -> redis.asyncio.Redis:
     """
     if is_cluster_url(url):
         return cast(redis.asyncio.Redis, connect_cluster(url))
-    # The pool waits for a free connection instead of failing, and a dropped connection is retried
-    # (the first command after a Redis restart meets a dead pooled connection).
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
+    # A dropped connection is retried (the first command after a Redis restart meets a dead pooled connection).
+    pool = redis.asyncio.ConnectionPool.from_url(
         url,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT,
+        max_connections=SINGLE_SERVER_POOL_SIZE,
         health_check_interval=30,
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],

@@ -322,6 +322,8 @@ async def list_batches(request: Request) -> Response:
     has_more = False
     skipping = after is not None
     for current in state.engine.batches_newest_first():
+        if current.record.attributes.get("face") == "anthropic":
+            continue  # Message Batches are listed by the Anthropic face, as the real providers keep them apart
         if skipping:
             skipping = current.record.id != after
             continue
