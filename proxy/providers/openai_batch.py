@@ -35,6 +35,9 @@ class BatchApiError(Exception):
         return self.status == 429 or self.status >= 500
 
 
+KEEPALIVE_EXPIRY = 2.0
+
+
 class OpenAIBatchClient:
     def __init__(
         self,
@@ -45,7 +48,12 @@ class OpenAIBatchClient:
         completion_window: str = "24h",
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout)
+        # Idle connections are dropped after 2 s: servers commonly close them after 5 s (uvicorn does), and a
+        # request sent on a connection the server is closing fails with "server disconnected".
+        transport = httpx.AsyncHTTPTransport(retries=2, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout, transport=transport
+        )
         self._completion_window = completion_window
 
     async def upload_file(self, path: Path, *, filename: str) -> str:

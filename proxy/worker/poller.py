@@ -112,6 +112,6 @@ class Poller:
         await self._end(record, lost)
 
     async def _retry_later(self, record: BatchRecord, exc: Exception) -> None:
-        log.warning("polling a batch failed", extra={"batch": record.id, "error": str(exc)})
+        log.warning("polling a batch failed: %r", exc, extra={"batch": record.id})
         at = self.ctx.clock() + max(self.ctx.worker_config.poll_interval_min, record.poll_interval)
         await self.ctx.store.batches.schedule(record.tag, record.id, at=at)

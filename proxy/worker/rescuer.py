@@ -98,7 +98,7 @@ async def cancel_if_pointless(runtime: Runtime, store: Store, tag: str, batch_id
     try:
         await runtime.batch_client(record.group).cancel_batch(record.provider_batch_id)
     except (BatchApiError, httpx.HTTPError) as exc:
-        log.warning("cancelling a pointless batch failed", extra={"batch": batch_id, "error": str(exc)})
+        log.warning("cancelling a pointless batch failed: %r", exc, extra={"batch": batch_id})
         return False
     await store.batches.update(tag, batch_id, cancel_requested="1")
     await store.batches.schedule(tag, batch_id, at=store.clock() + runtime.config.worker.poll_interval_min)

@@ -112,8 +112,7 @@ class Submitter:
                 return
         except (BatchApiError, httpx.HTTPError, OSError) as exc:
             log.warning(
-                "batch submission failed; will retry",
-                extra={"batch": record.id, "group": record.group, "error": str(exc)},
+                "batch submission failed; will retry: %r", exc, extra={"batch": record.id, "group": record.group}
             )
             await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock() + RETRY_LATER)
             return

@@ -49,7 +49,13 @@ def test_demo_prints_a_receipt_that_matches_the_ledger(stack: Stack, capsys: pyt
     output = capsys.readouterr().out
     assert "8 calls" in output
     assert "deferred calls:" in output  # progress while the jobs run
-    assert re.search(r"calls\s+8\s+\(sync 2, batch 4, flex 2\)", output), output
+    # Under load the deadline guard may rescue deferred calls to the sync lane: correct, and counted as such.
+    split = re.search(r"calls\s+8\s+\(sync (\d+), batch (\d+), flex (\d+)\)", output)
+    assert split, output
+    rescued_line = re.search(r"rescued\s+(\d+)", output)
+    rescued = int(rescued_line.group(1)) if rescued_line else 0
+    assert (int(split.group(1)), int(split.group(2)), int(split.group(3))) == (2 + rescued, 4 - rescued, 2), output
+    assert rescued < 4, "at least one deferred call went through a batch"
     assert re.search(r"deadlines met\s+6 of 6 deferred calls", output), output
     totals = savings_totals(stack)
     assert totals["requests"] == 8
