@@ -234,8 +234,14 @@ class Accounting:
         """Add one finished request to its hour. With a job id, a second call for the same job is a no-op
         (returns False). A shadow record is what the request would have cost in `lane`; report it separately.
         `model` is the configured model name; `lane` is the lane that answered (a rescued job is `sync`)."""
-        tag = keys.tag_of_job(job_id) if job_id else keys.group_tag(model)
-        hour = math.floor(at.timestamp() / HOUR)
+        counters = increments(team=team, model=model, lane=lane, outcome=outcome, cost=cost, usage=usage, shadow=shadow)
+        return await self.add(bucket_of(model, at, job_id), counters, job_id=job_id, shadow=shadow)
+
+    async def add(
+        self, bucket: tuple[str, int], counters: Mapping[str, int], *, job_id: str | None = None, shadow: bool = False
+    ) -> bool:
+        """Add counters (from `increments`, possibly summed over many requests) to one (group tag, hour) bucket."""
+        tag, hour = bucket
         if tag not in self._known_tags:
             await self._redis.sadd(ledger_tags(), tag)
             self._known_tags.add(tag)
@@ -244,7 +250,8 @@ class Accounting:
             script_keys.append(ledger_marker(job_id, shadow=shadow))
         oldest_hour = hour - self._retention_ms // (HOUR * 1000)
         args: list[str | int] = [hour, self._retention_ms, self._marker_ttl_ms, oldest_hour]
-        args += _increments(team=team, model=model, lane=lane, outcome=outcome, cost=cost, usage=usage, shadow=shadow)
+        for field_name, amount in counters.items():
+            args += [field_name, amount]
         recorded = await self._script(keys=script_keys, args=args)
         return bool(recorded)
 
@@ -272,9 +279,16 @@ class Accounting:
         return report
 
 
-def _increments(
+def bucket_of(model: str, at: datetime, job_id: str | None) -> tuple[str, int]:
+    """The (group tag, hour) a record lands in: the job's own slot, or its model's group."""
+    tag = keys.tag_of_job(job_id) if job_id else keys.group_tag(model)
+    return tag, math.floor(at.timestamp() / HOUR)
+
+
+def increments(
     *, team: str, model: str, lane: str, outcome: str, cost: Cost, usage: Usage, shadow: bool
-) -> list[str | int]:
+) -> dict[str, int]:
+    """The ledger fields one request adds to (exact integers: amounts in pico-dollars)."""
     counters: dict[str, int] = {
         "requests": 1,
         f"outcome:{outcome}": 1,
@@ -288,11 +302,7 @@ def _increments(
     else:
         counters["unknown_cost_requests"] = 1
     prefix = SEPARATOR.join(("shadow" if shadow else "real", team, model, lane, ""))
-    pairs: list[str | int] = []
-    for counter, amount in counters.items():
-        if amount:
-            pairs += [prefix + counter, amount]
-    return pairs
+    return {prefix + counter: amount for counter, amount in counters.items() if amount}
 
 
 def _add_bucket(report: SavingsReport, bucket: Mapping[Any, Any], team: str | None) -> None:

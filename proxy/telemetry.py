@@ -21,14 +21,14 @@ from typing import Any
 
 import orjson
 
-from proxy.accounting import Accounting
+from proxy.accounting import Accounting, bucket_of, increments
 from proxy.metrics import Metrics
 from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
 from proxy.store.outcomes import Finished
 
 log = logging.getLogger("batchgate.telemetry")
 
-WRITE_CONCURRENCY = 64
+WRITE_BATCH = 256  # entries per flush step; those with a job id are written concurrently, one call each
 RETRY_PAUSE = 1.0
 MAX_BUFFERED = 200_000
 CLOSE_TIMEOUT = 10.0
@@ -73,6 +73,39 @@ class LedgerEntry:
     at: datetime
     job_id: str | None
     shadow: bool = False
+
+
+@dataclass
+class LedgerWrite:
+    """One call to the ledger: the entries it carries, summed when they have no job id."""
+
+    bucket: tuple[str, int]
+    counters: dict[str, int]
+    job_id: str | None
+    shadow: bool
+    entries: list[LedgerEntry]
+
+
+def coalesce(entries: list[LedgerEntry]) -> list[LedgerWrite]:
+    writes: list[LedgerWrite] = []
+    shared: dict[tuple[str, int], LedgerWrite] = {}
+    for entry in entries:
+        counters = increments(
+            team=entry.team, model=entry.model, lane=entry.lane, outcome=entry.outcome,
+            cost=entry.cost, usage=entry.usage, shadow=entry.shadow,
+        )  # fmt: skip
+        bucket = bucket_of(entry.model, entry.at, entry.job_id)
+        if entry.job_id is not None:  # idempotent per job: written on its own, with its marker
+            writes.append(LedgerWrite(bucket, counters, entry.job_id, entry.shadow, [entry]))
+            continue
+        write = shared.get(bucket)
+        if write is None:
+            shared[bucket] = write = LedgerWrite(bucket, {}, None, False, [])
+            writes.append(write)
+        for name, amount in counters.items():
+            write.counters[name] = write.counters.get(name, 0) + amount
+        write.entries.append(entry)
+    return writes
 
 
 class Telemetry:
@@ -210,28 +243,28 @@ class Telemetry:
         return entries
 
     async def _write_unwritten(self) -> None:
-        """Write in concurrent chunks; whatever failed stays for the next try (each is written at most once)."""
+        """Write in concurrent chunks; whatever failed stays for the next try (each is written at most once).
+
+        Entries without a job id (synchronous calls) that share a ledger bucket are summed into one write:
+        one Redis call per bucket per flush rather than one per request (each request's amounts are still
+        rounded to integer pico-dollars on their own, so the sums are exact)."""
         while self._unwritten:
-            chunk, rest = self._unwritten[:WRITE_CONCURRENCY], self._unwritten[WRITE_CONCURRENCY:]
-            results = await asyncio.gather(*(self._write(entry) for entry in chunk), return_exceptions=True)
-            self._unwritten = [entry for entry, result in zip(chunk, results, strict=True) if result is not None]
-            self._unwritten += rest
+            chunk, rest = self._unwritten[:WRITE_BATCH], self._unwritten[WRITE_BATCH:]
+            writes = coalesce(chunk)
+            results = await asyncio.gather(
+                *(self.accounting.add(w.bucket, w.counters, job_id=w.job_id, shadow=w.shadow) for w in writes),
+                return_exceptions=True,
+            )
+            failed = [
+                entry
+                for write, result in zip(writes, results, strict=True)
+                if isinstance(result, BaseException)
+                for entry in write.entries
+            ]
+            self._unwritten = failed + rest
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-
-    async def _write(self, entry: LedgerEntry) -> None:
-        await self.accounting.record(
-            team=entry.team,
-            model=entry.model,
-            lane=entry.lane,
-            outcome=entry.outcome,
-            cost=entry.cost,
-            usage=entry.usage,
-            at=entry.at,
-            shadow=entry.shadow,
-            job_id=entry.job_id,
-        )
 
     async def flush(self) -> None:
         """Write everything recorded so far (tests and shutdown)."""
