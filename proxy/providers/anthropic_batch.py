@@ -35,7 +35,7 @@ import orjson
 
 from proxy.providers.anthropic_format import chat_completion, chat_error, messages_params
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
-from proxy.providers.openai_batch import BatchApiError
+from proxy.providers.openai_batch import BatchApiError, json_or_raise
 
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_REQUESTS = 100_000
@@ -244,16 +244,7 @@ def _prune(directory: Path) -> None:
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if response.status_code >= 400 or not isinstance(payload, dict):
-        error = payload.get("error") if isinstance(payload, dict) else None
-        message = error.get("message") if isinstance(error, dict) else response.text[:500]
-        code = error.get("type") if isinstance(error, dict) else None
-        raise BatchApiError(response.status_code, str(message), code=code)
-    return payload
+    return json_or_raise(response, code_field="type")  # Anthropic names its error code `type`
 
 
 def _timestamp(value: Any) -> float | None:

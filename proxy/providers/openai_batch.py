@@ -61,7 +61,7 @@ class OpenAIBatchClient:
             response = await self._http.post(
                 "files", data={"purpose": "batch"}, files={"file": (filename, handle, "application/jsonl")}
             )
-        file_id: str = _json(response)["id"]
+        file_id: str = json_or_raise(response)["id"]
         return file_id
 
     async def create_batch(self, input_file_id: str, *, metadata: Mapping[str, str]) -> BatchInfo:
@@ -74,20 +74,20 @@ class OpenAIBatchClient:
                 "metadata": dict(metadata),
             },
         )
-        return batch_info(_json(response))
+        return batch_info(json_or_raise(response))
 
     async def retrieve_batch(self, batch_id: str) -> BatchInfo:
-        return batch_info(_json(await self._http.get(f"batches/{batch_id}")))
+        return batch_info(json_or_raise(await self._http.get(f"batches/{batch_id}")))
 
     async def cancel_batch(self, batch_id: str) -> BatchInfo:
-        return batch_info(_json(await self._http.post(f"batches/{batch_id}/cancel")))
+        return batch_info(json_or_raise(await self._http.post(f"batches/{batch_id}/cancel")))
 
     async def find_batches(self, *, metadata_key: str, metadata_value: str) -> list[BatchInfo]:
         """Batches (newest first, the most recent pages) whose metadata carries the given pair."""
         found: list[BatchInfo] = []
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            page = _json(await self._http.get("batches", params=params))
+            page = json_or_raise(await self._http.get("batches", params=params))
             data = page.get("data") or []
             for item in data:
                 if (item.get("metadata") or {}).get(metadata_key) == metadata_value:
@@ -105,7 +105,7 @@ class OpenAIBatchClient:
             async with self._http.stream("GET", f"files/{file_id}/content") as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    _json(response)
+                    json_or_raise(response)
                 async for text in response.aiter_lines():
                     if text.strip():
                         yield result_line(orjson.loads(text))
@@ -114,7 +114,9 @@ class OpenAIBatchClient:
         await self._http.aclose()
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_or_raise(response: httpx.Response, *, code_field: str = "code") -> dict[str, Any]:
+    """The JSON object of a successful answer; a BatchApiError with the provider's message otherwise
+    (`code_field`: where the provider puts its error code: OpenAI `code`, Anthropic `type`)."""
     try:
         payload = response.json()
     except ValueError:
@@ -122,7 +124,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 400 or not isinstance(payload, dict):
         error = payload.get("error") if isinstance(payload, dict) else None
         message = error.get("message") if isinstance(error, dict) else response.text[:500]
-        code = error.get("code") if isinstance(error, dict) else None
+        code = error.get(code_field) if isinstance(error, dict) else None
         raise BatchApiError(response.status_code, str(message), code=code)
     return payload
 

@@ -14,11 +14,11 @@ import redis.asyncio
 from proxy.errors import Conflict
 from proxy.redis_client import ScriptPipeline, open_pubsub
 from proxy.store import keys
+from proxy.store.paging import newest_first
 from proxy.store.records import FINAL_STATUSES, SYNC_OWNER, JobStatus, JobView, NewJob, decoded, raw_hash
 from proxy.store.scripts import Scripts
 
 LINE_OVERHEAD = 120  # bytes a JSONL line adds around the body: custom_id, method, url
-LIST_PAGE = 100
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -139,28 +139,14 @@ class JobStore:
         self, caller: str, *, status: JobStatus | None = None, limit: int = 20, after: str | None = None
     ) -> tuple[list[JobView], bool]:
         """The caller's jobs, newest first, after the cursor `after` (a job id); and whether more exist."""
-        index = keys.caller_jobs(caller)
-        start = 0
-        if after is not None:
-            rank = await self.redis.zrevrank(index, after)
-            if not isinstance(rank, int):
-                return [], False
-            start = rank + 1
-        found: list[JobView] = []
-        while True:
-            ids = [decoded(raw) for raw in await self.redis.zrevrange(index, start, start + LIST_PAGE - 1)]
-            if not ids:
-                return found, False
-            views = await self.get_many(ids)
-            for job_id, view in zip(ids, views, strict=True):
-                if view is None:
-                    await self.redis.zrem(index, job_id)  # answered and expired
-                    continue
-                if status is None or view.status == status:
-                    if len(found) == limit:
-                        return found, True
-                    found.append(view)
-            start += LIST_PAGE
+        return await newest_first(
+            self.redis,
+            keys.caller_jobs(caller),
+            after=after,
+            limit=limit,
+            load=self.get_many,
+            keep=None if status is None else (lambda view: view.status == status),
+        )
 
     async def cancel(self, job_id: str, *, retention: float) -> CancelResult:
         if not valid_job_id(job_id):

@@ -17,6 +17,7 @@ import redis.asyncio
 from redis.commands.core import AsyncScript
 
 from proxy.store import keys
+from proxy.store.paging import newest_first
 from proxy.store.records import decoded, raw_hash
 
 # KEYS: due   ARGV: now, claimed until, limit
@@ -191,24 +192,10 @@ class Deliveries:
     async def dead_letters(self, caller: str | None, *, limit: int, after: str | None) -> tuple[list[Delivery], bool]:
         """Dead letters newest first (a caller's own, or all when `caller` is None), after the cursor `after`."""
         index = keys.dead_letters(caller) if caller is not None else keys.all_dead_letters()
-        start = 0
-        if after is not None:
-            rank = await self.redis.zrevrank(index, after)
-            if not isinstance(rank, int):
-                return [], False
-            start = rank + 1
-        found: list[Delivery] = []
-        while True:
-            ids = [decoded(raw) for raw in await self.redis.zrevrange(index, start, start + 99)]
-            if not ids:
-                return found, False
-            for job_id in ids:
-                delivery = await self.get(job_id)
-                if delivery is None or delivery.state != "dead":
-                    if delivery is None:
-                        await self.redis.zrem(index, job_id)  # expired
-                    continue
-                if len(found) == limit:
-                    return found, True
-                found.append(delivery)
-            start += 100
+
+        async def load(job_ids: list[str]) -> list[Delivery | None]:
+            return [await self.get(job_id) for job_id in job_ids]
+
+        return await newest_first(
+            self.redis, index, after=after, limit=limit, load=load, keep=lambda delivery: delivery.state == "dead"
+        )
