@@ -9,7 +9,6 @@ body; the deployment's key is masked out of every message.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import warnings
@@ -150,17 +149,12 @@ class LitellmCompletionClient:
         return UpstreamResponse(status, orjson.dumps(body), headers)
 
     async def _backoff(self, attempt: int, started: float, failure: UpstreamResponse) -> bool:
-        if attempt >= self._retry.max_attempts:
-            return False
         hinted = failure.headers.get("retry-after")
         try:
-            delay = self._retry.delay(attempt, float(hinted) if hinted else None)
+            retry_after = float(hinted) if hinted else None
         except ValueError:
-            delay = self._retry.delay(attempt, None)
-        if time.monotonic() - started + delay > self._retry.budget:
-            return False
-        await asyncio.sleep(delay)
-        return True
+            retry_after = None
+        return await self._retry.wait(attempt, started, retry_after)
 
     async def aclose(self) -> None:
         """litellm keeps its own pooled clients for the life of the process."""

@@ -44,6 +44,16 @@ class RetryPolicy:
         backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return backoff * (0.5 + random.random() / 2)
 
+    async def wait(self, attempt: int, started: float, retry_after: float | None) -> bool:
+        """Sleep before attempt `attempt + 1`; False (no sleep) when the attempts or the time budget are spent."""
+        if attempt >= self.max_attempts:
+            return False
+        delay = self.delay(attempt, retry_after)
+        if time.monotonic() - started + delay > self.budget:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
 
 class SharedSession:
     """One pooled aiohttp session for every deployment, opened on first use inside the running event loop."""
@@ -144,14 +154,7 @@ class OpenAICompletionClient:
             return
 
     async def _backoff(self, attempt: int, started: float, retry_after: float | None) -> bool:
-        """Sleep before the next attempt; False when attempts or the time budget are spent."""
-        if attempt >= self._retry.max_attempts:
-            return False
-        delay = self._retry.delay(attempt, retry_after)
-        if time.monotonic() - started + delay > self._retry.budget:
-            return False
-        await asyncio.sleep(delay)
-        return True
+        return await self._retry.wait(attempt, started, retry_after)
 
     async def aclose(self) -> None:
         """The pooled session is owned by the registry."""
