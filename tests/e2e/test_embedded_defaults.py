@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import redis
 from proxy.settings import DEV_MASTER_KEY
 from proxy.simulator.engine import expected_content
 from tests.support.servers import child_environment, free_port, wait_for_http
+from tests.support.waiting import wait_until_sync
 
 
 def test_serve_on_embedded_defaults_answers_the_openai_client(tmp_path: Path, repo_root: Path) -> None:
@@ -56,14 +56,15 @@ def test_serve_on_embedded_defaults_answers_the_openai_client(tmp_path: Path, re
 def assert_embedded_redis_stopped(output: str) -> None:
     url = next(word for word in output.split() if word.startswith("redis://127.0.0.1:")).rstrip(",")
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def stopped() -> bool:
         try:
             client.ping()
         except redis.ConnectionError:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the embedded Redis at {url} still answers after batchgate exited")
+            return True
+        return False
+
+    wait_until_sync(stopped, timeout=10, what=f"the embedded Redis at {url} to stop after batchgate exited")
 
 
 def test_an_invalid_config_stops_the_start_naming_file_key_and_expectation(tmp_path: Path, repo_root: Path) -> None:

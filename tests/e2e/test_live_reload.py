@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import yaml
 
 from tests.support.servers import child_environment, free_port, wait_for_http
 from tests.support.stack import MASTER_KEY, config_document, simulator_server
+from tests.support.waiting import wait_until_sync
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "reload me"}]}
 DEFER_EVERYTHING = {"rules": [{"name": "defer-everything", "match": {"models": ["gpt-*"]}, "lane": "batch"}]}
@@ -52,15 +52,6 @@ def decision(url: str) -> str:
     return response.headers["x-batchgate-decision"]
 
 
-def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
-
-
 def write_policy(path: Path, policy: dict[str, object]) -> None:
     document = yaml.safe_load(path.read_text())
     document["policy"] = policy
@@ -83,18 +74,18 @@ def test_sighup_and_file_changes_reload_and_an_invalid_file_is_refused(
 
     write_policy(config_path, DEFER_EVERYTHING)
     process.send_signal(signal.SIGHUP)
-    eventually(lambda: "rule=defer-everything" in decision(url))
+    wait_until_sync(lambda: "rule=defer-everything" in decision(url))
     assert decision(url).startswith("lane=batch")
     assert reloads(url, "applied") >= 1
 
     config_path.write_text("model_list: [this is: not valid\n")
     process.send_signal(signal.SIGHUP)
-    eventually(lambda: reloads(url, "refused") >= 1)
+    wait_until_sync(lambda: reloads(url, "refused") >= 1)
     assert "rule=defer-everything" in decision(url), "the config in force stays after a refused reload"
     assert process.poll() is None
 
     applied_before = reloads(url, "applied")
     config_path.write_text(original)
     write_policy(config_path, SYNC_TEAM_RULE)
-    eventually(lambda: reloads(url, "applied") > applied_before)  # no signal this time: the file change alone
+    wait_until_sync(lambda: reloads(url, "applied") > applied_before)  # no signal this time: the file change alone
     assert decision(url).startswith("lane=sync; rule=default")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 
 import redis
@@ -13,6 +12,7 @@ from proxy.store import keys
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import chat_body, deferred_env
 from tests.support.servers import RedisServer
+from tests.support.waiting import wait_until
 
 
 async def test_jobs_survive_a_redis_restart_while_the_worker_runs(tmp_path: Path) -> None:
@@ -27,10 +27,7 @@ async def test_jobs_survive_a_redis_restart_while_the_worker_runs(tmp_path: Path
             assert await env.store.client.zcard(keys.pending(keys.group_tag("gpt-4o-mini"))) == 100
 
             worker = asyncio.create_task(Worker(env.runtime).run(burst=True))
-            end = time.monotonic() + 20
-            while not env.provider_batches():
-                assert time.monotonic() < end, "no batch was submitted"
-                await asyncio.sleep(0.05)
+            await wait_until(env.provider_batches, timeout=20, what="a batch submitted")
             await asyncio.to_thread(server.restart)  # again, with a batch in flight
             await asyncio.wait_for(worker, 60)
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from proxy.store.records import FINAL_STATUSES
 from proxy.store.store import Store
 from tests.support.servers import child_environment, free_port, wait_for_http
 from tests.support.stack import MASTER_KEY, MODELS, config_document, simulator_server
+from tests.support.waiting import wait_until
 
 BATCH_JOBS = 300  # deferred through the batch lane, across both models and both APIs
 SYNC_LANE_JOBS = 12  # deferred with a deadline too short for a batch: the workers' sync lane answers them
@@ -92,14 +93,6 @@ def processes(directory: Path, environment: dict[str, str]) -> Iterator[Processe
         yield running
     finally:
         running.kill_all()
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    end = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"not reached within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def api_client(port: int, sent: list[httpx.Request] | None = None) -> openai.AsyncOpenAI:
@@ -238,7 +231,9 @@ async def run_workload(scene: Scene) -> None:
         in_flight = await store.client.zcard(keys.sync_inflight(sync_tag))
         return marker.exists() and in_flight == SYNC_LANE_JOBS
 
-    await wait_until(a_holds_everything, within=60, what="worker A paused mid-submission with its sync calls in flight")
+    await wait_until(
+        a_holds_everything, timeout=60, what="worker A paused mid-submission with its sync calls in flight"
+    )
 
     # 3. Worker B wakes up; plain synchronous calls go in flight on both APIs.
     worker_b.send_signal(signal.SIGCONT)
@@ -250,7 +245,7 @@ async def run_workload(scene: Scene) -> None:
         )
         for i, body in enumerate(direct_bodies)
     ]
-    await wait_until(lambda: _true(len(scene.sent_to_api1) >= DIRECT_CALLS // 2), within=10, what="calls sent to API 1")
+    await wait_until(lambda: len(scene.sent_to_api1) >= DIRECT_CALLS // 2, timeout=10, what="calls sent to API 1")
     assert not any(task.done() for task in direct), "the direct calls must still be in flight"
 
     # 4. SIGTERM to worker A (mid-submission, calls in flight) and to API 1 (calls in flight), together.
@@ -278,7 +273,7 @@ async def run_workload(scene: Scene) -> None:
         views = await store.jobs.get_many(ids)
         return all(view is not None and view.status in FINAL_STATUSES for view in views)
 
-    await wait_until(all_final, within=LEASE / 2, what="every job answered by worker B")
+    await wait_until(all_final, timeout=LEASE / 2, what="every job answered by worker B")
     finished_in = time.monotonic() - sigterm_at
     assert finished_in < LEASE / 2, "the handed-back work waited for a lease to lapse"
     for _, job in accepted[:: len(accepted) // 10]:
@@ -304,7 +299,3 @@ async def run_workload(scene: Scene) -> None:
     assert len(ours) == len(set(ours)), "a batch was submitted twice"
     print(f"\nscale-out: worker A exited {a_took:.1f}s after SIGTERM, API 1 {api1_took:.1f}s; "
           f"everything answered {finished_in:.1f}s after SIGTERM; {len(batches)} batches")  # fmt: skip
-
-
-async def _true(value: bool) -> bool:
-    return value

@@ -3,12 +3,10 @@ same webhook-id, and the receiver gets it (at-least-once; the delivery's state l
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from proxy.routes.deferred import accept_deferred
 from tests.integration.test_webhooks import SECRET, Receiver, receiving
 from tests.support.deferred_env import ALICE, chat_body, deferred_env
 from tests.support.servers import child_environment
+from tests.support.waiting import wait_until
 
 SECTIONS: dict[str, Any] = {
     "worker": {"lease": 1.5, "tick": 0.1, "poll_interval_min": 0.2, "poll_interval_max": 0.5, "safety_margin": 2},
@@ -29,13 +28,6 @@ def start_worker(config_path: Path, redis_url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=child_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def wait_for(check: object, within: float = 30.0) -> None:
-    end = time.monotonic() + within
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < end, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis_url: str) -> None:
     receiver = Receiver(SECRET, hang_first=True)
     with receiving(receiver) as url:
@@ -46,7 +38,7 @@ async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis
 
             first = start_worker(env.config_path, redis_url)
             try:
-                await wait_for(receiver.arrived.is_set)  # the POST is in flight: the worker waits for its answer
+                await wait_until(receiver.arrived.is_set)  # the POST is in flight: the worker waits for its answer
                 os.kill(first.pid, signal.SIGKILL)
                 first.wait(timeout=10)
             finally:
@@ -58,7 +50,7 @@ async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis
 
             second = start_worker(env.config_path, redis_url)
             try:
-                await wait_for(lambda: bool(receiver.delivered()))
+                await wait_until(lambda: bool(receiver.delivered()))
             finally:
                 second.send_signal(signal.SIGTERM)
                 second.wait(timeout=20)

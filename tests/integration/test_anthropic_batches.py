@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from proxy.store.store import store_of
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body
 from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
+from tests.support.waiting import wait_until
 
 CLAUDE = "claude-haiku-4-5-20251001"
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
@@ -59,13 +59,11 @@ async def submit(client: AnthropicBatchClient, tmp_path: Path, count: int, name:
 
 
 async def until_ended(client: AnthropicBatchClient, batch_id: str, within: float = 20) -> BatchInfo:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
+    async def ended() -> BatchInfo | None:
         info = await client.retrieve_batch(batch_id)
-        if info.state.is_terminal:
-            return info
-        await asyncio.sleep(0.1)
-    raise AssertionError("batch did not end in time")
+        return info if info.state.is_terminal else None
+
+    return await wait_until(ended, timeout=within, what=f"batch {batch_id} ending")
 
 
 async def lines_of(client: AnthropicBatchClient, info: BatchInfo) -> list[ResultLine]:
@@ -186,10 +184,7 @@ async def test_worker_retries_the_expired_half_of_an_anthropic_batch(tmp_path: P
         bodies = [chat_body(CLAUDE, f"q{i}") for i in range(20)]
         views = [await env.accept(body) for body in bodies]
         worker = asyncio.create_task(Worker(env.runtime, worker_id="w1").run(burst=True))
-        for _ in range(400):
-            if anthropic_batches(env):
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: anthropic_batches(env), timeout=20, what="the first batch created")
         env.configure_simulator(finish_fraction=1.0)
         await asyncio.wait_for(worker, 60)
         first, second = sorted(anthropic_batches(env), key=lambda batch: batch["created_at"])

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from proxy.store.records import JobView
 from proxy.worker.process import run_in_app
 from tests.support.deferred_env import chat_body
 from tests.support.stack import TEAM_KEYS, Stack, running_stack
+from tests.support.waiting import wait_until
 
 ALPHA = Caller("alpha-key", "alpha")
 BETA = Caller("beta-key", "beta")
@@ -87,13 +87,12 @@ async def test_the_in_process_worker_answers_and_get_returns_the_completion(tmp_
             await runtime.providers.aclose()
             await runtime.redis.aclose()
         async with httpx.AsyncClient(base_url=stack.url) as http:
-            end = time.monotonic() + 30
-            while True:
-                job = (await http.get(f"/v1/deferred/{view.id}", headers=headers("alpha"))).json()
-                if job["status"] == "completed" or time.monotonic() > end:
-                    break
-                await asyncio.sleep(0.1)
-            assert job["status"] == "completed"
+
+            async def completed() -> dict[str, Any] | None:
+                job: dict[str, Any] = (await http.get(f"/v1/deferred/{view.id}", headers=headers("alpha"))).json()
+                return job if job["status"] == "completed" else None
+
+            job = await wait_until(completed, timeout=30, what="the job completed")
             assert job["lane"] == "batch"
             assert job["response"]["object"] == "chat.completion"
             content = job["response"]["choices"][0]["message"]["content"]

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,10 +26,10 @@ from tests.support.prometheus import (
     finite_values,
     prometheus_server,
     query,
-    wait_until,
 )
 from tests.support.servers import ServerThread, free_port
-from tests.support.stack import MASTER_KEY, Stack, running_stack
+from tests.support.stack import Stack, running_stack
+from tests.support.waiting import wait_until_sync
 
 # The test's traffic lasts well under the windows, so every rate and increase sees all of it.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "5m", "$team": ".*"}
@@ -73,7 +72,7 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, str]]:
             log = (tmp_path / "worker.log").open("wb")
             worker = subprocess.Popen([sys.executable, "-m", "proxy", "worker"], env=env, stdout=log, stderr=log)
             try:
-                wait_until(lambda: _serves_metrics(port), timeout=30, what="the worker's metrics port")
+                wait_until_sync(lambda: _serves_metrics(port), timeout=30, what="the worker's metrics port")
                 yield stack, f"127.0.0.1:{port}"
             finally:
                 worker.terminate()
@@ -95,17 +94,6 @@ def defer(stack: Stack, model: str, **extra: str) -> str:
     return job_id
 
 
-def wait_final(stack: Stack, job_ids: list[str], timeout: float = 40) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10) as http:
-        while True:
-            jobs = [http.get(f"/v1/deferred/{job_id}").json() for job_id in job_ids]
-            if all(job["status"] in ("completed", "failed", "cancelled") for job in jobs):
-                return jobs
-            assert time.monotonic() < deadline, [job["status"] for job in jobs]
-            time.sleep(0.2)
-
-
 def traffic(stack: Stack) -> None:
     client = stack.client()
     for model in ("gpt-4o-mini", "gpt-5-mini"):
@@ -114,18 +102,18 @@ def traffic(stack: Stack) -> None:
     assert list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # no usage
     jobs = [defer(stack, model, **{"X-Batch-Deadline": "1h"}) for model in ("gpt-4o-mini", "gpt-5-mini") * 3]
     jobs.append(defer(stack, "gpt-5-mini", **{"x-lane": "flex"}))
-    wait_final(stack, jobs)
+    stack.final_jobs(jobs)
     # a second batch of a queue: its turnaround and size are new observations on existing series (rate > 0)
-    wait_final(stack, [defer(stack, "gpt-4o-mini", **{"x-hook": "yes"})])
+    stack.final_jobs([defer(stack, "gpt-4o-mini", **{"x-hook": "yes"})])
     stack.configure_simulator(flex_429_rate=1.0)
-    wait_final(stack, [defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
+    stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
     stack.configure_simulator(flex_429_rate=0.0, finish_fraction=0.0)
-    rescued = wait_final(stack, [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"})])
+    rescued = stack.final_jobs([defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"})])
     assert rescued[0].get("rescued")
     # a batch left in flight (it stalls) for the queue and batch gauges, and a late answer for the misses
     stalled = defer(stack, "gpt-5-mini", **{"X-Batch-Deadline": "1h"})
     stack.configure_simulator(sync_latency_s=4.0)
-    late = wait_final(stack, [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "3s"})])
+    late = stack.final_jobs([defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "3s"})])
     assert late[0]["finished_at"] > time.time() - 60
     stack.configure_simulator(sync_latency_s=0.0)
     assert stalled
@@ -136,12 +124,12 @@ def test_prometheus_scrapes_the_api_and_the_worker(deployment: tuple[Stack, str]
     api_target = stack.url.removeprefix("http://")
     with prometheus_server(tmp_path, [api_target, worker_target]) as prometheus:
         traffic(stack)
-        wait_until(
+        wait_until_sync(
             lambda: finite_values(query(prometheus, "sum(batchgate_requests_total)")) == [16.0],
             timeout=30,
             what="every request scraped",
         )
-        wait_until(
+        wait_until_sync(
             lambda: finite_values(query(prometheus, 'sum(batchgate_batches{state="in_progress"})')) == [1.0],
             timeout=30,
             what="the stalled batch in the gauges",

@@ -19,10 +19,10 @@ from tests.support.prometheus import (
     finite_values,
     prometheus_server,
     query,
-    wait_until,
 )
 from tests.support.servers import ServerThread
 from tests.support.telemetry import catalogue, exercise
+from tests.support.waiting import wait_until_sync
 
 # Grafana's variables, as Prometheus needs them spelled: windows long enough for several 1 s scrapes.
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__range": "1m", "$team": ".*"}
@@ -66,7 +66,7 @@ def prometheus(tmp_path: Path, batchgate_metrics: str) -> Iterator[str]:
 
 
 def test_every_dashboard_query_and_alert_evaluates_with_data(prometheus: str) -> None:
-    wait_until(
+    wait_until_sync(
         lambda: bool(finite_values(query(prometheus, "sum(rate(batchgate_saved_usd_total[10s]))"))),
         timeout=20,
         what="scraped samples",
@@ -96,12 +96,12 @@ def test_prometheus_loads_the_alert_rules_healthy(prometheus: str) -> None:
             rule.get("lastEvaluation", "").startswith("2") and rule["health"] != "unknown" for rule in rules
         )
 
-    wait_until(rules_evaluated, timeout=20, what="rules evaluated")
+    wait_until_sync(rules_evaluated, timeout=20, what="rules evaluated")
     groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
     rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
     assert set(rules) == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in rules.values()), {n: r.get("lastError") for n, r in rules.items()}
-    wait_until(
+    wait_until_sync(
         lambda: any(
             alert["labels"]["alertname"] == "BatchgateDeadlineMissed"
             for alert in httpx.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]

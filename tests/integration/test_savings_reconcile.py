@@ -8,7 +8,6 @@ and list = every billed token at synchronous prices.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ from proxy.simulator.ledger import PriceBook as SimulatorPrices
 from proxy.simulator.ledger import Tier
 from proxy.worker.process import run_in_app
 from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
+from tests.support.waiting import wait_until_sync
 
 D = Decimal
 POLICY = {
@@ -57,25 +57,14 @@ def defer(stack: Stack, model: str, *, key: str = MASTER_KEY, **extra: str) -> s
     return job_id
 
 
-def wait_final(stack: Stack, job_ids: list[str], timeout: float = 40) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=stack.url, headers=headers(), timeout=10) as http:
-        while True:
-            jobs = [http.get(f"/v1/deferred/{job_id}").json() for job_id in job_ids]
-            if all(job["status"] in ("completed", "failed", "cancelled") for job in jobs):
-                return jobs
-            assert time.monotonic() < deadline, [job["status"] for job in jobs]
-            time.sleep(0.2)
-
-
 def savings(stack: Stack, expected_requests: int, key: str = MASTER_KEY) -> dict[str, Any]:
     """The savings report once the ledger counts every request (it is written just after each answer)."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def counted() -> dict[str, Any] | None:
         report: dict[str, Any] = httpx.get(f"{stack.url}/v1/savings", headers=headers(key), timeout=10).json()
-        if report["totals"]["requests"] >= expected_requests or time.monotonic() > deadline:
-            return report
-        time.sleep(0.1)
+        return report if report["totals"]["requests"] >= expected_requests else None
+
+    return wait_until_sync(counted, timeout=10, interval=0.1, what=f"{expected_requests} requests in the ledger")
 
 
 def run_workload(stack: Stack) -> dict[str, list[dict[str, Any]]]:
@@ -102,20 +91,20 @@ def run_workload(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     # batch lane, both models, two teams
     batch_ids = [defer(stack, model, **{"X-Batch-Deadline": "1h"}) for model in ("gpt-4o-mini", "gpt-5-mini") * 2]
     batch_ids.append(defer(stack, "gpt-5-mini", key=TEAM_KEYS["beta"], **{"X-Batch-Deadline": "2h"}))
-    jobs["batch"] = wait_final(stack, batch_ids)
+    jobs["batch"] = stack.final_jobs(batch_ids)
     # flex lane, then flex capacity gone: the worker falls back to list price
-    jobs["flex"] = wait_final(stack, [defer(stack, "gpt-5-mini", **{"x-lane": "flex"}) for _ in range(2)])
+    jobs["flex"] = stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex"}) for _ in range(2)])
     stack.configure_simulator(flex_429_rate=1.0)
-    jobs["flex_fallback"] = wait_final(stack, [defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
+    jobs["flex_fallback"] = stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
     stack.configure_simulator(flex_429_rate=0.0)
     # a batch that stalls: the deadline guard answers its jobs synchronously in time
     stack.configure_simulator(finish_fraction=0.0)
     rescued = [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"}) for _ in range(2)]
-    jobs["rescued"] = wait_final(stack, rescued)
+    jobs["rescued"] = stack.final_jobs(rescued)
     stack.configure_simulator(finish_fraction=1.0)
     # batch lines the provider refuses: failed, billed nothing
     stack.configure_simulator(line_400_rate=1.0)
-    jobs["failed"] = wait_final(stack, [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "1h"}) for _ in range(2)])
+    jobs["failed"] = stack.final_jobs([defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "1h"}) for _ in range(2)])
     stack.configure_simulator(line_400_rate=0.0)
     return jobs
 

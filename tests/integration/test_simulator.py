@@ -19,6 +19,7 @@ from proxy.simulator.app import create_simulator_app
 from proxy.simulator.engine import expected_content
 from proxy.simulator.options import SimulatorOptions
 from tests.support.servers import ServerThread
+from tests.support.waiting import wait_until_sync
 
 MODEL = "gpt-4o-mini"
 FAST_BATCH = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
@@ -80,13 +81,11 @@ def submit(client: OpenAI, lines: list[dict[str, Any]] | bytes, **metadata: str)
 
 
 def wait_for(client: OpenAI, batch_id: str, *statuses: str, timeout: float = 15.0) -> Batch:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> Batch | None:
         batch = client.batches.retrieve(batch_id)
-        if batch.status in statuses:
-            return batch
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} never reached {statuses}")
+        return batch if batch.status in statuses else None
+
+    return wait_until_sync(reached, timeout=timeout, what=f"batch {batch_id} reaching {statuses}")
 
 
 def jsonl(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 from proxy.cli import main
 from proxy.worker.process import run_in_app
 from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
+from tests.support.waiting import wait_until_sync
 
 D = Decimal
 # the batch lane needs 5m + 2s of deadline here, flex 1s + 2s: the demo's flex calls have somewhere to go
@@ -76,16 +77,15 @@ def test_status_shows_savings_queues_and_in_flight_batches(stack: Stack, capsys:
         model="gpt-5-mini", messages=[{"role": "user", "content": "later"}], extra_headers={"X-Batch-Deadline": "2h"}
     )
     assert raw.http_response.status_code == 202
-    deadline = time.monotonic() + 20
-    while True:
+
+    def running_batches() -> list[dict[str, Any]] | None:
         document = httpx.get(
             f"{stack.url}/v1/status", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
         ).json()
         batches = [batch for queue in document["queues"] for batch in queue["batches"]]
-        if batches and batches[0]["state"] == "in_progress" and batches[0]["total"] == 1:
-            break
-        assert time.monotonic() < deadline, document["queues"]
-        time.sleep(0.2)
+        return batches if batches and batches[0]["state"] == "in_progress" and batches[0]["total"] == 1 else None
+
+    batches = wait_until_sync(running_batches, timeout=20, interval=0.1, what="one batch in progress in the status")
     assert batches[0]["id"].startswith("bgb_")
     assert batches[0]["provider_batch_id"]
 

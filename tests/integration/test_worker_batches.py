@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -14,6 +12,7 @@ from proxy.simulator.engine import expected_content
 from proxy.store.records import JobView
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
+from tests.support.waiting import wait_until
 
 MODELS = ("gpt-4o-mini", "gpt-5-mini")
 
@@ -28,15 +27,6 @@ async def run_burst(env: DeferredEnv, *, workers: int = 1, within: float = 60) -
     await asyncio.wait_for(
         asyncio.gather(*(Worker(env.runtime, worker_id=f"w{n}").run(burst=True) for n in range(workers))), within
     )
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], within: float = 30) -> None:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_two_thousand_jobs_across_two_models_get_their_own_answers(tmp_path: Path, redis_url: str) -> None:
@@ -65,7 +55,7 @@ async def test_expired_batch_keeps_its_finished_lines_and_retries_the_rest(tmp_p
         async def first_batch_created() -> bool:
             return len(env.provider_batches()) == 1
 
-        await wait_until(first_batch_created)
+        await wait_until(first_batch_created, timeout=30)
         env.configure_simulator(finish_fraction=1.0)
         await worker
         batches = sorted(env.provider_batches(), key=lambda batch: batch["created_at"])
@@ -86,7 +76,7 @@ async def test_per_line_errors_fail_permanent_lines_and_retry_transient_ones(tmp
         async def first_batch_created() -> bool:
             return len(env.provider_batches()) == 1
 
-        await wait_until(first_batch_created)
+        await wait_until(first_batch_created, timeout=30)
         env.configure_simulator(line_400_rate=0.0, line_500_rate=0.0)
         await worker
         finished = [view for view in await env.store.jobs.get_many([view.id for view in views]) if view]
@@ -112,7 +102,7 @@ async def test_cancelled_jobs_are_never_answered(tmp_path: Path, redis_url: str)
             view = await env.store.jobs.get(views[1].id)
             return view is not None and view.status == "submitted"
 
-        await wait_until(submitted)
+        await wait_until(submitted, timeout=30)
         result = await env.store.jobs.cancel(views[1].id, retention=60)
         assert result.outcome == "cancelled"
         assert result.batch_remaining == 1

@@ -8,8 +8,7 @@ import json
 import math
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import httpx
 import yaml
 
 from tests.support.servers import free_port
+from tests.support.waiting import wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "grafana" / "alerts" / "batchgate.rules.yml"
@@ -48,7 +48,7 @@ def prometheus_server(directory: Path, targets: list[str], *, interval: str = "1
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _ready(url), timeout=20, what="prometheus ready")
+        wait_until_sync(lambda: _ready(url), timeout=20, what="prometheus ready")
         yield url
     finally:
         process.terminate()
@@ -60,15 +60,6 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def query(prometheus: str, expression: str) -> list[dict[str, Any]]:

@@ -143,9 +143,12 @@ def wait_for_http(url: str, *, timeout: float = 30.0) -> None:
 
 
 def child_environment() -> dict[str, str]:
-    """Environment for child processes: offline litellm, no inherited provider keys."""
+    """Environment for child processes: offline litellm, no inherited provider keys, and no metrics port (a
+    worker's default 9090 would collide between tests running side by side; a test that scrapes one sets its own
+    free port)."""
     env = dict(os.environ)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["BATCHGATE_METRICS_PORT"] = "0"
     env.pop("OPENAI_API_KEY", None)
     return env
 

@@ -17,6 +17,7 @@ from proxy.settings import Settings, load_config
 from proxy.simulator.app import create_simulator_app
 from proxy.simulator.options import SimulatorOptions
 from tests.support.servers import ServerThread
+from tests.support.waiting import wait_until_sync
 
 MASTER_KEY = "sk-test-master-0000"
 TEAM_KEYS = {"alpha": "sk-test-alpha-1111", "beta": "sk-test-beta-2222"}
@@ -87,6 +88,16 @@ class Stack:
             response.raise_for_status()
             ledger: dict[str, Any] = response.json()
             return ledger
+
+    def final_jobs(self, job_ids: list[str], *, timeout: float = 40) -> list[dict[str, Any]]:
+        """The job objects once every one of them is final (completed, failed or cancelled)."""
+        with httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10) as http:
+
+            def all_final() -> list[dict[str, Any]] | None:
+                jobs = [http.get(f"/v1/deferred/{job_id}").json() for job_id in job_ids]
+                return jobs if all(job["status"] in ("completed", "failed", "cancelled") for job in jobs) else None
+
+            return wait_until_sync(all_final, timeout=timeout, interval=0.1, what=f"{len(job_ids)} jobs final")
 
 
 @contextlib.contextmanager
