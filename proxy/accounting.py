@@ -3,10 +3,9 @@
 Amounts are integers of pico-dollars (1e-12 USD) added with HINCRBY, so totals are exact across processes and
 restarts (Prometheus counters are floats and reset; they serve rates and dashboards, this serves reports).
 
-Layout (Redis Cluster safe): a queue group's hourly bucket `bg:{<tag>}:acct:<hour>` is a hash whose fields are
-`team␟model␟lane␟counter`; `bg:{<tag>}:acct:hours` indexes the hours that have data; `bg:{acct}:tags` lists
-the groups. A job's "already recorded" marker `bg:{<tag>}:acct:done:<job id>` lives in the same slot as its
-bucket, so recording is one atomic script and a second recording of the same job changes nothing.
+The store keeps the counters (`proxy/store/ledger.py`: one bucket per queue group and hour, one "already
+recorded" marker per job); this module names them (`real|shadow␟team␟model␟lane␟counter`), computes them from a
+request's cost and usage, and turns buckets into reports.
 """
 
 from __future__ import annotations
@@ -18,53 +17,12 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-import redis.asyncio
-
 from proxy.pricing import Cost, Usage
-from proxy.store import keys
+from proxy.store.ledger import HOUR, Bucket, LedgerStore, bucket_of
 
 PICO_PER_USD = 10**12
-HOUR = 3600
 SEPARATOR = "\x1f"
-DEFAULT_RETENTION_SECONDS = 400 * 86400
-DEFAULT_MARKER_TTL_SECONDS = 8 * 86400
 MAX_REPORT_SECONDS = 400 * 86400
-
-# KEYS: bucket, hours index[, job marker]. ARGV: hour, bucket ttl ms, marker ttl ms, oldest hour kept,
-# then field/increment pairs. Returns 0 when the job was already recorded.
-RECORD_SCRIPT = """
-if #KEYS == 3 and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then
-  return 0
-end
-for i = 5, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
-return 1
-"""
-
-
-def ledger_tags() -> str:
-    """SET of the group tags that have ledger data."""
-    return f"{keys.PREFIX}:{{acct}}:tags"
-
-
-def ledger_bucket(tag: str, hour: int) -> str:
-    """HASH of one group's counters for one hour (`hour` = epoch seconds // 3600)."""
-    return f"{keys.PREFIX}:{{{tag}}}:acct:{hour}"
-
-
-def ledger_hours(tag: str) -> str:
-    """ZSET of the hours with data in a group's ledger."""
-    return f"{keys.PREFIX}:{{{tag}}}:acct:hours"
-
-
-def ledger_marker(job_id: str, *, shadow: bool = False) -> str:
-    """Set when a job's cost is recorded; in the job's slot, so the job store can set it atomically."""
-    suffix = ":shadow" if shadow else ""
-    return f"{keys.PREFIX}:{{{keys.tag_of_job(job_id)}}}:acct:done:{job_id}{suffix}"
 
 
 def to_pico(usd: Decimal) -> int:
@@ -205,18 +163,8 @@ def _instant(moment: datetime) -> str:
 class Accounting:
     """Records finished requests into the ledger and answers savings reports."""
 
-    def __init__(
-        self,
-        redis_client: redis.asyncio.Redis,
-        *,
-        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-        marker_ttl_seconds: float = DEFAULT_MARKER_TTL_SECONDS,
-    ) -> None:
-        self._redis = redis_client
-        self._retention_ms = int(retention_seconds * 1000)
-        self._marker_ttl_ms = int(marker_ttl_seconds * 1000)
-        self._script = redis_client.register_script(RECORD_SCRIPT)
-        self._known_tags: set[str] = set()
+    def __init__(self, ledger: LedgerStore) -> None:
+        self._ledger = ledger
 
     async def record(
         self,
@@ -238,22 +186,10 @@ class Accounting:
         return await self.add(bucket_of(model, at, job_id), counters, job_id=job_id, shadow=shadow)
 
     async def add(
-        self, bucket: tuple[str, int], counters: Mapping[str, int], *, job_id: str | None = None, shadow: bool = False
+        self, bucket: Bucket, counters: Mapping[str, int], *, job_id: str | None = None, shadow: bool = False
     ) -> bool:
         """Add counters (from `increments`, possibly summed over many requests) to one (group tag, hour) bucket."""
-        tag, hour = bucket
-        if tag not in self._known_tags:
-            await self._redis.sadd(ledger_tags(), tag)
-            self._known_tags.add(tag)
-        script_keys = [ledger_bucket(tag, hour), ledger_hours(tag)]
-        if job_id:
-            script_keys.append(ledger_marker(job_id, shadow=shadow))
-        oldest_hour = hour - self._retention_ms // (HOUR * 1000)
-        args: list[str | int] = [hour, self._retention_ms, self._marker_ttl_ms, oldest_hour]
-        for field_name, amount in counters.items():
-            args += [field_name, amount]
-        recorded = await self._script(keys=script_keys, args=args)
-        return bool(recorded)
+        return await self._ledger.add(bucket, counters, job_id=job_id, shadow=shadow)
 
     async def report(self, since: datetime, until: datetime, team: str | None = None) -> SavingsReport:
         """Totals of the whole hours overlapping [since, until), optionally for one team."""
@@ -264,25 +200,9 @@ class Accounting:
             until=datetime.fromtimestamp(end_hour * HOUR, UTC),
             team=team,
         )
-        tags = sorted(_text(tag) for tag in await self._redis.smembers(ledger_tags()))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for tag in tags:
-                pipe.zrangebyscore(ledger_hours(tag), first_hour, end_hour - 1)
-            hours_per_tag: list[list[Any]] = await pipe.execute()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for tag, hours in zip(tags, hours_per_tag, strict=True):
-                for hour in hours:
-                    pipe.hgetall(ledger_bucket(tag, int(_text(hour))))
-            buckets: list[dict[Any, Any]] = await pipe.execute()
-        for bucket in buckets:
+        for bucket in await self._ledger.buckets(first_hour, end_hour):
             _add_bucket(report, bucket, team)
         return report
-
-
-def bucket_of(model: str, at: datetime, job_id: str | None) -> tuple[str, int]:
-    """The (group tag, hour) a record lands in: the job's own slot, or its model's group."""
-    tag = keys.tag_of_job(job_id) if job_id else keys.group_tag(model)
-    return tag, math.floor(at.timestamp() / HOUR)
 
 
 def increments(
@@ -305,17 +225,13 @@ def increments(
     return {prefix + counter: amount for counter, amount in counters.items() if amount}
 
 
-def _add_bucket(report: SavingsReport, bucket: Mapping[Any, Any], team: str | None) -> None:
-    for raw_field, raw_amount in bucket.items():
-        parts = _text(raw_field).split(SEPARATOR)
+def _add_bucket(report: SavingsReport, bucket: Mapping[str, int], team: str | None) -> None:
+    for name, amount in bucket.items():
+        parts = name.split(SEPARATOR)
         if len(parts) != 5:
             continue
         kind, row_team, model, lane, counter = parts
         if team is not None and row_team != team:
             continue
         rows = report.shadow_rows if kind == "shadow" else report.rows
-        rows.setdefault(RowKey(row_team, model, lane), Totals()).add_counter(counter, int(_text(raw_amount)))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        rows.setdefault(RowKey(row_team, model, lane), Totals()).add_counter(counter, amount)

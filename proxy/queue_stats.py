@@ -1,8 +1,8 @@
-"""The live queues, read from Redis: what waits per queue group, and where each open provider batch stands.
+"""The live queues, as the store reads them (`store/snapshots.py`): what waits per queue group, and where each open
+provider batch stands.
 
 Used by the worker (`QueueWatch`, which refreshes the metrics' `QueueSnapshot` every few seconds) and by the
-status report (`GET /v1/status`, `batchgate status`). Reads only: one pipelined round trip per group for the
-queues, one per group for its open batches (each group's keys share one Redis Cluster slot).
+status report (`GET /v1/status`, `batchgate status`). This module turns the store's reads into views and gauges.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio
-
 from proxy.metrics import Metrics, QueueSnapshot, QueueStats
 from proxy.settings import Config
-from proxy.store import keys
-from proxy.store.records import decoded
+from proxy.store.records import BatchRecord
+from proxy.store.store import Store
 
-OLDEST_SAMPLE = 20  # the pending ZSET is scored by flush time: the oldest job is sought among the most urgent
 MAX_BATCHES_SHOWN = 50
 REFRESH_SECONDS = 2.0
-BATCH_FIELDS = ("state", "provider_state", "created_at", "submitted_at", "jobs", "total", "done", "provider_batch_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,70 +89,41 @@ class QueueView:
         }
 
 
-async def groups_of(client: redis.asyncio.Redis) -> dict[str, str]:
-    """tag -> group name of every queue group ever used."""
-    raw = await client.hgetall(keys.groups())
-    return {decoded(tag): decoded(name) for tag, name in raw.items()}
-
-
-async def read_queues(client: redis.asyncio.Redis, groups: Mapping[str, str] | None = None) -> list[QueueView]:
+async def read_queues(store: Store, groups: Mapping[str, str] | None = None) -> list[QueueView]:
     """Every group's queues and open batches, ordered by group name."""
-    groups = await groups_of(client) if groups is None else groups
-    views = [await read_queue(client, tag, group) for tag, group in groups.items()]
+    groups = await store.batches.groups() if groups is None else groups
+    views = [await read_queue(store, tag, group) for tag, group in groups.items()]
     return sorted(views, key=lambda view: view.group)
 
 
-async def read_queue(client: redis.asyncio.Redis, tag: str, group: str) -> QueueView:
-    pipe = client.pipeline(transaction=False)
-    pipe.zcard(keys.pending(tag))
-    pipe.get(keys.pending_bytes(tag))
-    pipe.zrange(keys.pending(tag), 0, OLDEST_SAMPLE - 1, withscores=True)
-    pipe.zcard(keys.sync_queue(tag))
-    pipe.zcard(keys.sync_inflight(tag))
-    pipe.zrange(keys.open_batches(tag), 0, -1)
-    waiting, size, urgent, sync_waiting, sync_running, open_ids = await pipe.execute()
-    sampled = [decoded(member) for member, _ in urgent]
-    pipe = client.pipeline(transaction=False)
-    for job_id in sampled:
-        pipe.hget(keys.job(job_id), "created_at")
-    batch_ids = [decoded(raw) for raw in open_ids]
-    for batch_id in batch_ids:
-        pipe.hmget(keys.batch(tag, batch_id), *BATCH_FIELDS)
-    replies = await pipe.execute() if sampled or batch_ids else []
-    created = [float(raw) for raw in replies[: len(sampled)] if raw]
-    batches = [
-        batch
-        for batch_id, raw in zip(batch_ids, replies[len(sampled) :], strict=True)
-        if (batch := _open_batch(batch_id, group, raw)) is not None
-    ]
+async def read_queue(store: Store, tag: str, group: str) -> QueueView:
+    read = await store.snapshots.read(tag)
+    batches = [open_batch(record, group) for record in read.open_batches]
     return QueueView(
         group=group,
-        waiting=int(waiting),
-        waiting_bytes=int(size or 0),
-        oldest_enqueued_at=min(created, default=None),
-        next_flush_at=float(urgent[0][1]) if urgent else None,
-        sync_waiting=int(sync_waiting),
-        sync_running=int(sync_running),
+        waiting=read.waiting,
+        waiting_bytes=read.waiting_bytes,
+        oldest_enqueued_at=read.oldest_enqueued_at,
+        next_flush_at=read.next_flush_at,
+        sync_waiting=read.sync_waiting,
+        sync_running=read.sync_running,
         batches=tuple(sorted(batches, key=lambda batch: batch.created_at)),
     )
 
 
-def _open_batch(batch_id: str, group: str, raw: list[Any]) -> OpenBatch | None:
-    stage, provider_state, created_at, submitted_at, jobs, total, done, provider_id = (
-        decoded(value) if value is not None else "" for value in raw
-    )
-    if not stage or stage == "ended":
-        return None
-    state = "submitting" if stage in ("building", "uploaded") else provider_state or "validating"
+def open_batch(record: BatchRecord, group: str) -> OpenBatch:
+    """How the status report and the gauges show a batch not yet ended."""
+    stage = record.state
+    state = "submitting" if stage in ("building", "uploaded") else record.provider_state or "validating"
     return OpenBatch(
-        id=batch_id,
+        id=record.id,
         group=group,
         state=state,
-        provider_batch_id=provider_id or None,
-        created_at=float(submitted_at or created_at or 0),
-        jobs=int(jobs or 0),
-        total=int(total or 0),
-        done=int(done or 0),
+        provider_batch_id=record.provider_batch_id,
+        created_at=record.submitted_at or record.created_at,
+        jobs=record.jobs,
+        total=record.total,
+        done=record.done,
     )
 
 
@@ -189,14 +156,14 @@ class QueueWatch:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        store: Store,
         metrics: Metrics,
         config: Callable[[], Config],
         *,
         interval: float = REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
+        self._store = store
         self._metrics = metrics
         self._config = config
         self._interval = interval
@@ -208,6 +175,6 @@ class QueueWatch:
         if not force and now < self._next:
             return False
         self._next = now + self._interval
-        views = await read_queues(self._client, groups)
+        views = await read_queues(self._store, groups)
         self._metrics.update_queues(snapshot_of(views, self._config(), time.time()))
         return True

@@ -82,7 +82,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         waiters=JobWaiters(client, store.jobs),
         metrics=metrics,
         prices=PriceBook.from_config(config),
-        accounting=Accounting(client),
+        accounting=Accounting(store.ledger),
         events=NullEvents(),
         simulated=simulated,
         fallback_master_key=fallback_key,

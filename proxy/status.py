@@ -22,6 +22,7 @@ from typing import Any
 from proxy.accounting import Accounting
 from proxy.queue_stats import read_queues
 from proxy.settings import DEV_MASTER_KEY, Config
+from proxy.store.store import Store
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "BATCHGATE_URL"
@@ -30,7 +31,7 @@ DEFAULT_SINCE = "24h"
 
 
 async def collect_status(
-    redis_client: Any,
+    store: Store,
     accounting: Accounting,
     config: Config | None,
     *,
@@ -41,7 +42,7 @@ async def collect_status(
 ) -> dict[str, Any]:
     """The status document served by `GET /v1/status` and printed by `batchgate status`."""
     report = await accounting.report(since, until, team=team)
-    views = await read_queues(redis_client)
+    views = await read_queues(store)
     now = time.time()
     return {
         "object": "batchgate.status",
@@ -207,9 +208,10 @@ async def _from_redis(args: argparse.Namespace) -> dict[str, Any]:
         since = parse_instant(args.since)
     config = load_config(args.config) if args.config else None
     client = connect_redis(args.redis_url)
+    store = Store.create(client)
     try:
         return await collect_status(
-            client, Accounting(client), config, since=since, until=now, team=args.team, with_ids=True
+            store, Accounting(store.ledger), config, since=since, until=now, team=args.team, with_ids=True
         )
     except (OSError, RedisError) as exc:
         raise StatusUnavailable(f"cannot read Redis at {args.redis_url}: {exc}") from None

@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 
-from proxy.accounting import Accounting, bucket_of, increments
+from proxy.accounting import Accounting, increments
 from proxy.metrics import Metrics
 from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
+from proxy.store.ledger import bucket_of
 from proxy.store.outcomes import Finished
 
 log = logging.getLogger("batchgate.telemetry")

@@ -10,7 +10,7 @@ Once 200 is committed a failure cannot change the status, and a body `{"error": 
 the openai client as a ChatCompletion whose `choices` is None (no exception). So a failure (or reaching
 `delivery.max_wait`) writes the error object and then closes the connection WITHOUT finishing the chunked body:
 the openai client raises `APIConnectionError` and, by default, retries. A short-lived marker (see
-`keys.hold_outcome`) lets that retry of the same call (same Idempotency-Key, or the same body from the same caller)
+`store/holds.py`) lets that retry of the same call (same Idempotency-Key, or the same body from the same caller)
 find the job at once and receive the error with its real status (`x-should-retry: false`), so the client raises
 the matching typed exception (BadRequestError, InternalServerError, ...) instead.
 """

@@ -32,8 +32,8 @@ from proxy.policy.decision import Decision, DeliveryMode
 from proxy.requests import ChatRequest
 from proxy.routes.deferred import accept_deferred
 from proxy.runtime import Runtime
-from proxy.store import keys
-from proxy.store.records import JobView, decoded
+from proxy.store.holds import HoldMarker
+from proxy.store.records import JobView
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 CALLBACK_HEADER = "x-batch-callback-url"
@@ -58,7 +58,7 @@ async def respond_deferred(
         request.headers.get(IDEMPOTENCY_HEADER), chat, config.dedupe_identical_bodies
     )
     holding = plan.mode == "hold" and not preferences.stated
-    marker = keys.hold_outcome(caller.name, _digest(idempotency_key or _body_identity(chat)))
+    marker = HoldMarker(caller.name, _digest(idempotency_key or _body_identity(chat)))
     if holding:
         earlier = await _take_hold_outcome(runtime, marker, caller)
         if earlier is not None:
@@ -140,7 +140,7 @@ async def _long_poll(runtime: Runtime, view: JobView, wait: float) -> Response:
     return accepted_response(current, header)
 
 
-async def hold(runtime: Runtime, view: JobView, marker: str) -> Response:
+async def hold(runtime: Runtime, view: JobView, marker: HoldMarker) -> Response:
     """Wait one heartbeat silently; answer then if possible, else hand over to a HeldResponse."""
     config = runtime.config.delivery
     waiters = waiters_of(runtime)
@@ -154,7 +154,7 @@ async def hold(runtime: Runtime, view: JobView, marker: str) -> Response:
         return timeout_response(current, config.max_wait)
 
     async def remember(unfinished: JobView) -> None:
-        await runtime.redis.set(marker, unfinished.id, ex=HOLD_OUTCOME_TTL)
+        await runtime.store.holds.remember(marker, unfinished.id, ttl=HOLD_OUTCOME_TTL)
 
     return HeldResponse(
         waiters,
@@ -166,12 +166,12 @@ async def hold(runtime: Runtime, view: JobView, marker: str) -> Response:
     )
 
 
-async def _take_hold_outcome(runtime: Runtime, marker: str, caller: Caller) -> Response | None:
+async def _take_hold_outcome(runtime: Runtime, marker: HoldMarker, caller: Caller) -> Response | None:
     """The retry of a held call that failed or timed out after its 200: the error, now with its real status."""
-    raw = await runtime.redis.getdel(marker)
-    if raw is None:
+    job_id = await runtime.store.holds.take(marker)
+    if job_id is None:
         return None
-    view = await runtime.store.jobs.get(decoded(raw))
+    view = await runtime.store.jobs.get(job_id)
     if view is None or view.caller != caller.name:
         return None
     if view.is_final:

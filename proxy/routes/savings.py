@@ -45,7 +45,7 @@ async def status(
     are shown to the master key only."""
     start, end = report_range(since, until)
     document = await collect_status(
-        runtime.redis,
+        runtime.store,
         runtime.accounting,
         runtime.config,
         since=start,

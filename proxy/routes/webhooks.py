@@ -10,10 +10,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from proxy.auth import Caller
-from proxy.delivery.webhooks.deliveries import Deliveries, Delivery
+from proxy.delivery.webhooks.deliveries import delivery_object
 from proxy.errors import Conflict, InvalidRequest, NotFound
 from proxy.routes.dependencies import CallerDep, RuntimeDep
 from proxy.runtime import Runtime
+from proxy.store.deliveries import Deliveries, Delivery
 from proxy.store.jobs import valid_job_id
 
 router = APIRouter()
@@ -22,7 +23,7 @@ MAX_LIST = 100
 
 
 async def _own_delivery(runtime: Runtime, caller: Caller, delivery_id: str) -> tuple[Deliveries, Delivery]:
-    deliveries = Deliveries(runtime.redis)
+    deliveries = runtime.store.deliveries
     found = await deliveries.get(delivery_id) if valid_job_id(delivery_id) else None
     if found is None or (found.caller != caller.name and not caller.is_master):
         raise NotFound(f"No webhook delivery found with id '{delivery_id}'.", param="id")
@@ -36,10 +37,10 @@ async def list_dead_letters(
     if not 1 <= limit <= MAX_LIST:
         raise InvalidRequest(f"'limit' must be from 1 to {MAX_LIST}.", param="limit")
     owner = None if caller.is_master else caller.name
-    found, more = await Deliveries(runtime.redis).dead_letters(owner, limit=limit, after=after)
+    found, more = await runtime.store.deliveries.dead_letters(owner, limit=limit, after=after)
     page = {
         "object": "list",
-        "data": [delivery.as_object() for delivery in found],
+        "data": [delivery_object(delivery) for delivery in found],
         "first_id": found[0].job_id if found else None,
         "last_id": found[-1].job_id if found else None,
         "has_more": more,
@@ -50,7 +51,7 @@ async def list_dead_letters(
 @router.get("/v1/webhooks/dead-letters/{delivery_id}")
 async def get_dead_letter(delivery_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     _, delivery = await _own_delivery(runtime, caller, delivery_id)
-    return Response(orjson.dumps(delivery.as_object()), media_type=JSON)
+    return Response(orjson.dumps(delivery_object(delivery)), media_type=JSON)
 
 
 @router.post("/v1/webhooks/dead-letters/{delivery_id}/replay")
@@ -62,4 +63,4 @@ async def replay_dead_letter(delivery_id: str, runtime: RuntimeDep, caller: Call
     if not await deliveries.replay(delivery):
         raise Conflict(f"The delivery is {delivery.state}, not dead-lettered; only a dead letter can be replayed.")
     _, replayed = await _own_delivery(runtime, caller, delivery_id)
-    return Response(orjson.dumps(replayed.as_object()), status_code=202, media_type=JSON)
+    return Response(orjson.dumps(delivery_object(replayed)), status_code=202, media_type=JSON)

@@ -8,15 +8,12 @@ its lease expires.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import redis.asyncio
-
 from proxy.store import keys
+from proxy.store.part import StorePart
 from proxy.store.records import BatchRecord, BatchStage, decoded, raw_hash
-from proxy.store.scripts import Scripts
 
 CLAIM_CHUNK = 5000  # ids per claim script call (Lua's unpack limit, and a short script)
 READ_CHUNK = 500
@@ -30,14 +27,7 @@ class QueueStats:
     next_due: float | None  # the earliest flush-by score among the waiting jobs
 
 
-class BatchStore:
-    def __init__(
-        self, client: redis.asyncio.Redis, scripts: Scripts, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.redis = client
-        self.scripts = scripts
-        self.clock = clock
-
+class BatchStore(StorePart):
     async def groups(self) -> dict[str, str]:
         """tag -> group name of every group that has ever had a job."""
         raw = await self.redis.hgetall(keys.groups())
@@ -63,9 +53,8 @@ class BatchStore:
         now = self.clock()
         await self.scripts.create_batch(
             keys=[keys.batch(tag, batch_id), keys.open_batches(tag)],
-            args=[batch_id, repr(now + look_again_in), "tag", tag, "group", group, "state", "building",
-                  "created_at", repr(now), "jobs", 0, "bytes", 0],
-        )  # fmt: skip
+            args=[batch_id, repr(now + look_again_in), *BatchRecord.new_fields(tag, group, created_at=now)],
+        )
         return batch_id
 
     async def claim_jobs(self, tag: str, batch_id: str, *, limit: int, byte_budget: int) -> list[str]:
@@ -74,16 +63,20 @@ class BatchStore:
         spent = 0
         while len(taken) < limit:
             chunk = min(CLAIM_CHUNK, limit - len(taken))
+            # read the candidates, then claim them in one script that is given every job key (Redis Cluster)
+            candidates = [decoded(raw) for raw in await self.redis.zrange(keys.pending(tag), 0, chunk - 1)]
+            if not candidates:
+                break
             ids = await self.scripts.claim_for_batch(
                 keys=[keys.pending(tag), keys.pending_bytes(tag), keys.batch(tag, batch_id),
-                      keys.batch_jobs(tag, batch_id)],
-                args=[batch_id, chunk, byte_budget - spent, keys.job_prefix(tag)],
+                      keys.batch_jobs(tag, batch_id), *(keys.job(job_id) for job_id in candidates)],
+                args=[batch_id, byte_budget - spent, *candidates],
             )  # fmt: skip
             if not ids:
                 break
             taken.extend(raw.decode() for raw in ids)
             spent = int(await self.redis.hget(keys.batch(tag, batch_id), "bytes") or 0)
-            if len(ids) < chunk or spent >= byte_budget:
+            if len(candidates) < chunk or len(ids) < len(candidates) or spent >= byte_budget:
                 break
         return taken
 
@@ -92,16 +85,16 @@ class BatchStore:
         return BatchRecord.decode(raw) if raw else None
 
     async def advance(self, tag: str, batch_id: str, *, expected: BatchStage, **fields: str | float | int) -> bool:
-        """Set fields only if the batch is still in state `expected` (a stale worker cannot move it twice)."""
-        flat: list[str | float | int] = []
-        for name, value in fields.items():
-            flat.extend((name, repr(value) if isinstance(value, float) else value))
+        """Set fields (named as on `BatchRecord`) only if the batch is still in state `expected` (a stale worker
+        cannot move it twice). ValueError for a name that is not a BatchRecord field."""
+        flat = BatchRecord.encode_fields(fields)
         done = await self.scripts.advance_batch(keys=[keys.batch(tag, batch_id)], args=[expected, *flat])
         return bool(done)
 
     async def update(self, tag: str, batch_id: str, **fields: str | float | int) -> None:
-        mapping = {name: repr(value) if isinstance(value, float) else value for name, value in fields.items()}
-        await self.redis.hset(keys.batch(tag, batch_id), mapping=mapping)  # type: ignore[arg-type]
+        """Set fields (named as on `BatchRecord`); ValueError for a name that is not a BatchRecord field."""
+        flat = BatchRecord.encode_fields(fields)
+        await self.redis.hset(keys.batch(tag, batch_id), items=flat)
 
     async def job_ids(self, tag: str, batch_id: str) -> list[str]:
         """The jobs the batch still owes an answer for."""
@@ -112,20 +105,15 @@ class BatchStore:
 
     async def bodies(self, batch_id: str, job_ids: list[str]) -> AsyncIterator[list[tuple[str, bytes]]]:
         """The request bodies of the jobs the batch still owns, in chunks (pipelined reads)."""
-        tag = keys.tag_of_batch(batch_id)
         for start in range(0, len(job_ids), READ_CHUNK):
-            flat = await self.scripts.bodies(
-                keys=[keys.batch(tag, batch_id)],
-                args=[batch_id, keys.job_prefix(tag), *job_ids[start : start + READ_CHUNK]],
-            )
+            chunk = job_ids[start : start + READ_CHUNK]
+            flat = await self.scripts.bodies(keys=[keys.job(job_id) for job_id in chunk], args=[batch_id, *chunk])
             yield [(decoded(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def mark_submitted(self, tag: str, batch_id: str, job_ids: list[str]) -> None:
         for start in range(0, len(job_ids), MARK_CHUNK):
-            await self.scripts.mark_submitted(
-                keys=[keys.batch(tag, batch_id)],
-                args=[batch_id, keys.job_prefix(tag), *job_ids[start : start + MARK_CHUNK]],
-            )
+            chunk = job_ids[start : start + MARK_CHUNK]
+            await self.scripts.mark_submitted(keys=[keys.job(job_id) for job_id in chunk], args=[batch_id])
         await self.update(tag, batch_id, jobs_marked="1")
 
     async def due(self, tag: str, *, limit: int = 20) -> list[str]:

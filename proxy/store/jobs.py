@@ -15,10 +15,22 @@ from proxy.errors import Conflict
 from proxy.redis_client import ScriptPipeline, open_pubsub
 from proxy.store import keys
 from proxy.store.paging import newest_first
-from proxy.store.records import FINAL_STATUSES, SYNC_OWNER, JobStatus, JobView, NewJob, decoded, raw_hash
+from proxy.store.part import StorePart
+from proxy.store.records import (
+    FINAL_STATUSES,
+    SYNC_OWNER,
+    JobStatus,
+    JobView,
+    NewJob,
+    decoded,
+    encode_new_job,
+    raw_hash,
+)
 from proxy.store.scripts import Scripts
 
 LINE_OVERHEAD = 120  # bytes a JSONL line adds around the body: custom_id, method, url
+MAX_OWNER_READS = 16  # an owner changes a few times in a job's life: a loop longer than this is a bug
+OWNER_FIELDS = ("owner", "status")
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -29,6 +41,12 @@ def valid_job_id(job_id: str) -> bool:
     return True
 
 
+async def read_owner(client: redis.asyncio.Redis, job_id: str) -> str | None:
+    """Who holds the job now ("" queued, a batch id, "sync"); None when it does not exist."""
+    view = JobView.decode_fields(OWNER_FIELDS, await client.hmget(keys.job(job_id), *OWNER_FIELDS))
+    return None if view is None else view.owner
+
+
 @dataclass(frozen=True, slots=True)
 class CancelResult:
     outcome: Literal["missing", "final", "cancelled"]
@@ -37,13 +55,11 @@ class CancelResult:
     batch_remaining: int = 0
 
 
-class JobStore:
+class JobStore(StorePart):
     def __init__(
         self, client: redis.asyncio.Redis, scripts: Scripts, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.redis = client
-        self.scripts = scripts
-        self.clock = clock
+        super().__init__(client, scripts, clock=clock)
         self._registered_groups: set[str] = set()
 
     async def accept(
@@ -86,13 +102,7 @@ class JobStore:
         body = orjson.dumps(job.body)
         batch_lane = job.lane == "batch"
         size = len(body) + LINE_OVERHEAD
-        fields: list[str | bytes | float | int] = [
-            "caller", job.caller, "team", job.team, "model", job.model, "body", body,
-            "deadline", "" if job.deadline is None else repr(job.deadline),
-            "lane", job.lane, "delivery", job.delivery, "callback_url", job.callback_url or "",
-            "created_at", repr(now), "attempts", 0, "status", "queued",
-            "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
-        ]  # fmt: skip
+        fields = encode_new_job(job, body=body, created_at=now, size=size)
         queue = keys.pending(tag) if batch_lane else keys.sync_queue(tag)
         pipe = ScriptPipeline(self.redis)  # three slots on a cluster: registry, caller index, the group
         if job.model not in self._registered_groups:
@@ -129,6 +139,11 @@ class JobStore:
         raw = raw_hash(await self.redis.hgetall(keys.job(job_id)))
         return JobView.decode(raw) if raw else None
 
+    async def get_with_body(self, job_id: str) -> tuple[JobView, bytes | None] | None:
+        """The job and its request body as stored (None once answered), or None when the job does not exist."""
+        raw = raw_hash(await self.redis.hgetall(keys.job(job_id)))
+        return (JobView.decode(raw), raw.get(b"body")) if raw else None
+
     async def get_many(self, job_ids: list[str]) -> list[JobView | None]:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
@@ -152,14 +167,20 @@ class JobStore:
         if not valid_job_id(job_id):
             return CancelResult("missing")
         tag = keys.tag_of_job(job_id)
-        raw = await self.scripts.cancel(
-            keys=[
-                keys.job(job_id), keys.pending(tag), keys.pending_bytes(tag), keys.sync_queue(tag),
-                keys.sync_inflight(tag), keys.deadlines(tag),
-            ],
-            args=[job_id, repr(self.clock()), max(1, int(retention)), keys.job_events(job_id),
-                  keys.batch_prefix(tag)],
-        )  # fmt: skip
+        for _ in range(MAX_OWNER_READS):
+            # the script must be given the owner's batch set (Redis Cluster): read the owner, then cancel if it holds
+            owner = await read_owner(self.redis, job_id) or ""
+            raw = await self.scripts.cancel(
+                keys=[
+                    keys.job(job_id), keys.pending(tag), keys.pending_bytes(tag), keys.sync_queue(tag),
+                    keys.sync_inflight(tag), keys.deadlines(tag), keys.batch_jobs(tag, owner or SYNC_OWNER),
+                ],
+                args=[job_id, repr(self.clock()), max(1, int(retention)), keys.job_events(job_id), owner],
+            )  # fmt: skip
+            if raw[0] != b"moved":
+                break
+        else:
+            raise RuntimeError(f"job {job_id} kept changing owner while being cancelled")
         outcome = raw[0].decode()
         if outcome == "missing":
             return CancelResult("missing")

@@ -1,4 +1,5 @@
-"""Every Redis key batchgate uses, in one place.
+"""Every Redis key batchgate uses, in one place. Only proxy/store/ calls these (tests/unit/test_store_contract.py):
+the rest of the code asks the store, and may use only the id helpers, `lease` and `job_events` from here.
 
 Redis Cluster: all state of one queue group (its jobs, pending queue, batches, leases, deadline index) shares
 the hash tag `{<group tag>}`, so every multi-key script stays in one slot. A job id embeds its group's tag,
@@ -105,16 +106,6 @@ def tag_of_batch(batch_id: str) -> str:
     return tag
 
 
-def job_prefix(tag: str) -> str:
-    """Prefix of a group's job hashes; Lua scripts append a job id to it (same slot as the group's keys)."""
-    return f"{PREFIX}:{{{tag}}}:job:"
-
-
-def batch_prefix(tag: str) -> str:
-    """Prefix of a group's batch keys; Lua scripts append `<batch id>:jobs` to it."""
-    return f"{PREFIX}:{{{tag}}}:batch:"
-
-
 def pending_bytes(tag: str) -> str:
     """Counter: JSONL bytes of the jobs in `pending(tag)` (the max_bytes flush trigger)."""
     return f"{PREFIX}:{{{tag}}}:pending:bytes"
@@ -130,9 +121,7 @@ def sync_inflight(tag: str) -> str:
     return f"{PREFIX}:{{{tag}}}:sync:inflight"
 
 
-# --- delivery (proxy/delivery/) ---
-# The final-write script (scripts.FINISH) derives the first two from the job key: `<bg:{tag}>:webhook:<job id>`
-# and `<bg:{tag}>:webhooks:due`. Keep the names in step with it.
+# --- webhook deliveries (store/deliveries.py; the final-write script queues a job's delivery) ---
 
 WEBHOOK_ID_PREFIX = "msg_"
 
@@ -160,3 +149,27 @@ def all_dead_letters() -> str:
 def hold_outcome(caller: str, digest: str) -> str:
     """A held call that ended without a ChatCompletion after its 200 status was sent: the job id, for the retry."""
     return f"{PREFIX}:{{caller:{caller}}}:holdend:{digest}"
+
+
+# --- the savings ledger (store/ledger.py) ---
+
+
+def ledger_tags() -> str:
+    """SET of the group tags that have ledger data."""
+    return f"{PREFIX}:{{acct}}:tags"
+
+
+def ledger_bucket(tag: str, hour: int) -> str:
+    """HASH of one group's counters for one hour (`hour` = epoch seconds // 3600)."""
+    return f"{PREFIX}:{{{tag}}}:acct:{hour}"
+
+
+def ledger_hours(tag: str) -> str:
+    """ZSET of the hours with data in a group's ledger."""
+    return f"{PREFIX}:{{{tag}}}:acct:hours"
+
+
+def ledger_marker(job_id: str, *, shadow: bool = False) -> str:
+    """Set when a job's cost is recorded; in the job's slot, so the job store can set it atomically."""
+    suffix = ":shadow" if shadow else ""
+    return f"{PREFIX}:{{{tag_of_job(job_id)}}}:acct:done:{job_id}{suffix}"

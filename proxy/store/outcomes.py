@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-import redis.asyncio
 
 from proxy.redis_client import ScriptPipeline
 from proxy.store import keys
-from proxy.store.records import SYNC_OWNER
-from proxy.store.scripts import Scripts
+from proxy.store.jobs import MAX_OWNER_READS, read_owner
+from proxy.store.part import StorePart
+from proxy.store.records import FINAL_STATUSES, SYNC_OWNER, JobStatus, JobView, decoded
+from proxy.store.scripts import FINISHED_FIELDS
+
+WATCHED_FIELDS = ("owner", "status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +52,26 @@ class Finished:
         return self.deadline is not None and self.finished_at > self.deadline
 
 
+@dataclass(frozen=True, slots=True)
+class NearDeadline:
+    """An entry of a group's deadline index: the job, its deadline (epoch seconds) and who holds it now."""
+
+    job_id: str
+    deadline: float
+    owner: str  # "" queued, a batch id, or "sync"
+    status: JobStatus | None  # None when the job no longer exists
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
 def _owner_set(tag: str, owner: str) -> str:
     # a key of the same slot in every case: the sync "owner set" simply never exists
     return keys.batch_jobs(tag, owner or SYNC_OWNER)
 
 
-class Outcomes:
-    def __init__(
-        self, client: redis.asyncio.Redis, scripts: Scripts, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.redis = client
-        self.scripts = scripts
-        self.clock = clock
-
+class Outcomes(StorePart):
     async def finish(self, answer: Answer, *, retention: float) -> Finished | None:
         return (await self.finish_many([answer], retention=retention))[0]
 
@@ -78,7 +87,7 @@ class Outcomes:
                 self.scripts.finish,
                 keys=[
                     keys.job(answer.job_id), keys.deadlines(tag), _owner_set(tag, answer.owner),
-                    keys.sync_inflight(tag),
+                    keys.sync_inflight(tag), keys.webhook(answer.job_id), keys.webhooks_due(tag),
                 ],
                 args=[
                     answer.owner, answer.status, answer.response or b"",
@@ -108,17 +117,47 @@ class Outcomes:
         reason: str = "",
         ready_at: float | None = None,
     ) -> bool:
-        """Move an unanswered job (queued or in a batch) to the sync lane; False if it could not move."""
+        """Move an unanswered job (queued or in a batch) to the sync lane; False if it could not move (or, with an
+        `expected_owner`, if another owner has it). Without one, whoever holds the job gives it up."""
         tag = keys.tag_of_job(job_id)
-        done = await self.scripts.to_sync(
-            keys=[keys.job(job_id), keys.sync_queue(tag), keys.pending(tag), keys.pending_bytes(tag)],
-            args=[
-                "*" if expected_owner is None else expected_owner,
-                repr(self.clock() if ready_at is None else ready_at),
-                job_id, lane, "1" if rescued else "0", reason, keys.batch_prefix(tag),
-            ],
-        )  # fmt: skip
-        return bool(done)
+        for _ in range(MAX_OWNER_READS):
+            owner = expected_owner
+            if owner is None:  # the script must be given the owner's batch set (Redis Cluster): read it first
+                owner = await read_owner(self.redis, job_id)
+                if owner is None:
+                    return False
+            done = await self.scripts.to_sync(
+                keys=[keys.job(job_id), keys.sync_queue(tag), keys.pending(tag), keys.pending_bytes(tag),
+                      _owner_set(tag, owner)],
+                args=[owner, repr(self.clock() if ready_at is None else ready_at), job_id, lane,
+                      "1" if rescued else "0", reason],
+            )  # fmt: skip
+            if done != -1 or expected_owner is not None:
+                return bool(done == 1)
+        raise RuntimeError(f"job {job_id} kept changing owner while moving to the sync lane")
+
+    async def near_deadline(self, tag: str, *, until: float, limit: int) -> list[NearDeadline]:
+        """The unfinished jobs of a group whose deadline is at or before `until`, earliest first (at most `limit`)."""
+        found = await self.redis.zrangebyscore(
+            keys.deadlines(tag), "-inf", repr(until), start=0, num=limit, withscores=True
+        )
+        rows = [(decoded(entry[0]), float(entry[1])) for entry in found if isinstance(entry, tuple | list)]
+        if not rows:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in rows:
+            pipe.hmget(keys.job(job_id), *WATCHED_FIELDS)
+        states = await pipe.execute()
+        entries = []
+        for (job_id, deadline), values in zip(rows, states, strict=True):
+            job = JobView.decode_fields(WATCHED_FIELDS, values)
+            status = None if job is None or values[1] is None else job.status
+            entries.append(NearDeadline(job_id, deadline, "" if job is None else job.owner, status))
+        return entries
+
+    async def drop_sync_claim(self, job_id: str) -> None:
+        """Forget a sync-lane claim without answering (the job was answered, cancelled or moved meanwhile)."""
+        await self.redis.zrem(keys.sync_inflight(keys.tag_of_job(job_id)), job_id)
 
     async def claim_sync(self, tag: str, *, limit: int, claim_seconds: float) -> list[str]:
         now = self.clock()
@@ -157,11 +196,11 @@ class Outcomes:
 
 
 def _finished(answer: Answer, raw: list[bytes], now: float) -> Finished | None:
-    if not raw:
+    job = JobView.decode_fields(FINISHED_FIELDS, raw) if raw else None
+    if job is None:
         return None
-    caller, team, model, created_at, deadline, rescued, attempts = (value.decode() for value in raw)
     return Finished(
-        job_id=answer.job_id, status=answer.status, lane=answer.lane, caller=caller, team=team, model=model,
-        created_at=float(created_at or 0), deadline=float(deadline) if deadline else None,
-        rescued=rescued == "1", attempts=int(attempts or 0), finished_at=now, response=answer.response,
+        job_id=answer.job_id, status=answer.status, lane=answer.lane, caller=job.caller, team=job.team,
+        model=job.model, created_at=job.created_at, deadline=job.deadline, rescued=job.rescued,
+        attempts=job.attempts, finished_at=now, response=answer.response,
     )  # fmt: skip

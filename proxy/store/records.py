@@ -1,8 +1,14 @@
-"""What the job store keeps about a job and a batch, decoded from their Redis hashes."""
+"""The job hash and the batch hash: each encoded and decoded here and nowhere else.
+
+`encode_new_job`, `JobView.decode` / `JobView.decode_fields` (a partial HMGET) are the job hash's codec;
+`BatchRecord.new_fields`, `BatchRecord.encode_fields` and `BatchRecord.decode` the batch hash's. The Lua scripts
+(store/scripts.py) write the few fields a state change sets; `FINAL_STATUSES` is the one list of final job
+statuses, and the scripts' `final()` check is generated from it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,7 +16,7 @@ import orjson
 
 JobStatus = Literal["queued", "submitted", "completed", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "submitted", "completed", "failed", "cancelled")
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+FINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")  # ordered: the Lua text is stable
 BatchStage = Literal["building", "uploaded", "submitted", "ended"]
 SYNC_OWNER = "sync"
 
@@ -24,10 +30,11 @@ def raw_hash(value: object) -> dict[bytes, bytes]:
     """An HGETALL reply with bytes keys and values."""
     if not isinstance(value, dict):
         return {}
-    return {
-        k if isinstance(k, bytes) else str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
-        for k, v in value.items()
-    }
+    return {_raw(k): _raw(v) for k, v in value.items()}
+
+
+def _raw(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _text(raw: Mapping[bytes, bytes], name: str, default: str = "") -> str:
@@ -52,6 +59,18 @@ class NewJob:
     deadline: float | None = None
     delivery: str = "async"
     callback_url: str | None = None
+
+
+def encode_new_job(job: NewJob, *, body: bytes, created_at: float, size: int) -> list[str | bytes | float | int]:
+    """The field/value pairs of a new job's hash (the enqueue script adds `id`)."""
+    batch_lane = job.lane == "batch"
+    return [
+        "caller", job.caller, "team", job.team, "model", job.model, "body", body,
+        "deadline", "" if job.deadline is None else repr(job.deadline),
+        "lane", job.lane, "delivery", job.delivery, "callback_url", job.callback_url or "",
+        "created_at", repr(created_at), "attempts", 0, "status", "queued",
+        "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +102,14 @@ class JobView:
         return self.status in FINAL_STATUSES
 
     @classmethod
+    def decode_fields(cls, names: Sequence[str], values: Sequence[object]) -> JobView | None:
+        """A job from an HMGET of `names` (the fields not read take their defaults); None when none exists."""
+        raw = {name.encode(): _raw(value) for name, value in zip(names, values, strict=True) if value is not None}
+        return cls.decode(raw) if raw else None
+
+    @classmethod
     def decode(cls, raw: Mapping[bytes, bytes]) -> JobView:
+        """A job from its whole hash (HGETALL)."""
         error = raw.get(b"error")
         status = _text(raw, "status", "queued")
         return cls(
@@ -109,6 +135,10 @@ class JobView:
         )
 
 
+# BatchRecord attribute -> batch hash field, where they differ
+_BATCH_FIELD_NAMES = {"size": "bytes"}
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
     """Our record of one provider batch of a group."""
@@ -122,17 +152,45 @@ class BatchRecord:
     size: int
     file_id: str | None
     provider_batch_id: str | None
+    provider_state: str | None
     submitted_at: float | None
     jobs_marked: bool
     poll_interval: float
     total: int
     done: int
+    lines: int
     cancel_requested: bool
+    ended_at: float | None
 
     @property
     def progress(self) -> float:
         """Share of the batch's lines the provider reports finished (0 when unknown)."""
         return self.done / self.total if self.total else 0.0
+
+    @staticmethod
+    def new_fields(tag: str, group: str, *, created_at: float) -> list[str | float | int]:
+        """The field/value pairs of a new, empty batch in state `building` (the create script adds `id`)."""
+        return ["tag", tag, "group", group, "state", "building", "created_at", repr(created_at), "jobs", 0,
+                "bytes", 0]  # fmt: skip
+
+    @staticmethod
+    def encode_fields(fields: Mapping[str, str | float | int | bool]) -> list[str | int]:
+        """Attribute/value pairs (as named on this class) as the hash's field/value pairs.
+
+        Raises ValueError for a name that is not a BatchRecord attribute (a typo would write a field nobody reads).
+        """
+        flat: list[str | int] = []
+        for name, value in fields.items():
+            if name not in BatchRecord.__dataclass_fields__ or name == "id":
+                raise ValueError(f"not a batch record field: {name!r}")
+            if isinstance(value, bool):
+                encoded: str | int = "1" if value else "0"
+            elif isinstance(value, float):
+                encoded = repr(value)
+            else:
+                encoded = value
+            flat.extend((_BATCH_FIELD_NAMES.get(name, name), encoded))
+        return flat
 
     @classmethod
     def decode(cls, raw: Mapping[bytes, bytes]) -> BatchRecord:
@@ -146,10 +204,13 @@ class BatchRecord:
             size=int(_text(raw, "bytes", "0") or 0),
             file_id=_text(raw, "file_id") or None,
             provider_batch_id=_text(raw, "provider_batch_id") or None,
+            provider_state=_text(raw, "provider_state") or None,
             submitted_at=_number(raw, "submitted_at"),
             jobs_marked=_text(raw, "jobs_marked") == "1",
             poll_interval=_number(raw, "poll_interval") or 0.0,
             total=int(_text(raw, "total", "0") or 0),
             done=int(_text(raw, "done", "0") or 0),
+            lines=int(_text(raw, "lines", "0") or 0),
             cancel_requested=_text(raw, "cancel_requested") == "1",
+            ended_at=_number(raw, "ended_at"),
         )

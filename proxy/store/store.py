@@ -1,4 +1,4 @@
-"""The job store: one object bundling the caller's side, the worker's side and the batch records."""
+"""The store: one object bundling every part of the Redis schema. Nothing outside proxy/store/ names a key."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from typing import TYPE_CHECKING
 import redis.asyncio
 
 from proxy.store.batches import BatchStore
+from proxy.store.deliveries import Deliveries
+from proxy.store.holds import HoldOutcomes
 from proxy.store.jobs import JobStore
+from proxy.store.leases import LeaseStore
+from proxy.store.ledger import LedgerStore
 from proxy.store.outcomes import Outcomes
 from proxy.store.scripts import Scripts
+from proxy.store.snapshots import QueueSnapshots
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
@@ -25,6 +30,11 @@ class Store:
     jobs: JobStore
     batches: BatchStore
     outcomes: Outcomes
+    deliveries: Deliveries
+    ledger: LedgerStore
+    snapshots: QueueSnapshots
+    leases: LeaseStore
+    holds: HoldOutcomes
     clock: Callable[[], float]
 
     @classmethod
@@ -36,6 +46,11 @@ class Store:
             jobs=JobStore(client, scripts, clock=clock),
             batches=BatchStore(client, scripts, clock=clock),
             outcomes=Outcomes(client, scripts, clock=clock),
+            deliveries=Deliveries(client, scripts, clock=clock),
+            ledger=LedgerStore(client, scripts),
+            snapshots=QueueSnapshots(client),
+            leases=LeaseStore(client, scripts),
+            holds=HoldOutcomes(client),
             clock=clock,
         )
 

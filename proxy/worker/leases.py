@@ -1,4 +1,5 @@
-"""Leases, not locks: `SET key owner PX ttl NX`, renewed while working, released only by their owner."""
+"""Leases, not locks: held while working (renewed every third of their TTL), released only by their owner.
+The Redis side is `proxy/store/leases.py`."""
 
 from __future__ import annotations
 
@@ -7,28 +8,27 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio
+import redis
 
-from proxy.store.scripts import Scripts
+from proxy.store.leases import LeaseStore
 
 log = logging.getLogger(__name__)
 
 
 class Leases:
-    def __init__(self, client: redis.asyncio.Redis, scripts: Scripts, *, owner: str, ttl: float) -> None:
-        self.redis = client
-        self.scripts = scripts
+    def __init__(self, store: LeaseStore, *, owner: str, ttl: float) -> None:
+        self.store = store
         self.owner = owner
         self.ttl_ms = max(100, int(ttl * 1000))
 
     async def acquire(self, key: str) -> bool:
-        return bool(await self.redis.set(key, self.owner, px=self.ttl_ms, nx=True))
+        return await self.store.acquire(key, self.owner, ttl_ms=self.ttl_ms)
 
     async def renew(self, key: str) -> bool:
-        return bool(await self.scripts.renew_lease(keys=[key], args=[self.owner, self.ttl_ms]))
+        return await self.store.renew(key, self.owner, ttl_ms=self.ttl_ms)
 
     async def release(self, key: str) -> None:
-        await self.scripts.release_lease(keys=[key], args=[self.owner])
+        await self.store.release(key, self.owner)
 
     @contextlib.asynccontextmanager
     async def held(self, key: str) -> AsyncIterator[bool]:

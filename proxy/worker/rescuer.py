@@ -13,8 +13,7 @@ import httpx
 
 from proxy.providers.openai_batch import BatchApiError
 from proxy.runtime import Runtime
-from proxy.store import keys
-from proxy.store.records import SYNC_OWNER, BatchRecord, decoded
+from proxy.store.records import SYNC_OWNER, BatchRecord
 from proxy.store.store import Store
 from proxy.worker.context import WorkerContext
 from proxy.worker.timing import at_risk, flush_slack, remaining_estimate
@@ -36,26 +35,18 @@ class Rescuer:
 
     async def guard(self, tag: str, group: str) -> bool:
         ctx = self.ctx
-        client = ctx.store.client
         now = ctx.clock()
         turnaround = ctx.knobs(group).turnaround_estimate
         margin = ctx.worker_config.safety_margin
         horizon = now + margin + turnaround + flush_slack(turnaround)
-        found = await client.zrangebyscore(
-            keys.deadlines(tag), "-inf", repr(horizon), start=0, num=WINDOW, withscores=True
-        )
-        rows = [(decoded(entry[0]), float(entry[1])) for entry in found if isinstance(entry, tuple | list)]
-        if not rows:
+        entries = await ctx.store.outcomes.near_deadline(tag, until=horizon, limit=WINDOW)
+        if not entries:
             return False
-        pipe = client.pipeline(transaction=False)
-        for member, _ in rows:
-            pipe.hmget(keys.job(member), "owner", "status")
-        states = await pipe.execute()
         batches: dict[str, BatchRecord | None] = {}
         emptied: set[str] = set()
-        for (member, deadline), (owner_raw, status_raw) in zip(rows, states, strict=True):
-            job_id, owner = member, decoded(owner_raw or b"")
-            if status_raw is None or owner == SYNC_OWNER or decoded(status_raw) in ("completed", "failed", "cancelled"):
+        for entry in entries:
+            job_id, owner, deadline = entry.job_id, entry.owner, entry.deadline
+            if entry.status is None or owner == SYNC_OWNER or entry.is_final:
                 continue
             if owner:
                 if owner not in batches:

@@ -46,7 +46,7 @@ class Worker:
         self.ctx = WorkerContext(
             runtime=runtime,
             store=store,
-            leases=Leases(store.client, store.scripts, owner=owner, ttl=runtime.config.worker.lease),
+            leases=Leases(store.leases, owner=owner, ttl=runtime.config.worker.lease),
             events=events or events_of(runtime),
             worker_id=owner,
             clock=clock,
@@ -58,7 +58,7 @@ class Worker:
         self.rescuer = Rescuer(self.ctx)
         self.sync_lane = SyncLane(self.ctx)
         self.webhooks = WebhookDeliverer(runtime, store, clock=clock)
-        self.queue_watch = QueueWatch(store.client, runtime.metrics, lambda: runtime.config)
+        self.queue_watch = QueueWatch(store, runtime.metrics, lambda: runtime.config)
 
     async def tick(self, *, drain: bool = False) -> bool:
         """One pass over every group; True when something was done."""

@@ -16,7 +16,6 @@ import redis
 
 from proxy.errors import ApiError
 from proxy.providers.base import UpstreamResponse
-from proxy.store import keys
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
 from proxy.worker.context import WorkerContext
@@ -98,10 +97,10 @@ class SyncLane:
 
     async def _answer(self, job_id: str, group: str) -> None:
         ctx = self.ctx
-        job = await ctx.store.jobs.get(job_id)
-        raw_body = await ctx.store.client.hget(keys.job(job_id), "body")
+        found = await ctx.store.jobs.get_with_body(job_id)
+        job, raw_body = found if found is not None else (None, None)
         if job is None or job.is_final or job.owner != SYNC_OWNER or raw_body is None:
-            await ctx.store.client.zrem(keys.sync_inflight(keys.tag_of_job(job_id)), job_id)
+            await ctx.store.outcomes.drop_sync_claim(job_id)
             return
         body = orjson.loads(raw_body)
         body.pop("stream", None)

@@ -11,13 +11,15 @@ import pytest
 import redis.asyncio
 from fastapi import FastAPI
 
-from proxy.accounting import Accounting, ledger_bucket, ledger_marker
+from proxy.accounting import Accounting
 from proxy.app import install_error_handlers
 from proxy.pricing import PriceBook, Usage
 from proxy.routes import savings
 from proxy.runtime import build_runtime
 from proxy.settings import Config, Settings
 from proxy.store import keys
+from proxy.store.keys import ledger_bucket, ledger_marker
+from proxy.store.store import Store
 
 D = Decimal
 T0 = datetime(2026, 3, 1, 10, 15, tzinfo=UTC)
@@ -26,6 +28,10 @@ PRICES = PriceBook.from_price_map(
     {"gpt-4o-mini": {"input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07}},
     aliases={"mini": "openai/gpt-4o-mini"},
 )
+
+
+def ledger_over(client: redis.asyncio.Redis) -> Accounting:
+    return Accounting(Store.create(client).ledger)
 
 
 async def record(
@@ -47,7 +53,7 @@ async def record(
 
 
 async def test_totals_are_exact_and_split_by_team_model_and_lane(redis_client: redis.asyncio.Redis) -> None:
-    accounting = Accounting(redis_client)
+    accounting = ledger_over(redis_client)
     for _ in range(3):
         await record(accounting)
     await record(accounting, lane="sync")
@@ -74,7 +80,7 @@ async def test_totals_are_exact_and_split_by_team_model_and_lane(redis_client: r
 
 
 async def test_recording_the_same_job_twice_counts_once(redis_client: redis.asyncio.Redis) -> None:
-    accounting = Accounting(redis_client)
+    accounting = ledger_over(redis_client)
     job_id = keys.new_job_id("mini")
     assert await record(accounting, job_id=job_id)
     assert not await record(accounting, job_id=job_id)
@@ -95,7 +101,7 @@ def test_marker_and_bucket_share_the_jobs_cluster_slot() -> None:
 
 
 async def test_report_covers_whole_hours_in_range(redis_client: redis.asyncio.Redis) -> None:
-    accounting = Accounting(redis_client)
+    accounting = ledger_over(redis_client)
     await record(accounting, at=T0)
     await record(accounting, at=T0 + timedelta(hours=2))
     await record(accounting, at=T0 + timedelta(days=3))
@@ -109,7 +115,7 @@ async def test_report_covers_whole_hours_in_range(redis_client: redis.asyncio.Re
 
 
 async def test_shadow_would_have_saved_is_reported_apart(redis_client: redis.asyncio.Redis) -> None:
-    accounting = Accounting(redis_client)
+    accounting = ledger_over(redis_client)
     await record(accounting, lane="sync")
     await record(accounting, lane="batch", shadow=True)
     report = await accounting.report(T0 - timedelta(hours=1), T0 + timedelta(hours=1))
@@ -122,7 +128,7 @@ async def test_shadow_would_have_saved_is_reported_apart(redis_client: redis.asy
 
 
 async def test_team_filter(redis_client: redis.asyncio.Redis) -> None:
-    accounting = Accounting(redis_client)
+    accounting = ledger_over(redis_client)
     await record(accounting, team="research")
     await record(accounting, team="ops")
     report = await accounting.report(T0 - timedelta(hours=1), T0 + timedelta(hours=1), team="ops")
@@ -150,7 +156,7 @@ async def client(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     install_error_handlers(app)
     app.include_router(savings.router)
     app.state.runtime = runtime
-    accounting = Accounting(runtime.redis)
+    accounting = runtime.accounting
     now = datetime.now(UTC)
     await record(accounting, team="research", at=now)
     await record(accounting, team="ops", at=now, lane="flex")

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 
 from proxy.delivery.ssrf import UnsafeCallback
-from proxy.delivery.webhooks.deliveries import Deliveries, Delivery
 from proxy.delivery.webhooks.sender import WebhookSender
 from proxy.delivery.webhooks.signing import secret_for, signature_headers
 from proxy.routes.deferred import job_json
 from proxy.runtime import Runtime
+from proxy.store.deliveries import Delivery
 from proxy.store.records import JobView
 from proxy.store.store import Store
 
@@ -45,7 +45,7 @@ class WebhookDeliverer:
         self.runtime = runtime
         self.store = store
         self.clock = clock
-        self.deliveries = Deliveries(store.client, clock=clock)
+        self.deliveries = store.deliveries
         self.running: set[asyncio.Task[None]] = set()
         self._sender: WebhookSender | None = None
 
