@@ -79,7 +79,7 @@ def test_static_keys_are_named(changes: dict[str, Any], expected: list[str]) -> 
 
 
 def test_an_added_or_removed_model_is_named_by_its_index() -> None:
-    added = copy.deepcopy(BASE["model_list"]) + [{"model_name": "new", "litellm_params": {"model": "openai/new"}}]
+    added = [*copy.deepcopy(BASE["model_list"]), {"model_name": "new", "litellm_params": {"model": "openai/new"}}]
     assert static_difference(config(), config(model_list=added)) == ["model_list[2]"]
     assert static_difference(config(model_list=added), config()) == ["model_list[2]"]
 
