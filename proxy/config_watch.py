@@ -1,4 +1,5 @@
-"""The config reloader as a background service of a process: swaps the Runtime's config on change or SIGHUP."""
+"""The config reloader as a background service of a process (the API or a `batchgate worker`): swaps the
+Runtime's live config on file change or SIGHUP."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from proxy.runtime import Runtime
 from proxy.settings import Config
 
 
-async def watch_config(runtime: Runtime) -> None:
-    """Runs until cancelled. A valid new file replaces policy, keys and prices; an invalid one is refused
-    (logged by the reloader, counted here) and the config in force stays."""
+async def watch_config(runtime: Runtime, *, poll_interval: float = 1.0) -> None:
+    """Runs until cancelled. A valid new file replaces policy, keys, prices and delivery; an invalid one, or one
+    whose static keys differ from the running config (a restart is needed), is refused (logged by the reloader
+    with the differing keys, counted here) and the config in force stays."""
 
     def on_reload(config: Config) -> None:
-        runtime.apply_config(config)
+        runtime.apply_config(config)  # raises RestartRequired, a ConfigError, when static keys differ
         runtime.metrics.record_config_reload(applied=True)
 
     def on_refused(_reason: str) -> None:
@@ -23,5 +25,7 @@ async def watch_config(runtime: Runtime) -> None:
 
     # Signal handlers can only be installed from the main thread (an app served from a test thread polls only).
     sighup = threading.current_thread() is threading.main_thread()
-    async with ConfigReloader(runtime.settings.config, on_reload, on_refused=on_refused, handle_sighup=sighup):
+    async with ConfigReloader(
+        runtime.settings.config, on_reload, on_refused=on_refused, poll_interval=poll_interval, handle_sighup=sighup
+    ):
         await asyncio.Event().wait()

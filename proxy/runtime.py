@@ -11,6 +11,7 @@ import redis.asyncio
 from proxy import redis_client
 from proxy.accounting import Accounting
 from proxy.auth import KeyRing
+from proxy.config_scope import RestartRequired, static_difference
 from proxy.delivery.waiting import JobWaiters
 from proxy.metrics import Metrics, known_labels
 from proxy.pricing import PriceBook
@@ -24,18 +25,31 @@ from proxy.worker.events import NullEvents, WorkerEvents
 logger = logging.getLogger("batchgate")
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    """The config in force with what is derived from its live part. Swapped whole on reload: a request reads
+    `runtime.live` once and uses that snapshot from start to end."""
+
+    config: Config
+    keys: KeyRing
+    prices: PriceBook
+
+    @classmethod
+    def of(cls, config: Config, *, fallback_master_key: str | None) -> ConfigSnapshot:
+        return cls(config, KeyRing(config, fallback_master_key=fallback_master_key), PriceBook.from_config(config))
+
+
 @dataclass
 class Runtime:
-    """Process-wide state, passed explicitly. `config`, `keys` and `prices` are swapped whole on reload."""
+    """Process-wide state, passed explicitly. `live` (config, caller keys, prices) is swapped whole on reload;
+    the static part of the config (models, providers, limits, worker) stays as it was at start."""
 
     settings: Settings
-    config: Config
+    live: ConfigSnapshot
     redis: redis.asyncio.Redis
     providers: ProviderRegistry
-    keys: KeyRing
     store: Store
     metrics: Metrics
-    prices: PriceBook
     accounting: Accounting
     events: WorkerEvents
     waiters: JobWaiters
@@ -49,12 +63,28 @@ class Runtime:
     def batch_client(self, model_name: str) -> BatchClient:
         return self.providers.batch(model_name)
 
+    @property
+    def config(self) -> Config:
+        """The config in force. Within one request, read `live` once instead (a reload may swap it meanwhile)."""
+        return self.live.config
+
+    @property
+    def keys(self) -> KeyRing:
+        return self.live.keys
+
+    @property
+    def prices(self) -> PriceBook:
+        return self.live.prices
+
     def apply_config(self, config: Config) -> None:
-        """Swap in a newly validated config: policy, caller keys and price overrides apply to the next request."""
-        self.keys = KeyRing(config, fallback_master_key=self.fallback_master_key)
-        self.prices = PriceBook.from_config(config)
+        """Swap in a newly validated config: policy, caller keys, price overrides and delivery apply to the next
+        request. Raises RestartRequired (naming the keys) when its static part differs; the old config stays."""
+        differences = static_difference(self.live.config, config)
+        if differences:
+            raise RestartRequired(differences)
+        live = ConfigSnapshot.of(config, fallback_master_key=self.fallback_master_key)
         self.metrics.set_known(**known_labels(config))
-        self.config = config
+        self.live = live
 
 
 def connect_redis(url: str) -> redis.asyncio.Redis:
@@ -74,14 +104,12 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
     metrics = Metrics(None, **known_labels(config))
     runtime = Runtime(
         settings=settings,
-        config=config,
+        live=ConfigSnapshot.of(config, fallback_master_key=fallback_key),
         redis=client,
         providers=ProviderRegistry(config, simulator_url=settings.simulator_url),
-        keys=KeyRing(config, fallback_master_key=fallback_key),
         store=store,
         waiters=JobWaiters(client, store.jobs),
         metrics=metrics,
-        prices=PriceBook.from_config(config),
         accounting=Accounting(store.ledger),
         events=NullEvents(),
         simulated=simulated,

@@ -3,6 +3,10 @@
 The YAML file declares models the way LiteLLM users already write them (`model_list` with `litellm_params`),
 caller keys, batching knobs, delivery and the policy. `os.environ/NAME` values are read from the environment
 when the file is loaded; secrets are kept as `SecretStr` so they never print.
+
+Every key is either static (fixed at start: the models and the provider clients built from them, limits, retry,
+batching, worker) or live (swapped on reload: policy, caller keys, price overrides, delivery). A field is live
+when it carries `LIVE` (its whole subtree is then live); proxy/config_scope.py reads the marks.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     SecretStr,
     ValidationError,
     field_validator,
@@ -33,6 +38,7 @@ ENV_REFERENCE_PREFIX = "os.environ/"
 DEV_MASTER_KEY = "sk-batchgate-dev"
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+LIVE: dict[str, JsonValue] = {"reload": "live"}  # json_schema_extra of a field that a reload may change
 
 
 def _resolve_env_reference(value: Any) -> Any:
@@ -56,11 +62,11 @@ class LitellmParams(StrictModel):
     model: str = Field(description="provider/model, e.g. openai/gpt-4o-mini")
     api_base: str | None = None
     api_key: OptionalSecret = None
-    input_cost_per_token: float | None = Field(default=None, ge=0)
-    output_cost_per_token: float | None = Field(default=None, ge=0)
-    input_cost_per_token_batches: float | None = Field(default=None, ge=0)
-    output_cost_per_token_batches: float | None = Field(default=None, ge=0)
-    cache_read_input_token_cost: float | None = Field(default=None, ge=0)
+    input_cost_per_token: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
+    output_cost_per_token: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
+    input_cost_per_token_batches: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
+    output_cost_per_token_batches: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
+    cache_read_input_token_cost: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
 
     @field_validator("model")
     @classmethod
@@ -153,13 +159,13 @@ class Config(StrictModel):
     """The validated YAML file."""
 
     model_list: list[ModelDeployment] = Field(min_length=1)
-    auth: AuthConfig = Field(default_factory=AuthConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig, json_schema_extra=LIVE)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     batching: BatchKnobs = Field(default_factory=BatchKnobs)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
-    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig, json_schema_extra=LIVE)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, json_schema_extra=LIVE)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -241,15 +247,16 @@ def _allowed_keys(location: tuple[int | str, ...]) -> list[str]:
         if isinstance(part, int) or model is None:
             continue
         field = model.model_fields.get(part)
-        model = _model_within(field.annotation) if field else None
+        model = nested_model(field.annotation) if field else None
     return sorted(model.model_fields) if model is not None else []
 
 
-def _model_within(annotation: Any) -> type[BaseModel] | None:
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (`X`, `X | None`, `list[X]`), None when it holds none."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for argument in getattr(annotation, "__args__", ()):
-        found = _model_within(argument)
+        found = nested_model(argument)
         if found is not None:
             return found
     return None

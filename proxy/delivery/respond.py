@@ -32,6 +32,7 @@ from proxy.policy.decision import Decision, DeliveryMode
 from proxy.requests import ChatRequest
 from proxy.routes.deferred import accept_deferred
 from proxy.runtime import Runtime
+from proxy.settings import Config, DeliveryConfig
 from proxy.store.holds import HoldMarker
 from proxy.store.records import JobView
 
@@ -49,18 +50,19 @@ class DeliveryPlan:
 
 
 async def respond_deferred(
-    request: Request, runtime: Runtime, caller: Caller, chat: ChatRequest, decision: Decision
+    request: Request, runtime: Runtime, caller: Caller, chat: ChatRequest, decision: Decision, *, snapshot: Config
 ) -> Response:
-    config = runtime.config.delivery
+    """`snapshot` is the config the request read at its start (runtime.live.config), used throughout."""
+    config = snapshot.delivery
     preferences = parse_prefer(request.headers.getlist("prefer"))
-    plan = await plan_delivery(runtime, caller, request.headers.get(CALLBACK_HEADER), decision)
+    plan = await plan_delivery(snapshot, caller, request.headers.get(CALLBACK_HEADER), decision)
     idempotency_key, key_ttl = attach_identity(
         request.headers.get(IDEMPOTENCY_HEADER), chat, config.dedupe_identical_bodies
     )
     holding = plan.mode == "hold" and not preferences.stated
     marker = HoldMarker(caller.name, _digest(idempotency_key or _body_identity(chat)))
     if holding:
-        earlier = await _take_hold_outcome(runtime, marker, caller)
+        earlier = await _take_hold_outcome(runtime, marker, caller, max_wait=config.max_wait)
         if earlier is not None:
             return earlier
     view = await accept_deferred(
@@ -70,19 +72,19 @@ async def respond_deferred(
         dataclasses.replace(decision, delivery=plan.mode, callback_url=plan.callback_url),
         idempotency_key=idempotency_key,
         idempotency_ttl=key_ttl,
+        config=snapshot,
     )
     if preferences.respond_async:
         return accepted_response(view, applied(respond_async=True))
     if preferences.wait is not None:
         return await _long_poll(runtime, view, min(preferences.wait, config.max_wait))
     if holding:
-        return await hold(runtime, view, marker)
+        return await hold(runtime, config, view, marker)
     return accepted_response(view)
 
 
-async def plan_delivery(runtime: Runtime, caller: Caller, header_url: str | None, decision: Decision) -> DeliveryPlan:
+async def plan_delivery(config: Config, caller: Caller, header_url: str | None, decision: Decision) -> DeliveryPlan:
     """The delivery of one call (precedence in the module docstring); refuses (400) a webhook that cannot be sent."""
-    config = runtime.config
     webhook = config.delivery.webhook
     if header_url is not None and header_url.strip():
         plan = DeliveryPlan("webhook", header_url.strip(), "header")
@@ -140,9 +142,8 @@ async def _long_poll(runtime: Runtime, view: JobView, wait: float) -> Response:
     return accepted_response(current, header)
 
 
-async def hold(runtime: Runtime, view: JobView, marker: HoldMarker) -> Response:
+async def hold(runtime: Runtime, config: DeliveryConfig, view: JobView, marker: HoldMarker) -> Response:
     """Wait one heartbeat silently; answer then if possible, else hand over to a HeldResponse."""
-    config = runtime.config.delivery
     waiters = waiters_of(runtime)
     started = time.monotonic()
     first = min(config.hold_heartbeat, config.max_wait)
@@ -166,7 +167,9 @@ async def hold(runtime: Runtime, view: JobView, marker: HoldMarker) -> Response:
     )
 
 
-async def _take_hold_outcome(runtime: Runtime, marker: HoldMarker, caller: Caller) -> Response | None:
+async def _take_hold_outcome(
+    runtime: Runtime, marker: HoldMarker, caller: Caller, *, max_wait: float
+) -> Response | None:
     """The retry of a held call that failed or timed out after its 200: the error, now with its real status."""
     job_id = await runtime.store.holds.take(marker)
     if job_id is None:
@@ -176,7 +179,7 @@ async def _take_hold_outcome(runtime: Runtime, marker: HoldMarker, caller: Calle
         return None
     if view.is_final:
         return final_response(view)
-    return timeout_response(view, runtime.config.delivery.max_wait)
+    return timeout_response(view, max_wait)
 
 
 __all__ = ["CALLBACK_HEADER", "IDEMPOTENCY_HEADER", "Preferences", "plan_delivery", "respond_deferred"]

@@ -1,4 +1,5 @@
-"""ConfigReloader: reload the config on SIGHUP or file change; refuse an invalid one, keep the old."""
+"""ConfigReloader: reload the config on SIGHUP or file change; refuse an invalid one (or one the process
+cannot take without a restart), keep the old."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ _Stamp = tuple[int, int, int] | None  # (mtime_ns, size, inode), None when the f
 
 
 class ConfigReloader:
-    """Watches one config file. `on_reload(config)` receives each new valid config; an invalid file is
-    refused (logged, `on_refused(reason)`) and the config in force stays. The file's stat is polled every
+    """Watches one config file. `on_reload(config)` receives each new valid config and may refuse it by raising
+    ConfigError (e.g. RestartRequired); an invalid or refused file is logged, reported to `on_refused(reason)`,
+    and the config in force stays. The file's stat is polled every
     `poll_interval` seconds and its contents compared; SIGHUP (or request_reload()) reloads unconditionally.
     """
 
@@ -95,9 +97,13 @@ class ConfigReloader:
         except ConfigError as exc:
             self._refuse(str(exc))
             return False
-        outcome = self._on_reload(config)
-        if inspect.isawaitable(outcome):
-            await outcome
+        try:
+            outcome = self._on_reload(config)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except ConfigError as exc:
+            self._refuse(f"{self.path}: {exc}")
+            return False
         logger.info("config reloaded from %s", self.path)
         return True
 

@@ -24,6 +24,7 @@ from proxy.policy.lanes import lane_facts
 from proxy.providers.base import CompletionClient, UpstreamResponse
 from proxy.requests import ChatRequest, parse_chat_request, read_json_body
 from proxy.runtime import Runtime
+from proxy.settings import Config
 
 PATH = "/v1/chat/completions"
 DECISION_HEADER = "x-batchgate-decision"
@@ -31,20 +32,21 @@ JSON = "application/json"
 
 
 async def chat_completions(request: Request, runtime: Runtime) -> Response:
-    config = runtime.config
-    caller = runtime.keys.caller_for(request.headers.get("authorization"))
+    live = runtime.live  # the one config snapshot this request uses, whatever a reload does meanwhile
+    config = live.config
+    caller = live.keys.caller_for(request.headers.get("authorization"))
     request.state.team = caller.team
     payload, size = await read_json_body(request, config.limits.max_body_bytes)
     chat = parse_chat_request(payload, size, config)
     request.state.model = chat.model
-    decision = decide_for(runtime, caller, chat, request.headers)
+    decision = decide_for(config, caller, chat, request.headers)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
     sync_accounting.note_decision(runtime, request, decision)
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
 
-        response: Response = await respond_deferred(request, runtime, caller, chat, decision)
+        response: Response = await respond_deferred(request, runtime, caller, chat, decision, snapshot=config)
     elif chat.stream:
         response = await _stream(runtime.completion_client(chat.model), _lane_body(chat.body, decision))
         response = sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response)
@@ -56,7 +58,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     return response
 
 
-def decide_for(runtime: Runtime, caller: Caller, chat: ChatRequest, headers: Mapping[str, str]) -> Decision:
+def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mapping[str, str]) -> Decision:
     facts = RequestFacts(
         caller_name=caller.name,
         team=caller.team,
@@ -67,7 +69,6 @@ def decide_for(runtime: Runtime, caller: Caller, chat: ChatRequest, headers: Map
         prompt_tokens_estimate=chat.prompt_tokens_estimate,
         stream=chat.stream,
     )
-    config = runtime.config
     lanes = lane_facts(config, chat.model)
     return decide(config.policy, facts, lanes, datetime.now(UTC))
 

@@ -16,8 +16,9 @@ from proxy.delivery.preferences import applied, parse_prefer
 from proxy.delivery.waiting import waiters_of
 from proxy.durations import format_instant
 from proxy.errors import Conflict, InvalidRequest, NotFound
-from proxy.routes.dependencies import CallerDep, RuntimeDep
+from proxy.routes.dependencies import CallerDep, LiveDep, RuntimeDep
 from proxy.runtime import Runtime
+from proxy.settings import Config
 from proxy.store import keys
 from proxy.store.records import JOB_STATUSES, JobStatus, JobView, NewJob
 from proxy.store.store import store_of
@@ -54,9 +55,11 @@ async def accept_deferred(
     *,
     idempotency_key: str | None = None,
     idempotency_ttl: float | None = None,
+    config: Config | None = None,
 ) -> JobView:
-    """Write the job durably (once per Idempotency-Key and caller) and return it as stored."""
-    config = runtime.config
+    """Write the job durably (once per Idempotency-Key and caller) and return it as stored. `config` is the
+    snapshot the request read at its start (default: the config in force now)."""
+    config = config if config is not None else runtime.config
     model = str(body["model"])
     knobs = config.batch_knobs(model)
     margin = config.worker.safety_margin
@@ -130,12 +133,14 @@ async def _own_job(runtime: Runtime, caller: Caller, job_id: str) -> JobView:
 
 
 @router.get("/v1/deferred/{job_id}")
-async def get_deferred(job_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
+async def get_deferred(
+    job_id: str, request: Request, runtime: RuntimeDep, live: LiveDep, caller: CallerDep
+) -> Response:
     view = await _own_job(runtime, caller, job_id)
     wait = parse_prefer(request.headers.getlist("prefer")).wait
     if wait is None:
         return Response(job_json(view), media_type=JSON)
-    wait = min(wait, runtime.config.delivery.max_wait)  # Prefer: wait=N long-polls (delivery/waiting.py)
+    wait = min(wait, live.config.delivery.max_wait)  # Prefer: wait=N long-polls (delivery/waiting.py)
     if not view.is_final:
         view = await waiters_of(runtime).wait(job_id, wait) or view
     return Response(job_json(view), media_type=JSON, headers=applied(wait=wait))

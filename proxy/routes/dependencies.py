@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from proxy.auth import Caller
-from proxy.runtime import Runtime
+from proxy.runtime import ConfigSnapshot, Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -18,8 +18,16 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_caller(request: Request, runtime: RuntimeDep) -> Caller:
-    caller = runtime.keys.caller_for(request.headers.get("authorization"))
+async def get_live(runtime: RuntimeDep) -> ConfigSnapshot:
+    """The config snapshot of this request: read once (FastAPI caches a dependency per request)."""
+    return runtime.live
+
+
+LiveDep = Annotated[ConfigSnapshot, Depends(get_live)]
+
+
+async def get_caller(request: Request, live: LiveDep) -> Caller:
+    caller = live.keys.caller_for(request.headers.get("authorization"))
     request.state.team = caller.team
     return caller
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from proxy.config_watch import watch_config
 from proxy.metrics import metrics_server
 from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
@@ -21,9 +22,10 @@ async def run_in_app(runtime: Runtime) -> None:
 
 
 async def run_worker_process(settings: Settings, config: Config, *, burst: bool = False) -> None:
-    """`batchgate worker [--burst]`. SIGTERM/SIGINT stop it gracefully: no new work is taken, work in flight
-    finishes within `worker.drain_timeout`, and what has not finished by then is handed back to the other workers
-    (leases released, sync calls re-queued). A second signal hands back at once.
+    """`batchgate worker [--burst]`. Like the API, it reloads the live config (policy, keys, prices, delivery) on
+    SIGHUP and when the file changes (proxy/config_watch.py). SIGTERM/SIGINT stop it gracefully: no new work is
+    taken, work in flight finishes within `worker.drain_timeout`, and what has not finished by then is handed back
+    to the other workers (leases released, sync calls re-queued). A second signal hands back at once.
 
     Its metrics are served on BATCHGATE_METRICS_PORT (0: not served)."""
     runtime = build_runtime(settings, config)
@@ -31,6 +33,7 @@ async def run_worker_process(settings: Settings, config: Config, *, burst: bool 
     loop = asyncio.get_running_loop()
     worker = Worker(runtime)
     running = asyncio.create_task(worker.run(burst=burst, stop=stop))
+    watching = asyncio.create_task(watch_config(runtime), name="config-watch")
 
     def on_signal() -> None:
         if stop.is_set():
@@ -48,9 +51,10 @@ async def run_worker_process(settings: Settings, config: Config, *, burst: bool 
     try:
         await asyncio.wait({running})
     finally:
+        watching.cancel()
         if not running.done():  # this coroutine itself was cancelled
             running.cancel()
-            await asyncio.wait({running})
+        await asyncio.wait({running, watching})
         if server is not None:
             server.close()
         await close_runtime(runtime)
