@@ -42,6 +42,11 @@ def line_error(line: ResultLine) -> dict[str, Any]:
     return error_object(message, "batch_error", code=line.error_code)
 
 
+def line_rescue_reason(line: ResultLine) -> RescueReason:
+    """Why a transient line's job goes synchronous when no time is left for another batch."""
+    return RescueReason.BATCH_EXPIRED if line.outcome is LineOutcome.EXPIRED else RescueReason.LINE_ERROR
+
+
 def leftover_reasons(state: BatchState) -> tuple[FailureReason, RescueReason]:
     """Why the jobs an ended batch has no line for fail, or are rescued: it expired (or was lost), or not."""
     if state is BatchState.EXPIRED:
@@ -79,7 +84,7 @@ class Ingester:
 
     async def _apply(self, record: BatchRecord, lines: Sequence[ResultLine], tally: Tally) -> None:
         answers: list[Answer] = []
-        transient: list[tuple[str, dict[str, Any]]] = []
+        transient: dict[RescueReason, list[tuple[str, dict[str, Any]]]] = {}
         for line in lines:
             if not valid_job_id(line.custom_id):
                 continue
@@ -88,11 +93,12 @@ class Ingester:
                     Answer(line.custom_id, record.id, "completed", "batch", response=orjson.dumps(line.body))
                 )
             elif line.transient:
-                transient.append((line.custom_id, line_error(line)))
+                transient.setdefault(line_rescue_reason(line), []).append((line.custom_id, line_error(line)))
             else:
                 answers.append(Answer(line.custom_id, record.id, "failed", "batch", error=line_error(line)))
         await self.finish(answers, tally)
-        await self.retry_or_fail(record, transient, tally, rescue=RescueReason.LINE_ERROR)
+        for rescue, items in transient.items():
+            await self.retry_or_fail(record, items, tally, rescue=rescue)
 
     async def finish(self, answers: Sequence[Answer], tally: Tally) -> None:
         results = await self.ctx.store.outcomes.finish_many(answers, retention=self.ctx.worker_config.result_ttl)
