@@ -1,5 +1,6 @@
 """Each rescue reason is emitted by the call site that decides it, reaches `batchgate_rescues_total{reason}`
-and the job's stored reason: the worker against a real Redis and the simulated upstream over HTTP.
+and the job's stored reason; a failure batchgate decides carries its FailureReason as the error code. The
+worker against a real Redis and the simulated upstream over HTTP.
 
 Timing of the batch cases (turnaround estimate 5 s, safety margin 2 s, deadline in 10 s): a batch fits at
 acceptance (0 + 5 < 10 - 2) but no longer once the batch has ended after 3 s (3 + 5 > 8), while the deadline
@@ -11,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.reasons import RescueReason
+from proxy.reasons import FailureReason, RescueReason
 from proxy.worker.events import WorkerEvents
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
@@ -48,27 +50,41 @@ async def rescued_jobs(env: DeferredEnv, count: int, *, events: WorkerEvents | N
     return reasons
 
 
-async def test_a_failed_batch_with_no_time_left_sends_its_jobs_synchronously_as_batch_failed(
-    tmp_path: Path, redis_url: str
+@pytest.mark.parametrize(
+    ("knobs", "reason", "upstream_status"),
+    [
+        # two lines in a batch that may hold one: the upstream fails it when validation ends, 3 s after creation
+        ({"max_batch_lines": 1, "validating_s": 3.0}, "batch_failed", "failed"),
+        ({"finish_fraction": 0.0, "expiry_s": 3.0}, "batch_expired", "expired"),
+    ],
+)
+async def test_a_batch_ending_with_no_time_left_sends_its_jobs_synchronously_for_its_reason(
+    tmp_path: Path, redis_url: str, knobs: dict[str, float], reason: str, upstream_status: str
 ) -> None:
-    # two lines in a batch that may hold one: the upstream fails it when validation ends, 3 s after creation
-    async with deferred_env(tmp_path, redis_url, simulator={"max_batch_lines": 1, "validating_s": 3.0}) as env:
+    async with deferred_env(tmp_path, redis_url, simulator=knobs) as env:
         reasons = await rescued_jobs(env, 2)
-        assert reasons == ["batch_failed", "batch_failed"]
-        assert rescues(env.runtime.metrics.registry) == {"batch_failed": 2}
+        assert reasons == [reason, reason]
+        assert rescues(env.runtime.metrics.registry) == {reason: 2}
         (batch,) = env.provider_batches()
-        assert batch["status"] == "failed"
+        assert batch["status"] == upstream_status
 
 
-async def test_an_expired_batch_with_no_time_left_sends_its_jobs_synchronously_as_batch_expired(
+async def test_a_batch_that_fails_twice_fails_its_jobs_with_the_batch_failed_code(
     tmp_path: Path, redis_url: str
 ) -> None:
-    async with deferred_env(tmp_path, redis_url, simulator={"finish_fraction": 0.0, "expiry_s": 3.0}) as env:
-        reasons = await rescued_jobs(env, 2)
-        assert reasons == ["batch_expired", "batch_expired"]
-        assert rescues(env.runtime.metrics.registry) == {"batch_expired": 2}
-        (batch,) = env.provider_batches()
-        assert batch["status"] == "expired"
+    async with deferred_env(tmp_path, redis_url, simulator={"max_batch_lines": 1}) as env:
+        views = [await env.accept(chat_body("gpt-4o-mini", f"q{i}")) for i in range(2)]  # no deadline: no rescue
+        await run_burst(env)
+        finished = await env.store.jobs.get_many([view.id for view in views])
+        for done in finished:
+            assert done is not None
+            assert done.status == "failed"
+            assert done.error is not None
+            assert done.error["code"] == FailureReason.BATCH_FAILED
+            assert done.error["type"] == "invalid_request_error"
+            assert done.batch_failures == 1  # queued again once, then failed
+        assert [batch["status"] for batch in env.provider_batches()] == ["failed", "failed"]
+        assert rescues(env.runtime.metrics.registry) == {}
 
 
 async def test_flex_unavailable_answers_at_list_price_and_is_counted(tmp_path: Path, redis_url: str) -> None:
