@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.exceptions import RedisError
 from starlette.datastructures import State
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as PlainRequest
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import (
-    ApiError,
-    error_bytes,
-    error_response,
-    internal_error_response,
-    store_unavailable_response,
-)
+from proxy.errors import ErrorMap, MethodNotAllowed, default_error_map, error_response
 from proxy.logs import RequestLogMiddleware
 from proxy.routes import chat, deferred, health, metrics, models, savings, webhooks
 from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
-
-logger = logging.getLogger("batchgate")
-JSON = "application/json"
 
 BackgroundService = Callable[[Runtime], Coroutine[Any, Any, None]]
 
@@ -44,10 +31,11 @@ def routers() -> list[APIRouter]:
 class BatchgateApp:
     """The ASGI entry point. `POST /v1/chat/completions` goes straight to its handler: FastAPI's routing,
     dependency solving and middleware layers cost about a third of the proxy's CPU on that path (measured).
-    Everything else is served by the FastAPI app."""
+    Everything else is served by the FastAPI app. Both answer errors through one `ErrorMap`."""
 
-    def __init__(self, api: FastAPI) -> None:
+    def __init__(self, api: FastAPI, errors: ErrorMap | None = None) -> None:
         self.api = api
+        self.errors = errors or default_error_map()
 
     @property
     def state(self) -> State:
@@ -65,16 +53,10 @@ class BatchgateApp:
         request = PlainRequest(scope, receive)
         try:
             return await chat.chat_completions(request, self.api.state.runtime)
-        except ApiError as exc:
-            return error_response(exc)
         except ClientDisconnect:
-            return None
-        except RedisError:
-            logger.warning("job store unavailable", exc_info=True)
-            return store_unavailable_response()
-        except Exception:
-            logger.exception("unhandled error", extra={"request_id": scope.get("state", {}).get("request_id")})
-            return internal_error_response()
+            return None  # nobody is left to answer
+        except Exception as exc:
+            return self.errors.response(exc, request_id=scope.get("state", {}).get("request_id"))
 
 
 def create_app(
@@ -101,55 +83,25 @@ def create_app(
             await close_runtime(runtime)
 
     api = FastAPI(title="batchgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(api)
+    errors = default_error_map()
+    install_error_handlers(api, errors)
     for router in routers():
         api.include_router(router)
-    return RequestLogMiddleware(BatchgateApp(api))
+    return RequestLogMiddleware(BatchgateApp(api, errors))
 
 
 def _method_not_allowed() -> Response:
-    return Response(
-        error_bytes("Method not allowed.", "invalid_request_error", code="method_not_allowed"),
-        status_code=405,
-        media_type=JSON,
-        headers={"allow": "POST"},
-    )
+    return error_response(MethodNotAllowed("Method not allowed.", headers={"allow": "POST"}))
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Errors raised inside FastAPI routes become OpenAI-shaped JSON (the mapping itself is errors.error_response)."""
+def install_error_handlers(app: FastAPI, errors: ErrorMap | None = None) -> None:
+    """Errors raised inside FastAPI routes are answered through `errors` (default: `default_error_map()`).
+    Every class of the map gets the same handler, which looks the exception up in the map itself, so FastAPI's
+    own lookup and the fast path's can never disagree."""
+    table = errors or default_error_map()
 
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return error_response(exc)
+    async def answer(request: Request, exc: Exception) -> Response:
+        return table.response(exc, request_id=getattr(request.state, "request_id", None))
 
-    async def validation_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        problem = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(part) for part in problem.get("loc", ())[1:]) or None
-        body = error_bytes(str(problem.get("msg")), "invalid_request_error", param=param, code="invalid_value")
-        return Response(body, status_code=400, media_type=JSON)
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return Response(
-            error_bytes(str(exc.detail), "invalid_request_error", code=code),
-            status_code=exc.status_code,
-            media_type=JSON,
-            headers=getattr(exc, "headers", None),
-        )
-
-    async def store_error(_: Request, exc: Exception) -> Response:
-        logger.warning("job store unavailable: %s", exc)
-        return store_unavailable_response()
-
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
-        return internal_error_response()
-
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RedisError, store_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    for cls in table.classes:
+        app.add_exception_handler(cls, answer)

@@ -1,21 +1,40 @@
-"""One error hierarchy, mapped in one place to the OpenAI error shape.
+"""One error hierarchy, and one table from exception class to the OpenAI error shape.
 
-Every error a caller can see is an `ApiError`; `app.py` installs the handlers that turn it (and FastAPI's own
-validation and HTTP errors) into `{"error": {"message", "type", "param", "code"}}` with the right status.
+Every error a caller can see is an `ApiError`: status, OpenAI error type, message, param, code and headers,
+rendered as `{"error": {"message", "type", "param", "code"}}` by `error_response`. `ErrorMap` turns any
+exception into one, looking its class up along the exception's MRO (first match wins, as Starlette looks up
+its exception handlers); `app.py` answers through the same map on the fast chat path and in FastAPI's handlers.
+An exception with no entry of its own meets the `Exception` entry: a 500 that names no cause, with the detail
+(traceback included) in the log. Error objects anywhere else (a job's error, a provider's error turned into the
+OpenAI shape) are built by `error_object`.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from proxy.reasons import FailureReason
+
 JSON_MEDIA_TYPE = "application/json"
+INTERNAL_MESSAGE = "The server had an error while processing your request."
+
+log = logging.getLogger("batchgate")
 
 
 class ApiError(Exception):
-    """An error meant for the caller: status, OpenAI error type, message, and optionally param and code."""
+    """An error meant for the caller: status, OpenAI error type, message, and optionally param and code.
+
+    Subclasses fix the status and type; `status` and `error_type` given here override them (an HTTP error
+    of the framework, a provider's status passed on)."""
 
     status = 500
     error_type = "server_error"
@@ -27,13 +46,19 @@ class ApiError(Exception):
         *,
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+        if status is not None:
+            self.status = status
+        if error_type:
+            self.error_type = error_type
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, param=self.param, code=self.code)
@@ -80,10 +105,23 @@ class UnsupportedMediaType(ApiError):
     default_code = "unsupported_media_type"
 
 
+class MethodNotAllowed(ApiError):
+    status = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     error_type = "server_error"
     default_code = "service_unavailable"
+
+
+class InternalError(ApiError):
+    """An error of batchgate's own: the caller learns nothing of its cause (the log does)."""
+
+    status = 500
+    error_type = "server_error"
 
 
 class UpstreamError(ApiError):
@@ -99,28 +137,51 @@ class UpstreamError(ApiError):
         error_type: str | None = None,
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code, headers=headers)
-        self.status = status
-        if error_type:
-            self.error_type = error_type
+        super().__init__(message, param=param, code=code, headers=headers, status=status, error_type=error_type)
 
 
 class ConfigError(Exception):
     """A configuration file that does not validate. The message names the file, the key path and the expectation."""
 
 
+def error_object(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error object: {"message", "type", "param", "code"} (param and code may be None)."""
+    return {"message": message, "type": error_type, "param": param, "code": code}
+
+
 def error_body(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    """The OpenAI error answer: {"error": error_object(...)}."""
+    return {"error": error_object(message, error_type, param=param, code=code)}
 
 
 def error_bytes(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> bytes:
     return orjson.dumps(error_body(message, error_type, param=param, code=code))
 
 
+def provider_error_object(status: int, content: bytes) -> dict[str, Any]:
+    """The error object of a provider's error answer (HTTP `status`, body `content`), in the OpenAI shape:
+    its own `error` object when it has one with a message, else a generic `upstream_error` naming the status."""
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error_object(
+            error["message"],
+            str(error.get("type") or "upstream_error"),
+            param=error.get("param") if isinstance(error.get("param"), str) else None,
+            code=str(error["code"]) if error.get("code") is not None else None,
+        )
+    return error_object(
+        f"The upstream provider answered with HTTP {status}.", "upstream_error", code=FailureReason.UPSTREAM_ERROR
+    )
+
+
 def error_response(exc: ApiError) -> Response:
-    """The one mapping from an ApiError to an HTTP response."""
+    """An ApiError as an HTTP response."""
     return Response(
         error_bytes(exc.message, exc.error_type, param=exc.param, code=exc.code),
         status_code=exc.status,
@@ -129,16 +190,97 @@ def error_response(exc: ApiError) -> Response:
     )
 
 
-def internal_error_response() -> Response:
-    return Response(
-        error_bytes("The server had an error while processing your request.", "server_error"),
-        status_code=500,
-        media_type=JSON_MEDIA_TYPE,
+@dataclass(frozen=True, slots=True)
+class ErrorRule:
+    """How one exception class is answered: `answer` builds the ApiError; `log_level` (None: not logged) is
+    the level at which the exception is logged with `log_message`, its traceback too when `traceback`."""
+
+    answer: Callable[[Any], ApiError]
+    log_level: int | None = None
+    log_message: str = ""
+    traceback: bool = False
+
+
+class ErrorMap:
+    """Exception class -> ErrorRule; an exception is answered by the rule of the first class of its MRO
+    that has one (so an entry for a base class covers every subclass without one of its own)."""
+
+    def __init__(self, rules: Mapping[type[Exception], ErrorRule]) -> None:
+        if Exception not in rules:
+            raise ValueError("an ErrorMap needs an entry for Exception (the answer to the unexpected)")
+        self._rules = dict(rules)
+
+    @property
+    def classes(self) -> tuple[type[Exception], ...]:
+        return tuple(self._rules)
+
+    def with_rule(self, cls: type[Exception], rule: ErrorRule) -> ErrorMap:
+        """A copy with `cls` answered by `rule`."""
+        return ErrorMap({**self._rules, cls: rule})
+
+    def rule_for(self, exc: BaseException) -> ErrorRule:
+        for cls in type(exc).__mro__:
+            rule = self._rules.get(cls)
+            if rule is not None:
+                return rule
+        return self._rules[Exception]
+
+    def answer(self, exc: BaseException, *, request_id: str | None = None) -> ApiError:
+        """The ApiError for `exc`; logs it first when its rule says so."""
+        rule = self.rule_for(exc)
+        if rule.log_level is not None:
+            log.log(
+                rule.log_level,
+                "%s: %r",
+                rule.log_message,
+                exc,
+                exc_info=exc if rule.traceback else None,
+                extra={"request_id": request_id},
+            )
+        return rule.answer(exc)
+
+    def response(self, exc: BaseException, *, request_id: str | None = None) -> Response:
+        return error_response(self.answer(exc, request_id=request_id))
+
+
+def _same(exc: ApiError) -> ApiError:
+    return exc
+
+
+def _validation(exc: RequestValidationError) -> ApiError:
+    problem = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(part) for part in problem.get("loc", ())[1:]) or None
+    return InvalidRequest(str(problem.get("msg")), param=param, code="invalid_value")
+
+
+def _http(exc: HTTPException) -> ApiError:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return ApiError(
+        str(exc.detail),
+        code=code,
+        headers=exc.headers,
+        status=exc.status_code,
+        error_type="invalid_request_error",
     )
 
 
-def store_unavailable_response() -> Response:
+def _store_unavailable(_: RedisError) -> ApiError:
     """Redis could not be reached (or its pool is exhausted): nothing was accepted, the caller may retry."""
-    return error_response(
-        ServiceUnavailable("The job store is unavailable right now; please retry.", headers={"retry-after": "1"})
+    return ServiceUnavailable("The job store is unavailable right now; please retry.", headers={"retry-after": "1"})
+
+
+def _internal(_: BaseException) -> ApiError:
+    return InternalError(INTERNAL_MESSAGE)
+
+
+def default_error_map() -> ErrorMap:
+    """batchgate's table. A provider error type gets its entry here (its base class covers its kinds)."""
+    return ErrorMap(
+        {
+            ApiError: ErrorRule(_same),
+            RequestValidationError: ErrorRule(_validation),
+            HTTPException: ErrorRule(_http),
+            RedisError: ErrorRule(_store_unavailable, logging.WARNING, "job store unavailable"),
+            Exception: ErrorRule(_internal, logging.ERROR, "unhandled error", traceback=True),
+        }
     )

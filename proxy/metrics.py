@@ -20,14 +20,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proxy.pricing import Cost, Usage
+from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.settings import Config
 
 OTHER = "other"
 LANES = frozenset({"sync", "batch", "flex"})
 OUTCOMES = frozenset({"completed", "failed", "cancelled", "expired", "rejected"})
 TOKEN_KINDS = ("input", "output", "cached")
-RESCUE_REASONS = frozenset({"deadline", "batch_failed", "batch_expired", "line_error", "flex_unavailable"})
-WEBHOOK_OUTCOMES = frozenset({"delivered", "retried", "dead_letter", "refused"})
+RESCUE_REASONS = frozenset(reason.value for reason in RescueReason)
+WEBHOOK_OUTCOMES = frozenset(outcome.value for outcome in WebhookOutcome)
 BATCH_STATES = frozenset(
     {
         "submitting",
@@ -308,8 +309,8 @@ class Metrics:
     def record_decision(self, *, lane: str, rule: str) -> None:
         self.decisions.labels(_lane(lane), self.rule(rule)).inc()
 
-    def record_rescue(self, reason: str) -> None:
-        self.rescues.labels(reason if reason in RESCUE_REASONS else OTHER).inc()
+    def record_rescue(self, reason: RescueReason) -> None:
+        self.rescues.labels(reason.value).inc()
 
     def record_batch_submitted(self, *, queue: str, size: int) -> None:
         self.batch_size.labels(self.model(queue)).observe(size)
@@ -319,8 +320,8 @@ class Metrics:
         self.batch_turnaround.labels(queue, state).observe(max(turnaround_seconds, 0.0))
         self.batches_finished.labels(queue, state).inc()
 
-    def record_webhook(self, outcome: str) -> None:
-        self.webhook_deliveries.labels(outcome if outcome in WEBHOOK_OUTCOMES else OTHER).inc()
+    def record_webhook(self, outcome: WebhookOutcome) -> None:
+        self.webhook_deliveries.labels(outcome.value).inc()
 
     def record_upstream_error(self, *, lane: str, status: int | None = None, timeout: bool = False) -> None:
         """An upstream failure: an HTTP status, a timeout, or (neither) a connection error."""

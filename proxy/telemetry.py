@@ -24,8 +24,10 @@ import orjson
 from proxy.accounting import Accounting, increments
 from proxy.metrics import Metrics
 from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
+from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.store.ledger import bucket_of
 from proxy.store.outcomes import Finished
+from proxy.worker.events import WorkerEvents
 
 log = logging.getLogger("batchgate.telemetry")
 
@@ -109,7 +111,7 @@ def coalesce(entries: list[LedgerEntry]) -> list[LedgerWrite]:
     return writes
 
 
-class Telemetry:
+class Telemetry(WorkerEvents):
     """Metrics and the savings ledger for every finished request; also the worker's `WorkerEvents`."""
 
     def __init__(
@@ -165,8 +167,8 @@ class Telemetry:
     def deadline_missed(self, job: Finished) -> None:
         """Counted by `job_finished` (a negative deadline margin is a miss)."""
 
-    def rescue(self, *, job_id: str, group: str, reason: str) -> None:
-        self.metrics.record_rescue(rescue_reason(reason))
+    def rescue(self, *, job_id: str, group: str, reason: RescueReason) -> None:
+        self.metrics.record_rescue(reason)
 
     def batch_submitted(self, *, group: str, batch_id: str, provider_batch_id: str, jobs: int, size: int) -> None:
         self.metrics.record_batch_submitted(queue=group, size=jobs)
@@ -183,6 +185,9 @@ class Telemetry:
         turnaround: float = 0.0,
     ) -> None:
         self.metrics.record_batch_finished(queue=group, state=state, turnaround_seconds=turnaround)
+
+    def webhook_attempt(self, *, job_id: str, outcome: WebhookOutcome) -> None:
+        self.metrics.record_webhook(outcome)
 
     # --- the background writer ---
 
@@ -306,17 +311,3 @@ def _paid_lane(request: FinishedRequest, parsed: Mapping[str, Any] | None) -> La
     if lane == "flex" and request.check_flex_tier and (parsed is None or parsed.get("service_tier") != "flex"):
         return "sync"  # the provider answered at its default tier (flex unavailable): list price
     return lane
-
-
-def rescue_reason(reason: str) -> str:
-    """The bounded metric label of a rescuer's free-text reason."""
-    text = reason.lower()
-    if "line failed" in text or "line error" in text:
-        return "line_error"
-    if "expired" in text:
-        return "batch_expired"
-    if "batch failed" in text:
-        return "batch_failed"
-    if "flex" in text:
-        return "flex_unavailable"
-    return "deadline"

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from proxy.errors import error_bytes
+from proxy.errors import error_bytes, error_object
 from proxy.routes.deferred import job_json, location_of
 from proxy.store.records import JobView
 
@@ -43,8 +43,7 @@ def error_json(view: JobView) -> bytes:
     if view.status == "cancelled":
         return error_bytes(f"The deferred job {view.id} was cancelled.", "invalid_request_error", code="job_cancelled")
     if view.error:
-        return orjson.dumps({"error": {"message": "The request failed.", "type": "upstream_error", "param": None,
-                                       "code": None, **view.error}})  # fmt: skip
+        return orjson.dumps({"error": {**error_object("The request failed.", "upstream_error"), **view.error}})
     return error_bytes(f"The deferred job {view.id} failed.", "upstream_error", code="job_failed")
 
 

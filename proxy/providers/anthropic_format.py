@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import error_body
+
 # Anthropic requires max_tokens; OpenAI callers often leave it out. litellm uses the same default.
 DEFAULT_MAX_TOKENS = 4096
 MAX_TEMPERATURE = 1.0
@@ -298,5 +300,5 @@ def chat_error(error: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     """(status, OpenAI error body) for an Anthropic error object `{"type": "...", "message": "..."}`."""
     kind = error.get("type")
     status, openai_type = error_status(str(kind))
-    body = {"error": {"message": str(error.get("message", "")), "type": openai_type, "param": None, "code": kind}}
+    body = error_body(str(error.get("message", "")), openai_type, code=None if kind is None else str(kind))
     return status, body

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import error_body
 from proxy.providers.base import UpstreamResponse, UpstreamStream
 from proxy.providers.openai_http import RETRYABLE_STATUSES, RetryPolicy
 from proxy.providers.redaction import Redactor
@@ -141,7 +142,7 @@ class LitellmCompletionClient:
         status, code = _status_of(exc)
         message = self._redactor.text(str(getattr(exc, "message", None) or exc))
         error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+        body = error_body(message, error_type, code=code)
         headers = dict(JSON_HEADERS)
         retry_after = _retry_after(exc)
         if retry_after is not None:

@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from proxy import sync_accounting
 from proxy.auth import Caller
-from proxy.errors import UpstreamError
+from proxy.errors import UpstreamError, provider_error_object
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
@@ -116,18 +115,7 @@ async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
 def _upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """The provider's error, in OpenAI's shape, with its status (secrets were redacted by the client)."""
     passed = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
-    try:
-        parsed = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        parsed = None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return UpstreamError(
-            status,
-            error["message"],
-            error_type=str(error.get("type") or "upstream_error"),
-            param=error.get("param") if isinstance(error.get("param"), str) else None,
-            code=str(error["code"]) if error.get("code") is not None else None,
-            headers=passed,
-        )
-    return UpstreamError(status, f"The upstream provider answered with HTTP {status}.", headers=passed)
+    error = provider_error_object(status, content)
+    return UpstreamError(
+        status, error["message"], error_type=error["type"], param=error["param"], code=error["code"], headers=passed
+    )

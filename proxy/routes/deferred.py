@@ -16,6 +16,7 @@ from proxy.delivery.preferences import applied, parse_prefer
 from proxy.delivery.waiting import waiters_of
 from proxy.durations import format_instant
 from proxy.errors import Conflict, InvalidRequest, NotFound
+from proxy.reasons import RescueReason
 from proxy.routes.dependencies import CallerDep, LiveDep, RuntimeDep
 from proxy.runtime import Runtime
 from proxy.settings import Config
@@ -66,9 +67,10 @@ async def accept_deferred(
     now = time.time()
     deadline = decision.deadline.timestamp() if decision.deadline is not None else None
     lane = decision.lane
-    if lane == "batch" and not batch_lane_fits(
+    too_short = lane == "batch" and not batch_lane_fits(
         now, deadline=deadline, turnaround=knobs.turnaround_estimate, margin=margin
-    ):
+    )
+    if too_short:
         lane = "sync"
         log.info(
             "deadline too short for the batch lane; answering synchronously",
@@ -86,12 +88,14 @@ async def accept_deferred(
         callback_url=decision.callback_url,
     )
     due = flush_by(now, deadline=deadline, max_wait=max_wait, turnaround=knobs.turnaround_estimate, margin=margin)
-    view, _ = await store_of(runtime).jobs.accept(
+    view, created = await store_of(runtime).jobs.accept(
         job,
         flush_by=due,
         idempotency_key=idempotency_key,
         key_ttl=idempotency_ttl if idempotency_ttl is not None else config.worker.result_ttl,
     )
+    if too_short and created:
+        runtime.events.rescue(job_id=view.id, group=model, reason=RescueReason.DEADLINE_TOO_SHORT)
     return view
 
 

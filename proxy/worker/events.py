@@ -1,16 +1,21 @@
-"""What the worker reports as it goes: one call per event, for metrics and audit (no-op by default)."""
+"""What the worker reports as it goes: one call per event, for metrics and audit.
+
+`WorkerEvents` is the one protocol, and every body is a no-op: an observer (`Telemetry`, a test's recorder)
+subclasses it and overrides only the events it cares about; `NullEvents` overrides none.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.store.outcomes import Finished
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
 
-class WorkerEvents(Protocol):
+class WorkerEvents:
     def job_finished(self, job: Finished) -> None:
         """A job reached completed or failed (job.lane: the lane that answered; job.rescued)."""
 
@@ -20,8 +25,8 @@ class WorkerEvents(Protocol):
     def upstream_error(self, *, lane: str, status: int | None, timeout: bool = False) -> None:
         """A provider call of the worker failed (an HTTP status, a timeout, or neither: a connection error)."""
 
-    def rescue(self, *, job_id: str, group: str, reason: str) -> None:
-        """A job was moved to the synchronous lane to keep its deadline (or because batching failed it)."""
+    def rescue(self, *, job_id: str, group: str, reason: RescueReason) -> None:
+        """A deferred job is answered by a synchronous call rather than in its lane, for `reason`."""
 
     def batch_submitted(self, *, group: str, batch_id: str, provider_batch_id: str, jobs: int, size: int) -> None:
         """A provider batch was created and recorded."""
@@ -40,35 +45,12 @@ class WorkerEvents(Protocol):
         """A provider batch ended and its results were ingested (state: the provider's final state;
         turnaround: seconds from its submission to its results ingested)."""
 
+    def webhook_attempt(self, *, job_id: str, outcome: WebhookOutcome) -> None:
+        """A webhook delivery attempt ended: delivered, to be retried, dead-lettered or refused."""
 
-class NullEvents:
-    def job_finished(self, job: Finished) -> None:
-        pass
 
-    def deadline_missed(self, job: Finished) -> None:
-        pass
-
-    def upstream_error(self, *, lane: str, status: int | None, timeout: bool = False) -> None:
-        pass
-
-    def rescue(self, *, job_id: str, group: str, reason: str) -> None:
-        pass
-
-    def batch_submitted(self, *, group: str, batch_id: str, provider_batch_id: str, jobs: int, size: int) -> None:
-        pass
-
-    def batch_ended(
-        self,
-        *,
-        group: str,
-        batch_id: str,
-        state: str,
-        succeeded: int,
-        retried: int,
-        failed: int,
-        turnaround: float = 0.0,
-    ) -> None:
-        pass
+class NullEvents(WorkerEvents):
+    """Reports nothing."""
 
 
 def events_of(runtime: Runtime) -> WorkerEvents:

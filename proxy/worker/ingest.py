@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import error_object
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
+from proxy.reasons import FailureReason, RescueReason
 from proxy.store.jobs import valid_job_id
 from proxy.store.outcomes import Answer, Finished
 from proxy.store.records import BatchRecord
@@ -36,12 +38,20 @@ def line_error(line: ResultLine) -> dict[str, Any]:
     """The provider's error object for a line, in the OpenAI shape."""
     if line.body is not None and isinstance(line.body.get("error"), dict):
         return dict(line.body["error"])
-    return {
-        "message": line.error_message or f"The batch line ended as {line.outcome.value}.",
-        "type": "batch_error",
-        "param": None,
-        "code": line.error_code,
-    }
+    message = line.error_message or f"The batch line ended as {line.outcome.value}."
+    return error_object(message, "batch_error", code=line.error_code)
+
+
+def line_rescue_reason(line: ResultLine) -> RescueReason:
+    """Why a transient line's job goes synchronous when no time is left for another batch."""
+    return RescueReason.BATCH_EXPIRED if line.outcome is LineOutcome.EXPIRED else RescueReason.LINE_ERROR
+
+
+def leftover_reasons(state: BatchState) -> tuple[FailureReason, RescueReason]:
+    """Why the jobs an ended batch has no line for fail, or are rescued: it expired (or was lost), or not."""
+    if state is BatchState.EXPIRED:
+        return FailureReason.BATCH_EXPIRED, RescueReason.BATCH_EXPIRED
+    return FailureReason.MISSING_RESULT, RescueReason.LINE_ERROR
 
 
 class Ingester:
@@ -51,14 +61,11 @@ class Ingester:
     async def ingest(self, record: BatchRecord, info: BatchInfo) -> Tally:
         tally = Tally()
         if info.state is BatchState.FAILED:
-            error = {
-                "message": info.errors or "The batch failed validation.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "batch_failed",
-            }
+            message = info.errors or "The batch failed validation."
+            error = error_object(message, "invalid_request_error", code=FailureReason.BATCH_FAILED)
             ids = await self.ctx.store.batches.job_ids(record.tag, record.id)
-            await self.retry_or_fail(record, [(job_id, error) for job_id in ids], tally, batch_failure=True)
+            items = [(job_id, error) for job_id in ids]
+            await self.retry_or_fail(record, items, tally, rescue=RescueReason.BATCH_FAILED, batch_failure=True)
             return tally
         chunk: list[ResultLine] = []
         async for line in self.ctx.runtime.batch_client(record.group).result_lines(info):
@@ -68,19 +75,16 @@ class Ingester:
                 chunk = []
                 await self.ctx.checkpoint("during_ingest")
         await self._apply(record, chunk, tally)
-        missing = {
-            "message": f"The batch ended ({info.state.value}) without a result for this request.",
-            "type": "batch_error",
-            "param": None,
-            "code": "missing_result",
-        }
+        failure, rescue = leftover_reasons(info.state)
+        message = f"The batch ended ({info.state.value}) without a result for this request."
+        missing = error_object(message, "batch_error", code=failure)
         leftovers = await self.ctx.store.batches.job_ids(record.tag, record.id)
-        await self.retry_or_fail(record, [(job_id, missing) for job_id in leftovers], tally)
+        await self.retry_or_fail(record, [(job_id, missing) for job_id in leftovers], tally, rescue=rescue)
         return tally
 
     async def _apply(self, record: BatchRecord, lines: Sequence[ResultLine], tally: Tally) -> None:
         answers: list[Answer] = []
-        transient: list[tuple[str, dict[str, Any]]] = []
+        transient: dict[RescueReason, list[tuple[str, dict[str, Any]]]] = {}
         for line in lines:
             if not valid_job_id(line.custom_id):
                 continue
@@ -89,11 +93,12 @@ class Ingester:
                     Answer(line.custom_id, record.id, "completed", "batch", response=orjson.dumps(line.body))
                 )
             elif line.transient:
-                transient.append((line.custom_id, line_error(line)))
+                transient.setdefault(line_rescue_reason(line), []).append((line.custom_id, line_error(line)))
             else:
                 answers.append(Answer(line.custom_id, record.id, "failed", "batch", error=line_error(line)))
         await self.finish(answers, tally)
-        await self.retry_or_fail(record, transient, tally)
+        for rescue, items in transient.items():
+            await self.retry_or_fail(record, items, tally, rescue=rescue)
 
     async def finish(self, answers: Sequence[Answer], tally: Tally) -> None:
         results = await self.ctx.store.outcomes.finish_many(answers, retention=self.ctx.worker_config.result_ttl)
@@ -112,9 +117,11 @@ class Ingester:
         items: Sequence[tuple[str, dict[str, Any]]],
         tally: Tally,
         *,
+        rescue: RescueReason,
         batch_failure: bool = False,
     ) -> None:
-        """Queue again while the deadline allows; the synchronous lane when only it can still make it."""
+        """Queue again while the deadline allows; the synchronous lane (for `rescue`) when only it can still
+        make it; else fail with each item's error."""
         if not items:
             return
         ctx = self.ctx
@@ -140,11 +147,11 @@ class Ingester:
                 if await ctx.store.outcomes.requeue(job_id, owner=record.id, score=score, batch_failure=batch_failure):
                     tally.retried += 1
             elif not exhausted and job.deadline is not None and now < job.deadline:
-                reason = f"batch line failed ({error.get('code')}); no time left for another batch"
-                if await ctx.store.outcomes.to_sync(job_id, expected_owner=record.id, reason=reason):
+                if await ctx.store.outcomes.to_sync(job_id, expected_owner=record.id, reason=rescue):
                     tally.retried += 1
-                    log.info("job sent synchronously", extra={"job": job_id, "reason": reason})
-                    ctx.events.rescue(job_id=job_id, group=record.group, reason=reason)
+                    log.info("job sent synchronously: no time left for another batch",
+                             extra={"job": job_id, "reason": rescue.value, "code": error.get("code")})  # fmt: skip
+                    ctx.events.rescue(job_id=job_id, group=record.group, reason=rescue)
             else:
                 failures.append(Answer(job_id, record.id, "failed", "batch", error=error))
         await self.finish(failures, tally)

@@ -12,6 +12,7 @@ import logging
 import httpx
 
 from proxy.providers.openai_batch import BatchApiError
+from proxy.reasons import RescueReason
 from proxy.runtime import Runtime
 from proxy.store.records import SYNC_OWNER, BatchRecord
 from proxy.store.store import Store
@@ -52,16 +53,16 @@ class Rescuer:
                 if owner not in batches:
                     batches[owner] = await ctx.store.batches.get(tag, owner)
                 remaining = self._batch_remaining(batches[owner], now, turnaround)
-                why = "its batch is not expected to end before the deadline less the safety margin"
+                why = RescueReason.DEADLINE_AT_RISK_IN_BATCH
             else:
                 remaining = turnaround
-                why = "still queued: a batch started now would end after the deadline less the safety margin"
+                why = RescueReason.DEADLINE_AT_RISK_QUEUED
             if not at_risk(now, deadline=deadline, remaining=remaining, margin=margin):
                 continue
             if await ctx.store.outcomes.to_sync(job_id, expected_owner=owner, reason=why):
                 log.info(
                     "deadline guard: job sent synchronously",
-                    extra={"job": job_id, "group": group, "batch": owner or None, "reason": why,
+                    extra={"job": job_id, "group": group, "batch": owner or None, "reason": why.value,
                            "seconds_left": round(deadline - now, 3)},
                 )  # fmt: skip
                 ctx.events.rescue(job_id=job_id, group=group, reason=why)

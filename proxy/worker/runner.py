@@ -57,7 +57,7 @@ class Worker:
         self.poller = Poller(self.ctx, self.submitter)
         self.rescuer = Rescuer(self.ctx)
         self.sync_lane = SyncLane(self.ctx)
-        self.webhooks = WebhookDeliverer(runtime, store, clock=clock)
+        self.webhooks = WebhookDeliverer(runtime, store, events=self.ctx.events, clock=clock)
         self.queue_watch = QueueWatch(store, runtime.metrics, lambda: runtime.config)
 
     async def tick(self, *, drain: bool = False) -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import orjson
 import redis
 
-from proxy.errors import ApiError
+from proxy.errors import ApiError, provider_error_object
 from proxy.providers.base import UpstreamResponse
+from proxy.reasons import RescueReason
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
 from proxy.worker.context import WorkerContext
@@ -26,17 +26,6 @@ log = logging.getLogger("batchgate.worker.sync_lane")
 MAX_SYNC_ATTEMPTS = 4
 RETRY_BASE = 1.0
 RETRY_CAP = 30.0
-
-
-def _error_of(response: UpstreamResponse) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        payload = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        return dict(payload["error"])
-    return {"message": f"The upstream answered {response.status}.", "type": "upstream_error", "param": None,
-            "code": None}  # fmt: skip
 
 
 class SyncLane:
@@ -113,6 +102,7 @@ class SyncLane:
                 if response.status == 429:
                     ctx.events.upstream_error(lane="flex", status=429)
                     log.info("flex unavailable; answering at list price", extra={"job": job_id})
+                    ctx.events.rescue(job_id=job_id, group=group, reason=RescueReason.FLEX_UNAVAILABLE)
                     lane = "sync"
                     response = await client.complete(body)
             else:
@@ -126,7 +116,8 @@ class SyncLane:
         elif response.status == 429 or response.status >= 500:
             await self._retry_or_fail(job, lane, response)
         else:
-            await self._finish(Answer(job_id, SYNC_OWNER, "failed", lane, error=_error_of(response)))
+            error = provider_error_object(response.status, response.body)
+            await self._finish(Answer(job_id, SYNC_OWNER, "failed", lane, error=error))
 
     async def _retry_or_fail(self, job: JobView, lane: str, response: UpstreamResponse) -> None:
         ctx = self.ctx
@@ -137,7 +128,8 @@ class SyncLane:
             log.info("sync lane retries later", extra={"job": job.id, "status": response.status, "delay": delay})
             await ctx.store.outcomes.retry_sync(job.id, ready_at=now + delay, lane=job.lane)
             return
-        await self._finish(Answer(job.id, SYNC_OWNER, "failed", lane, error=_error_of(response)))
+        error = provider_error_object(response.status, response.body)
+        await self._finish(Answer(job.id, SYNC_OWNER, "failed", lane, error=error))
 
     async def _finish(self, answer: Answer) -> None:
         done = await self.ctx.store.outcomes.finish(answer, retention=self.ctx.worker_config.result_ttl)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.metrics import Metrics, QueueSnapshot, QueueStats
 from proxy.pricing import Cost, Usage
+from proxy.reasons import RescueReason, WebhookOutcome
 
 MODELS = ("mini", "big")
 TEAMS = ("research", "ops")
@@ -38,11 +39,11 @@ def exercise(metrics: Metrics, *, round_number: int = 0) -> None:
         lane="sync", outcome="failed", model="mystery", team="ops", usage=Usage(), cost=Cost.unknown()
     )
     metrics.observe_answer(lane="sync", model="mini", seconds=30, deadline_margin=-5)
-    metrics.record_rescue("deadline")
+    metrics.record_rescue(RescueReason.DEADLINE_AT_RISK_IN_BATCH)
     metrics.record_batch_submitted(queue="mini", size=40 + round_number)
     metrics.record_batch_finished(queue="mini", state="completed", turnaround_seconds=900 + round_number)
-    metrics.record_webhook("delivered")
-    metrics.record_webhook("dead_letter")
+    metrics.record_webhook(WebhookOutcome.DELIVERED)
+    metrics.record_webhook(WebhookOutcome.DEAD_LETTER)
     metrics.record_upstream_error(lane="sync", status=503)
     metrics.record_upstream_error(lane="batch", status=429)
     metrics.record_config_reload(applied=False)

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import Metrics, QueueSnapshot, QueueStats, known_labels, metrics_server, status_class
 from proxy.pricing import Cost, Usage
+from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.routes.metrics import router
 from proxy.runtime import build_runtime
 from proxy.settings import Config, Settings
@@ -75,14 +76,25 @@ def test_labels_outside_the_config_are_bucketed_to_other() -> None:
     for i in range(50):
         record_one(metrics, model=f"model-{i}", team=f"team-{i}")
         metrics.record_decision(lane="batch", rule=f"rule-{i}")
-        metrics.record_rescue(f"reason-{i}")
-        metrics.record_webhook(f"outcome-{i}")
     r = metrics.registry
     assert sample(r, "batchgate_requests_total", lane="batch", outcome="completed", model="other", team="other") == 50
     assert sample(r, "batchgate_policy_decisions_total", lane="batch", rule="other") == 50
-    assert sample(r, "batchgate_rescues_total", reason="other") == 50
     series = sum(len(f.samples) for f in r.collect() if f.name == "batchgate_requests")
     assert series <= 2  # one _total and one _created sample
+
+
+def test_rescue_and_webhook_labels_are_the_enum_values_each_born_at_zero() -> None:
+    metrics = catalogue()
+    r = metrics.registry
+    for reason in RescueReason:
+        assert sample(r, "batchgate_rescues_total", reason=reason.value) == 0
+    for outcome in WebhookOutcome:
+        assert sample(r, "batchgate_webhook_deliveries_total", outcome=outcome.value) == 0
+    metrics.record_rescue(RescueReason.BATCH_EXPIRED)
+    metrics.record_webhook(WebhookOutcome.REFUSED)
+    assert sample(r, "batchgate_rescues_total", reason="batch_expired") == 1
+    assert sample(r, "batchgate_webhook_deliveries_total", outcome="refused") == 1
+    assert sample(r, "batchgate_rescues_total", reason="other") is None
 
 
 def test_reload_adopts_new_label_sets() -> None:

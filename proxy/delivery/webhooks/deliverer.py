@@ -17,11 +17,13 @@ from collections.abc import Callable
 from proxy.delivery.ssrf import UnsafeCallback
 from proxy.delivery.webhooks.sender import WebhookSender
 from proxy.delivery.webhooks.signing import secret_for, signature_headers
+from proxy.reasons import WebhookOutcome
 from proxy.routes.deferred import job_json
 from proxy.runtime import Runtime
 from proxy.store.deliveries import Delivery
 from proxy.store.records import JobView
 from proxy.store.store import Store
+from proxy.worker.events import WorkerEvents
 
 log = logging.getLogger("batchgate.webhooks")
 
@@ -41,9 +43,17 @@ def claim_lease(timeout: float) -> float:
 
 
 class WebhookDeliverer:
-    def __init__(self, runtime: Runtime, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: Store,
+        *,
+        events: WorkerEvents | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.runtime = runtime
         self.store = store
+        self.events = events or runtime.events
         self.clock = clock
         self.deliveries = store.deliveries
         self.running: set[asyncio.Task[None]] = set()
@@ -99,7 +109,7 @@ class WebhookDeliverer:
         secret = secret_for(config, delivery.caller)
         if view is None or secret is None:
             reason = "the job expired" if view is None else "no webhook secret applies to the job's caller"
-            await self._give_up(delivery, None, reason, outcome="refused")
+            await self._give_up(delivery, None, reason, outcome=WebhookOutcome.REFUSED)
             return
         body = job_json(view)
         headers = signature_headers(secret, delivery.webhook_id, int(self.clock()), body)
@@ -108,11 +118,12 @@ class WebhookDeliverer:
                 delivery.url, body, headers, allow_hosts=settings.allow_hosts, seconds=settings.timeout
             )
         except UnsafeCallback as refused:
-            await self._give_up(delivery, None, f"refused by the SSRF guard: {refused}", outcome="refused")
+            reason = f"refused by the SSRF guard: {refused}"
+            await self._give_up(delivery, None, reason, outcome=WebhookOutcome.REFUSED)
             return
         if result.delivered and result.status is not None:
             await self.deliveries.succeed(job_id, status=result.status, retention=DELIVERED_RETENTION)
-            self.runtime.metrics.record_webhook("delivered")
+            self.events.webhook_attempt(job_id=job_id, outcome=WebhookOutcome.DELIVERED)
             log.info("webhook delivered", extra=_fields(view, delivery, result.status))
             return
         await self._retry_or_give_up(delivery, result.status, result.error)
@@ -121,17 +132,18 @@ class WebhookDeliverer:
         period = self.runtime.config.delivery.webhook.retry_period
         at = self.clock() + backoff(delivery.attempts + 1, period)
         if at > delivery.first_at + period:
-            await self._give_up(delivery, status, f"retry period exhausted; last: {error}", outcome="dead_letter")
+            reason = f"retry period exhausted; last: {error}"
+            await self._give_up(delivery, status, reason, outcome=WebhookOutcome.DEAD_LETTER)
             return
         await self.deliveries.retry(delivery.job_id, at=at, status=status, error=error)
-        self.runtime.metrics.record_webhook("retried")
+        self.events.webhook_attempt(job_id=delivery.job_id, outcome=WebhookOutcome.RETRIED)
         log.info("webhook attempt failed; will retry",
                  extra={"job_id": delivery.job_id, "attempt": delivery.attempts + 1, "error": error})  # fmt: skip
 
-    async def _give_up(self, delivery: Delivery, status: int | None, reason: str, *, outcome: str) -> None:
+    async def _give_up(self, delivery: Delivery, status: int | None, reason: str, *, outcome: WebhookOutcome) -> None:
         retention = self.runtime.config.worker.result_ttl
         if await self.deliveries.give_up(delivery, status=status, error=reason, retention=retention):
-            self.runtime.metrics.record_webhook(outcome)
+            self.events.webhook_attempt(job_id=delivery.job_id, outcome=outcome)
             log.warning("webhook dead-lettered", extra={"job_id": delivery.job_id, "reason": reason})
 
 
