@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from proxy.providers.base import ProviderError
+
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -105,6 +107,13 @@ class UpstreamError(ApiError):
         self.status = status
         if error_type:
             self.error_type = error_type
+
+
+def upstream_failure(exc: ProviderError) -> UpstreamError:
+    """A provider call that failed without an answer to pass on (the provider's own error answers are passed on
+    as they are): 504 for a timeout, 502 when the provider could not be reached."""
+    status = exc.status if exc.status is not None else (504 if exc.code == "upstream_timeout" else 502)
+    return UpstreamError(status, exc.message, error_type="server_error", code=exc.code)
 
 
 class ConfigError(Exception):

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import redis
 
-from proxy.errors import ApiError
-from proxy.providers.base import UpstreamResponse
+from proxy.errors import upstream_failure
+from proxy.providers.base import ProviderError, UpstreamResponse
 from proxy.store import keys
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
@@ -118,8 +118,9 @@ class SyncLane:
                     response = await client.complete(body)
             else:
                 response = await client.complete(body)
-        except ApiError as exc:
-            response = UpstreamResponse(exc.status, orjson.dumps(exc.body()))
+        except ProviderError as exc:
+            failure = upstream_failure(exc)
+            response = UpstreamResponse(failure.status, orjson.dumps(failure.body()))
         if response.status >= 400:
             ctx.events.upstream_error(lane=lane, status=response.status)
         if 200 <= response.status < 300:
