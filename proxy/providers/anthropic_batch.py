@@ -25,7 +25,7 @@ import hashlib
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -196,7 +196,7 @@ class AnthropicBatchClient:
         async for item in self._result_items(batch.batch_id):
             yield result_line(item)
 
-    async def _result_items(self, batch_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def _result_items(self, batch_id: str) -> AsyncGenerator[dict[str, Any]]:
         with provider_errors():
             async with self._http.stream("GET", f"messages/batches/{batch_id}/results") as response:
                 if response.status_code >= 400:

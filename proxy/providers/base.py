@@ -1,7 +1,7 @@
-"""What batchgate needs from a provider: one protocol for synchronous calls, one for batch jobs.
+"""What batchgate needs from a provider: one protocol for synchronous calls, one for batch jobs, one error.
 
 Adapters translate a provider's wire format into these shapes; the rest of batchgate never sees a provider's
-own statuses or line formats.
+own statuses, line formats or HTTP library errors.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class UpstreamStream:
 
 
 class CompletionClient(Protocol):
+    """Synchronous chat completions. A provider's own error answer comes back as an UpstreamResponse with its
+    status; a call that got no answer (timeout, connection failure) raises ProviderError."""
+
     async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse: ...
 
     def stream(self, body: Mapping[str, Any]) -> AbstractAsyncContextManager[UpstreamStream]: ...

@@ -197,12 +197,17 @@ class Submitter:
             try:
                 info = await client.create(record.file_id, metadata=metadata)
             except ProviderError as exc:
-                if exc.classification in (ErrorClass.NOT_FOUND, ErrorClass.BAD_REQUEST):
-                    # the prepared input is gone (or refused as it stands): build and prepare it again
-                    await client.cleanup(record.file_id)
-                    await ctx.store.batches.advance(record.tag, record.id, expected="uploaded", state="building")
-                    await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock())
-                raise
+                if exc.classification not in (ErrorClass.NOT_FOUND, ErrorClass.BAD_REQUEST):
+                    raise
+                # the prepared input is gone (another host staged it) or refused as it stands: prepare it again,
+                # at once when it is gone, after the usual wait when refused
+                await client.cleanup(record.file_id)
+                await ctx.store.batches.advance(record.tag, record.id, expected="uploaded", state="building")
+                if exc.classification is ErrorClass.BAD_REQUEST:
+                    raise
+                log.info("prepared input gone; preparing it again", extra={"batch": record.id})
+                await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock())
+                return False
             await ctx.checkpoint("after_create")
         now = ctx.clock()
         moved = await ctx.store.batches.advance(

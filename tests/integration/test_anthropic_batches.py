@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import yaml
 
 from proxy.providers.anthropic_batch import AnthropicBatchClient
 from proxy.providers.base import (
@@ -26,15 +25,11 @@ from proxy.providers.base import (
     ProviderError,
     ResultLine,
 )
-from proxy.runtime import build_runtime
-from proxy.settings import Config, Settings
 from proxy.simulator.engine import expected_content
-from proxy.store.store import store_of
 from proxy.worker.runner import Worker
-from tests.support.deferred_env import DeferredEnv, chat_body
-from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
+from tests.support.deferred_env import CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
+from tests.support.stack import PROVIDER_KEY, simulator_server
 
-CLAUDE = "claude-haiku-4-5-20251001"
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
 BATCH_KEY = "batchgate_batch"
 
@@ -189,22 +184,8 @@ async def test_a_custom_id_that_cannot_carry_the_marker_is_a_bad_line(tmp_path: 
 
 @contextlib.asynccontextmanager
 async def claude_env(tmp_path: Path, redis_url: str, **knobs: Any) -> AsyncIterator[DeferredEnv]:
-    with simulator_server(**{**FAST, **knobs}) as upstream:
-        document = config_document(upstream.url)
-        document["model_list"] = [
-            {
-                "model_name": CLAUDE,
-                "litellm_params": {"model": f"anthropic/{CLAUDE}", "api_base": upstream.url, "api_key": PROVIDER_KEY},
-            }
-        ]
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(document))
-        runtime = build_runtime(Settings(config=path, redis_url=redis_url), Config.model_validate(document))
-        try:
-            yield DeferredEnv(runtime, store_of(runtime), upstream.url, path, redis_url)
-        finally:
-            await runtime.providers.aclose()
-            await runtime.redis.aclose()
+    async with deferred_env(tmp_path, redis_url, simulator={**FAST, **knobs}, models=claude_models) as env:
+        yield env
 
 
 def anthropic_batches(env: DeferredEnv) -> list[dict[str, Any]]:
