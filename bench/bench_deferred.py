@@ -58,7 +58,7 @@ async def ingest(runtime, worker: Worker, tag: str) -> tuple[float, int]:  # typ
     assert record is not None
     assert record.provider_batch_id is not None
     client = runtime.batch_client(MODEL_BATCH)
-    while not (await client.retrieve_batch(record.provider_batch_id)).state.is_terminal:  # noqa: ASYNC110
+    while not (await client.retrieve(record.provider_batch_id)).state.is_terminal:  # noqa: ASYNC110
         await asyncio.sleep(0.5)
     await worker.ctx.store.batches.schedule(tag, batch_id, at=0)
     started = time.perf_counter()

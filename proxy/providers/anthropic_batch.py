@@ -1,31 +1,31 @@
 """Anthropic Message Batches over httpx, behind the same BatchClient protocol as OpenAI's files + batches.
 
-Anthropic takes a batch as one JSON body, not an uploaded file. `upload_file` therefore stages it locally: it
-reads the OpenAI-style JSONL the submitter wrote, translates each line into Messages params and streams
-`{"requests": [...]}` to a staging file; `create_batch` streams that file as the request body (never the whole
-batch in memory) and then deletes it. The staged file's name is the "file id".
+Anthropic takes a batch as one JSON body, not an uploaded file. `prepare` therefore stages it on local disk:
+each `(custom_id, body)` pair becomes one Messages request in `{"requests": [...]}`, streamed to a staging file;
+`create` streams that file as the request body (never the whole batch in memory) and then deletes it. The
+prepared ref names the staged file and the number of requests in it. A ref staged on another host (or lost with
+a restart) is NOT_FOUND, and the submitter prepares the batch again.
 
-Finding a batch again after a crash (`find_batches`): Anthropic batches carry no metadata and listing them shows
-no custom_ids, so a lookup by our batch id cannot ask the provider. The client keeps a small journal next to the
-staged files instead, one entry per metadata pair: the intent (request count, time sent) is written before the
-create call and the provider's batch id right after it answers. Recovery reads the entry: with an id it is
-exact; with only the intent (the process died while the create call was in flight) it lists recent batches and
-takes the one created in that window with the same request count, if exactly one fits. What cannot be
-recovered: a crash on another host (the journal and the staged file are local: the submitter then builds and
-creates the batch again, so the first batch is paid for and its results ignored; answers stay exactly-once),
-and an ambiguous window (the same outcome).
+Finding a batch again after a crash (`find_batches`), on any host, from what the provider itself shows: Message
+Batches carry no metadata, a listing shows only ids, times, statuses and request counts, and a batch's
+custom_ids can only be read from its results, once it has ended. So every custom_id sent carries a marker: a
+digest of the batch's metadata, appended as `-<12 hex>` (and taken off again in `results`). Recovery lists the
+batches created since the submission began: an ended one is ours if its first result line carries our marker
+(exact); one still in progress cannot be read, so it is taken as ours only if it is the one batch of that
+window with our request count and no ended batch matched. Taking a wrong batch costs time, never an answer:
+its lines name jobs ours does not own (or no batchgate job at all) and are skipped, and our jobs come back as
+missing results to be sent again. When several batches in progress fit, none is taken and the batch is created
+again: the first one is paid for and its results ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,27 @@ import httpx
 import orjson
 
 from proxy.providers.anthropic_format import chat_completion, chat_error, messages_params
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
-from proxy.providers.openai_batch import BatchApiError, json_or_raise
+from proxy.providers.base import (
+    BatchInfo,
+    BatchState,
+    ErrorClass,
+    LineOutcome,
+    PreparedInput,
+    ProviderError,
+    ResultLine,
+)
+from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
 
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-STAGED_PREFIX = "staged-"
+MARKER_LENGTH = 12
+MARKED = re.compile(rf"^(?P<custom_id>.+)-(?P<marker>[0-9a-f]{{{MARKER_LENGTH}}})$")
+PREPARED = re.compile(r"^staged-(?P<name>[0-9a-f]{32})-(?P<requests>[0-9]+)$")
 READ_CHUNK = 1 << 20
 LIST_PAGE = 100
 MAX_LIST_PAGES = 20
-JOURNAL_TTL = 3 * 86_400.0  # a batch expires 24 h after creation: older entries can no longer matter
 CLOCK_SKEW = 60.0
 
 OUTCOMES = {
@@ -60,12 +69,25 @@ def default_staging_dir() -> Path:
     return Path(tempfile.gettempdir()) / "batchgate-anthropic"
 
 
+def marker(metadata: Mapping[str, str]) -> str:
+    """The upstream-visible mark of a batch's metadata, carried by each of its custom_ids."""
+    canonical = orjson.dumps(dict(sorted(metadata.items())))
+    return hashlib.sha256(canonical).hexdigest()[:MARKER_LENGTH]
+
+
+def unmarked(custom_id: str) -> tuple[str, str | None]:
+    """(custom_id as the caller gave it, marker or None)."""
+    found = MARKED.match(custom_id)
+    return (found["custom_id"], found["marker"]) if found else (custom_id, None)
+
+
 class AnthropicBatchClient:
     def __init__(
         self,
         *,
         base_url: str,
         api_key: str | None,
+        upstream_model: str,
         timeout: float = 60.0,
         staging_dir: Path | None = None,
     ) -> None:
@@ -73,174 +95,165 @@ class AnthropicBatchClient:
         if api_key:
             headers["x-api-key"] = api_key
         root = base_url.rstrip("/").removesuffix("/v1")
-        self._http = httpx.AsyncClient(base_url=root + "/v1/", headers=headers, timeout=timeout)
-        self._timeout = timeout
+        self._http = batch_http(base_url=root + "/v1/", headers=headers, timeout=timeout)
+        self._model = upstream_model
         self._staging = staging_dir or default_staging_dir()
 
-    # staging
+    # the input
 
-    async def upload_file(self, path: Path, *, filename: str) -> str:
-        """Translate the JSONL at `path` into a staged request body; the staged file's name is the file id."""
+    async def prepare(
+        self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], *, metadata: Mapping[str, str]
+    ) -> PreparedInput:
+        """Stage `{"requests": [...]}` on local disk; the ref names the staged file and its request count."""
         self._staging.mkdir(parents=True, exist_ok=True)
-        file_id = f"{STAGED_PREFIX}{uuid.uuid4().hex}"
-        staged = self._staged_path(file_id)
+        name = uuid.uuid4().hex
+        staging = self._staging / f"{name}.part"
         try:
-            count = _stage(path, staged)
+            count = await self._stage(requests, staging, marker(metadata))
+            if count == 0:
+                staging.unlink()
+                return PreparedInput("", 0)
+            ref = f"staged-{name}-{count}"
+            staging.replace(self._staged_path(ref))
         except BaseException:
-            staged.unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)
             raise
-        staged.with_suffix(".count").write_text(str(count))
-        return file_id
+        return PreparedInput(ref, count)
 
-    def _staged_path(self, file_id: str) -> Path:
-        if not file_id.startswith(STAGED_PREFIX) or not file_id.removeprefix(STAGED_PREFIX).isalnum():
-            raise BatchApiError(404, f"No staged batch input {file_id!r}.", code="not_found_error")
-        return self._staging / f"{file_id}.json"
+    async def _stage(self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], out_path: Path, mark: str) -> int:
+        count = 0
+        size = len(b'{"requests":[]}')
+        with out_path.open("wb") as out:
+            out.write(b'{"requests":[')
+            async for custom_id, body in requests:
+                wire_id = f"{custom_id}-{mark}"
+                if not CUSTOM_ID.match(wire_id):
+                    raise ProviderError(
+                        400,
+                        f"custom_id {custom_id!r} with its batch marker does not match {CUSTOM_ID.pattern}",
+                        classification=ErrorClass.BAD_LINE,
+                        custom_id=custom_id,
+                    )
+                request = orjson.dumps({"custom_id": wire_id, "params": messages_params(body, model=self._model)})
+                count += 1
+                size += len(request) + (1 if count > 1 else 0)
+                if count > MAX_REQUESTS or size > MAX_BODY_BYTES:
+                    raise ProviderError(
+                        413,
+                        f"A Message Batch takes at most {MAX_REQUESTS} requests and {MAX_BODY_BYTES} bytes.",
+                        code="request_too_large",
+                        classification=ErrorClass.BAD_REQUEST,
+                    )
+                if count > 1:
+                    out.write(b",")
+                out.write(request)
+            out.write(b"]}")
+        return count
 
-    async def create_batch(self, input_file_id: str, *, metadata: Mapping[str, str]) -> BatchInfo:
-        staged = self._staged_path(input_file_id)
-        if not staged.exists():  # staged by another host or already sent: the submitter builds it again
-            raise BatchApiError(404, f"No staged batch input {input_file_id!r} on this host.", code="not_found_error")
-        count = int(staged.with_suffix(".count").read_text() or 0)
-        sent_at = time.time()
-        self._journal(metadata, {"requests": count, "sent_at": sent_at, "metadata": dict(metadata)})
-        response = await self._http.post(
-            "messages/batches",
-            content=_chunks(staged),
-            headers={"content-length": str(staged.stat().st_size)},
-        )
+    def _staged_path(self, prepared: str) -> Path:
+        found = PREPARED.match(prepared)
+        if found is None:
+            raise ProviderError(404, f"No staged batch input {prepared!r}.", code="not_found_error")
+        return self._staging / f"{found['name']}.json"
+
+    async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
+        staged = self._staged_path(prepared)
+        if not staged.exists():  # staged by another host or already sent: the submitter prepares it again
+            raise ProviderError(404, f"No staged batch input {prepared!r} on this host.", code="not_found_error")
+        with provider_errors():
+            response = await self._http.post(
+                "messages/batches",
+                content=_chunks(staged),
+                headers={"content-length": str(staged.stat().st_size)},
+            )
         info = batch_info(_json(response), metadata=metadata)
-        self._journal(metadata, {"requests": count, "sent_at": sent_at, "metadata": dict(metadata),
-                                 "batch_id": info.batch_id})  # fmt: skip
-        for leftover in (staged, staged.with_suffix(".count")):
-            leftover.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
         return info
+
+    async def cleanup(self, prepared: str) -> None:
+        """Remove a staged body that was never sent (create removes the ones it sends)."""
+        if PREPARED.match(prepared):
+            self._staged_path(prepared).unlink(missing_ok=True)
 
     # the batch
 
-    async def retrieve_batch(self, batch_id: str) -> BatchInfo:
-        return batch_info(_json(await self._http.get(f"messages/batches/{batch_id}")))
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        with provider_errors():
+            response = await self._http.get(f"messages/batches/{batch_id}")
+        return batch_info(_json(response))
 
-    async def cancel_batch(self, batch_id: str) -> BatchInfo:
-        return batch_info(_json(await self._http.post(f"messages/batches/{batch_id}/cancel")))
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        with provider_errors():
+            response = await self._http.post(f"messages/batches/{batch_id}/cancel")
+        return batch_info(_json(response))
 
-    async def result_lines(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
-        """The results JSONL, streamed line by line, each body translated into an OpenAI chat.completion.
-        Read from our own base URL (not `results_url`), so the key never goes to another host."""
+    async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
+        """The results JSONL, streamed line by line, each body translated into an OpenAI chat.completion and
+        its custom_id unmarked. Read from our own base URL (not `results_url`), so the key never goes to
+        another host."""
         if not batch.batch_id or not batch.output_file_id:
             return
-        async with self._http.stream("GET", f"messages/batches/{batch.batch_id}/results") as response:
-            if response.status_code >= 400:
-                await response.aread()
-                _json(response)
-            async for text in response.aiter_lines():
-                if text.strip():
-                    yield result_line(orjson.loads(text))
+        async for item in self._result_items(batch.batch_id):
+            yield result_line(item)
 
-    # crash reconciliation
+    async def _result_items(self, batch_id: str) -> AsyncGenerator[dict[str, Any]]:
+        with provider_errors():
+            async with self._http.stream("GET", f"messages/batches/{batch_id}/results") as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _json(response)
+                async for text in response.aiter_lines():
+                    if text.strip():
+                        yield orjson.loads(text)
 
-    async def find_batches(self, *, metadata_key: str, metadata_value: str) -> list[BatchInfo]:
-        entry = self._journal_entry(metadata_key, metadata_value)
-        if entry is None:
-            return []
-        metadata = entry.get("metadata") or {}
-        batch_id = entry.get("batch_id")
-        if isinstance(batch_id, str):
-            try:
-                return [_with_metadata(await self.retrieve_batch(batch_id), metadata)]
-            except BatchApiError as exc:
-                if exc.status == 404:
-                    return []
-                raise
-        found = await self._created_in_window(float(entry["sent_at"]), int(entry["requests"]))
-        if len(found) != 1:
-            return []
-        self._journal(metadata, {**entry, "batch_id": found[0].batch_id})
-        return [_with_metadata(found[0], metadata)]
+    # crash recovery
 
-    async def _created_in_window(self, sent_at: float, requests: int) -> list[BatchInfo]:
-        """Batches created while a create call sent at `sent_at` may have been in flight, of that size."""
-        earliest, latest = sent_at - CLOCK_SKEW, sent_at + self._timeout + CLOCK_SKEW
-        found: list[BatchInfo] = []
+    async def find_batches(self, metadata: Mapping[str, str], *, since: float, prepared: str) -> list[BatchInfo]:
+        """The batch created for `metadata` since `since`, if the provider shows it (see the module's notes)."""
+        mark = marker(metadata)
+        found = PREPARED.match(prepared)
+        requests = int(found["requests"]) if found else None
+        verified: list[BatchInfo] = []
+        running: list[BatchInfo] = []
+        async for info in self._created_since(since - CLOCK_SKEW):
+            if info.state is BatchState.IN_PROGRESS or info.state is BatchState.CANCELLING:
+                if info.total == requests:
+                    running.append(info)
+            elif await self._first_marker(info.batch_id) == mark:
+                verified.append(info)
+        chosen = verified or (running if len(running) == 1 else [])
+        return [_with_metadata(info, metadata) for info in chosen]
+
+    async def _created_since(self, earliest: float) -> AsyncIterator[BatchInfo]:
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            page = _json(await self._http.get("messages/batches", params=params))
+            with provider_errors():
+                response = await self._http.get("messages/batches", params=params)
+            page = _json(response)
             data = page.get("data") or []
             for item in data:
                 info = batch_info(item)
-                if earliest <= info.created_at <= latest and info.total == requests:
-                    found.append(info)
-            if not page.get("has_more") or not data or batch_info(data[-1]).created_at < earliest:
-                break
+                if info.created_at < earliest:
+                    return
+                yield info
+            if not page.get("has_more") or not data:
+                return
             params["after_id"] = data[-1]["id"]
-        return found
 
-    def _journal_path(self, key: str, value: str) -> Path:
-        digest = hashlib.sha256(f"{key}\0{value}".encode()).hexdigest()[:40]
-        return self._staging / "journal" / f"{digest}.json"
-
-    def _journal(self, metadata: Mapping[str, str], entry: Mapping[str, Any]) -> None:
-        directory = self._staging / "journal"
-        directory.mkdir(parents=True, exist_ok=True)
-        _prune(directory)
-        raw = orjson.dumps(entry)
-        for key, value in metadata.items():
-            path = self._journal_path(key, value)
-            temporary = path.with_suffix(".tmp")
-            temporary.write_bytes(raw)
-            temporary.replace(path)
-
-    def _journal_entry(self, key: str, value: str) -> dict[str, Any] | None:
-        try:
-            entry = orjson.loads(self._journal_path(key, value).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        return entry if isinstance(entry, dict) else None
+    async def _first_marker(self, batch_id: str) -> str | None:
+        async with contextlib.aclosing(self._result_items(batch_id)) as items:
+            async for item in items:
+                return unmarked(str(item.get("custom_id")))[1]
+        return None
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def _stage(source: Path, staged: Path) -> int:
-    """Write `{"requests": [...]}` for the OpenAI-style JSONL at `source`; the number of requests."""
-    count = 0
-    size = len(b'{"requests":[]}')
-    with source.open("rb") as lines, staged.open("wb") as out:
-        out.write(b'{"requests":[')
-        for raw in lines:
-            if not raw.strip():
-                continue
-            item = orjson.loads(raw)
-            custom_id = str(item.get("custom_id", ""))
-            if not CUSTOM_ID.match(custom_id):
-                raise BatchApiError(400, f"custom_id {custom_id!r} does not match {CUSTOM_ID.pattern}")
-            request = orjson.dumps({"custom_id": custom_id, "params": messages_params(item.get("body") or {})})
-            count += 1
-            size += len(request) + (1 if count > 1 else 0)
-            if count > MAX_REQUESTS or size > MAX_BODY_BYTES:
-                raise BatchApiError(
-                    413, f"A Message Batch takes at most {MAX_REQUESTS} requests and {MAX_BODY_BYTES} bytes."
-                )
-            if count > 1:
-                out.write(b",")
-            out.write(request)
-        out.write(b"]}")
-    return count
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(READ_CHUNK):
             yield chunk
-
-
-def _prune(directory: Path) -> None:
-    horizon = time.time() - JOURNAL_TTL
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.stat().st_mtime < horizon:
-                    os.unlink(entry.path)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -302,7 +315,7 @@ def _with_metadata(info: BatchInfo, metadata: Mapping[str, str]) -> BatchInfo:
 
 
 def result_line(item: Mapping[str, Any]) -> ResultLine:
-    custom_id = str(item.get("custom_id"))
+    custom_id = unmarked(str(item.get("custom_id")))[0]
     result = item.get("result") or {}
     outcome = OUTCOMES.get(str(result.get("type")), LineOutcome.ERRORED)
     if outcome is LineOutcome.SUCCEEDED:

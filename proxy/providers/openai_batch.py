@@ -6,127 +6,146 @@ held whole in memory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import httpx
 import orjson
 
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
+from proxy.providers.base import BatchInfo, BatchState, LineOutcome, PreparedInput, ResultLine
+from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 LIST_PAGE = 100
 MAX_LIST_PAGES = 50
+CLOCK_SKEW = 60.0
 UNFINISHED_CODES = {"batch_expired": LineOutcome.EXPIRED, "batch_cancelled": LineOutcome.CANCELLED}
-
-
-class BatchApiError(Exception):
-    """The provider refused a files/batches call."""
-
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.code = code
-
-    @property
-    def transient(self) -> bool:
-        return self.status == 429 or self.status >= 500
-
-
-KEEPALIVE_EXPIRY = 2.0
+DROPPED_FIELDS = ("stream", "stream_options")
 
 
 class OpenAIBatchClient:
+    """Files + batches for one deployment: `upstream_model` replaces each body's model; `completion_window` is
+    sent with every batch (OpenAI accepts only "24h")."""
+
     def __init__(
         self,
         *,
         base_url: str,
         api_key: str | None,
+        upstream_model: str,
         timeout: float = 60.0,
         completion_window: str = "24h",
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # Idle connections are dropped after 2 s: servers commonly close them after 5 s (uvicorn does), and a
-        # request sent on a connection the server is closing fails with "server disconnected".
-        transport = httpx.AsyncHTTPTransport(retries=2, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout, transport=transport
-        )
+        self._http = batch_http(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout)
+        self._model = upstream_model
         self._completion_window = completion_window
 
-    async def upload_file(self, path: Path, *, filename: str) -> str:
-        with path.open("rb") as handle:
-            response = await self._http.post(
-                "files", data={"purpose": "batch"}, files={"file": (filename, handle, "application/jsonl")}
-            )
-        file_id: str = json_or_raise(response)["id"]
-        return file_id
+    async def prepare(
+        self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], *, metadata: Mapping[str, str]
+    ) -> PreparedInput:
+        """Stream the requests as JSONL lines to a temporary file, upload it and delete it; `ref` is the file id."""
+        handle, name = tempfile.mkstemp(prefix="batchgate-", suffix=".jsonl")
+        path = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                count = 0
+                async for custom_id, body in requests:
+                    out.write(orjson.dumps(self._line(custom_id, body), option=orjson.OPT_APPEND_NEWLINE))
+                    count += 1
+            if count == 0:
+                return PreparedInput("", 0)
+            with provider_errors(), _reader(path) as upload:
+                response = await self._http.post(
+                    "files", data={"purpose": "batch"}, files={"file": (path.name, upload, "application/jsonl")}
+                )
+            return PreparedInput(str(json_or_raise(response)["id"]), count)
+        finally:
+            _remove(path)
 
-    async def create_batch(self, input_file_id: str, *, metadata: Mapping[str, str]) -> BatchInfo:
-        response = await self._http.post(
-            "batches",
-            json={
-                "input_file_id": input_file_id,
-                "endpoint": CHAT_ENDPOINT,
-                "completion_window": self._completion_window,
-                "metadata": dict(metadata),
-            },
-        )
+    def _line(self, custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        sent = {key: value for key, value in body.items() if key not in DROPPED_FIELDS}
+        sent["model"] = self._model
+        return {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}
+
+    async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
+        payload = {
+            "input_file_id": prepared,
+            "endpoint": CHAT_ENDPOINT,
+            "completion_window": self._completion_window,
+            "metadata": dict(metadata),
+        }
+        with provider_errors():
+            response = await self._http.post("batches", json=payload)
         return batch_info(json_or_raise(response))
 
-    async def retrieve_batch(self, batch_id: str) -> BatchInfo:
-        return batch_info(json_or_raise(await self._http.get(f"batches/{batch_id}")))
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        with provider_errors():
+            response = await self._http.get(f"batches/{batch_id}")
+        return batch_info(json_or_raise(response))
 
-    async def cancel_batch(self, batch_id: str) -> BatchInfo:
-        return batch_info(json_or_raise(await self._http.post(f"batches/{batch_id}/cancel")))
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        with provider_errors():
+            response = await self._http.post(f"batches/{batch_id}/cancel")
+        return batch_info(json_or_raise(response))
 
-    async def find_batches(self, *, metadata_key: str, metadata_value: str) -> list[BatchInfo]:
-        """Batches (newest first, the most recent pages) whose metadata carries the given pair."""
+    async def cleanup(self, prepared: str) -> None:
+        """Delete the uploaded input file (a file already gone is fine)."""
+        if not prepared:
+            return
+        with provider_errors():
+            response = await self._http.delete(f"files/{prepared}")
+        if response.status_code != 404:
+            json_or_raise(response)
+
+    async def find_batches(self, metadata: Mapping[str, str], *, since: float, prepared: str) -> list[BatchInfo]:
+        """Batches (newest first, back to `since`) whose metadata carries every given pair and whose input is
+        `prepared`."""
         found: list[BatchInfo] = []
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            page = json_or_raise(await self._http.get("batches", params=params))
+            with provider_errors():
+                response = await self._http.get("batches", params=params)
+            page = json_or_raise(response)
             data = page.get("data") or []
             for item in data:
-                if (item.get("metadata") or {}).get(metadata_key) == metadata_value:
+                labels = item.get("metadata") or {}
+                if item.get("input_file_id") == prepared and all(labels.get(k) == v for k, v in metadata.items()):
                     found.append(batch_info(item))
-            if not page.get("has_more") or not data:
+            older = bool(data) and float(data[-1].get("created_at") or 0) < since - CLOCK_SKEW
+            if not page.get("has_more") or not data or older:
                 break
             params["after"] = data[-1]["id"]
         return found
 
-    async def result_lines(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
+    async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
         """The output file's lines, then the error file's, streamed and parsed one by one."""
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            async with self._http.stream("GET", f"files/{file_id}/content") as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    json_or_raise(response)
-                async for text in response.aiter_lines():
-                    if text.strip():
-                        yield result_line(orjson.loads(text))
+            with provider_errors():
+                async with self._http.stream("GET", f"files/{file_id}/content") as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        json_or_raise(response)
+                    async for text in response.aiter_lines():
+                        if text.strip():
+                            yield result_line(orjson.loads(text))
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
 
-def json_or_raise(response: httpx.Response, *, code_field: str = "code") -> dict[str, Any]:
-    """The JSON object of a successful answer; a BatchApiError with the provider's message otherwise
-    (`code_field`: where the provider puts its error code: OpenAI `code`, Anthropic `type`)."""
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if response.status_code >= 400 or not isinstance(payload, dict):
-        error = payload.get("error") if isinstance(payload, dict) else None
-        message = error.get("message") if isinstance(error, dict) else response.text[:500]
-        code = error.get(code_field) if isinstance(error, dict) else None
-        raise BatchApiError(response.status_code, str(message), code=code)
-    return payload
+def _reader(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def batch_info(item: Mapping[str, Any]) -> BatchInfo:

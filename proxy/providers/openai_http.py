@@ -23,8 +23,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
-from proxy.errors import UpstreamError
-from proxy.providers.base import UpstreamResponse, UpstreamStream
+from proxy.providers.base import ErrorClass, ProviderError, UpstreamResponse, UpstreamStream
 from proxy.providers.redaction import Redactor
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -115,7 +114,7 @@ class OpenAICompletionClient:
                     status, headers = response.status, response.headers
             except TimeoutError as exc:
                 if not await self._backoff(attempt, started, None):
-                    raise UpstreamError(504, "The upstream provider timed out.", code="upstream_timeout") from exc
+                    raise _timed_out() from exc
                 continue
             except aiohttp.ClientError as exc:
                 if not await self._backoff(attempt, started, None):
@@ -164,8 +163,19 @@ async def _single_chunk(content: bytes) -> AsyncIterator[bytes]:
     yield content
 
 
-def _unreachable() -> UpstreamError:
-    return UpstreamError(502, "The upstream provider could not be reached.", code="upstream_unreachable")
+def _timed_out() -> ProviderError:
+    return ProviderError(
+        None, "The upstream provider timed out.", code="upstream_timeout", classification=ErrorClass.TRANSIENT
+    )
+
+
+def _unreachable() -> ProviderError:
+    return ProviderError(
+        None,
+        "The upstream provider could not be reached.",
+        code="upstream_unreachable",
+        classification=ErrorClass.TRANSIENT,
+    )
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from proxy.errors import InvalidRequest
-from proxy.providers.base import BatchClient, CompletionClient
-from proxy.providers.openai_batch import BatchApiError
+from proxy.providers.base import BatchClient, CompletionClient, ErrorClass, ProviderError
 from proxy.providers.openai_http import OpenAICompletionClient, RetryPolicy, SharedSession
 from proxy.settings import Config, LitellmParams, ModelDeployment
 
@@ -72,8 +71,13 @@ class ProviderRegistry:
         self._batch_timeout = limits.upstream_connect_timeout * 6
         self._endpoints: dict[str, tuple[str, str | None]] = {}
         self._batch_apis: dict[str, BatchApi | None] = {}
+        self._batch_settings: dict[str, tuple[str, str]] = {}
         for deployment in config.model_list:
             name = deployment.model_name
+            self._batch_settings[name] = (
+                deployment.litellm_params.upstream_model,
+                config.batch_knobs(name).completion_window,
+            )
             self._batch_apis[name] = batch_api(deployment)
             if self._batch_apis[name] == "openai":
                 base_url, api_key = _endpoint(deployment, simulator_url)
@@ -112,21 +116,36 @@ class ProviderRegistry:
             raise InvalidRequest(f"The model `{model_name}` does not exist.", param="model") from None
 
     def batch(self, model_name: str) -> BatchClient:
+        """The model's batch client, built on first use with the deployment's upstream model and
+        `completion_window` as the registry's config had them. ProviderError(501) when it has no batch API."""
         client = self._batch.get(model_name)
         if client is not None:
             return client
         kind = self._batch_apis.get(model_name)
         if kind is None:
-            raise BatchApiError(501, f"The provider of model `{model_name}` has no batch API batchgate can use.")
+            raise ProviderError(
+                501,
+                f"The provider of model `{model_name}` has no batch API batchgate can use.",
+                classification=ErrorClass.BAD_REQUEST,
+            )
         base_url, api_key = self._endpoints[model_name]
+        upstream_model, completion_window = self._batch_settings[model_name]
         if kind == "anthropic":
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
-            client = AnthropicBatchClient(base_url=base_url, api_key=api_key, timeout=self._batch_timeout)
+            client = AnthropicBatchClient(
+                base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
+            )
         else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
 
-            client = OpenAIBatchClient(base_url=base_url, api_key=api_key, timeout=self._batch_timeout)
+            client = OpenAIBatchClient(
+                base_url=base_url,
+                api_key=api_key,
+                upstream_model=upstream_model,
+                timeout=self._batch_timeout,
+                completion_window=completion_window,
+            )
         self._batch[model_name] = client
         return client
 

@@ -15,12 +15,12 @@ from starlette.responses import Response, StreamingResponse
 
 from proxy import sync_accounting
 from proxy.auth import Caller
-from proxy.errors import UpstreamError, provider_error_object
+from proxy.errors import UpstreamError, provider_error_object, upstream_failure
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
-from proxy.providers.base import CompletionClient, UpstreamResponse
+from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
 from proxy.requests import ChatRequest, parse_chat_request, read_json_body
 from proxy.runtime import Runtime
 from proxy.settings import Config
@@ -77,10 +77,13 @@ def _lane_body(body: dict[str, Any], decision: Decision) -> dict[str, Any]:
 
 
 async def _complete(client: CompletionClient, body: dict[str, Any], decision: Decision) -> UpstreamResponse:
-    upstream = await client.complete(_lane_body(body, decision))
-    if decision.lane == "flex" and upstream.status == 429:
-        # Flex capacity is unavailable right now: the caller is waiting, so pay list price instead.
-        upstream = await client.complete(body)
+    try:
+        upstream = await client.complete(_lane_body(body, decision))
+        if decision.lane == "flex" and upstream.status == 429:
+            # Flex capacity is unavailable right now: the caller is waiting, so pay list price instead.
+            upstream = await client.complete(body)
+    except ProviderError as exc:
+        raise upstream_failure(exc) from exc
     return upstream
 
 
@@ -92,7 +95,10 @@ def _as_response(upstream: UpstreamResponse) -> Response:
 
 async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
     context = client.stream(body)
-    upstream = await context.__aenter__()
+    try:
+        upstream = await context.__aenter__()
+    except ProviderError as exc:
+        raise upstream_failure(exc) from exc
     if upstream.status >= 400:
         content = b"".join([chunk async for chunk in upstream.chunks])
         await context.__aexit__(None, None, None)

@@ -10,7 +10,6 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from proxy.durations import parse_duration
 from proxy.errors import ApiError, Conflict, InvalidRequest, NotFound, Unauthorized
 from proxy.simulator.answers import answer_for
 from proxy.simulator.batches import BatchView
@@ -28,6 +27,7 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+COMPLETION_WINDOWS = frozenset({"24h"})  # the only window OpenAI accepts
 
 
 class ProviderError(ApiError):
@@ -221,10 +221,12 @@ def _batch_request(body: Any) -> tuple[str, str, str, dict[str, str] | None]:
             f"The simulator supports only endpoint {CHAT_ENDPOINT!r}, got {body['endpoint']!r}.",
             param="endpoint",
         )
-    try:
-        parse_duration(body["completion_window"])
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="completion_window") from exc
+    if body["completion_window"] not in COMPLETION_WINDOWS:
+        raise InvalidRequest(
+            f"Invalid value for 'completion_window': {body['completion_window']!r}. Supported values are: '24h'.",
+            param="completion_window",
+            code="invalid_value",
+        )
     return body["input_file_id"], body["endpoint"], body["completion_window"], _metadata(body.get("metadata"))
 
 

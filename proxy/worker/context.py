@@ -46,10 +46,6 @@ class WorkerContext:
     def knobs(self, group: str) -> BatchKnobs:
         return self.runtime.config.batch_knobs(group)
 
-    def upstream_model(self, group: str) -> str:
-        deployment = self.runtime.config.deployment(group)
-        return deployment.litellm_params.upstream_model if deployment else group
-
     def supports_flex(self, group: str) -> bool:
         deployment = self.runtime.config.deployment(group)
         return bool(deployment and deployment.supports_flex)

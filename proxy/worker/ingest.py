@@ -68,7 +68,7 @@ class Ingester:
             await self.retry_or_fail(record, items, tally, rescue=RescueReason.BATCH_FAILED, batch_failure=True)
             return tally
         chunk: list[ResultLine] = []
-        async for line in self.ctx.runtime.batch_client(record.group).result_lines(info):
+        async for line in self.ctx.runtime.batch_client(record.group).results(info):
             chunk.append(line)
             if len(chunk) >= CHUNK:
                 await self._apply(record, chunk, tally)

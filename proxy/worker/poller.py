@@ -7,12 +7,10 @@ dead worker left in `building`/`uploaded` is carried on by the submitter's recov
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
-import httpx
-
-from proxy.providers.base import BatchInfo, BatchState
-from proxy.providers.openai_batch import BatchApiError
+from proxy.providers.base import BatchInfo, BatchState, ErrorClass, ProviderError
 from proxy.store import keys
 from proxy.store.records import BatchRecord
 from proxy.worker.context import WorkerContext
@@ -57,18 +55,16 @@ class Poller:
             await self.submitter.mark_submitted(tag, batch_id)
         assert record.provider_batch_id is not None
         try:
-            info = await ctx.runtime.batch_client(record.group).retrieve_batch(record.provider_batch_id)
+            info = await ctx.runtime.batch_client(record.group).retrieve(record.provider_batch_id)
             await ctx.checkpoint("while_polling")
             if info.state.is_terminal:
                 await self._end(record, info)
             else:
                 await self._wait(record, info)
-        except BatchApiError as exc:
-            if exc.status == 404:
+        except ProviderError as exc:
+            if exc.classification is ErrorClass.NOT_FOUND:
                 await self._lost(record)
                 return
-            await self._retry_later(record, exc)
-        except httpx.HTTPError as exc:
             await self._retry_later(record, exc)
 
     async def _wait(self, record: BatchRecord, info: BatchInfo) -> None:
@@ -90,6 +86,7 @@ class Poller:
         tally = await self.ingester.ingest(record, info)
         await ctx.store.batches.update(record.tag, record.id, provider_state=info.state.value)
         await ctx.store.batches.close(record.tag, record.id, retention=ctx.worker_config.result_ttl)
+        await self._cleanup(record)
         log.info(
             "batch ended",
             extra={"batch": record.id, "group": record.group, "state": info.state.value,
@@ -104,6 +101,13 @@ class Poller:
             failed=tally.failed,
             turnaround=ctx.clock() - (record.submitted_at or record.created_at),
         )
+
+    async def _cleanup(self, record: BatchRecord) -> None:
+        """The ended batch's input is no longer needed upstream; failing to drop it costs only storage."""
+        if not record.file_id:
+            return
+        with contextlib.suppress(ProviderError):
+            await self.ctx.runtime.batch_client(record.group).cleanup(record.file_id)
 
     async def _lost(self, record: BatchRecord) -> None:
         """The provider no longer knows the batch: every job it owed goes back through the retry rules."""

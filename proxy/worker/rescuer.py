@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
-from proxy.providers.openai_batch import BatchApiError
+from proxy.providers.base import ProviderError
 from proxy.reasons import RescueReason
 from proxy.runtime import Runtime
 from proxy.store.records import SYNC_OWNER, BatchRecord
@@ -88,8 +86,8 @@ async def cancel_if_pointless(runtime: Runtime, store: Store, tag: str, batch_id
     if record is None or record.state != "submitted" or record.cancel_requested or not record.provider_batch_id:
         return False
     try:
-        await runtime.batch_client(record.group).cancel_batch(record.provider_batch_id)
-    except (BatchApiError, httpx.HTTPError) as exc:
+        await runtime.batch_client(record.group).cancel(record.provider_batch_id)
+    except ProviderError as exc:
         log.warning("cancelling a pointless batch failed: %r", exc, extra={"batch": batch_id})
         return False
     await store.batches.update(tag, batch_id, cancel_requested="1")

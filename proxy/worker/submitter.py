@@ -2,8 +2,10 @@
 
 A batch record moves building -> uploaded -> submitted, each step recorded before the next begins, so a
 worker that dies anywhere leaves enough behind for the next one (`send(..., recovering=True)`): a building
-batch is rebuilt from its job set and uploaded; an uploaded one is looked up upstream by its metadata and
-created only if it is not there. Jobs never leave the batch's job set until they are answered or re-queued.
+batch is rebuilt from its job set and its input prepared again ("uploaded" = the provider adapter has
+prepared its input: an uploaded file, a staged body); an uploaded one is looked up upstream by its metadata
+and created only if it is not there. Jobs never leave the batch's job set until they are answered or
+re-queued. The adapter owns the wire format: the submitter hands it `(job id, request body)` pairs.
 """
 
 from __future__ import annotations
@@ -11,26 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-import httpx
 import orjson
 import redis
 
-from proxy.providers.base import BatchClient
-from proxy.providers.openai_batch import BatchApiError
+from proxy.providers.base import BatchClient, ErrorClass, ProviderError
 from proxy.store import keys
+from proxy.store.outcomes import Answer
 from proxy.store.records import BatchRecord
 from proxy.worker.context import WorkerContext
+from proxy.worker.ingest import report_finished
 
 log = logging.getLogger("batchgate.worker.submitter")
 
 BATCH_METADATA_KEY = "batchgate_batch"
 GROUP_METADATA_KEY = "batchgate_group"
-CHAT_URL = "/v1/chat/completions"
 RETRY_LATER = 5.0
+# A full batch queue or an account problem does not clear in seconds: look again less often.
+RETRY_SLOWLY = 60.0
 
 
 class Submitter:
@@ -102,7 +104,7 @@ class Submitter:
         client = ctx.runtime.batch_client(record.group)
         try:
             if record.state == "building":
-                if not await self._upload(record, client, job_ids):
+                if not await self._prepare(record, client, job_ids):
                     return
                 recovering = False
             refreshed = await ctx.store.batches.get(record.tag, record.id)
@@ -110,71 +112,102 @@ class Submitter:
                 return
             if not await self._create(refreshed, client, recovering=recovering):
                 return
-        except (BatchApiError, httpx.HTTPError, OSError) as exc:
-            log.warning(
-                "batch submission failed; will retry: %r", exc, extra={"batch": record.id, "group": record.group}
-            )
+        except ProviderError as exc:
+            await self._failed(record, exc)
+            return
+        except OSError as exc:
+            log.warning("batch submission failed; will retry: %r", exc, extra={"batch": record.id})
             await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock() + RETRY_LATER)
             return
         await self.mark_submitted(record.tag, record.id, job_ids)
 
-    async def _upload(self, record: BatchRecord, client: BatchClient, job_ids: list[str] | None) -> bool:
+    async def _failed(self, record: BatchRecord, exc: ProviderError) -> None:
+        """Act on the provider's refusal: a refused line fails its job alone and the batch is built again
+        without it; anything else is tried again, later for a full queue or an account problem."""
+        ctx = self.ctx
+        extra = {"batch": record.id, "group": record.group, "error_class": exc.classification.value}
+        if exc.classification is ErrorClass.BAD_LINE and exc.custom_id is not None:
+            log.warning("a request the provider refuses fails alone: %s", exc, extra={**extra, "job": exc.custom_id})
+            await self._fail_line(record, exc)
+            await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock())
+            return
+        slowly = exc.classification in (ErrorClass.TRANSIENT_CAPACITY, ErrorClass.ACCOUNT_PROBLEM)
+        log.log(
+            logging.ERROR if exc.classification is ErrorClass.ACCOUNT_PROBLEM else logging.WARNING,
+            "batch submission failed; will retry: %s",
+            exc,
+            extra=extra,
+        )
+        await ctx.store.batches.schedule(
+            record.tag, record.id, at=ctx.clock() + (RETRY_SLOWLY if slowly else RETRY_LATER)
+        )
+
+    async def _fail_line(self, record: BatchRecord, exc: ProviderError) -> None:
+        assert exc.custom_id is not None
+        error = {"message": exc.message, "type": "invalid_request_error", "param": None, "code": exc.code}
+        answer = Answer(exc.custom_id, record.id, "failed", "batch", error=error)
+        [done] = await self.ctx.store.outcomes.finish_many([answer], retention=self.ctx.worker_config.result_ttl)
+        if done is not None:
+            report_finished(self.ctx, done)
+
+    async def _prepare(self, record: BatchRecord, client: BatchClient, job_ids: list[str] | None) -> bool:
         ctx = self.ctx
         ids = job_ids if job_ids is not None else await ctx.store.batches.job_ids(record.tag, record.id)
-        path, count = await self._write_jsonl(record, ids)
-        try:
-            if count == 0:
-                log.info("batch has nothing left to send", extra={"batch": record.id, "group": record.group})
-                await ctx.store.batches.close(record.tag, record.id, retention=60)
-                return False
-            await ctx.checkpoint("before_upload")
-            file_id = await client.upload_file(path, filename=f"{record.id}.jsonl")
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        if not ids:
+            return await self._nothing_to_send(record)
+        await ctx.checkpoint("before_upload")
+        prepared = await client.prepare(self._requests(record, ids), metadata=self._metadata(record))
+        if prepared.requests == 0:
+            return await self._nothing_to_send(record)
         moved = await ctx.store.batches.advance(
-            record.tag, record.id, expected="building", state="uploaded", file_id=file_id, lines=count
+            record.tag, record.id, expected="building", state="uploaded", file_id=prepared.ref, lines=prepared.requests
         )
         if moved:
             await ctx.checkpoint("after_upload")
+        else:
+            await client.cleanup(prepared.ref)
         return moved
 
-    async def _write_jsonl(self, record: BatchRecord, ids: list[str]) -> tuple[Path, int]:
-        """Stream the batch's request lines to a temporary file (never the whole batch in memory)."""
-        model = self.ctx.upstream_model(record.group)
-        handle, name = tempfile.mkstemp(prefix=f"{record.id}-", suffix=".jsonl")
-        count = 0
-        with os.fdopen(handle, "wb") as out:
-            async for chunk in self.ctx.store.batches.bodies(record.id, ids):
-                for job_id, raw in chunk:
-                    body = orjson.loads(raw)
-                    body["model"] = model
-                    body.pop("stream", None)
-                    body.pop("stream_options", None)
-                    line = {"custom_id": job_id, "method": "POST", "url": CHAT_URL, "body": body}
-                    out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-                    count += 1
-        return Path(name), count
+    async def _nothing_to_send(self, record: BatchRecord) -> bool:
+        log.info("batch has nothing left to send", extra={"batch": record.id, "group": record.group})
+        await self.ctx.store.batches.close(record.tag, record.id, retention=60)
+        return False
+
+    async def _requests(self, record: BatchRecord, ids: list[str]) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
+        """The `(job id, request body)` pairs of the jobs the batch still owns, read in chunks."""
+        async for chunk in self.ctx.store.batches.bodies(record.id, ids):
+            for job_id, raw in chunk:
+                yield job_id, orjson.loads(raw)
+
+    @staticmethod
+    def _metadata(record: BatchRecord) -> dict[str, str]:
+        return {BATCH_METADATA_KEY: record.id, GROUP_METADATA_KEY: record.tag}
 
     async def _create(self, record: BatchRecord, client: BatchClient, *, recovering: bool) -> bool:
         ctx = self.ctx
+        assert record.file_id is not None
+        metadata = self._metadata(record)
         info = None
         if recovering:
-            found = await client.find_batches(metadata_key=BATCH_METADATA_KEY, metadata_value=record.id)
+            found = await client.find_batches(metadata, since=record.created_at, prepared=record.file_id)
             info = found[0] if found else None
             if info is not None:
                 log.info("found the provider batch of a crashed submission", extra={"batch": record.id})
         if info is None:
-            assert record.file_id is not None
             try:
-                info = await client.create_batch(
-                    record.file_id, metadata={BATCH_METADATA_KEY: record.id, GROUP_METADATA_KEY: record.tag}
-                )
-            except BatchApiError as exc:
-                if exc.status in (400, 404):  # the uploaded file is gone: build and upload again
-                    await ctx.store.batches.advance(record.tag, record.id, expected="uploaded", state="building")
-                    await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock())
-                raise
+                info = await client.create(record.file_id, metadata=metadata)
+            except ProviderError as exc:
+                if exc.classification not in (ErrorClass.NOT_FOUND, ErrorClass.BAD_REQUEST):
+                    raise
+                # the prepared input is gone (another host staged it) or refused as it stands: prepare it again,
+                # at once when it is gone, after the usual wait when refused
+                await client.cleanup(record.file_id)
+                await ctx.store.batches.advance(record.tag, record.id, expected="uploaded", state="building")
+                if exc.classification is ErrorClass.BAD_REQUEST:
+                    raise
+                log.info("prepared input gone; preparing it again", extra={"batch": record.id})
+                await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock())
+                return False
             await ctx.checkpoint("after_create")
         now = ctx.clock()
         moved = await ctx.store.batches.advance(

@@ -13,8 +13,8 @@ import logging
 import orjson
 import redis
 
-from proxy.errors import ApiError, provider_error_object
-from proxy.providers.base import UpstreamResponse
+from proxy.errors import provider_error_object, upstream_failure
+from proxy.providers.base import ProviderError, UpstreamResponse
 from proxy.reasons import RescueReason
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
@@ -107,8 +107,9 @@ class SyncLane:
                     response = await client.complete(body)
             else:
                 response = await client.complete(body)
-        except ApiError as exc:
-            response = UpstreamResponse(exc.status, orjson.dumps(exc.body()))
+        except ProviderError as exc:
+            failure = upstream_failure(exc)
+            response = UpstreamResponse(failure.status, orjson.dumps(failure.body()))
         if response.status >= 400:
             ctx.events.upstream_error(lane=lane, status=response.status)
         if 200 <= response.status < 300:

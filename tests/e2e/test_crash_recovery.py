@@ -13,23 +13,31 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from proxy.simulator.engine import expected_content
-from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
+from proxy.store.records import JobView
+from tests.support.deferred_env import CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
 from tests.support.servers import child_environment
+from tests.support.stack import PROVIDER_KEY
 
 FAST_LEASES = {"worker": {"lease": 1.5, "tick": 0.1, "poll_interval_min": 0.2, "poll_interval_max": 0.5,
                           "safety_margin": 2}}  # fmt: skip
 
 
 def start_worker(
-    env: DeferredEnv, *, pause_at: str | None = None, marker: Path | None = None
+    env: DeferredEnv, *, pause_at: str | None = None, marker: Path | None = None, host_dir: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """`host_dir`: the worker's temporary directory, so two workers can stand for two hosts."""
     environment = child_environment()
     environment.pop("BATCHGATE_TEST_PAUSE_AT", None)
+    if host_dir is not None:
+        host_dir.mkdir(parents=True, exist_ok=True)
+        environment["TMPDIR"] = str(host_dir)
     if pause_at is not None and marker is not None:
         environment["BATCHGATE_TEST_PAUSE_AT"] = pause_at
         environment["BATCHGATE_TEST_PAUSE_MARKER"] = str(marker)
@@ -58,6 +66,34 @@ async def wait_for_exit(process: subprocess.Popen[bytes], within: float = 60) ->
     assert process.returncode == 0, process.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
 
 
+async def kill_at_then_recover(
+    env: DeferredEnv, tmp_path: Path, stage: str, *, hosts: tuple[Path | None, Path | None] = (None, None)
+) -> None:
+    """A worker killed -9 at `stage`, then a second one run to the end (each on its own host when given)."""
+    marker = tmp_path / "paused"
+    first = start_worker(env, pause_at=stage, marker=marker, host_dir=hosts[0])
+    try:
+        await wait_for_marker(marker, first)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        first.stderr.close()  # type: ignore[union-attr]
+    second = start_worker(env, host_dir=hosts[1])
+    try:
+        await wait_for_exit(second)
+    finally:
+        second.stderr.close()  # type: ignore[union-attr]
+
+
+async def assert_answered(env: DeferredEnv, bodies: list[dict[str, Any]], views: list[JobView]) -> None:
+    finished = await env.store.jobs.get_many([view.id for view in views])
+    for body, view in zip(bodies, finished, strict=True):
+        assert view is not None
+        assert view.status == "completed", view
+        assert view.response is not None
+        assert orjson.loads(view.response)["choices"][0]["message"]["content"] == expected_content(body)
+
+
 @pytest.mark.parametrize(
     ("stage", "jobs"),
     [
@@ -74,27 +110,31 @@ async def test_a_killed_worker_loses_nothing_and_submits_nothing_twice(
     async with deferred_env(tmp_path, redis_url, **FAST_LEASES) as env:
         bodies = [chat_body("gpt-4o-mini", f"{stage} {i}") for i in range(jobs)]
         views = [await env.accept(body) for body in bodies]
-        marker = tmp_path / "paused"
-        first = start_worker(env, pause_at=stage, marker=marker)
-        try:
-            await wait_for_marker(marker, first)
-        finally:
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait()
-            first.stderr.close()  # type: ignore[union-attr]
-        second = start_worker(env)
-        try:
-            await wait_for_exit(second)
-        finally:
-            second.stderr.close()  # type: ignore[union-attr]
-
-        finished = await env.store.jobs.get_many([view.id for view in views])
-        for body, view in zip(bodies, finished, strict=True):
-            assert view is not None
-            assert view.status == "completed", view
-            assert view.response is not None
-            assert orjson.loads(view.response)["choices"][0]["message"]["content"] == expected_content(body)
+        await kill_at_then_recover(env, tmp_path, stage)
+        await assert_answered(env, bodies, views)
         batches = env.provider_batches()
         ours = [batch["metadata"]["batchgate_batch"] for batch in batches]
         assert len(set(ours)) == len(ours), "a batch was created twice"
         assert sum(batch["request_counts"]["total"] for batch in batches) == jobs, "a job was sent twice"
+
+
+def message_batches(env: DeferredEnv) -> list[dict[str, Any]]:
+    response = httpx.get(
+        env.simulator_url + "/v1/messages/batches", params={"limit": 100}, headers={"x-api-key": PROVIDER_KEY}
+    )
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data
+
+
+@pytest.mark.parametrize("stage", ["after_upload", "after_create"])
+async def test_an_anthropic_submission_is_recovered_on_another_host(tmp_path: Path, redis_url: str, stage: str) -> None:
+    """The second worker shares nothing with the first but Redis and the provider: a staged body left on the first
+    host is prepared again; a batch created there is found upstream by the marker in its custom_ids."""
+    async with deferred_env(tmp_path, redis_url, models=claude_models, **FAST_LEASES) as env:
+        bodies = [chat_body(CLAUDE, f"{stage} {i}") for i in range(30)]
+        views = [await env.accept(body) for body in bodies]
+        await kill_at_then_recover(env, tmp_path, stage, hosts=(tmp_path / "host-a", tmp_path / "host-b"))
+        await assert_answered(env, bodies, views)
+        [batch] = message_batches(env)  # created once, whichever host created it
+        assert batch["request_counts"]["succeeded"] == len(bodies)
+        assert not list((tmp_path / "host-b" / "batchgate-anthropic").glob("*.json"))

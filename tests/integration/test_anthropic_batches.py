@@ -5,78 +5,87 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import yaml
 
 from proxy.providers.anthropic_batch import AnthropicBatchClient
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
-from proxy.providers.openai_batch import BatchApiError
-from proxy.runtime import build_runtime
-from proxy.settings import Config, Settings
+from proxy.providers.base import (
+    BatchInfo,
+    BatchState,
+    ErrorClass,
+    LineOutcome,
+    PreparedInput,
+    ProviderError,
+    ResultLine,
+)
 from proxy.simulator.engine import expected_content
-from proxy.store.store import store_of
 from proxy.worker.runner import Worker
-from tests.support.deferred_env import DeferredEnv, chat_body
-from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
+from tests.support.deferred_env import CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
+from tests.support.stack import PROVIDER_KEY, simulator_server
 from tests.support.waiting import wait_until
 
-CLAUDE = "claude-haiku-4-5-20251001"
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
 BATCH_KEY = "batchgate_batch"
 
 
-def write_jsonl(path: Path, bodies: list[dict[str, Any]]) -> Path:
-    with path.open("wb") as out:
-        for index, body in enumerate(bodies):
-            line = {"custom_id": f"job_{index}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-            out.write(orjson.dumps(line) + b"\n")
-    return path
+async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
+    for custom_id, body in items:
+        yield custom_id, body
+
+
+def anthropic_client(url: str, staging: Path) -> AnthropicBatchClient:
+    return AnthropicBatchClient(
+        base_url=url + "/v1", api_key=PROVIDER_KEY, upstream_model=CLAUDE, timeout=10, staging_dir=staging
+    )
 
 
 @contextlib.asynccontextmanager
 async def batch_client(tmp_path: Path, **knobs: Any) -> AsyncIterator[tuple[AnthropicBatchClient, str]]:
     with simulator_server(**{**FAST, **knobs}) as upstream:
-        client = AnthropicBatchClient(
-            base_url=upstream.url + "/v1", api_key=PROVIDER_KEY, timeout=10, staging_dir=tmp_path / "staging"
-        )
+        client = anthropic_client(upstream.url, tmp_path / "staging")
         try:
             yield client, upstream.url
         finally:
             await client.aclose()
 
 
-async def submit(client: AnthropicBatchClient, tmp_path: Path, count: int, name: str = "b1") -> BatchInfo:
-    bodies = [chat_body(CLAUDE, f"{name} question {i}") for i in range(count)]
-    file_id = await client.upload_file(write_jsonl(tmp_path / f"{name}.jsonl", bodies), filename=f"{name}.jsonl")
-    return await client.create_batch(file_id, metadata={BATCH_KEY: name})
+async def prepare(client: AnthropicBatchClient, count: int, name: str = "b1") -> PreparedInput:
+    bodies = [(f"job_{i}", chat_body(CLAUDE, f"{name} question {i}")) for i in range(count)]
+    return await client.prepare(pairs(bodies), metadata={BATCH_KEY: name})
+
+
+async def submit(client: AnthropicBatchClient, count: int, name: str = "b1") -> BatchInfo:
+    prepared = await prepare(client, count, name)
+    assert prepared.requests == count
+    return await client.create(prepared.ref, metadata={BATCH_KEY: name})
 
 
 async def until_ended(client: AnthropicBatchClient, batch_id: str, within: float = 20) -> BatchInfo:
     async def ended() -> BatchInfo | None:
-        info = await client.retrieve_batch(batch_id)
+        info = await client.retrieve(batch_id)
         return info if info.state.is_terminal else None
 
     return await wait_until(ended, timeout=within, what=f"batch {batch_id} ending")
 
 
 async def lines_of(client: AnthropicBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.result_lines(info)]
+    return [line async for line in client.results(info)]
 
 
 async def test_a_batch_completes_with_openai_shaped_answers(tmp_path: Path) -> None:
     async with batch_client(tmp_path) as (client, _):
-        created = await submit(client, tmp_path, 5)
+        created = await submit(client, 5)
         assert created.state is BatchState.IN_PROGRESS
         assert created.batch_id.startswith("msgbatch_")
         assert created.total == 5
-        assert not list((tmp_path / "staging").glob("*.json"))  # the staged body is gone once sent
+        assert not list((tmp_path / "staging").iterdir())  # the staged body is gone once sent
         info = await until_ended(client, created.batch_id)
         assert (info.state, info.completed, info.failed) == (BatchState.COMPLETED, 5, 0)
         lines = await lines_of(client, info)
@@ -93,8 +102,8 @@ async def test_a_batch_completes_with_openai_shaped_answers(tmp_path: Path) -> N
 
 async def test_cancel_maps_to_cancelling_then_cancelled_lines(tmp_path: Path) -> None:
     async with batch_client(tmp_path, finish_fraction=0.0, cancel_delay_s=0.3) as (client, _):
-        created = await submit(client, tmp_path, 4)
-        cancelling = await client.cancel_batch(created.batch_id)
+        created = await submit(client, 4)
+        cancelling = await client.cancel(created.batch_id)
         assert cancelling.state is BatchState.CANCELLING
         info = await until_ended(client, created.batch_id)
         assert info.state is BatchState.CANCELLED
@@ -105,7 +114,7 @@ async def test_cancel_maps_to_cancelling_then_cancelled_lines(tmp_path: Path) ->
 
 async def test_per_line_errors_keep_their_status_and_an_openai_error_body(tmp_path: Path) -> None:
     async with batch_client(tmp_path, line_400_rate=0.5, line_500_rate=0.5, seed=3) as (client, _):
-        info = await until_ended(client, (await submit(client, tmp_path, 12)).batch_id)
+        info = await until_ended(client, (await submit(client, 12)).batch_id)
         lines = await lines_of(client, info)
         assert info.failed == 12
         statuses = Counter(line.status_code for line in lines)
@@ -119,56 +128,63 @@ async def test_per_line_errors_keep_their_status_and_an_openai_error_body(tmp_pa
             assert line.transient is (line.status_code == 500)
 
 
-async def test_a_crashed_submission_finds_its_batch_again(tmp_path: Path) -> None:
-    async with batch_client(tmp_path) as (client, url):
-        first = await submit(client, tmp_path, 3, name="first")
-        again = AnthropicBatchClient(base_url=url, api_key=PROVIDER_KEY, timeout=10, staging_dir=tmp_path / "staging")
-        elsewhere = AnthropicBatchClient(base_url=url, api_key=PROVIDER_KEY, staging_dir=tmp_path / "other-host")
+async def test_a_crashed_submission_finds_its_batch_again_on_any_host(tmp_path: Path) -> None:
+    """Another host (its own staging directory, no shared state) finds the batch from what the provider shows."""
+    async with batch_client(tmp_path, turnaround_s=60.0, finish_fraction=0.0, cancel_delay_s=0.1) as (client, url):
+        since = time.time()
+        first_input = await prepare(client, 3, "first")
+        first = await client.create(first_input.ref, metadata={BATCH_KEY: "first"})
+        elsewhere = anthropic_client(url, tmp_path / "other-host")
         try:
-            [found] = await again.find_batches(metadata_key=BATCH_KEY, metadata_value="first")
-            assert found.batch_id == first.batch_id
-            assert found.metadata == {BATCH_KEY: "first"}
-            assert await elsewhere.find_batches(metadata_key=BATCH_KEY, metadata_value="first") == []
-            # died while the create call was in flight: only the intent was journaled; the listing finds it
-            entry = next((tmp_path / "staging" / "journal").glob("*.json"))
-            for path in (tmp_path / "staging" / "journal").glob("*.json"):
-                intent = orjson.loads(path.read_bytes())
-                intent.pop("batch_id")
-                path.write_bytes(orjson.dumps(intent))
-            [recovered] = await again.find_batches(metadata_key=BATCH_KEY, metadata_value="first")
-            assert recovered.batch_id == first.batch_id
-            assert "batch_id" in orjson.loads(entry.read_bytes())
-            assert await again.find_batches(metadata_key=BATCH_KEY, metadata_value="never-sent") == []
+            # still in progress: its custom_ids cannot be read yet, but it is the one batch of that size since then
+            [found] = await elsewhere.find_batches({BATCH_KEY: "first"}, since=since, prepared=first_input.ref)
+            assert (found.batch_id, found.metadata) == (first.batch_id, {BATCH_KEY: "first"})
+            assert (
+                await elsewhere.find_batches({BATCH_KEY: "first"}, since=time.time() + 120, prepared=first_input.ref)
+                == []
+            )
+
+            # a second batch of the same size makes the running ones ambiguous: none is taken
+            second_input = await prepare(client, 3, "second")
+            second = await client.create(second_input.ref, metadata={BATCH_KEY: "second"})
+            assert await elsewhere.find_batches({BATCH_KEY: "first"}, since=since, prepared=first_input.ref) == []
+
+            # once ended, the marker in their custom_ids tells them apart exactly
+            for batch in (first, second):
+                await client.cancel(batch.batch_id)
+                await until_ended(client, batch.batch_id)
+            [again] = await elsewhere.find_batches({BATCH_KEY: "first"}, since=since, prepared=first_input.ref)
+            assert again.batch_id == first.batch_id
+            [other] = await elsewhere.find_batches({BATCH_KEY: "second"}, since=since, prepared=second_input.ref)
+            assert other.batch_id == second.batch_id
+            assert await elsewhere.find_batches({BATCH_KEY: "never-sent"}, since=since, prepared=first_input.ref) == []
+            assert not (tmp_path / "staging" / "journal").exists()
         finally:
-            await again.aclose()
             await elsewhere.aclose()
 
 
 async def test_an_unknown_staged_input_is_reported_as_gone(tmp_path: Path) -> None:
     async with batch_client(tmp_path) as (client, _):
-        with pytest.raises(BatchApiError) as caught:
-            await client.create_batch("staged-0123abcd", metadata={BATCH_KEY: "x"})
-        assert caught.value.status == 404  # the submitter then builds and uploads the batch again
+        for ref in ("staged-0123abcd", f"staged-{'0' * 32}-3"):
+            with pytest.raises(ProviderError) as caught:
+                await client.create(ref, metadata={BATCH_KEY: "x"})
+            assert caught.value.classification is ErrorClass.NOT_FOUND  # the submitter then prepares it again
+
+
+async def test_a_custom_id_that_cannot_carry_the_marker_is_a_bad_line(tmp_path: Path) -> None:
+    async with batch_client(tmp_path) as (client, _):
+        too_long = "j" * 60
+        items = [("job_0", chat_body(CLAUDE, "fine")), (too_long, chat_body(CLAUDE, "refused"))]
+        with pytest.raises(ProviderError) as caught:
+            await client.prepare(pairs(items), metadata={BATCH_KEY: "x"})
+        assert (caught.value.classification, caught.value.custom_id) == (ErrorClass.BAD_LINE, too_long)
+        assert not list((tmp_path / "staging").iterdir())  # nothing half-staged is left behind
 
 
 @contextlib.asynccontextmanager
 async def claude_env(tmp_path: Path, redis_url: str, **knobs: Any) -> AsyncIterator[DeferredEnv]:
-    with simulator_server(**{**FAST, **knobs}) as upstream:
-        document = config_document(upstream.url)
-        document["model_list"] = [
-            {
-                "model_name": CLAUDE,
-                "litellm_params": {"model": f"anthropic/{CLAUDE}", "api_base": upstream.url, "api_key": PROVIDER_KEY},
-            }
-        ]
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(document))
-        runtime = build_runtime(Settings(config=path, redis_url=redis_url), Config.model_validate(document))
-        try:
-            yield DeferredEnv(runtime, store_of(runtime), upstream.url, path, redis_url)
-        finally:
-            await runtime.providers.aclose()
-            await runtime.redis.aclose()
+    async with deferred_env(tmp_path, redis_url, simulator={**FAST, **knobs}, models=claude_models) as env:
+        yield env
 
 
 def anthropic_batches(env: DeferredEnv) -> list[dict[str, Any]]:

@@ -450,3 +450,20 @@ def test_files_round_trip_and_reject_bad_uploads(client: OpenAI, sim: ServerThre
     configure(sim, max_file_bytes=10)
     too_big = httpx.post(f"{sim.url}/v1/files", data={"purpose": "batch"}, files={"file": ("x", raw)}, headers=auth)
     assert too_big.status_code == 413
+
+
+def test_a_completion_window_other_than_24h_is_refused_as_openai_does(client: OpenAI) -> None:
+    raw = orjson.dumps(line("a", chat_body("hi"))) + b"\n"
+    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    for window in ("1h", "48h", "24 h"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window=window,  # type: ignore[arg-type]
+            )
+        assert (refused.value.param, refused.value.code) == ("completion_window", "invalid_value")
+    accepted = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert accepted.completion_window == "24h"

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
+from proxy.providers.base import ErrorClass, ProviderError
 from proxy.simulator.engine import expected_content
+from proxy.store.keys import group_tag
 from proxy.store.records import JobView
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
@@ -44,6 +49,7 @@ async def test_two_thousand_jobs_across_two_models_get_their_own_answers(tmp_pat
             assert content_of(view) == expected_content(body)
         batches = env.provider_batches()
         assert sorted(batch["request_counts"]["total"] for batch in batches) == [1000, 1000]
+        assert {batch["completion_window"] for batch in batches} == {"24h"}
         assert len({batch["metadata"]["batchgate_batch"] for batch in batches}) == 2
 
 
@@ -176,3 +182,25 @@ async def test_a_stalled_batch_is_rescued_before_the_deadline(tmp_path: Path, re
             assert content_of(done) == expected_content(body)
         (batch,) = env.provider_batches()
         assert batch["status"] in ("cancelling", "cancelled")
+
+
+async def test_the_configured_completion_window_is_what_the_provider_receives(tmp_path: Path, redis_url: str) -> None:
+    """`batching.completion_window` goes out with every batch: a window OpenAI does not offer is refused upstream
+    (the simulator answers as OpenAI does), so nothing is created and the jobs stay with their batch."""
+    async with deferred_env(tmp_path, redis_url, batching={"completion_window": "1h"}) as env:
+        views = [await env.accept(chat_body("gpt-4o-mini", f"window {i}")) for i in range(3)]
+        await Worker(env.runtime, worker_id="w1").submitter.flush(group_tag("gpt-4o-mini"), "gpt-4o-mini", drain=True)
+        assert env.provider_batches() == []
+        finished = await env.store.jobs.get_many([view.id for view in views])
+        assert all(view is not None and not view.is_final for view in finished)
+
+        async def one_request() -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
+            yield "probe", chat_body("gpt-4o-mini", "probe")
+
+        client = env.runtime.batch_client("gpt-4o-mini")
+        prepared = await client.prepare(one_request(), metadata={})
+        with pytest.raises(ProviderError) as refused:
+            await client.create(prepared.ref, metadata={})
+        assert refused.value.classification is ErrorClass.BAD_REQUEST
+        assert (refused.value.code, "'1h'" in refused.value.message) == ("invalid_value", True)
+        await client.cleanup(prepared.ref)

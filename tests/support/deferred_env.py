@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from proxy.runtime import Runtime, build_runtime
 from proxy.settings import Config, Settings
 from proxy.store.records import JobView
 from proxy.store.store import Store, store_of
-from tests.support.stack import config_document, simulator_server
+from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
 
 ALICE = Caller("alice-key", "alpha")
 
@@ -75,10 +75,18 @@ def write_config(tmp_path: Path, simulator_url: str, **sections: Any) -> tuple[P
 
 @contextlib.asynccontextmanager
 async def deferred_env(
-    tmp_path: Path, redis_url: str, *, simulator: dict[str, Any] | None = None, **sections: Any
+    tmp_path: Path,
+    redis_url: str,
+    *,
+    simulator: dict[str, Any] | None = None,
+    models: Callable[[str], list[dict[str, Any]]] | None = None,
+    **sections: Any,
 ) -> AsyncIterator[DeferredEnv]:
+    """`models`: the model_list for a simulator URL (the stack's OpenAI-shaped models when None)."""
     knobs = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1, **(simulator or {})}
     with simulator_server(**knobs) as upstream:
+        if models is not None:
+            sections["model_list"] = models(upstream.url)
         path, config = write_config(tmp_path, upstream.url, **sections)
         runtime = build_runtime(Settings(config=path, redis_url=redis_url), config)
         try:
@@ -86,3 +94,12 @@ async def deferred_env(
         finally:
             await runtime.providers.aclose()
             await runtime.redis.aclose()
+
+
+CLAUDE = "claude-haiku-4-5-20251001"
+
+
+def claude_models(simulator_url: str) -> list[dict[str, Any]]:
+    """One Anthropic model on the simulator's Anthropic face."""
+    params = {"model": f"anthropic/{CLAUDE}", "api_base": simulator_url, "api_key": PROVIDER_KEY}
+    return [{"model_name": CLAUDE, "litellm_params": params}]

@@ -11,7 +11,7 @@ import pytest
 from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
-from proxy.providers.anthropic_batch import batch_info, result_line
+from proxy.providers.anthropic_batch import batch_info, marker, result_line, unmarked
 from proxy.providers.anthropic_format import DEFAULT_MAX_TOKENS, chat_completion, chat_usage, messages_params
 from proxy.providers.base import BatchState, LineOutcome
 from proxy.settings import Config
@@ -238,3 +238,14 @@ def test_a_provider_without_a_batch_api_is_never_deferred() -> None:
             now,
         ).reason
     )
+
+
+def test_custom_ids_carry_the_batch_marker_upstream_and_come_back_without_it() -> None:
+    mark = marker({"batchgate_batch": "bat_0123456789_abcdef0123456789", "batchgate_group": "0123456789"})
+    assert mark == marker({"batchgate_group": "0123456789", "batchgate_batch": "bat_0123456789_abcdef0123456789"})
+    assert mark != marker({"batchgate_batch": "bat_0123456789_ffffffffffffffff", "batchgate_group": "0123456789"})
+    job_id = "dfr_0123456789_0123456789abcdef0123"
+    assert unmarked(f"{job_id}-{mark}") == (job_id, mark)
+    assert unmarked(job_id) == (job_id, None)
+    line = result_line({"custom_id": f"{job_id}-{mark}", "result": {"type": "canceled"}})
+    assert (line.custom_id, line.outcome) == (job_id, LineOutcome.CANCELLED)

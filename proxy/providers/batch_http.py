@@ -1,0 +1,44 @@
+"""The httpx plumbing both batch adapters share: provider answers and transport failures become ProviderError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from proxy.providers.base import ErrorClass, ProviderError
+
+# Idle connections are dropped after 2 s: servers commonly close them after 5 s (uvicorn does), and a request
+# sent on a connection the server is closing fails with "server disconnected".
+KEEPALIVE_EXPIRY = 2.0
+
+
+def batch_http(*, base_url: str, headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(retries=2, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
+    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+
+@contextmanager
+def provider_errors() -> Iterator[None]:
+    """Network failures (no answer, a broken stream, a timeout) become a TRANSIENT ProviderError."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise ProviderError(None, f"{type(exc).__name__}: {exc}", classification=ErrorClass.TRANSIENT) from exc
+
+
+def json_or_raise(response: httpx.Response, *, code_field: str = "code") -> dict[str, Any]:
+    """The JSON object of a successful answer; a ProviderError with the provider's status, code and message
+    otherwise (`code_field`: where the provider puts its error code: OpenAI `code`, Anthropic `type`)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if response.status_code >= 400 or not isinstance(payload, dict):
+        error = payload.get("error") if isinstance(payload, dict) else None
+        message = error.get("message") if isinstance(error, dict) else response.text[:500]
+        code = error.get(code_field) if isinstance(error, dict) else None
+        raise ProviderError(response.status_code, str(message), code=code if isinstance(code, str) else None)
+    return payload
