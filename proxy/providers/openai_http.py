@@ -25,10 +25,10 @@ from multidict import CIMultiDictProxy
 
 from proxy.errors import UpstreamError
 from proxy.providers.base import UpstreamResponse, UpstreamStream
+from proxy.providers.passed_headers import passed_headers
 from proxy.providers.redaction import Redactor
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,10 @@ def _unreachable() -> UpstreamError:
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {name: headers[name] for name in PASSED_HEADERS if name in headers}
+    kept = passed_headers(headers.items())
+    if "content-type" in headers:
+        kept["content-type"] = headers["content-type"]
+    return kept
 
 
 def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
