@@ -58,7 +58,7 @@ def authorize(request: Request, api_key: str | None) -> None:
 
 
 def fault_error(fault: Fault, model: str, retry_after_s: int) -> ProviderError:
-    retry = {"Retry-After": str(retry_after_s)}
+    retry = {"Retry-After": str(retry_after_s), "retry-after-ms": str(retry_after_s * 1000)}
     if fault.reason == "resource_unavailable":
         return ProviderError(
             429,
