@@ -163,7 +163,7 @@ class LitellmCompletionClient:
         message = public_message(detail, status, code)
         log.warning(
             "upstream call failed: %s", detail, extra={"status": status, "model": self._params["model"]},
-            exc_info=exc if message != detail else None,
+            exc_info=exc if message not in detail else None,  # the traceback when the caller got a fixed sentence
         )  # fmt: skip
         error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
