@@ -154,24 +154,35 @@ def test_streamed_tool_calls_assemble_to_the_same_calls(stack: Stack, model: str
     assert all(call_id.startswith(id_prefix) for call_id, _, _ in streamed)
 
 
-def test_tool_calls_round_trip_through_the_anthropic_batch_lane(stack: Stack) -> None:
+def openai_batches(stack: Stack) -> list[dict[str, Any]]:
+    with stack.simulator() as sim:
+        page = sim.get("/v1/batches", headers={"authorization": f"Bearer {PROVIDER_KEY}"}).json()
+    return [batch for batch in page["data"] if batch["endpoint"] == "/v1/chat/completions"]
+
+
+@pytest.mark.parametrize(("model", "id_prefix"), [(CLAUDE, "toolu_"), (GPT, "call_")])
+def test_tool_calls_round_trip_through_the_batch_lane(stack: Stack, model: str, id_prefix: str) -> None:
     with stack.client(timeout=60) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model=CLAUDE, messages=QUESTION, tools=TOOLS, tool_choice="auto", extra_headers=DEFER
+            model=model, messages=QUESTION, tools=TOOLS, tool_choice="auto", extra_headers=DEFER
         )
         deferred = raw.parse()
         assert raw.headers["x-batchgate-job"].startswith("dfr_")
         assert deferred.choices[0].finish_reason == "tool_calls"
-        assert_openai_tool_calls(deferred.choices[0].message, ["get_weather", "get_time"], "toolu_")
+        assert_openai_tool_calls(deferred.choices[0].message, ["get_weather", "get_time"], id_prefix)
 
         answer = client.chat.completions.create(
-            model=CLAUDE, messages=tool_results(deferred.choices[0].message), tools=TOOLS, extra_headers=DEFER
+            model=model, messages=tool_results(deferred.choices[0].message), tools=TOOLS, extra_headers=DEFER
         )
     assert answer.choices[0].finish_reason == "stop"
     assert answer.choices[0].message.content
-    batches = anthropic_batches(stack)
+    if model == CLAUDE:
+        batches = anthropic_batches(stack)
+        assert all(batch["request_counts"]["succeeded"] == 1 for batch in batches)  # the tool results were accepted
+    else:
+        batches = openai_batches(stack)
+        assert all(batch["request_counts"]["completed"] == 1 for batch in batches)
     assert len(batches) == 2
-    assert all(batch["request_counts"]["succeeded"] == 1 for batch in batches)  # the tool results were accepted
 
 
 @pytest.mark.parametrize(
