@@ -14,6 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
+OWN_REQUEST_ID_HEADER = "x-batchgate-request-id"
 ACCESS_LOGGER = "batchgate.access"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SECRET_PATTERN = re.compile(r"(sk-[A-Za-z0-9_-]{6,}|whsec_[A-Za-z0-9+/=]{6,}|Bearer\s+\S+)")
@@ -63,7 +64,9 @@ def configure_logging(level: str, *, json_lines: bool) -> None:
 
 
 class RequestLogMiddleware:
-    """Assigns a request id (echoed in `X-Request-Id`) and writes one access line per HTTP request.
+    """Assigns a request id (the caller's `X-Request-Id` when it sent a safe one) and writes one access line per
+    HTTP request. The id is answered in `X-Batchgate-Request-Id`, and in `X-Request-Id` too unless the answer
+    already carries the upstream provider's request id there (passed through by the chat route).
 
     Handlers add `team`, `model` and `decision` to `scope["state"]`; they appear in the line.
     """
@@ -97,8 +100,12 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = list(message.get("headers", []))
+                own = request_id.encode()
+                headers.append((OWN_REQUEST_ID_HEADER.encode(), own))
+                if not any(name.lower() == REQUEST_ID_HEADER.encode() for name, _ in headers):
+                    headers.append((REQUEST_ID_HEADER.encode(), own))
+                message["headers"] = headers
             await send(message)
 
         try:

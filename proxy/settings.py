@@ -148,11 +148,20 @@ class WebhookConfig(StrictModel):
 
 
 class DeliveryConfig(StrictModel):
+    """`default` applies to callers that sent X-Batch-Deadline (they opted in to deferral); `unrequested` to
+    calls a policy rule deferred although the caller asked for nothing: held, so unmodified clients get an
+    ordinary ChatCompletion, unless the config says otherwise."""
+
     default: Literal["hold", "async", "webhook"] = "async"
+    unrequested: Literal["hold", "async", "webhook"] = "hold"
     hold_heartbeat: Seconds = 15.0
     max_wait: Seconds = 86400.0
     dedupe_identical_bodies: Seconds = 0.0
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+
+    def mode_for(self, *, deadline_sent: bool) -> Literal["hold", "async", "webhook"]:
+        """The configured delivery of a deferred call whose rule sets none."""
+        return self.default if deadline_sent else self.unrequested
 
 
 class Config(StrictModel):

@@ -3,7 +3,9 @@
 Which delivery applies (first match wins):
 1. `X-Batch-Callback-Url: <url>` on the call: webhook to that URL;
 2. the policy rule's `delivery` (and `callback_url`), when the rule that matched sets one;
-3. the config default `delivery.default` (webhooks then go to `delivery.webhook.default_url`).
+3. the config: `delivery.default` for a caller that sent X-Batch-Deadline, else `delivery.unrequested` (default
+   `hold`: an unmodified client whose call a rule deferred gets an ordinary ChatCompletion); webhooks then go to
+   `delivery.webhook.default_url`.
 How the call itself is answered then depends on `Prefer` (RFC 7240): `respond-async` forces 202 at once;
 `wait=N` waits up to N seconds (capped at delivery.max_wait) and answers the ChatCompletion if it is ready, else
 202. Without either, `hold` holds the connection (hold.py) and `async`/`webhook` answer 202 at once.
@@ -29,6 +31,7 @@ from proxy.delivery.waiting import waiters_of
 from proxy.delivery.webhooks.signing import secret_for
 from proxy.errors import InvalidRequest
 from proxy.policy.decision import Decision, DeliveryMode
+from proxy.policy.facts import DEADLINE_HEADER
 from proxy.requests import ChatRequest
 from proxy.routes.deferred import accept_deferred
 from proxy.runtime import Runtime
@@ -55,7 +58,8 @@ async def respond_deferred(
     """`snapshot` is the config the request read at its start (runtime.live.config), used throughout."""
     config = snapshot.delivery
     preferences = parse_prefer(request.headers.getlist("prefer"))
-    plan = await plan_delivery(snapshot, caller, request.headers.get(CALLBACK_HEADER), decision)
+    deadline_sent = DEADLINE_HEADER in request.headers
+    plan = await plan_delivery(snapshot, caller, request.headers.get(CALLBACK_HEADER), decision, deadline_sent)
     idempotency_key, key_ttl = attach_identity(
         request.headers.get(IDEMPOTENCY_HEADER), chat, config.dedupe_identical_bodies
     )
@@ -83,7 +87,9 @@ async def respond_deferred(
     return accepted_response(view)
 
 
-async def plan_delivery(config: Config, caller: Caller, header_url: str | None, decision: Decision) -> DeliveryPlan:
+async def plan_delivery(
+    config: Config, caller: Caller, header_url: str | None, decision: Decision, deadline_sent: bool = True
+) -> DeliveryPlan:
     """The delivery of one call (precedence in the module docstring); refuses (400) a webhook that cannot be sent."""
     webhook = config.delivery.webhook
     if header_url is not None and header_url.strip():
@@ -92,7 +98,7 @@ async def plan_delivery(config: Config, caller: Caller, header_url: str | None, 
         url = (decision.callback_url or webhook.default_url) if decision.delivery == "webhook" else None
         plan = DeliveryPlan(decision.delivery, url, "rule")
     else:
-        mode = config.delivery.default
+        mode = config.delivery.mode_for(deadline_sent=deadline_sent)
         plan = DeliveryPlan(mode, webhook.default_url if mode == "webhook" else None, "config")
     if plan.mode != "webhook":
         return plan

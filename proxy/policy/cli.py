@@ -12,7 +12,7 @@ from proxy.durations import format_instant, parse_instant
 from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
-from proxy.policy.facts import RequestFacts
+from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
 from proxy.policy.lanes import lane_facts
 from proxy.settings import Config, load_config
 
@@ -90,7 +90,7 @@ def explain(
     except InvalidRequest as exc:
         print(f"error: the request would be refused with 400: {exc.message}", file=out)
         return 1
-    _print_decision(config, decision, moment, out)
+    _print_decision(config, decision, moment, out, deadline_sent=DEADLINE_HEADER in facts.headers)
     _print_rules(config, facts, moment, decision, out)
     return 0
 
@@ -116,7 +116,7 @@ def _caller(config: Config, key: str | None, team: str | None, out: TextIO) -> t
     return key, team or "default"
 
 
-def _print_decision(config: Config, decision: Decision, now: datetime, out: TextIO) -> None:
+def _print_decision(config: Config, decision: Decision, now: datetime, out: TextIO, *, deadline_sent: bool) -> None:
     print(f"X-Batchgate-Decision: {decision.header_value()}", file=out)
     print(f"  deferred:  {'yes' if decision.deferred else 'no'}", file=out)
     print(f"  lane:      {decision.lane}", file=out)
@@ -126,7 +126,9 @@ def _print_decision(config: Config, decision: Decision, now: datetime, out: Text
         left = human_duration((decision.deadline - now).total_seconds())
         print(f"  deadline:  {format_instant(decision.deadline)} (in {left})", file=out)
     if decision.deferred:
-        delivery = decision.delivery or f"{config.delivery.default} (config default)"
+        configured = config.delivery.mode_for(deadline_sent=deadline_sent)
+        source = "delivery.default" if deadline_sent else "delivery.unrequested: no X-Batch-Deadline"
+        delivery = decision.delivery or f"{configured} (config {source})"
         print(f"  delivery:  {delivery}", file=out)
         if decision.callback_url:
             print(f"  callback:  {decision.callback_url}", file=out)

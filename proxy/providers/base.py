@@ -88,6 +88,7 @@ class ResultLine:
     body: Mapping[str, Any] | None
     error_code: str | None = None
     error_message: str | None = None
+    request_id: str | None = None  # the provider's request id for this line, when its format has one
 
     @property
     def transient(self) -> bool:

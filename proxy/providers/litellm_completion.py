@@ -4,23 +4,31 @@ Bedrock, Vertex, ...). litellm translates both ways; the caller still gets OpenA
 litellm is imported on the first call (the import takes seconds), with its price map kept local.
 It costs a few milliseconds of CPU per call more than the raw OpenAI-shaped path; that path stays for the
 providers that can take it. Errors become an UpstreamResponse with the provider's status and an OpenAI error
-body; the deployment's key is masked out of every message.
+body whose message is short: the provider's own error message when it gave one, else a fixed sentence (never
+litellm's text, which can carry a traceback, file paths and a bug-report link); the whole exception goes to the
+log. The deployment's key is masked out of every message. The provider's request id and rate-limit headers
+(passed_headers.py) come back on answers and errors alike.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
+import httpx
 import orjson
 
 from proxy.errors import error_body
 from proxy.providers.base import UpstreamResponse, UpstreamStream
 from proxy.providers.openai_http import RETRYABLE_STATUSES, RetryPolicy
+from proxy.providers.passed_headers import from_litellm
 from proxy.providers.redaction import Redactor
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -35,6 +43,17 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+GENERIC_MESSAGES = {
+    "upstream_timeout": "The upstream provider timed out.",
+    "upstream_unreachable": "The upstream provider could not be reached.",
+}
+# "litellm.BadRequestError: AnthropicException - <detail>. Handle with `litellm.BadRequestError`."
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)+(?:\w+Exception\s+-\s+)?")
+_LITELLM_SUFFIX = re.compile(r"\.?\s*Handle with `litellm\.\w+`\.?$")
+_NOT_FOR_CALLERS = re.compile(r"Traceback|File \"|\.py\b|site-packages|github\.com|bug|<\w+[ >]", re.IGNORECASE)
+MAX_MESSAGE_CHARS = 300
+
+log = logging.getLogger("batchgate.providers.litellm")
 
 
 def import_litellm() -> Any:
@@ -108,7 +127,8 @@ class LitellmCompletionClient:
                 if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
                     continue
                 return failure
-            return UpstreamResponse(200, self._redactor.bytes(_dump(response)), JSON_HEADERS)
+            headers = {**from_litellm(_hidden_headers(response)), **JSON_HEADERS}
+            return UpstreamResponse(200, self._redactor.bytes(_dump(response)), headers)
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
@@ -126,7 +146,7 @@ class LitellmCompletionClient:
                     continue
                 yield UpstreamStream(failure.status, failure.headers, _single(failure.body))
                 return
-            yield UpstreamStream(200, SSE_HEADERS, self._sse(chunks))
+            yield UpstreamStream(200, {**from_litellm(_hidden_headers(chunks)), **SSE_HEADERS}, self._sse(chunks))
             return
 
     async def _sse(self, chunks: Any) -> AsyncIterator[bytes]:
@@ -140,13 +160,15 @@ class LitellmCompletionClient:
     def failure(self, exc: Exception) -> UpstreamResponse:
         """An OpenAI-shaped error answer for a litellm exception, with the provider's status."""
         status, code = _status_of(exc)
-        message = self._redactor.text(str(getattr(exc, "message", None) or exc))
+        detail = self._redactor.text(str(getattr(exc, "message", None) or exc))
+        message = public_message(detail, status, code)
+        log.warning(
+            "upstream call failed: %s", detail, extra={"status": status, "model": self._params["model"]},
+            exc_info=exc if message not in detail else None,  # the traceback when the caller got a fixed sentence
+        )  # fmt: skip
         error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         body = error_body(message, error_type, code=code)
-        headers = dict(JSON_HEADERS)
-        retry_after = _retry_after(exc)
-        if retry_after is not None:
-            headers["retry-after"] = retry_after
+        headers = {**from_litellm(_error_headers(exc)), **JSON_HEADERS}
         return UpstreamResponse(status, orjson.dumps(body), headers)
 
     async def _backoff(self, attempt: int, started: float, failure: UpstreamResponse) -> bool:
@@ -168,26 +190,69 @@ def _dump(model: Any) -> bytes:
 
 
 def _status_of(exc: Exception) -> tuple[int, str | None]:
-    name = type(exc).__name__
-    if name == "Timeout" or "Timeout" in name:
+    causes = _causes(exc)
+    if "Timeout" in type(exc).__name__ or any(
+        isinstance(cause, TimeoutError | httpx.TimeoutException) for cause in causes
+    ):
         return 504, "upstream_timeout"
-    if name == "APIConnectionError":
+    if any(isinstance(cause, OSError | httpx.TransportError | aiohttp.ClientConnectionError) for cause in causes):
         return 502, "upstream_unreachable"
+    if type(exc).__name__ == "APIConnectionError":  # litellm's name for any failure it did not expect
+        return 502, "upstream_error"
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and 400 <= status <= 599:
         return status, getattr(exc, "code", None) if isinstance(getattr(exc, "code", None), str) else None
     return 502, "upstream_error"
 
 
-def _retry_after(exc: Exception) -> str | None:
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it was raised from or during (litellm wraps the network error it met)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def public_message(detail: str, status: int, code: str | None) -> str:
+    """What the caller reads of a litellm exception's text `detail`: the provider's own error message when the
+    text carries the provider's error object, else litellm's one-line explanation when it is short and names no
+    code (a parameter the provider refuses, say), else a fixed sentence for the status."""
+    text = _LITELLM_SUFFIX.sub("", _LITELLM_PREFIX.sub("", detail.strip(), count=1))
+    provider = _provider_message(text)
+    if provider is not None:
+        return provider[:MAX_MESSAGE_CHARS]
+    if code in GENERIC_MESSAGES:
+        return GENERIC_MESSAGES[code]
+    if "\n" in text or not text or len(text) > MAX_MESSAGE_CHARS or _NOT_FOR_CALLERS.search(text) or status >= 500:
+        return f"The upstream provider's call failed (HTTP {status})."
+    return text
+
+
+def _provider_message(text: str) -> str | None:
+    """The message of a provider error object (OpenAI's or Anthropic's shape) that `text` is, if it is one."""
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message and not _NOT_FOR_CALLERS.search(message) else None
+
+
+def _hidden_headers(result: Any) -> Mapping[str, Any] | None:
+    hidden = getattr(result, "_hidden_params", None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    return headers if isinstance(headers, Mapping) else None
+
+
+def _error_headers(exc: Exception) -> Mapping[str, Any] | None:
     headers = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("retry-after")
-    return str(value) if value else None
+    return headers if isinstance(headers, Mapping) else None
 
 
 async def _single(content: bytes) -> AsyncIterator[bytes]:

@@ -181,8 +181,9 @@ def result_line(item: Mapping[str, Any]) -> ResultLine:
     if isinstance(response, dict):
         status = int(response.get("status_code") or 0)
         body = response.get("body")
+        request_id = response.get("request_id") if isinstance(response.get("request_id"), str) else None
         if 200 <= status < 300:
-            return ResultLine(custom_id, LineOutcome.SUCCEEDED, status, body)
+            return ResultLine(custom_id, LineOutcome.SUCCEEDED, status, body, request_id=request_id)
         found = body.get("error") if isinstance(body, dict) else None
         error: dict[str, Any] = found if isinstance(found, dict) else {}
         return ResultLine(
@@ -192,6 +193,7 @@ def result_line(item: Mapping[str, Any]) -> ResultLine:
             body if isinstance(body, dict) else None,
             error_code=error.get("code") or error.get("type"),
             error_message=error.get("message"),
+            request_id=request_id,
         )
     raw_error = item.get("error")
     unfinished: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}

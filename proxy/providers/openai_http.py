@@ -24,10 +24,10 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from proxy.providers.base import ErrorClass, ProviderError, UpstreamResponse, UpstreamStream
+from proxy.providers.passed_headers import passed_headers
 from proxy.providers.redaction import Redactor
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,10 @@ def _unreachable() -> ProviderError:
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {name: headers[name] for name in PASSED_HEADERS if name in headers}
+    kept = passed_headers(headers.items())
+    if "content-type" in headers:
+        kept["content-type"] = headers["content-type"]
+    return kept
 
 
 def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:

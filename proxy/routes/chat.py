@@ -21,6 +21,7 @@ from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
 from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
+from proxy.providers.passed_headers import passed_headers
 from proxy.requests import ChatRequest, parse_chat_request, read_json_body
 from proxy.runtime import Runtime
 from proxy.settings import Config
@@ -90,7 +91,8 @@ async def _complete(client: CompletionClient, body: dict[str, Any], decision: De
 def _as_response(upstream: UpstreamResponse) -> Response:
     if upstream.status >= 400:
         raise _upstream_error(upstream.status, upstream.body, upstream.headers)
-    return Response(content=upstream.body, status_code=upstream.status, media_type=JSON)
+    headers = passed_headers(upstream.headers.items())
+    return Response(content=upstream.body, status_code=upstream.status, media_type=JSON, headers=headers)
 
 
 async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
@@ -114,13 +116,13 @@ async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
     return StreamingResponse(
         relay(),
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **passed_headers(upstream.headers.items())},
     )
 
 
 def _upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """The provider's error, in OpenAI's shape, with its status (secrets were redacted by the client)."""
-    passed = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
+    passed = passed_headers(headers.items())
     error = provider_error_object(status, content)
     return UpstreamError(
         status, error["message"], error_type=error["type"], param=error["param"], code=error["code"], headers=passed

@@ -118,6 +118,8 @@ def job_object(view: JobView) -> dict[str, Any]:
         rendered["response"] = orjson.Fragment(view.response)
     if view.error is not None:
         rendered["error"] = view.error
+    if view.upstream_request_id:  # the provider's request id of the batch line (or sync call) that answered
+        rendered["upstream_request_id"] = view.upstream_request_id
     return rendered
 
 

@@ -12,6 +12,9 @@ Tokens (documented so that tests and the ledger can be checked by hand):
   newlines (non-text parts count as their canonical JSON);
 - completion_tokens = tokens(answer) per choice; when max_tokens (or max_completion_tokens) is smaller,
   the answer is cut to max_tokens * 4 bytes and finish_reason is "length".
+
+A request that offers tools is answered with tool calls instead (tool_use.py says when and which):
+no text, finish_reason "tool_calls", completion_tokens = tokens(canonical JSON of [[name, arguments], ...]).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from proxy.simulator.tool_use import ToolCall, tool_calls_for
 
 BYTES_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 3
@@ -67,8 +72,9 @@ class Answer:
     content: str
     prompt_tokens: int
     completion_tokens: int  # over all choices
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "tool_calls"
     choices: int = 1
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def total_tokens(self) -> int:
@@ -133,4 +139,16 @@ def answer(prompt: Prompt) -> Answer:
 
 
 def answer_for(body: Mapping[str, Any]) -> Answer:
-    return answer(prompt_from_body(body))
+    prompt = prompt_from_body(body)
+    calls = tool_calls_for(body)
+    if not calls:
+        return answer(prompt)
+    called = orjson.dumps([[call.name, call.arguments] for call in calls]).decode()
+    return Answer(
+        content="",
+        prompt_tokens=prompt_tokens(prompt),
+        completion_tokens=count_tokens(called) * prompt.choices,
+        finish_reason="tool_calls",
+        choices=prompt.choices,
+        tool_calls=calls,
+    )

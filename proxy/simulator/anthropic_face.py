@@ -34,7 +34,7 @@ ROLES = frozenset({"user", "assistant"})
 DEFAULT_PAGE = 20
 MAX_PAGE = 1000
 LINE_ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error", 500: "api_error"}
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 router = APIRouter(prefix="/v1")
 
@@ -80,7 +80,44 @@ def _messages_problem(params: dict[str, Any]) -> str | None:
     system = params.get("system")
     if system is not None and not isinstance(system, str | list):
         return "system: Input should be a valid string or a list of text blocks"
+    return _tool_results_problem(messages)
+
+
+def _blocks(message: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    content = message.get("content")
+    blocks = content if isinstance(content, list) else ()
+    return [block for block in blocks if isinstance(block, Mapping) and block.get("type") == kind]
+
+
+def _tool_results_problem(messages: list[Any]) -> str | None:
+    """Anthropic's rule: every tool_result answers a tool_use of the assistant message right before it."""
+    for index, message in enumerate(messages):
+        results = _blocks(message, "tool_result")
+        if not results:
+            continue
+        previous = messages[index - 1] if index > 0 else {}
+        offered = (
+            {block.get("id") for block in _blocks(previous, "tool_use")}
+            if previous.get("role") == "assistant"
+            else set()
+        )
+        for result in results:
+            if result.get("tool_use_id") not in offered:
+                return (
+                    f"messages.{index}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{result.get('tool_use_id')}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message."
+                )
     return None
+
+
+def content_blocks(answer: Answer) -> list[dict[str, Any]]:
+    if answer.tool_calls:
+        return [
+            {"type": "tool_use", "id": f"toolu_{call.key}", "name": call.name, "input": dict(call.arguments)}
+            for call in answer.tool_calls
+        ]
+    return [{"type": "text", "text": answer.content}]
 
 
 def message_object(model: str, answer: Answer) -> dict[str, Any]:
@@ -89,7 +126,7 @@ def message_object(model: str, answer: Answer) -> dict[str, Any]:
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": answer.content}],
+        "content": content_blocks(answer),
         "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
         "stop_sequence": None,
         "usage": {
@@ -102,6 +139,8 @@ def message_object(model: str, answer: Answer) -> dict[str, Any]:
 
 
 def _fault_response(fault: Fault, retry_after_s: int) -> Response:
+    if fault.body is not None:
+        return Response(fault.body, status_code=fault.status, media_type="text/html")
     if fault.status == 429:
         return error(429, "rate_limit_error", "Number of requests has exceeded your rate limit (simulated).",
                      {"retry-after": str(retry_after_s)})  # fmt: skip
@@ -125,20 +164,24 @@ async def messages(request: Request) -> Response:
     engine = state.engine
     fault = engine.sync_fault(Tier.SYNC)
     if fault is not None:
-        return _fault_response(fault, engine.options.retry_after_s)
+        refused = _fault_response(fault, engine.options.retry_after_s)
+        refused.headers.update(state.rates.note(requests=0, tokens=0).anthropic_headers())
+        return refused
     if engine.options.sync_latency_s:
         await asyncio.sleep(engine.options.sync_latency_s)
     answer = answer_for(params)
     engine.bill(params["model"], Tier.SYNC, answer)
     message = message_object(params["model"], answer)
+    headers = state.rates.note(requests=1, tokens=answer.total_tokens).anthropic_headers()
     if params.get("stream"):
         events = sse_events(message, chunk_chars=engine.options.stream_chunk_chars)
-        return StreamingResponse(iter(list(events)), media_type="text/event-stream")
-    return _json(message)
+        return StreamingResponse(iter(list(events)), media_type="text/event-stream", headers=headers)
+    return Response(orjson.dumps(message), media_type=JSON, headers=headers)
 
 
 def sse_events(message: Mapping[str, Any], *, chunk_chars: int) -> Iterator[bytes]:
-    """A message as Anthropic streams it: message_start, one text block in deltas, message_delta, message_stop."""
+    """A message as Anthropic streams it: message_start, each content block (text or tool_use) in deltas,
+    message_delta, message_stop."""
 
     def event(name: str, data: Mapping[str, Any]) -> bytes:
         return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
@@ -146,13 +189,21 @@ def sse_events(message: Mapping[str, Any], *, chunk_chars: int) -> Iterator[byte
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     yield event("message_start", {"type": "message_start", "message": start})
-    yield event("content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})  # fmt: skip
-    text = message["content"][0]["text"]
-    for offset in range(0, len(text), chunk_chars):
-        delta = {"type": "text_delta", "text": text[offset : offset + chunk_chars]}
-        yield event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-    yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "tool_use":
+            opening, text, kind, field = (
+                {**block, "input": {}},
+                orjson.dumps(block["input"]).decode(),
+                "input_json_delta",
+                "partial_json",
+            )
+        else:
+            opening, text, kind, field = {"type": "text", "text": ""}, block["text"], "text_delta", "text"
+        yield event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+        for offset in range(0, len(text), chunk_chars):
+            delta = {"type": kind, field: text[offset : offset + chunk_chars]}
+            yield event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        yield event("content_block_stop", {"type": "content_block_stop", "index": index})
     yield event("message_delta", {"type": "message_delta",
                                   "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                                   "usage": {"output_tokens": usage["output_tokens"]}})  # fmt: skip

@@ -1,4 +1,7 @@
-"""Test controls under `/_sim`: the ledger, runtime knobs and fail-next. No authentication (a test tool)."""
+"""Test controls under `/_sim`: the ledger, runtime knobs and fail-next. No authentication (a test tool).
+
+`POST /_sim/fail-next {"count": N, "status": S, "body": "..."}` makes the next N synchronous calls fail with S;
+with `body`, they answer that text verbatim (text/html), as a broken gateway would, and S may even be 2xx."""
 
 from __future__ import annotations
 
@@ -64,9 +67,12 @@ async def fail_next(request: Request) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise InvalidRequest('Expected {"count": N, "status": S}.')
-    count, status = body.get("count", 1), body.get("status", 500)
+    count, status, raw = body.get("count", 1), body.get("status", 500), body.get("body")
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise InvalidRequest("'count' must be a non-negative integer.", param="count")
-    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-        raise InvalidRequest("'status' must be an HTTP error status (400-599).", param="status")
-    return _json({"pending": simulator_state(request).engine.fail_next(count, status)})
+    if raw is not None and not isinstance(raw, str):
+        raise InvalidRequest("'body' must be a string (answered verbatim as text/html).", param="body")
+    lowest = 200 if raw is not None else 400  # with a body, even a 200 can be a broken answer
+    if not isinstance(status, int) or isinstance(status, bool) or not lowest <= status <= 599:
+        raise InvalidRequest(f"'status' must be an HTTP status from {lowest} to 599.", param="status")
+    return _json({"pending": simulator_state(request).engine.fail_next(count, status, raw)})

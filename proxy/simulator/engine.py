@@ -57,6 +57,7 @@ class Fault:
 
     status: int
     reason: str  # "fail_next" | "rate_limit" | "server_error" | "resource_unavailable"
+    body: str | None = None  # answered verbatim (text/html) instead of the face's error object: a broken upstream
 
 
 class Engine:
@@ -72,7 +73,7 @@ class Engine:
         self.ledger = Ledger()
         self.prices = prices or PriceBook()
         self._rng = random.Random(options.seed)
-        self._fail_next: deque[int] = deque()
+        self._fail_next: deque[tuple[int, str | None]] = deque()
         self._batches: dict[str, BatchRecord] = {}
 
     # knobs and sync faults
@@ -84,13 +85,14 @@ class Engine:
         self.options = updated
         return updated
 
-    def fail_next(self, count: int, status: int) -> int:
-        self._fail_next.extend([status] * count)
+    def fail_next(self, count: int, status: int, body: str | None = None) -> int:
+        self._fail_next.extend([(status, body)] * count)
         return len(self._fail_next)
 
     def sync_fault(self, tier: Tier) -> Fault | None:
         if self._fail_next:
-            return Fault(self._fail_next.popleft(), "fail_next")
+            status, body = self._fail_next.popleft()
+            return Fault(status, "fail_next", body)
         opts = self.options
         if not (opts.sync_429_rate or opts.sync_500_rate or (tier is Tier.FLEX and opts.flex_429_rate)):
             return None

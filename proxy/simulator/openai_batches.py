@@ -11,6 +11,7 @@ import orjson
 
 from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status, ValidationIssue
 from proxy.simulator.openai_chat import chat_problem, completion
+from proxy.simulator.rate_headers import request_id
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 MAX_REPORTED_ISSUES = 100
@@ -177,7 +178,7 @@ def _response_line(line: BatchLine, finished_at: float) -> bytes:
     else:
         error_type = ERROR_TYPES.get(line.status_code, "server_error")
         body = {"error": {"message": line.error_message, "type": error_type, "param": None, "code": None}}
-    response = {"status_code": line.status_code, "request_id": uuid.uuid4().hex, "body": body}
+    response = {"status_code": line.status_code, "request_id": request_id(), "body": body}
     return orjson.dumps({"id": _line_id(), "custom_id": line.custom_id, "response": response, "error": None})
 
 

@@ -97,13 +97,26 @@ def response_tier(body: Mapping[str, Any]) -> str:
     return "flex" if body.get("service_tier") == "flex" else "default"
 
 
+def tool_calls_json(answer: Answer) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"call_{call.key}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_json},
+        }
+        for call in answer.tool_calls
+    ]
+
+
 def completion(model: str, answer: Answer, *, service_tier: str, created: int | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": answer.content,
+        "content": None if answer.tool_calls else answer.content,
         "refusal": None,
         "annotations": [],
     }
+    if answer.tool_calls:
+        message["tool_calls"] = tool_calls_json(answer)
     return {
         "id": completion_id(),
         "object": "chat.completion",
@@ -144,7 +157,13 @@ def sse_events(body: Mapping[str, Any], answer: Answer, *, chunk_chars: int) -> 
             chunk["usage"] = None
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    yield event([{"role": "assistant", "content": "", "refusal": None} for _ in choices], None)
+    first = {"role": "assistant", "content": None if answer.tool_calls else "", "refusal": None}
+    yield event([first for _ in choices], None)
+    for index, call in enumerate(tool_calls_json(answer)):
+        opening = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        yield event([{"tool_calls": [{"index": index, **opening}]} for _ in choices], None)
+        arguments = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
+        yield event([{"tool_calls": [arguments]} for _ in choices], None)
     text = answer.content
     for start in range(0, len(text), chunk_chars):
         yield event([{"content": text[start : start + chunk_chars]} for _ in choices], None)

@@ -58,7 +58,7 @@ def authorize(request: Request, api_key: str | None) -> None:
 
 
 def fault_error(fault: Fault, model: str, retry_after_s: int) -> ProviderError:
-    retry = {"Retry-After": str(retry_after_s)}
+    retry = {"Retry-After": str(retry_after_s), "retry-after-ms": str(retry_after_s * 1000)}
     if fault.reason == "resource_unavailable":
         return ProviderError(
             429,
@@ -108,16 +108,23 @@ async def chat_completions(request: Request) -> Response:
     tier = Tier.FLEX if body.get("service_tier") == "flex" else Tier.SYNC
     fault = engine.sync_fault(tier)
     if fault is not None:
-        raise fault_error(fault, body["model"], opts.retry_after_s)
+        rate_headers = state.rates.note(requests=0, tokens=0).openai_headers()
+        if fault.body is not None:
+            return Response(fault.body, status_code=fault.status, media_type="text/html", headers=rate_headers)
+        error = fault_error(fault, body["model"], opts.retry_after_s)
+        error.headers = {**rate_headers, **error.headers}
+        raise error
     delay = opts.sync_latency_s + (opts.flex_latency_s if tier is Tier.FLEX else 0.0)
     if delay:
         await asyncio.sleep(delay)
     answer = answer_for(body)
     engine.bill(body["model"], tier, answer)
+    headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     if body.get("stream"):
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)
-        return StreamingResponse(_aiter(events), media_type="text/event-stream")
-    return _json(completion(body["model"], answer, service_tier=response_tier(body)))
+        return StreamingResponse(_aiter(events), media_type="text/event-stream", headers=headers)
+    payload = orjson.dumps(completion(body["model"], answer, service_tier=response_tier(body)))
+    return Response(payload, media_type=JSON, headers=headers)
 
 
 async def _aiter(events: Any) -> AsyncIterator[bytes]:

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from proxy.simulator.engine import Engine
 from proxy.simulator.files import FileStore
+from proxy.simulator.rate_headers import RateWindow
 
 ResultFiles = tuple[str | None, str | None]  # (output_file_id, error_file_id)
 
@@ -19,6 +20,7 @@ class SimulatorState:
     files: FileStore = field(default_factory=FileStore)
     result_files: dict[str, ResultFiles] = field(default_factory=dict)  # batch id -> its written result files
     result_files_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    rates: RateWindow = field(default_factory=RateWindow)  # for the rate-limit headers of chat answers
 
 
 def simulator_state(request: Request) -> SimulatorState:

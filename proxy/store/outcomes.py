@@ -28,6 +28,7 @@ class Answer:
     lane: str
     response: bytes | None = None
     error: dict[str, Any] | None = None
+    upstream_request_id: str | None = None  # the provider's id for the call that answered (batch line or sync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class Outcomes(StorePart):
                     answer.owner, answer.status, answer.response or b"",
                     orjson.dumps(answer.error) if answer.error is not None else b"",
                     answer.lane, repr(now), max(1, int(retention)), keys.job_events(answer.job_id),
-                    answer.job_id,
+                    answer.job_id, answer.upstream_request_id or "",
                 ],
             )  # fmt: skip
         results = await pipe.execute()

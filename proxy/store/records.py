@@ -96,6 +96,7 @@ class JobView:
     finished_at: float | None
     response: bytes | None
     error: dict[str, Any] | None
+    upstream_request_id: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -132,6 +133,7 @@ class JobView:
             finished_at=_number(raw, "finished_at"),
             response=raw.get(b"response"),
             error=orjson.loads(error) if error else None,
+            upstream_request_id=_text(raw, "upstream_request_id") or None,
         )
 
 

@@ -131,7 +131,8 @@ return out
 
 # KEYS: job, deadlines, owner's batch jobs set (or any key of the slot), sync inflight, the job's webhook delivery,
 #       the group's due webhooks
-# ARGV: owner, status, response json or '', error json or '', lane, finished at, ttl, channel, job id
+# ARGV: owner, status, response json or '', error json or '', lane, finished at, ttl, channel, job id,
+#       upstream request id or ''
 # Returns {} when nothing was written, else the fields observers need.
 FINISH = (
     FINAL
@@ -141,6 +142,7 @@ if not cur[1] or final(cur[1]) or cur[2] ~= ARGV[1] then return {} end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'lane', ARGV[5], 'finished_at', ARGV[6], 'owner', '')
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'response', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
+if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'upstream_request_id', ARGV[10]) end
 redis.call('HDEL', KEYS[1], 'body')
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('ZREM', KEYS[2], ARGV[9])

@@ -90,12 +90,16 @@ class Ingester:
                 continue
             if line.outcome is LineOutcome.SUCCEEDED:
                 answers.append(
-                    Answer(line.custom_id, record.id, "completed", "batch", response=orjson.dumps(line.body))
-                )
+                    Answer(line.custom_id, record.id, "completed", "batch", response=orjson.dumps(line.body),
+                           upstream_request_id=line.request_id)
+                )  # fmt: skip
             elif line.transient:
                 transient.setdefault(line_rescue_reason(line), []).append((line.custom_id, line_error(line)))
             else:
-                answers.append(Answer(line.custom_id, record.id, "failed", "batch", error=line_error(line)))
+                answers.append(
+                    Answer(line.custom_id, record.id, "failed", "batch", error=line_error(line),
+                           upstream_request_id=line.request_id)
+                )  # fmt: skip
         await self.finish(answers, tally)
         for rescue, items in transient.items():
             await self.retry_or_fail(record, items, tally, rescue=rescue)

@@ -113,7 +113,10 @@ class SyncLane:
         if response.status >= 400:
             ctx.events.upstream_error(lane=lane, status=response.status)
         if 200 <= response.status < 300:
-            await self._finish(Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body))
+            request_id = response.headers.get("x-request-id")
+            await self._finish(
+                Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body, upstream_request_id=request_id)
+            )
         elif response.status == 429 or response.status >= 500:
             await self._retry_or_fail(job, lane, response)
         else:

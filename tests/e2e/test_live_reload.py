@@ -49,7 +49,9 @@ def serving(tmp_path: Path, redis_url: str, repo_root: Path) -> Iterator[tuple[s
 
 
 def decision(url: str) -> str:
-    response = httpx.post(url + "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {MASTER_KEY}"})
+    # respond-async: a deferred call would otherwise be held until its answer, and this server runs no worker
+    headers = {"authorization": f"Bearer {MASTER_KEY}", "prefer": "respond-async"}
+    response = httpx.post(url + "/v1/chat/completions", json=BODY, headers=headers)
     assert response.status_code in (200, 202), response.text
     return response.headers["x-batchgate-decision"]
 

@@ -101,12 +101,12 @@ def traffic(stack: Stack) -> None:
         client.chat.completions.create(model=model, messages=MESSAGES, extra_headers={"x-shadow": "yes"})
     assert list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # no usage
     jobs = [defer(stack, model, **{"X-Batch-Deadline": "1h"}) for model in ("gpt-4o-mini", "gpt-5-mini") * 3]
-    jobs.append(defer(stack, "gpt-5-mini", **{"x-lane": "flex"}))
+    jobs.append(defer(stack, "gpt-5-mini", **{"x-lane": "flex", "Prefer": "respond-async"}))
     stack.final_jobs(jobs)
     # a second batch of a queue: its turnaround and size are new observations on existing series (rate > 0)
     stack.final_jobs([defer(stack, "gpt-4o-mini", **{"x-hook": "yes"})])
     stack.configure_simulator(flex_429_rate=1.0)
-    stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
+    stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex", "Prefer": "respond-async"})])
     stack.configure_simulator(flex_429_rate=0.0, finish_fraction=0.0)
     rescued = stack.final_jobs([defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"})])
     assert rescued[0].get("rescued")

@@ -31,6 +31,8 @@ POLICY = {
          "shadow": True},
     ]
 }  # fmt: skip
+# the flex rule matches calls that send no X-Batch-Deadline: such calls are held unless they opt in to a 202
+FLEX_ASYNC = {"x-lane": "flex", "Prefer": "respond-async"}
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How much does waiting save?"}]
 
 
@@ -93,9 +95,9 @@ def run_workload(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     batch_ids.append(defer(stack, "gpt-5-mini", key=TEAM_KEYS["beta"], **{"X-Batch-Deadline": "2h"}))
     jobs["batch"] = stack.final_jobs(batch_ids)
     # flex lane, then flex capacity gone: the worker falls back to list price
-    jobs["flex"] = stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex"}) for _ in range(2)])
+    jobs["flex"] = stack.final_jobs([defer(stack, "gpt-5-mini", **FLEX_ASYNC) for _ in range(2)])
     stack.configure_simulator(flex_429_rate=1.0)
-    jobs["flex_fallback"] = stack.final_jobs([defer(stack, "gpt-5-mini", **{"x-lane": "flex"})])
+    jobs["flex_fallback"] = stack.final_jobs([defer(stack, "gpt-5-mini", **FLEX_ASYNC)])
     stack.configure_simulator(flex_429_rate=0.0)
     # a batch that stalls: the deadline guard answers its jobs synchronously in time
     stack.configure_simulator(finish_fraction=0.0)

@@ -181,8 +181,14 @@ def test_request_id_is_returned_and_logged(stack: Stack, caplog: pytest.LogCaptu
         headers={"authorization": f"Bearer {TEAM_KEYS['beta']}", "x-request-id": "trace-42"},
     )
     assert response.status_code == 200
-    assert response.headers["x-request-id"] == "trace-42"
+    assert response.headers["x-batchgate-request-id"] == "trace-42"
+    # x-request-id is the upstream's own request id now (passed through), no longer batchgate's
+    assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
     assert response.headers["x-batchgate-decision"].startswith("lane=sync")
+    health = httpx.get(stack.url + "/v1/models", headers={"authorization": f"Bearer {TEAM_KEYS['beta']}",
+                                                          "x-request-id": "trace-43"})  # fmt: skip
+    assert health.headers["x-request-id"] == health.headers["x-batchgate-request-id"] == "trace-43"
     records = [r for r in caplog.records if getattr(r, "request_id", None) == "trace-42"]
     assert len(records) == 1
     assert records[0].__dict__["team"] == "beta"

@@ -138,6 +138,16 @@ def test_explain_first_rule_wins_and_later_are_not_tried(config_file: Path) -> N
     assert "X-Batchgate-Decision: lane=batch; rule=nightly-evals; deadline=2026-11-23T20:00:00Z" in text
     assert "  1. nightly-evals: MATCHED" in text
     assert "  2. research: not tried" in text
+    # the rule names no delivery and the caller asked for nothing: held (an unmodified client gets a ChatCompletion)
+    assert "  delivery:  hold (config delivery.unrequested: no X-Batch-Deadline)" in text.splitlines()
+
+
+def test_explain_names_the_delivery_default_for_a_caller_that_sent_a_deadline(config_file: Path) -> None:
+    code, text = run_explain(
+        config_file, key="research-bot", metadata=["purpose=eval-nightly"], headers=["X-Batch-Deadline: 9h"]
+    )
+    assert code == 0
+    assert "  delivery:  async (config delivery.default)" in text.splitlines()
 
 
 def test_explain_default(config_file: Path) -> None:
