@@ -24,14 +24,13 @@ from proxy.auth import Caller
 from proxy.delivery.answers import accepted_response, final_response, timeout_response
 from proxy.delivery.hold import HeldResponse
 from proxy.delivery.preferences import Preferences, applied, parse_prefer
+from proxy.delivery.services import DeliveryServices
 from proxy.delivery.ssrf import UnsafeCallback, vet_callback
-from proxy.delivery.waiting import waiters_of
 from proxy.delivery.webhooks.signing import secret_for
 from proxy.errors import InvalidRequest
+from proxy.jobs.service import accept
 from proxy.policy.decision import Decision, DeliveryMode
 from proxy.requests import ChatRequest
-from proxy.routes.deferred import accept_deferred
-from proxy.runtime import Runtime
 from proxy.store import keys
 from proxy.store.records import JobView, decoded
 
@@ -49,7 +48,7 @@ class DeliveryPlan:
 
 
 async def respond_deferred(
-    request: Request, runtime: Runtime, caller: Caller, chat: ChatRequest, decision: Decision
+    request: Request, runtime: DeliveryServices, caller: Caller, chat: ChatRequest, decision: Decision
 ) -> Response:
     config = runtime.config.delivery
     preferences = parse_prefer(request.headers.getlist("prefer"))
@@ -63,8 +62,9 @@ async def respond_deferred(
         earlier = await _take_hold_outcome(runtime, marker, caller)
         if earlier is not None:
             return earlier
-    view = await accept_deferred(
-        runtime,
+    view = await accept(
+        runtime.store,
+        runtime.config,
         caller,
         chat.body,
         dataclasses.replace(decision, delivery=plan.mode, callback_url=plan.callback_url),
@@ -80,7 +80,9 @@ async def respond_deferred(
     return accepted_response(view)
 
 
-async def plan_delivery(runtime: Runtime, caller: Caller, header_url: str | None, decision: Decision) -> DeliveryPlan:
+async def plan_delivery(
+    runtime: DeliveryServices, caller: Caller, header_url: str | None, decision: Decision
+) -> DeliveryPlan:
     """The delivery of one call (precedence in the module docstring); refuses (400) a webhook that cannot be sent."""
     config = runtime.config
     webhook = config.delivery.webhook
@@ -132,18 +134,18 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-async def _long_poll(runtime: Runtime, view: JobView, wait: float) -> Response:
+async def _long_poll(runtime: DeliveryServices, view: JobView, wait: float) -> Response:
     header = applied(wait=wait)
-    current = view if view.is_final else await waiters_of(runtime).wait(view.id, wait) or view
+    current = view if view.is_final else await runtime.waiters.wait(view.id, wait) or view
     if current.is_final:
         return final_response(current, header)
     return accepted_response(current, header)
 
 
-async def hold(runtime: Runtime, view: JobView, marker: str) -> Response:
+async def hold(runtime: DeliveryServices, view: JobView, marker: str) -> Response:
     """Wait one heartbeat silently; answer then if possible, else hand over to a HeldResponse."""
     config = runtime.config.delivery
-    waiters = waiters_of(runtime)
+    waiters = runtime.waiters
     started = time.monotonic()
     first = min(config.hold_heartbeat, config.max_wait)
     current = view if view.is_final else await waiters.wait(view.id, first) or view
@@ -166,7 +168,7 @@ async def hold(runtime: Runtime, view: JobView, marker: str) -> Response:
     )
 
 
-async def _take_hold_outcome(runtime: Runtime, marker: str, caller: Caller) -> Response | None:
+async def _take_hold_outcome(runtime: DeliveryServices, marker: str, caller: Caller) -> Response | None:
     """The retry of a held call that failed or timed out after its 200: the error, now with its real status."""
     raw = await runtime.redis.getdel(marker)
     if raw is None:

@@ -92,6 +92,7 @@ class JobStore:
             "lane", job.lane, "delivery", job.delivery, "callback_url", job.callback_url or "",
             "created_at", repr(now), "attempts", 0, "status", "queued",
             "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
+            "max_wait", "" if job.max_wait is None else repr(job.max_wait),
         ]  # fmt: skip
         queue = keys.pending(tag) if batch_lane else keys.sync_queue(tag)
         pipe = ScriptPipeline(self.redis)  # three slots on a cluster: registry, caller index, the group
@@ -119,7 +120,7 @@ class JobStore:
             created_at=self.clock(), deadline=job.deadline, lane=job.lane, delivery=job.delivery,
             callback_url=job.callback_url, owner="" if job.lane == "batch" else SYNC_OWNER, batch=None,
             attempts=0, batch_failures=0, rescued=False, rescue_reason=None, finished_at=None, response=None,
-            error=None,
+            error=None, max_wait=job.max_wait,
         )  # fmt: skip
 
     async def get(self, job_id: str) -> JobView | None:

@@ -52,6 +52,7 @@ class NewJob:
     deadline: float | None = None
     delivery: str = "async"
     callback_url: str | None = None
+    max_wait: float | None = None  # the policy rule's, for this job's flush; None: the queue's
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class JobView:
     finished_at: float | None
     response: bytes | None
     error: dict[str, Any] | None
+    max_wait: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -106,6 +108,7 @@ class JobView:
             finished_at=_number(raw, "finished_at"),
             response=raw.get(b"response"),
             error=orjson.loads(error) if error else None,
+            max_wait=_number(raw, "max_wait"),
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import redis.asyncio
 
@@ -13,9 +12,6 @@ from proxy.store.batches import BatchStore
 from proxy.store.jobs import JobStore
 from proxy.store.outcomes import Outcomes
 from proxy.store.scripts import Scripts
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +34,3 @@ class Store:
             outcomes=Outcomes(client, scripts, clock=clock),
             clock=clock,
         )
-
-
-def store_of(runtime: Runtime) -> Store:
-    return runtime.store

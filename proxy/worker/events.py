@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from proxy.store.outcomes import Finished
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 class WorkerEvents(Protocol):
@@ -69,7 +66,3 @@ class NullEvents:
         turnaround: float = 0.0,
     ) -> None:
         pass
-
-
-def events_of(runtime: Runtime) -> WorkerEvents:
-    return runtime.events

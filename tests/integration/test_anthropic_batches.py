@@ -22,7 +22,6 @@ from proxy.providers.openai_batch import BatchApiError
 from proxy.runtime import build_runtime
 from proxy.settings import Config, Settings
 from proxy.simulator.engine import expected_content
-from proxy.store.store import store_of
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body
 from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
@@ -167,7 +166,7 @@ async def claude_env(tmp_path: Path, redis_url: str, **knobs: Any) -> AsyncItera
         path.write_text(yaml.safe_dump(document))
         runtime = build_runtime(Settings(config=path, redis_url=redis_url), Config.model_validate(document))
         try:
-            yield DeferredEnv(runtime, store_of(runtime), upstream.url, path, redis_url)
+            yield DeferredEnv(runtime, runtime.store, upstream.url, path, redis_url)
         finally:
             await runtime.providers.aclose()
             await runtime.redis.aclose()

@@ -14,12 +14,12 @@ import random
 import time
 from collections.abc import Callable
 
+from proxy.delivery.services import WebhookServices
 from proxy.delivery.ssrf import UnsafeCallback
 from proxy.delivery.webhooks.deliveries import Deliveries, Delivery
 from proxy.delivery.webhooks.sender import WebhookSender
 from proxy.delivery.webhooks.signing import secret_for, signature_headers
-from proxy.routes.deferred import job_json
-from proxy.runtime import Runtime
+from proxy.jobs.render import job_json
 from proxy.store.records import JobView
 from proxy.store.store import Store
 
@@ -41,7 +41,7 @@ def claim_lease(timeout: float) -> float:
 
 
 class WebhookDeliverer:
-    def __init__(self, runtime: Runtime, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, runtime: WebhookServices, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.runtime = runtime
         self.store = store
         self.clock = clock
