@@ -55,7 +55,6 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
         delivery=action.delivery,
         callback_url=action.callback_url,
         max_wait=action.max_wait,
-        max_requests=action.max_requests,
     )
 
 

@@ -21,7 +21,7 @@ class Decision:
     lane: the lane that answers it; a deferred call on `sync` is run at once by the worker.
     shadow / shadow_lane: shadow mode forwards synchronously (deferred=False, lane=sync) and records
         the lane deferring would have used, so savings can be counted as if it had.
-    max_wait / max_requests: the rule's batching knobs for this job's queue (None = the queue's own).
+    max_wait: seconds the rule lets this job wait for a batch (None = its queue's `max_wait`).
     """
 
     deferred: bool
@@ -34,7 +34,6 @@ class Decision:
     shadow: bool = False
     shadow_lane: ResolvedLane | None = None
     max_wait: float | None = None
-    max_requests: int | None = None
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
