@@ -25,8 +25,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.app import build_runtime
+from proxy.jobs.service import accept
 from proxy.policy.decision import Decision
-from proxy.routes.deferred import accept_deferred
 from proxy.settings import Settings
 from proxy.store import keys
 from proxy.worker.runner import Worker
@@ -44,7 +44,7 @@ async def accept_many(runtime, model: str, count: int, *, concurrency: int = CON
     async def client() -> None:
         for number in queue:
             body = chat_body(model, f"benchmark question {number}: what is {number} squared?")
-            await accept_deferred(runtime, ALICE, body, decision)
+            await accept(runtime.store, runtime.config, ALICE, body, decision)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))

@@ -22,7 +22,6 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from proxy.providers.base import ProviderError
 from proxy.reasons import FailureReason
 
 JSON_MEDIA_TYPE = "application/json"
@@ -141,13 +140,6 @@ class UpstreamError(ApiError):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, param=param, code=code, headers=headers, status=status, error_type=error_type)
-
-
-def upstream_failure(exc: ProviderError) -> UpstreamError:
-    """A provider call that failed without an answer to pass on (the provider's own error answers are passed on
-    as they are): 504 for a timeout, 502 when the provider could not be reached."""
-    status = exc.status if exc.status is not None else (504 if exc.code == "upstream_timeout" else 502)
-    return UpstreamError(status, exc.message, error_type="server_error", code=exc.code)
 
 
 class ConfigError(Exception):

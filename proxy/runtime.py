@@ -13,6 +13,7 @@ from proxy.accounting import Accounting
 from proxy.auth import KeyRing
 from proxy.config_scope import RestartRequired, static_difference
 from proxy.delivery.waiting import JobWaiters
+from proxy.events import NullEvents, WorkerEvents
 from proxy.metrics import Metrics, known_labels
 from proxy.pricing import PriceBook
 from proxy.providers.base import BatchClient, CompletionClient
@@ -20,7 +21,6 @@ from proxy.providers.registry import ProviderRegistry, is_simulated
 from proxy.settings import DEV_MASTER_KEY, Config, Settings
 from proxy.store.store import Store
 from proxy.telemetry import Telemetry
-from proxy.worker.events import NullEvents, WorkerEvents
 
 logger = logging.getLogger("batchgate")
 

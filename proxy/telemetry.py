@@ -22,12 +22,12 @@ from typing import Any
 import orjson
 
 from proxy.accounting import Accounting, increments
+from proxy.events import WorkerEvents
 from proxy.metrics import Metrics
 from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
 from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.store.ledger import bucket_of
 from proxy.store.outcomes import Finished
-from proxy.worker.events import WorkerEvents
 
 log = logging.getLogger("batchgate.telemetry")
 

@@ -8,7 +8,7 @@ import orjson
 from starlette.responses import Response
 
 from proxy.errors import error_bytes, error_object
-from proxy.routes.deferred import job_json, location_of
+from proxy.jobs.render import job_json, location_of
 from proxy.store.records import JobView
 
 JSON = "application/json"

@@ -26,15 +26,14 @@ from proxy.auth import Caller
 from proxy.delivery.answers import accepted_response, final_response, timeout_response
 from proxy.delivery.hold import HeldResponse
 from proxy.delivery.preferences import Preferences, applied, parse_prefer
+from proxy.delivery.services import DeliveryServices
 from proxy.delivery.ssrf import UnsafeCallback, vet_callback
-from proxy.delivery.waiting import waiters_of
 from proxy.delivery.webhooks.signing import secret_for
 from proxy.errors import InvalidRequest
+from proxy.jobs.service import accept
 from proxy.policy.decision import Decision, DeliveryMode
 from proxy.policy.facts import DEADLINE_HEADER
 from proxy.requests import ChatRequest
-from proxy.routes.deferred import accept_deferred
-from proxy.runtime import Runtime
 from proxy.settings import Config, DeliveryConfig
 from proxy.store.holds import HoldMarker
 from proxy.store.records import JobView
@@ -53,7 +52,13 @@ class DeliveryPlan:
 
 
 async def respond_deferred(
-    request: Request, runtime: Runtime, caller: Caller, chat: ChatRequest, decision: Decision, *, snapshot: Config
+    request: Request,
+    runtime: DeliveryServices,
+    caller: Caller,
+    chat: ChatRequest,
+    decision: Decision,
+    *,
+    snapshot: Config,
 ) -> Response:
     """`snapshot` is the config the request read at its start (runtime.live.config), used throughout."""
     config = snapshot.delivery
@@ -69,14 +74,15 @@ async def respond_deferred(
         earlier = await _take_hold_outcome(runtime, marker, caller, max_wait=config.max_wait)
         if earlier is not None:
             return earlier
-    view = await accept_deferred(
-        runtime,
+    view = await accept(
+        runtime.store,
+        snapshot,
         caller,
         chat.body,
         dataclasses.replace(decision, delivery=plan.mode, callback_url=plan.callback_url),
         idempotency_key=idempotency_key,
         idempotency_ttl=key_ttl,
-        config=snapshot,
+        events=runtime.events,
     )
     if preferences.respond_async:
         return accepted_response(view, applied(respond_async=True))
@@ -140,17 +146,17 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-async def _long_poll(runtime: Runtime, view: JobView, wait: float) -> Response:
+async def _long_poll(runtime: DeliveryServices, view: JobView, wait: float) -> Response:
     header = applied(wait=wait)
-    current = view if view.is_final else await waiters_of(runtime).wait(view.id, wait) or view
+    current = view if view.is_final else await runtime.waiters.wait(view.id, wait) or view
     if current.is_final:
         return final_response(current, header)
     return accepted_response(current, header)
 
 
-async def hold(runtime: Runtime, config: DeliveryConfig, view: JobView, marker: HoldMarker) -> Response:
+async def hold(runtime: DeliveryServices, config: DeliveryConfig, view: JobView, marker: HoldMarker) -> Response:
     """Wait one heartbeat silently; answer then if possible, else hand over to a HeldResponse."""
-    waiters = waiters_of(runtime)
+    waiters = runtime.waiters
     started = time.monotonic()
     first = min(config.hold_heartbeat, config.max_wait)
     current = view if view.is_final else await waiters.wait(view.id, first) or view
@@ -174,7 +180,7 @@ async def hold(runtime: Runtime, config: DeliveryConfig, view: JobView, marker: 
 
 
 async def _take_hold_outcome(
-    runtime: Runtime, marker: HoldMarker, caller: Caller, *, max_wait: float
+    runtime: DeliveryServices, marker: HoldMarker, caller: Caller, *, max_wait: float
 ) -> Response | None:
     """The retry of a held call that failed or timed out after its 200: the error, now with its real status."""
     job_id = await runtime.store.holds.take(marker)

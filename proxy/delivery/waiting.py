@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio
 from redis.asyncio.client import PubSub
@@ -28,9 +28,6 @@ from proxy.redis_client import open_pubsub
 from proxy.store import keys
 from proxy.store.jobs import JobStore, valid_job_id
 from proxy.store.records import JobView, decoded
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 log = logging.getLogger("batchgate.delivery")
 
@@ -185,7 +182,3 @@ class JobWaiters:
             return
         for event in self._listeners.get(channel, ()):
             event.set()
-
-
-def waiters_of(runtime: Runtime) -> JobWaiters:
-    return runtime.waiters

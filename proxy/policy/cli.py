@@ -132,10 +132,8 @@ def _print_decision(config: Config, decision: Decision, now: datetime, out: Text
         print(f"  delivery:  {delivery}", file=out)
         if decision.callback_url:
             print(f"  callback:  {decision.callback_url}", file=out)
-        if decision.max_wait is not None or decision.max_requests is not None:
-            wait = "queue default" if decision.max_wait is None else human_duration(decision.max_wait)
-            size = "queue default" if decision.max_requests is None else str(decision.max_requests)
-            print(f"  batching:  max_wait {wait}, max_requests {size}", file=out)
+        if decision.max_wait is not None:
+            print(f"  batching:  max_wait {human_duration(decision.max_wait)}", file=out)
     print(f"  reason:    {decision.reason}", file=out)
 
 

@@ -10,6 +10,7 @@ from proxy.errors import InvalidRequest
 from proxy.policy.decision import Decision, ResolvedLane
 from proxy.policy.facts import DEADLINE_HEADER, LaneFacts, RequestFacts
 from proxy.policy.model import Action, Lane, PolicyConfig
+from proxy.reasons import RescueReason
 
 __all__ = ["Decision", "LaneFacts", "RequestFacts", "choose_lane", "decide", "parse_client_deadline"]
 
@@ -55,7 +56,7 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
         delivery=action.delivery,
         callback_url=action.callback_url,
         max_wait=action.max_wait,
-        max_requests=action.max_requests,
+        rescue_reason=RescueReason.DEADLINE_TOO_SHORT if lane == "sync" and lanes.batchable else None,
     )
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from proxy.durations import format_instant
+from proxy.reasons import RescueReason
 
 ResolvedLane = Literal["sync", "batch", "flex"]
 DeliveryMode = Literal["hold", "async", "webhook"]
@@ -21,7 +22,9 @@ class Decision:
     lane: the lane that answers it; a deferred call on `sync` is run at once by the worker.
     shadow / shadow_lane: shadow mode forwards synchronously (deferred=False, lane=sync) and records
         the lane deferring would have used, so savings can be counted as if it had.
-    max_wait / max_requests: the rule's batching knobs for this job's queue (None = the queue's own).
+    max_wait: seconds the rule lets this job wait for a batch (None = its queue's `max_wait`).
+    rescue_reason: why a deferred call that could have waited for a batch goes to `sync` at once
+        (its deadline leaves no time for one); None otherwise.
     """
 
     deferred: bool
@@ -34,7 +37,7 @@ class Decision:
     shadow: bool = False
     shadow_lane: ResolvedLane | None = None
     max_wait: float | None = None
-    max_requests: int | None = None
+    rescue_reason: RescueReason | None = None
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]

@@ -194,8 +194,20 @@ class Action(StrictModel):
     delivery: Delivery | None = None
     callback_url: str | None = None
     shadow: bool = False
-    max_wait: Seconds | None = Field(default=None, gt=0)
-    max_requests: int | None = Field(default=None, ge=1, le=50_000)
+    max_wait: Seconds | None = Field(
+        default=None, gt=0, description="this rule's jobs are due for a batch after this long (else the queue's)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_batch_size(cls, data: Any) -> Any:
+        # A batch holds one model's queue, shared by every rule's jobs: a size per rule could not hold.
+        if isinstance(data, dict) and "max_requests" in data:
+            raise ValueError(
+                "max_requests is not a rule setting: a model's jobs share one queue and its batches; "
+                "set model_list[].batch.max_requests (or batching.max_requests) instead"
+            )
+        return data
 
     @field_validator("callback_url")
     @classmethod

@@ -15,12 +15,13 @@ from starlette.responses import Response, StreamingResponse
 
 from proxy import sync_accounting
 from proxy.auth import Caller
-from proxy.errors import UpstreamError, provider_error_object, upstream_failure
+from proxy.errors import UpstreamError, provider_error_object
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
 from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
+from proxy.providers.failures import upstream_failure
 from proxy.providers.passed_headers import passed_headers
 from proxy.requests import ChatRequest, parse_chat_request, read_json_body
 from proxy.runtime import Runtime

@@ -59,6 +59,7 @@ class NewJob:
     deadline: float | None = None
     delivery: str = "async"
     callback_url: str | None = None
+    max_wait: float | None = None  # the policy rule's, for this job's flush; None: the queue's
 
 
 def encode_new_job(job: NewJob, *, body: bytes, created_at: float, size: int) -> list[str | bytes | float | int]:
@@ -70,6 +71,7 @@ def encode_new_job(job: NewJob, *, body: bytes, created_at: float, size: int) ->
         "lane", job.lane, "delivery", job.delivery, "callback_url", job.callback_url or "",
         "created_at", repr(created_at), "attempts", 0, "status", "queued",
         "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
+        "max_wait", "" if job.max_wait is None else repr(job.max_wait),
     ]  # fmt: skip
 
 
@@ -97,6 +99,7 @@ class JobView:
     response: bytes | None
     error: dict[str, Any] | None
     upstream_request_id: str | None = None
+    max_wait: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -134,6 +137,7 @@ class JobView:
             response=raw.get(b"response"),
             error=orjson.loads(error) if error else None,
             upstream_request_id=_text(raw, "upstream_request_id") or None,
+            max_wait=_number(raw, "max_wait"),
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import redis.asyncio
 
@@ -18,9 +17,6 @@ from proxy.store.ledger import LedgerStore
 from proxy.store.outcomes import Outcomes
 from proxy.store.scripts import Scripts
 from proxy.store.snapshots import QueueSnapshots
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +49,3 @@ class Store:
             holds=HoldOutcomes(client),
             clock=clock,
         )
-
-
-def store_of(runtime: Runtime) -> Store:
-    return runtime.store

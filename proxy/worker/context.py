@@ -1,4 +1,5 @@
-"""What every worker loop shares: the Runtime, the store, leases, the observer, one clock, fault injection."""
+"""What every worker loop shares: the process's services, the store, leases, the observer, one clock, fault
+injection."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from proxy.runtime import Runtime
-from proxy.settings import BatchKnobs, WorkerConfig
+from proxy.events import WorkerEvents
+from proxy.metrics import Metrics
+from proxy.providers.base import BatchClient, CompletionClient
+from proxy.settings import BatchKnobs, Config, WorkerConfig
 from proxy.store.store import Store
-from proxy.worker.events import WorkerEvents
 from proxy.worker.leases import Leases
 
 log = logging.getLogger("batchgate.worker")
@@ -26,9 +29,27 @@ PAUSE_AT_ENV = "BATCHGATE_TEST_PAUSE_AT"
 PAUSE_MARKER_ENV = "BATCHGATE_TEST_PAUSE_MARKER"
 
 
+class WorkerServices(Protocol):
+    """What the worker takes from its process: the Runtime (proxy/runtime.py) satisfies this, but the worker
+    never imports it (the Runtime is built above the worker)."""
+
+    @property
+    def config(self) -> Config:
+        """The live config (swapped whole on reload)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def events(self) -> WorkerEvents: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    def batch_client(self, model_name: str) -> BatchClient: ...
+    def completion_client(self, model_name: str) -> CompletionClient: ...
+
+
 @dataclass
 class WorkerContext:
-    runtime: Runtime
+    runtime: WorkerServices
     store: Store
     leases: Leases
     events: WorkerEvents

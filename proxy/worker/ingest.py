@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 
 from proxy.errors import error_object
+from proxy.jobs.timing import batch_lane_fits, flush_by
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
 from proxy.reasons import FailureReason, RescueReason
 from proxy.store.jobs import valid_job_id
 from proxy.store.outcomes import Answer, Finished
 from proxy.store.records import BatchRecord
 from proxy.worker.context import WorkerContext
-from proxy.worker.timing import batch_lane_fits, flush_by
 
 log = logging.getLogger("batchgate.worker.ingest")
 
@@ -144,7 +144,7 @@ class Ingester:
                 score = flush_by(
                     now,
                     deadline=job.deadline,
-                    max_wait=knobs.max_wait,
+                    max_wait=job.max_wait if job.max_wait is not None else knobs.max_wait,
                     turnaround=knobs.turnaround_estimate,
                     margin=margin,
                 )

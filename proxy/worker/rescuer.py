@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from proxy.providers.base import ProviderError
+from proxy.jobs.service import cancel_if_pointless
+from proxy.jobs.timing import at_risk, flush_slack, remaining_estimate
 from proxy.reasons import RescueReason
-from proxy.runtime import Runtime
 from proxy.store.records import SYNC_OWNER, BatchRecord
-from proxy.store.store import Store
 from proxy.worker.context import WorkerContext
-from proxy.worker.timing import at_risk, flush_slack, remaining_estimate
 
 log = logging.getLogger("batchgate.worker.rescuer")
 
@@ -67,7 +65,9 @@ class Rescuer:
                 if owner:
                     emptied.add(owner)
         for batch_id in emptied:
-            await cancel_if_pointless(ctx.runtime, ctx.store, tag, batch_id)
+            await cancel_if_pointless(
+                ctx.store, ctx.runtime.batch_client, tag, batch_id, recheck_in=ctx.worker_config.poll_interval_min
+            )
         return bool(emptied)
 
     @staticmethod
@@ -76,21 +76,3 @@ class Rescuer:
             return turnaround  # not yet running upstream
         started = record.submitted_at or record.created_at
         return remaining_estimate(now, started_at=started, turnaround=turnaround, progress=record.progress)
-
-
-async def cancel_if_pointless(runtime: Runtime, store: Store, tag: str, batch_id: str) -> bool:
-    """Cancel a submitted batch once no job in it still wants its answer (its finished lines are kept)."""
-    if await store.batches.remaining(tag, batch_id):
-        return False
-    record = await store.batches.get(tag, batch_id)
-    if record is None or record.state != "submitted" or record.cancel_requested or not record.provider_batch_id:
-        return False
-    try:
-        await runtime.batch_client(record.group).cancel(record.provider_batch_id)
-    except ProviderError as exc:
-        log.warning("cancelling a pointless batch failed: %r", exc, extra={"batch": batch_id})
-        return False
-    await store.batches.update(tag, batch_id, cancel_requested="1")
-    await store.batches.schedule(tag, batch_id, at=store.clock() + runtime.config.worker.poll_interval_min)
-    log.info("batch cancelled: no job in it still waits for it", extra={"batch": batch_id, "group": record.group})
-    return True

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable
 
 from proxy.delivery.webhooks.deliverer import WebhookDeliverer
+from proxy.events import WorkerEvents
 from proxy.queue_stats import QueueWatch
-from proxy.runtime import Runtime
-from proxy.store.store import Store, store_of
-from proxy.worker.context import WorkerContext, new_worker_id, pause_from_environment
-from proxy.worker.events import WorkerEvents, events_of
+from proxy.store.store import Store
+from proxy.worker.context import WorkerContext, WorkerServices, new_worker_id, pause_from_environment
 from proxy.worker.leases import Leases
 from proxy.worker.poller import Poller
 from proxy.worker.rescuer import Rescuer
@@ -33,21 +32,21 @@ ERROR_PAUSE = 1.0
 class Worker:
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: WorkerServices,
         *,
         store: Store | None = None,
         events: WorkerEvents | None = None,
         worker_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        store = store or store_of(runtime)
+        store = store or runtime.store
         owner = worker_id or new_worker_id()
         pause_at, marker = pause_from_environment()
         self.ctx = WorkerContext(
             runtime=runtime,
             store=store,
             leases=Leases(store.leases, owner=owner, ttl=runtime.config.worker.lease),
-            events=events or events_of(runtime),
+            events=events or runtime.events,
             worker_id=owner,
             clock=clock,
             pause_at=pause_at,

@@ -13,8 +13,9 @@ import logging
 import orjson
 import redis
 
-from proxy.errors import provider_error_object, upstream_failure
+from proxy.errors import provider_error_object
 from proxy.providers.base import ProviderError, UpstreamResponse
+from proxy.providers.failures import upstream_failure
 from proxy.reasons import RescueReason
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView

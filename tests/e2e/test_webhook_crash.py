@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proxy.jobs.service import accept
 from proxy.policy.decision import Decision
-from proxy.routes.deferred import accept_deferred
 from tests.integration.test_webhooks import SECRET, Receiver, receiving
 from tests.support.deferred_env import ALICE, chat_body, deferred_env
 from tests.support.servers import child_environment
@@ -34,7 +34,7 @@ async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis
         async with deferred_env(tmp_path, redis_url, **SECTIONS) as env:
             body = chat_body("gpt-4o-mini", "deliver me, whatever happens")
             decision = Decision(deferred=True, lane="batch", rule="t", reason="t", delivery="webhook", callback_url=url)
-            job = await accept_deferred(env.runtime, ALICE, body, decision)
+            job = await accept(env.store, env.runtime.config, ALICE, body, decision)
 
             first = start_worker(env.config_path, redis_url)
             try:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from proxy.auth import Caller
+from proxy.jobs.service import accept as accept_job
 from proxy.policy.decision import Decision
-from proxy.routes.deferred import accept_deferred
 from proxy.runtime import Runtime, build_runtime
 from proxy.settings import load_config
 from proxy.simulator.engine import expected_content
@@ -40,7 +40,7 @@ async def accepting(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Stack
 
 async def accept(runtime: Runtime, caller: Caller, text: str) -> JobView:
     decision = Decision(deferred=True, lane="batch", rule="test", reason="test")
-    return await accept_deferred(runtime, caller, chat_body("gpt-4o-mini", text), decision)
+    return await accept_job(runtime.store, runtime.config, caller, chat_body("gpt-4o-mini", text), decision)
 
 
 async def test_a_caller_reads_lists_and_cancels_only_its_own_jobs(accepting: tuple[Stack, Runtime]) -> None:

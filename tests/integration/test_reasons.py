@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from proxy.events import WorkerEvents
 from proxy.reasons import FailureReason, RescueReason
-from proxy.worker.events import WorkerEvents
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
 

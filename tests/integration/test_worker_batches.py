@@ -130,6 +130,7 @@ async def test_two_workers_racing_on_one_queue_submit_each_job_once(tmp_path: Pa
         assert all(view is not None and view.status == "completed" for view in finished)
         batches = env.provider_batches()
         assert sum(batch["request_counts"]["total"] for batch in batches) == 300
+        assert max(batch["request_counts"]["total"] for batch in batches) == 50  # batching.max_requests
         assert len({batch["metadata"]["batchgate_batch"] for batch in batches}) == len(batches)
 
 

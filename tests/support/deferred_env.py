@@ -13,12 +13,14 @@ import httpx
 import yaml
 
 from proxy.auth import Caller
+from proxy.jobs.service import accept
+from proxy.policy.decide import choose_lane
 from proxy.policy.decision import Decision, ResolvedLane
-from proxy.routes.deferred import accept_deferred
+from proxy.policy.lanes import lane_facts
 from proxy.runtime import Runtime, build_runtime
 from proxy.settings import Config, Settings
 from proxy.store.records import JobView
-from proxy.store.store import Store, store_of
+from proxy.store.store import Store
 from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
 
 ALICE = Caller("alice-key", "alpha")
@@ -57,9 +59,14 @@ class DeferredEnv:
         caller: Caller = ALICE,
         idempotency_key: str | None = None,
     ) -> JobView:
-        deadline = datetime.now(UTC) + timedelta(seconds=deadline_in) if deadline_in is not None else None
-        decision = Decision(deferred=True, lane=lane, rule="test", reason="test", deadline=deadline)
-        return await accept_deferred(self.runtime, caller, body, decision, idempotency_key=idempotency_key)
+        """Accept a job as the chat route does: with a deadline, the policy's choose_lane settles the lane."""
+        config = self.runtime.config
+        deadline, reason = None, "test"
+        if deadline_in is not None:
+            deadline = datetime.now(UTC) + timedelta(seconds=deadline_in)
+            lane, reason = choose_lane(lane, deadline_in, lane_facts(config, str(body["model"])))
+        decision = Decision(deferred=True, lane=lane, rule="test", reason=reason, deadline=deadline)
+        return await accept(self.store, config, caller, body, decision, idempotency_key=idempotency_key)
 
 
 def chat_body(model: str, text: str) -> dict[str, Any]:
@@ -90,7 +97,7 @@ async def deferred_env(
         path, config = write_config(tmp_path, upstream.url, **sections)
         runtime = build_runtime(Settings(config=path, redis_url=redis_url), config)
         try:
-            yield DeferredEnv(runtime, store_of(runtime), upstream.url, path, redis_url)
+            yield DeferredEnv(runtime, runtime.store, upstream.url, path, redis_url)
         finally:
             await runtime.providers.aclose()
             await runtime.redis.aclose()

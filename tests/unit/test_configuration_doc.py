@@ -1,7 +1,9 @@
-"""docs/configuration.md names every setting and every config key outside the policy language."""
+"""docs/configuration.md names every setting and every config key outside the policy language; each knob maps
+to a test that shows it working (BEHAVIOUR_TESTS)."""
 
 from __future__ import annotations
 
+import ast
 import re
 import typing
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from proxy.config_scope import key_is_live
+from proxy.policy.model import Action
 from proxy.settings import Config, Settings
 
 POLICY_LANGUAGE = "policy."  # documented field by field in docs/policies.md
@@ -79,3 +82,76 @@ def test_each_config_key_has_a_reload_marker_that_matches_the_code(repo_root: Pa
     ]
     assert not unmarked, f"docs/configuration.md gives no reload marker for: {unmarked}"
     assert key_is_live("policy")
+
+
+# Every knob and the test that shows it changing behaviour ("tests/<file>.py::<test function>"). A knob is a
+# config key as leaf_keys() spells it, or "policy.action.<field>" for a field of a rule (and of `default`).
+# When you add, change or remove a knob, add or move its row here; a knob with no such test yet is listed in
+# NOT_YET_MAPPED, so that a new knob cannot go unnoticed.
+BEHAVIOUR_TESTS: dict[str, str] = {
+    "batching.max_wait": "tests/integration/test_rule_batching.py::"
+    "test_a_rules_max_wait_flushes_its_jobs_while_the_queues_own_wait_holds_others",
+    "batching.max_requests": "tests/integration/test_worker_batches.py::"
+    "test_two_workers_racing_on_one_queue_submit_each_job_once",
+    "batching.turnaround_estimate": "tests/integration/test_worker_batches.py::"
+    "test_a_deadline_too_short_for_the_batch_lane_is_answered_synchronously",
+    "worker.safety_margin": "tests/integration/test_worker_batches.py::"
+    "test_a_stalled_batch_is_rescued_before_the_deadline",
+    "delivery.max_wait": "tests/integration/test_delivery_hold.py::"
+    "test_max_wait_ends_a_hold_with_an_error_naming_the_job",
+    "delivery.dedupe_identical_bodies": "tests/integration/test_delivery_hold.py::"
+    "test_identical_bodies_attach_when_the_config_allows_it",
+    "delivery.unrequested": "tests/integration/test_unrequested_delivery.py::"
+    "test_the_config_can_answer_unrequested_deferrals_202",
+    "batching.completion_window": "tests/integration/test_worker_batches.py::"
+    "test_the_configured_completion_window_is_what_the_provider_receives",
+    "policy.action.max_wait": "tests/integration/test_rule_batching.py::"
+    "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
+}
+
+NOT_YET_MAPPED = frozenset(
+    """
+    model_list.model_name model_list.supports_flex
+    model_list.litellm_params.model model_list.litellm_params.api_base model_list.litellm_params.api_key
+    model_list.litellm_params.input_cost_per_token model_list.litellm_params.output_cost_per_token
+    model_list.litellm_params.input_cost_per_token_batches model_list.litellm_params.output_cost_per_token_batches
+    model_list.litellm_params.cache_read_input_token_cost
+    model_list.batch.max_wait model_list.batch.max_requests model_list.batch.max_bytes
+    model_list.batch.turnaround_estimate model_list.batch.completion_window
+    auth.master_key auth.keys.name auth.keys.key auth.keys.team auth.keys.webhook_secret
+    limits.max_body_bytes limits.upstream_timeout limits.upstream_connect_timeout
+    retry.max_attempts retry.base_delay retry.max_delay retry.budget
+    batching.max_bytes
+    worker.poll_interval_min worker.poll_interval_max worker.tick worker.lease worker.flex_turnaround
+    worker.result_ttl worker.sync_concurrency worker.drain_timeout
+    delivery.default delivery.hold_heartbeat delivery.webhook.default_url delivery.webhook.secret
+    delivery.webhook.retry_period delivery.webhook.timeout delivery.webhook.allow_hosts
+    policy.action.lane policy.action.deadline policy.action.min_deadline policy.action.max_deadline
+    policy.action.delivery policy.action.callback_url policy.action.shadow
+    """.split()  # noqa: SIM905 - a block of names is easier to edit than a list of quoted strings
+)
+
+
+def every_knob() -> set[str]:
+    config_keys = {key for key in leaf_keys(Config) if not key.startswith(POLICY_LANGUAGE)}
+    return config_keys | {f"policy.action.{name}" for name in Action.model_fields}
+
+
+def test_every_knob_has_a_behaviour_test_or_is_listed_as_lacking_one() -> None:
+    knobs = every_knob()
+    assert not set(BEHAVIOUR_TESTS) & NOT_YET_MAPPED
+    assert set(BEHAVIOUR_TESTS) - knobs == set(), "rows for knobs that no longer exist"
+    assert NOT_YET_MAPPED - knobs == set(), "NOT_YET_MAPPED names knobs that no longer exist"
+    assert knobs - set(BEHAVIOUR_TESTS) - NOT_YET_MAPPED == set(), "knobs in neither BEHAVIOUR_TESTS nor NOT_YET_MAPPED"
+
+
+def test_each_behaviour_test_exists(repo_root: Path) -> None:
+    missing = []
+    for knob, node in BEHAVIOUR_TESTS.items():
+        path, _, name = node.partition("::")
+        file = repo_root / path
+        tree = ast.parse(file.read_text()) if file.is_file() else ast.Module(body=[], type_ignores=[])
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        if name not in defined:
+            missing.append(f"{knob}: {node}")
+    assert not missing, f"behaviour tests not found: {missing}"

@@ -120,7 +120,7 @@ def test_explain_shows_decision_and_why_earlier_rules_missed(config_file: Path) 
     assert lines[0] == "X-Batchgate-Decision: lane=flex; rule=research; deadline=2026-11-23T13:00:00Z"
     assert "  deferred:  yes" in lines
     assert "  delivery:  hold" in lines
-    assert "  batching:  max_wait 5m, max_requests queue default" in lines
+    assert "  batching:  max_wait 5m" in lines
     assert any("raised to min_deadline 1h" in line for line in lines)
     assert "  1. nightly-evals: no match: metadata 'purpose' is absent" in lines
     assert "  2. research: MATCHED" in lines

@@ -450,7 +450,6 @@ CASES: list[tuple[str, PolicyConfig, RequestFacts, LaneFacts, datetime, dict[str
                 "delivery": "webhook",
                 "callback_url": "https://example.com/hook",
                 "max_wait": "5m",
-                "max_requests": 100,
             }
         ),
         BASE,
@@ -460,7 +459,6 @@ CASES: list[tuple[str, PolicyConfig, RequestFacts, LaneFacts, datetime, dict[str
             "delivery": "webhook",
             "callback_url": "https://example.com/hook",
             "max_wait": 300.0,
-            "max_requests": 100,
         },
     ),
 ]

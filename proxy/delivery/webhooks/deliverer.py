@@ -14,16 +14,16 @@ import random
 import time
 from collections.abc import Callable
 
+from proxy.delivery.services import WebhookServices
 from proxy.delivery.ssrf import UnsafeCallback
 from proxy.delivery.webhooks.sender import WebhookSender
 from proxy.delivery.webhooks.signing import secret_for, signature_headers
+from proxy.events import WorkerEvents
+from proxy.jobs.render import job_json
 from proxy.reasons import WebhookOutcome
-from proxy.routes.deferred import job_json
-from proxy.runtime import Runtime
 from proxy.store.deliveries import Delivery
 from proxy.store.records import JobView
 from proxy.store.store import Store
-from proxy.worker.events import WorkerEvents
 
 log = logging.getLogger("batchgate.webhooks")
 
@@ -45,7 +45,7 @@ def claim_lease(timeout: float) -> float:
 class WebhookDeliverer:
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: WebhookServices,
         store: Store,
         *,
         events: WorkerEvents | None = None,

@@ -6,13 +6,8 @@ subclasses it and overrides only the events it cares about; `NullEvents` overrid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.store.outcomes import Finished
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 class WorkerEvents:
@@ -51,7 +46,3 @@ class WorkerEvents:
 
 class NullEvents(WorkerEvents):
     """Reports nothing."""
-
-
-def events_of(runtime: Runtime) -> WorkerEvents:
-    return runtime.events
