@@ -56,7 +56,7 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
         delivery=action.delivery,
         callback_url=action.callback_url,
         max_wait=action.max_wait,
-        rescue_reason=RescueReason.DEADLINE_TOO_SHORT if lane == "sync" and lanes.batchable else None,
+        rescue_reason=sync_reason(lane, lanes),
     )
 
 
@@ -120,6 +120,11 @@ def choose_lane(requested: Lane, remaining: float, lanes: LaneFacts) -> tuple[Re
         return "batch", f"deadline {left} is {flex_note}; batch fits ({batch_need})"
     no_batch = "the model's provider has no batch API" if not lanes.batchable else ""
     return "sync", f"{no_batch or f'deadline {left} is too short for {batch_need}'}; {flex_note}: sync at once"
+
+
+def sync_reason(lane: ResolvedLane, lanes: LaneFacts) -> RescueReason | None:
+    """Why a deferred call on `lane` is answered synchronously at once although its model could batch it."""
+    return RescueReason.DEADLINE_TOO_SHORT if lane == "sync" and lanes.batchable else None
 
 
 def _deadline(action: Action, client: datetime | None, default_seconds: float, now: datetime) -> tuple[datetime, str]:

@@ -40,7 +40,8 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
 
 async def defer(http: httpx.AsyncClient, model: str, text: str) -> dict[str, Any]:
     body = {"model": model, "messages": [{"role": "user", "content": text}]}
-    response = await http.post("/v1/chat/completions", json=body, headers=AUTH)
+    # a rule defers the call: without an opt-in the connection would be held (docs/delivery.md)
+    response = await http.post("/v1/chat/completions", json=body, headers={**AUTH, "prefer": "respond-async"})
     assert response.status_code == 202, response.text
     assert response.headers["x-batchgate-decision"].startswith("lane=batch")
     job: dict[str, Any] = response.json()

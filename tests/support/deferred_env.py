@@ -14,7 +14,7 @@ import yaml
 
 from proxy.auth import Caller
 from proxy.jobs.service import accept
-from proxy.policy.decide import choose_lane
+from proxy.policy.decide import choose_lane, sync_reason
 from proxy.policy.decision import Decision, ResolvedLane
 from proxy.policy.lanes import lane_facts
 from proxy.runtime import Runtime, build_runtime
@@ -61,12 +61,18 @@ class DeferredEnv:
     ) -> JobView:
         """Accept a job as the chat route does: with a deadline, the policy's choose_lane settles the lane."""
         config = self.runtime.config
-        deadline, reason = None, "test"
+        deadline, reason, rescue_reason = None, "test", None
         if deadline_in is not None:
             deadline = datetime.now(UTC) + timedelta(seconds=deadline_in)
-            lane, reason = choose_lane(lane, deadline_in, lane_facts(config, str(body["model"])))
-        decision = Decision(deferred=True, lane=lane, rule="test", reason=reason, deadline=deadline)
-        return await accept(self.store, config, caller, body, decision, idempotency_key=idempotency_key)
+            lanes = lane_facts(config, str(body["model"]))
+            lane, reason = choose_lane(lane, deadline_in, lanes)
+            rescue_reason = sync_reason(lane, lanes)
+        decision = Decision(
+            deferred=True, lane=lane, rule="test", reason=reason, deadline=deadline, rescue_reason=rescue_reason
+        )
+        return await accept(
+            self.store, config, caller, body, decision, idempotency_key=idempotency_key, events=self.runtime.events
+        )
 
 
 def chat_body(model: str, text: str) -> dict[str, Any]:
