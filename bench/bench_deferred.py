@@ -3,7 +3,7 @@
     LITELLM_LOCAL_MODEL_COST_MAP=True /work/venv/bin/python bench/bench_deferred.py [--accept 20000] [--batch 50000]
 
 Runs a private redis-server (append-only, fsync every second) and the simulated upstream as a child process.
-Acceptance goes through `accept_deferred` (the function the chat route calls) and the job store: the durable
+Acceptance goes through `proxy.jobs.service.accept` (what the chat route calls) and the job store: the durable
 write path without HTTP. The batch phase measures the submitter's flush (claim, stream the JSONL to disk,
 upload) with tracemalloc for peak Python memory; the ingest phase measures the poller on the ended batch.
 """
