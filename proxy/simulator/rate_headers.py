@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 REQUESTS_PER_MINUTE = 10_000
@@ -62,7 +62,7 @@ class RateWindow:
     clock: Callable[[], float] = time.time
     started: float = 0.0
     requests: int = 0
-    tokens: int = field(default=0)
+    tokens: int = 0
 
     def note(self, *, requests: int, tokens: int) -> RateState:
         """Count a call (`requests` 0 for one refused before it counted) and return the state after it."""
