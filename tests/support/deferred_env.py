@@ -79,10 +79,17 @@ async def deferred_env(
 ) -> AsyncIterator[DeferredEnv]:
     knobs = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1, **(simulator or {})}
     with simulator_server(**knobs) as upstream:
-        path, config = write_config(tmp_path, upstream.url, **sections)
-        runtime = build_runtime(Settings(config=path, redis_url=redis_url), config)
-        try:
-            yield DeferredEnv(runtime, store_of(runtime), upstream.url, path, redis_url)
-        finally:
-            await runtime.providers.aclose()
-            await runtime.redis.aclose()
+        async with env_on(tmp_path, redis_url, upstream.url, **sections) as env:
+            yield env
+
+
+@contextlib.asynccontextmanager
+async def env_on(tmp_path: Path, redis_url: str, simulator_url: str, **sections: Any) -> AsyncIterator[DeferredEnv]:
+    """A Runtime on a simulated upstream that is already running (sections may point models elsewhere)."""
+    path, config = write_config(tmp_path, simulator_url, **sections)
+    runtime = build_runtime(Settings(config=path, redis_url=redis_url), config)
+    try:
+        yield DeferredEnv(runtime, store_of(runtime), simulator_url, path, redis_url)
+    finally:
+        await runtime.providers.aclose()
+        await runtime.redis.aclose()
