@@ -40,6 +40,14 @@ ERROR_PAUSE = 1.0
 GUARD_STOP_WAIT = 5.0  # at shutdown, how long the guard may take to finish its pass before it is cancelled
 
 
+def raise_if_cancelled() -> None:
+    """Python 3.11's wait_for (redis-py sends every command through one) can swallow a cancellation that lands as
+    its inner call completes; the task still counts the request, so a loop checks it on every turn."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Worker:
     def __init__(
         self,
@@ -179,6 +187,7 @@ class Worker:
         guard = asyncio.create_task(self._guard_loop(guard_stop), name="deadline-guard")
         try:
             while not stop.is_set():
+                raise_if_cancelled()
                 self._wake.clear()
                 try:
                     claimed = await self.tick(drain=burst)

@@ -106,11 +106,11 @@ class Scheduler:
     async def cancel_all(self) -> None:
         """Stop every running item (each hands back what it holds) and start no more."""
         self._closing = True
-        tasks = list(self.running.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        pending = set(self.running.values())
+        while pending:  # again until they end: a cancellation can be swallowed (see runner.raise_if_cancelled)
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
 
     def _forget(self, key: WorkKey) -> None:
         self.running.pop(key, None)
