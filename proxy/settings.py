@@ -135,6 +135,7 @@ class WorkerConfig(StrictModel):
     flex_turnaround: Seconds = 900.0
     result_ttl: Seconds = 7 * 86400.0
     sync_concurrency: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=16, ge=1)  # flushes and batch looks running at once per worker
     # after SIGTERM: how long in-flight work may take to finish before it is handed back to other workers
     drain_timeout: Seconds = 20.0
 

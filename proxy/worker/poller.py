@@ -20,7 +20,6 @@ from proxy.worker.submitter import Submitter
 log = logging.getLogger("batchgate.worker.poller")
 
 BACKOFF = 1.5
-DUE_PER_TICK = 20
 
 
 class Poller:
@@ -29,17 +28,14 @@ class Poller:
         self.submitter = submitter
         self.ingester = Ingester(ctx)
 
-    async def tick(self, groups: dict[str, str]) -> bool:
-        worked = False
-        for tag in groups:
-            for batch_id in await self.ctx.store.batches.due(tag, limit=DUE_PER_TICK):
-                if self.ctx.stopping.is_set():
-                    return worked
-                async with self.ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
-                    if mine:
-                        await self.look(tag, batch_id)
-                        worked = True
-        return worked
+    async def visit(self, tag: str, batch_id: str) -> bool:
+        """Look at one due batch under its lease; False when another worker holds it (or we are stopping)."""
+        if self.ctx.stopping.is_set():
+            return False
+        async with self.ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
+            if mine:
+                await self.look(tag, batch_id)
+            return mine
 
     async def look(self, tag: str, batch_id: str) -> None:
         ctx = self.ctx

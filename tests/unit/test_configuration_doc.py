@@ -105,6 +105,7 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_the_config_can_answer_unrequested_deferrals_202",
     "batching.completion_window": "tests/integration/test_worker_batches.py::"
     "test_the_configured_completion_window_is_what_the_provider_receives",
+    "worker.concurrency": "tests/unit/test_scheduler.py::test_the_bound_holds_bounded_items_only",
     "policy.action.max_wait": "tests/integration/test_rule_batching.py::"
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
 }
