@@ -240,3 +240,12 @@ def test_cli_flags_cover_every_knob() -> None:
     assert (options.turnaround_s, options.api_key, options.seed) == (1.5, "sk-x", 3)
     assert options.line_errors_file == "output"
     assert options_from_args(parser.parse_args([])) == SimulatorOptions()
+    strict = options_from_args(
+        parser.parse_args(
+            ["--flavor", "azure", "--enqueued-token-limits", '{"gpt-4o": 90000}', "--insufficient-quota", "true"]
+        )
+    )
+    assert (strict.flavor, strict.insufficient_quota) == ("azure", True)
+    assert (strict.token_limit("gpt-4o"), strict.token_limit("gpt-4o-mini")) == (90_000, 2_000_000)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--enqueued-token-limits", "{not json"])
