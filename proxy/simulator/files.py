@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 FILE_TTL_S = 30 * 24 * 3600
+EXPIRY_RANGE_S = (3600, 30 * 24 * 3600)  # what OpenAI takes as expires_after.seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class FileRecord:
     bytes: int
     created_at: int
     path: Path
+    expires_after: int | None = None  # seconds after created_at, as the upload or its batch asked; None: not set
 
     def as_openai(self) -> dict[str, Any]:
         return {
@@ -30,7 +32,7 @@ class FileRecord:
             "filename": self.filename,
             "bytes": self.bytes,
             "created_at": self.created_at,
-            "expires_at": self.created_at + FILE_TTL_S,
+            "expires_at": self.created_at + (self.expires_after or FILE_TTL_S),
             "status": "processed",
             "status_details": None,
         }
@@ -56,7 +58,9 @@ class FileStore:
     def new_path(self, file_id: str) -> Path:
         return self.directory / file_id
 
-    def register(self, file_id: str, *, filename: str, purpose: str) -> FileRecord:
+    def register(
+        self, file_id: str, *, filename: str, purpose: str, expires_after: int | None = None
+    ) -> FileRecord:
         path = self.new_path(file_id)
         record = FileRecord(
             id=file_id,
@@ -65,12 +69,13 @@ class FileStore:
             bytes=path.stat().st_size,
             created_at=int(time.time()),
             path=path,
+            expires_after=expires_after,
         )
         self._files[file_id] = record
         return record
 
-    def writer(self, *, filename: str, purpose: str) -> JsonlWriter:
-        return JsonlWriter(self, filename=filename, purpose=purpose)
+    def writer(self, *, filename: str, purpose: str, expires_after: int | None = None) -> JsonlWriter:
+        return JsonlWriter(self, filename=filename, purpose=purpose, expires_after=expires_after)
 
     def get(self, file_id: str) -> FileRecord | None:
         return self._files.get(file_id)
@@ -95,8 +100,9 @@ class FileStore:
 class JsonlWriter:
     """Writes lines to a new stored file, created on the first line (no line, no file)."""
 
-    def __init__(self, store: FileStore, *, filename: str, purpose: str) -> None:
+    def __init__(self, store: FileStore, *, filename: str, purpose: str, expires_after: int | None = None) -> None:
         self._store = store
+        self._expires_after = expires_after
         self._filename = filename
         self._purpose = purpose
         self._file_id: str | None = None
@@ -114,4 +120,21 @@ class JsonlWriter:
         if self._handle is None or self._file_id is None:
             return None
         self._handle.close()
-        return self._store.register(self._file_id, filename=self._filename, purpose=self._purpose).id
+        return self._store.register(
+            self._file_id, filename=self._filename, purpose=self._purpose, expires_after=self._expires_after
+        ).id
+
+
+def expiry_seconds(anchor: Any, seconds: Any, *, param: str) -> int | None:
+    """An `expires_after` as OpenAI takes it (anchor `created_at`, 3600..2592000 seconds), or None when neither
+    part was sent; ValueError naming `param` otherwise."""
+    if anchor is None and seconds is None:
+        return None
+    low, high = EXPIRY_RANGE_S
+    try:
+        value = int(seconds)
+    except (TypeError, ValueError):
+        value = -1
+    if anchor != "created_at" or isinstance(seconds, bool) or not low <= value <= high:
+        raise ValueError(f"'{param}' must be {{anchor: 'created_at', seconds: {low}..{high}}}.")
+    return value

@@ -14,7 +14,7 @@ from proxy.errors import ApiError, Conflict, InvalidRequest, NotFound, Unauthori
 from proxy.simulator.answers import answer_for
 from proxy.simulator.batches import BatchView
 from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault
-from proxy.simulator.files import FileRecord, new_file_id
+from proxy.simulator.files import FileRecord, expiry_seconds, new_file_id
 from proxy.simulator.ledger import Tier
 from proxy.simulator.openai_batches import CHAT_ENDPOINT, batch_object, check_input_file, result_lines
 from proxy.simulator.openai_chat import chat_problem, completion, response_tier, sse_events
@@ -162,10 +162,21 @@ async def upload_file(request: Request) -> Response:
             raise InvalidRequest(f"The simulator only accepts purpose 'batch', got {purpose!r}.", param="purpose")
         if upload.filename is None:
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+        expires_after = _expiry(
+            upload.fields.get("expires_after[anchor]"), upload.fields.get("expires_after[seconds]"), "expires_after"
+        )
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return _json(state.files.register(file_id, filename=upload.filename, purpose=purpose).as_openai())
+    record = state.files.register(file_id, filename=upload.filename, purpose=purpose, expires_after=expires_after)
+    return _json(record.as_openai())
+
+
+def _expiry(anchor: Any, seconds: Any, param: str) -> int | None:
+    try:
+        return expiry_seconds(anchor, seconds, param=param)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param=param) from None
 
 
 @router.get("/files")
@@ -242,18 +253,25 @@ async def create_batch(request: Request) -> Response:
     state = simulator_state(request)
     engine = state.engine
     authorize(request, engine.options.api_key)
-    input_file_id, endpoint, window, metadata = _batch_request(await json_body(request))
+    body = await json_body(request)
+    input_file_id, endpoint, window, metadata = _batch_request(body)
     source = _file(state, input_file_id)
     if source.purpose != "batch":
         raise InvalidRequest(f"File {input_file_id} does not have purpose 'batch'.", param="input_file_id")
     requests, issues = await asyncio.to_thread(
         check_input_file, source.path, endpoint=endpoint, max_lines=engine.options.max_batch_lines
     )
+    output_expiry = body.get("output_expires_after")
     attributes = {
         "endpoint": endpoint,
         "input_file_id": input_file_id,
         "completion_window": window,
         "metadata": metadata,
+        "output_expires_after": _expiry(
+            output_expiry.get("anchor") if isinstance(output_expiry, dict) else output_expiry,
+            output_expiry.get("seconds") if isinstance(output_expiry, dict) else None,
+            "output_expires_after",
+        ),
     }
     batch_id = f"batch_{new_file_id().removeprefix('file-')}"
     record = await asyncio.to_thread(engine.create_batch, batch_id, requests, issues, attributes)
@@ -273,8 +291,9 @@ async def _result_files(state: SimulatorState, current: BatchView) -> ResultFile
 
 def _write_result_files(state: SimulatorState, current: BatchView) -> ResultFiles:
     batch_id = current.record.id
-    output = state.files.writer(filename=f"{batch_id}_output.jsonl", purpose="batch_output")
-    errors = state.files.writer(filename=f"{batch_id}_error.jsonl", purpose="batch_output")
+    expiry = current.record.attributes.get("output_expires_after")
+    output = state.files.writer(filename=f"{batch_id}_output.jsonl", purpose="batch_output", expires_after=expiry)
+    errors = state.files.writer(filename=f"{batch_id}_error.jsonl", purpose="batch_output", expires_after=expiry)
     try:
         for to_error_file, raw in result_lines(current):
             (errors if to_error_file else output).write(raw)
