@@ -69,25 +69,27 @@ def timestamp(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) and value >= 0 else None
+        return _epoch(float(value))
     if not isinstance(value, str) or not value.strip():
         return None
     raw = value.strip()
     try:
-        number = float(raw)
+        return _epoch(float(raw))
     except ValueError:
-        pass
-    else:
-        return number if math.isfinite(number) and number >= 0 else None
+        return _iso(raw)
+
+
+def _epoch(number: float) -> float | None:
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _iso(raw: str) -> float | None:
     try:
         moment = datetime.fromisoformat(ISO_FRACTION.sub(r"\1", raw.replace("Z", "+00:00").replace("z", "+00:00")))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
-    except (OverflowError, OSError):
+    except (ValueError, OverflowError, OSError):
         return None
 
 

@@ -221,8 +221,10 @@ def _counts(item: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
     """(total, completed, failed) from OpenAI's `request_counts` or xAI's `state` counters; None where unknown."""
     counts = item.get("request_counts")
     if isinstance(counts, dict):
-        return lenient.count(counts.get("total")), lenient.count(counts.get("completed")), lenient.count(
-            counts.get("failed")
+        return (
+            lenient.count(counts.get("total")),
+            lenient.count(counts.get("completed")),
+            lenient.count(counts.get("failed")),
         )
     counters = item.get("state")
     if isinstance(counters, dict):

@@ -118,8 +118,8 @@ class ProviderRegistry:
             raise InvalidRequest(f"The model `{model_name}` does not exist.", param="model") from None
 
     def batch(self, model_name: str) -> BatchClient:
-        """The model's batch client, built on first use with the deployment's upstream model and
-        `completion_window` and `file_expiry` as the registry's config had them. ProviderError(501) when it has no batch API."""
+        """The model's batch client, built on first use with the deployment's upstream model, `completion_window`
+        and `file_expiry` as the registry's config had them. ProviderError(501) when it has no batch API."""
         client = self._batch.get(model_name)
         if client is not None:
             return client

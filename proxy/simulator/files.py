@@ -58,9 +58,7 @@ class FileStore:
     def new_path(self, file_id: str) -> Path:
         return self.directory / file_id
 
-    def register(
-        self, file_id: str, *, filename: str, purpose: str, expires_after: int | None = None
-    ) -> FileRecord:
+    def register(self, file_id: str, *, filename: str, purpose: str, expires_after: int | None = None) -> FileRecord:
         path = self.new_path(file_id)
         record = FileRecord(
             id=file_id,

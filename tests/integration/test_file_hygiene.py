@@ -48,13 +48,10 @@ async def test_uploads_and_outputs_carry_the_configured_expiry_and_an_ended_batc
 
 
 async def test_the_simulator_refuses_an_expiry_openai_refuses(tmp_path: Path, redis_url: str) -> None:
-    async with deferred_env(tmp_path, redis_url) as env:
+    async with deferred_env(tmp_path, redis_url) as env, httpx.AsyncClient(headers=HEADERS, timeout=10) as http:
+        url, upload = f"{env.simulator_url}/v1/files", {"file": ("in.jsonl", b"{}\n")}
         form = {"purpose": "batch", "expires_after[anchor]": "created_at", "expires_after[seconds]": "60"}
-        refused = httpx.post(
-            f"{env.simulator_url}/v1/files", data=form, files={"file": ("in.jsonl", b"{}\n")}, headers=HEADERS
-        )
+        refused = await http.post(url, data=form, files=upload)
         assert (refused.status_code, refused.json()["error"]["param"]) == (400, "expires_after")
-        del form["expires_after[anchor]"], form["expires_after[seconds]"]
-        plain = httpx.post(f"{env.simulator_url}/v1/files", data=form, files={"file": ("in.jsonl", b"{}\n")},
-                           headers=HEADERS).json()
+        plain = (await http.post(url, data={"purpose": "batch"}, files=upload)).json()
         assert plain["expires_at"] - plain["created_at"] == 30 * 24 * 3600  # no expiry asked: the default
