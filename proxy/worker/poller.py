@@ -67,14 +67,10 @@ class Poller:
         ctx = self.ctx
         config = ctx.worker_config
         interval = min(config.poll_interval_max, max(config.poll_interval_min, record.poll_interval * BACKOFF))
+        counts = {"total": info.total, "done": info.done} if info.total and info.done is not None else {}
         await ctx.store.batches.update(
-            record.tag,
-            record.id,
-            provider_state=info.state.value,
-            total=info.total,
-            done=info.completed + info.failed,
-            poll_interval=interval,
-        )
+            record.tag, record.id, provider_state=info.state.value, poll_interval=interval, **counts
+        )  # unknown counts leave the last known ones (none: progress unknown)
         await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock() + interval)
 
     async def _end(self, record: BatchRecord, info: BatchInfo) -> None:
