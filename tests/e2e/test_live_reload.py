@@ -124,7 +124,9 @@ def answered_in_batch(url: str) -> dict[str, Any]:
     """Defer one call, wait until the worker answered it and its cost is in the ledger: the totals after it."""
     before = batch_totals(url)["requests"]
     accepted = httpx.post(
-        url + "/v1/chat/completions", json=PRICE_BODY, headers={"authorization": f"Bearer {MASTER_KEY}"}
+        url + "/v1/chat/completions",
+        json=PRICE_BODY,
+        headers={"authorization": f"Bearer {MASTER_KEY}", "prefer": "respond-async"},  # a rule defers it: opt in
     )
     assert accepted.status_code == 202, accepted.text
     wait_until_sync(lambda: batch_totals(url)["requests"] > before, timeout=60)

@@ -18,8 +18,8 @@ from proxy.policy.reload import ConfigReloader
 from proxy.pricing import Usage
 from proxy.runtime import build_runtime, close_runtime
 from proxy.settings import Settings, load_config
-from tests.support.prometheus import wait_until
 from tests.support.stack import MASTER_KEY, Stack, running_stack
+from tests.support.waiting import wait_until_sync
 
 NEW_MODEL = "gpt-new"
 DEFER = {"rules": [{"name": "defer-everything", "lane": "batch"}]}
@@ -50,8 +50,12 @@ def reloads(url: str, result: str) -> float:
     return 0.0
 
 
-def post(url: str, body: dict[str, Any] | Iterator[bytes], key: str = MASTER_KEY) -> httpx.Response:
+def post(
+    url: str, body: dict[str, Any] | Iterator[bytes], key: str = MASTER_KEY, *, prefer: str | None = None
+) -> httpx.Response:
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    if prefer is not None:
+        headers["prefer"] = prefer
     if isinstance(body, dict):
         return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
     return httpx.post(url + "/v1/chat/completions", content=body, headers=headers, timeout=30)
@@ -72,7 +76,7 @@ def test_a_model_added_by_reload_is_refused_at_reload_and_stays_unknown(
 
     with caplog.at_level(logging.ERROR, logger="batchgate.policy.reload"):
         edit(stack.config_path, model_list=with_new_model(stack.config_path), policy=DEFER)
-        wait_until(lambda: reloads(stack.url, "refused") >= 1, timeout=15, what="the reload to be refused")
+        wait_until_sync(lambda: reloads(stack.url, "refused") >= 1, timeout=15, what="the reload to be refused")
 
     refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
     assert len(refusals) == 1
@@ -95,13 +99,13 @@ def test_a_request_keeps_the_config_it_started_with(stack: Stack) -> None:
         text = httpx.Request("POST", "/", json=chat()).content
         yield text[:10]
         edit(stack.config_path, policy=DEFER)
-        wait_until(lambda: reloads(stack.url, "applied") >= 1, timeout=15, what="the reload to apply")
+        wait_until_sync(lambda: reloads(stack.url, "applied") >= 1, timeout=15, what="the reload to apply")
         yield text[10:]
 
     started_before = post(stack.url, slow_body())
     assert started_before.status_code == 200, started_before.text
     assert started_before.headers["x-batchgate-decision"].startswith("lane=sync; rule=default")
-    started_after = post(stack.url, chat())
+    started_after = post(stack.url, chat(), prefer="respond-async")  # the rule defers it: opt into the 202
     assert started_after.status_code == 202, started_after.text
     assert "rule=defer-everything" in started_after.headers["x-batchgate-decision"]
 
