@@ -149,6 +149,10 @@ def test_a_body_the_encoder_refuses_fails_its_own_line_only(encode: Any) -> None
     assert refused.value.status == 400
 
 
+def staged(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
 async def test_prepare_raises_bad_line_naming_the_poisoned_job(tmp_path: Path) -> None:
     async def pairs() -> Any:
         yield "dfr_good", body()
@@ -164,7 +168,7 @@ async def test_prepare_raises_bad_line_naming_the_poisoned_job(tmp_path: Path) -
         assert refused.value.classification is ErrorClass.BAD_LINE
         assert refused.value.custom_id == "dfr_poison"
         await client.aclose()
-    assert list(tmp_path.iterdir()) == []  # nothing half-staged is left behind
+    assert staged(tmp_path) == []  # nothing half-staged is left behind
 
 
 @pytest.mark.parametrize(
