@@ -62,7 +62,7 @@ async def ingest(runtime, worker: Worker, tag: str) -> tuple[float, int]:  # typ
         await asyncio.sleep(0.5)
     await worker.ctx.store.batches.schedule(tag, batch_id, at=0)
     started = time.perf_counter()
-    await worker.poller.tick({tag: MODEL_BATCH})
+    await worker.poller.visit(tag, batch_id)
     return time.perf_counter() - started, await worker.ctx.store.batches.remaining(tag, batch_id)
 
 
@@ -83,7 +83,7 @@ async def main(args: argparse.Namespace) -> None:
                 "worker": {"lease": 30, "safety_margin": 60, "poll_interval_min": 0.5},
             }
             path, config = write_config(Path(scratch), simulator_url, **sections)
-            runtime = build_runtime(Settings(config=path, redis_url=redis.url), config, redis.url)
+            runtime = build_runtime(Settings(config=path, redis_url=redis.url), config)
 
             seconds = await accept_many(runtime, MODEL_ACCEPT, args.accept)
             print(f"accepted durably: {args.accept} jobs in {seconds:.2f} s = {args.accept / seconds:,.0f} jobs/s "

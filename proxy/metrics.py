@@ -29,6 +29,8 @@ OUTCOMES = frozenset({"completed", "failed", "cancelled", "expired", "rejected"}
 TOKEN_KINDS = ("input", "output", "cached")
 RESCUE_REASONS = frozenset(reason.value for reason in RescueReason)
 WEBHOOK_OUTCOMES = frozenset(outcome.value for outcome in WebhookOutcome)
+# what a worker task was doing (batchgate_worker_task_failures, batchgate_worker_leases_lost)
+WORKER_STAGES = ("scan", "flush", "batch", "cancel", "guard", "sync", "webhook")
 BATCH_STATES = frozenset(
     {
         "submitting",
@@ -251,6 +253,13 @@ class Metrics:
             "batchgate_upstream_errors", "Errors from providers", ["lane", "status_class"], registry=r
         )
         self.config_reloads = Counter("batchgate_config_reloads", "Config reloads", ["result"], registry=r)
+        self.task_failures = Counter(
+            "batchgate_worker_task_failures", "Worker tasks that raised (each retried with backoff)", ["stage"],
+            registry=r,
+        )  # fmt: skip
+        self.leases_lost = Counter(
+            "batchgate_worker_leases_lost", "Worker tasks stopped because their lease was lost", ["stage"], registry=r
+        )
         self.queues = QueueCollector(self.model)
         r.register(self.queues)
         self._initialise_series()
@@ -276,6 +285,9 @@ class Metrics:
             self.webhook_deliveries.labels(outcome)
         for result in ("applied", "refused"):
             self.config_reloads.labels(result)
+        for stage in WORKER_STAGES:
+            self.task_failures.labels(stage)
+            self.leases_lost.labels(stage)
 
     def record_finished(self, *, lane: str, outcome: str, model: str, team: str, usage: Usage, cost: Cost) -> None:
         """One finished request: its count, tokens and money."""
@@ -326,6 +338,12 @@ class Metrics:
     def record_upstream_error(self, *, lane: str, status: int | None = None, timeout: bool = False) -> None:
         """An upstream failure: an HTTP status, a timeout, or (neither) a connection error."""
         self.upstream_errors.labels(_lane(lane), status_class(status, timeout=timeout)).inc()
+
+    def record_task_failure(self, stage: str) -> None:
+        self.task_failures.labels(stage if stage in WORKER_STAGES else OTHER).inc()
+
+    def record_lease_lost(self, stage: str) -> None:
+        self.leases_lost.labels(stage if stage in WORKER_STAGES else OTHER).inc()
 
     def record_config_reload(self, *, applied: bool) -> None:
         self.config_reloads.labels("applied" if applied else "refused").inc()

@@ -45,8 +45,8 @@ class OpenBatch:
             "model": self.group,
             "state": self.state,
             "jobs": self.jobs,
-            "total": self.total,
-            "done": self.done,
+            "total": self.total or None,  # None: the provider does not say (no progress information)
+            "done": self.done if self.total else None,
             "progress_percent": None if self.progress is None else round(self.progress * 100, 1),
             "age_seconds": round(max(now - self.created_at, 0.0), 1),
         }

@@ -92,6 +92,8 @@ class BatchKnobs(StrictModel):
     max_bytes: int = Field(default=190_000_000, ge=1024, le=200_000_000)
     turnaround_estimate: Seconds = 3600.0
     completion_window: str = "24h"
+    # seconds: the upload's expires_after and the batch's output_expires_after (OpenAI takes 1 h to 30 days)
+    file_expiry: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
 
 
 class ModelDeployment(StrictModel):
@@ -135,6 +137,7 @@ class WorkerConfig(StrictModel):
     flex_turnaround: Seconds = 900.0
     result_ttl: Seconds = 7 * 86400.0
     sync_concurrency: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=16, ge=1)  # flushes and batch looks running at once per worker
     # after SIGTERM: how long in-flight work may take to finish before it is handed back to other workers
     drain_timeout: Seconds = 20.0
 

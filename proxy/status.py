@@ -132,8 +132,9 @@ def render_status(document: dict[str, Any], *, source: str) -> str:
     for batch in in_flight:
         progress = "-" if batch["progress_percent"] is None else f"{batch['progress_percent']:.0f}%"
         name = batch["id"] or "batch"
+        done = "?" if batch["done"] is None else batch["done"]
         lines.append(
-            f"  {batch['model']:<16} {name}  {batch['state']:<12} {batch['done']}/{batch['total'] or batch['jobs']}"
+            f"  {batch['model']:<16} {name}  {batch['state']:<12} {done}/{batch['total'] or batch['jobs']}"
             f" done ({progress})  {batch['jobs']} jobs  age {seconds_text(batch['age_seconds'])}"
         )
     return "\n".join(lines)

@@ -25,18 +25,20 @@ def batch_lane_fits(now: float, *, deadline: float | None, turnaround: float, ma
     return deadline is None or now + turnaround < deadline - margin
 
 
-def remaining_estimate(now: float, *, started_at: float, turnaround: float, progress: float) -> float:
-    """Seconds a running batch is expected to need still.
+def remaining_estimate(now: float, *, started_at: float, turnaround: float, progress: float | None) -> float:
+    """Seconds a running batch is expected to need still; `progress` is the share of its lines finished (0..1),
+    None when the provider does not say.
 
-    Within its turnaround estimate, the rest of that estimate. Overdue, its own pace so far when it reports
-    progress, else nothing is known and the job relies on the safety margin alone.
+    Within its turnaround estimate, the rest of that estimate, whatever the progress (unknown included). Overdue,
+    its own pace so far when it reports progress above zero; unknown progress (or none yet) gives no pace, and
+    the job relies on the safety margin alone.
     """
     age = max(0.0, now - started_at)
-    if progress >= 1:
+    if progress is not None and progress >= 1:
         return 0.0
     if age < turnaround:
         return turnaround - age
-    if progress > 0:
+    if progress is not None and progress > 0:
         return age * (1 - progress) / progress
     return 0.0
 

@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import tempfile
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from proxy.providers import lenient
 from proxy.providers.anthropic_format import chat_completion, chat_error, messages_params
 from proxy.providers.base import (
     BatchInfo,
@@ -44,6 +45,8 @@ from proxy.providers.base import (
     ResultLine,
 )
 from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
+
+log = logging.getLogger("batchgate.providers.anthropic_batch")
 
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_REQUESTS = 100_000
@@ -210,17 +213,26 @@ class AnthropicBatchClient:
         if not batch.batch_id or not batch.output_file_id:
             return
         async for item in self._result_items(batch.batch_id):
-            yield result_line(item)
+            line = result_line(item)
+            if line is None:
+                lenient.skipped_line("no custom_id", orjson.dumps(item))
+            else:
+                yield line
 
-    async def _result_items(self, batch_id: str) -> AsyncGenerator[dict[str, Any]]:
+    async def _result_items(self, batch_id: str) -> AsyncGenerator[Any]:
+        """The results file's JSON values, one per line; a line that is not JSON is logged and skipped."""
         with provider_errors():
             async with self._http.stream("GET", f"messages/batches/{batch_id}/results") as response:
                 if response.status_code >= 400:
                     await response.aread()
                     _json(response)
                 async for text in response.aiter_lines():
-                    if text.strip():
+                    if not text.strip():
+                        continue
+                    try:
                         yield orjson.loads(text)
+                    except orjson.JSONDecodeError:
+                        lenient.skipped_line("not JSON", text)
 
     # crash recovery
 
@@ -246,20 +258,27 @@ class AnthropicBatchClient:
             with provider_errors():
                 response = await self._http.get("messages/batches", params=params)
             page = _json(response)
-            data = page.get("data") or []
+            data = page.get("data")
+            data = data if isinstance(data, list) else []
             for item in data:
-                info = batch_info(item)
+                try:
+                    info = batch_info(item)
+                except ProviderError as exc:  # one unreadable batch in a listing hides only itself
+                    log.warning("skipping an unreadable listed batch: %s", exc)
+                    continue
                 if info.created_at < earliest:
                     return
                 yield info
-            if not page.get("has_more") or not data:
+            after = lenient.identifier(data[-1].get("id")) if data and isinstance(data[-1], dict) else None
+            if not page.get("has_more") or after is None:
                 return
-            params["after_id"] = data[-1]["id"]
+            params["after_id"] = after
 
     async def _first_marker(self, batch_id: str) -> str | None:
         async with contextlib.aclosing(self._result_items(batch_id)) as items:
             async for item in items:
-                return unmarked(str(item.get("custom_id")))[1]
+                wire_id = lenient.identifier(item.get("custom_id")) if isinstance(item, dict) else None
+                return unmarked(wire_id)[1] if wire_id is not None else None
         return None
 
     async def aclose(self) -> None:
@@ -276,44 +295,53 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return json_or_raise(response, code_field="type")  # Anthropic names its error code `type`
 
 
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+STATES = {
+    "inprogress": BatchState.IN_PROGRESS,
+    "canceling": BatchState.CANCELLING,
+    "cancelling": BatchState.CANCELLING,
+    "ended": BatchState.COMPLETED,  # made precise by batch_state
+}
+COUNT_KEYS = ("succeeded", "errored", "canceled", "expired", "processing")
 
 
 def batch_state(item: Mapping[str, Any]) -> BatchState:
-    """Anthropic's processing_status, made precise: an ended batch was cancelled, expired or completed."""
-    status = item.get("processing_status")
-    if status == "canceling":
-        return BatchState.CANCELLING
-    if status != "ended":
-        return BatchState.IN_PROGRESS
-    counts = item.get("request_counts") or {}
+    """Anthropic's processing_status, made precise: an ended batch was cancelled, expired or completed. An
+    unknown status is a batch still running (logged once per value)."""
+    state = lenient.batch_state(item.get("processing_status"), STATES)
+    if state is not BatchState.COMPLETED:
+        return state
     if item.get("cancel_initiated_at"):
         return BatchState.CANCELLED
-    if int(counts.get("expired") or 0) > 0:
+    if (lenient.count(lenient.mapping(item.get("request_counts")).get("expired")) or 0) > 0:
         return BatchState.EXPIRED
     return BatchState.COMPLETED
 
 
-def batch_info(item: Mapping[str, Any], *, metadata: Mapping[str, str] | None = None) -> BatchInfo:
-    counts = item.get("request_counts") or {}
-    succeeded, errored, canceled, expired, processing = (
-        int(counts.get(key) or 0) for key in ("succeeded", "errored", "canceled", "expired", "processing")
-    )
+def batch_info(item: Any, *, metadata: Mapping[str, str] | None = None) -> BatchInfo:
+    """The one reader of a Message Batch object, lenient in every field. Its counts stay zero until the whole
+    batch has ended, so before that `completed` and `failed` are unknown (None), not zero. Raises ProviderError
+    (TRANSIENT, code `malformed_response`) when the object has no readable id."""
+    if not isinstance(item, dict):
+        raise lenient.malformed("message batch", item)
+    batch_id = lenient.identifier(item.get("id"))
+    if batch_id is None:
+        raise lenient.malformed("message batch (no id)", item)
+    state = batch_state(item)
+    raw_counts = item.get("request_counts")
+    counts = {key: lenient.count(raw_counts.get(key)) for key in COUNT_KEYS} if isinstance(raw_counts, dict) else {}
+    known = [value for value in counts.values() if value is not None]
+    ended = state.is_terminal
+    succeeded = counts.get("succeeded")
+    failures = [counts.get(key) for key in ("errored", "canceled", "expired")]
     return BatchInfo(
-        batch_id=str(item["id"]),
-        state=batch_state(item),
-        created_at=_timestamp(item.get("created_at")) or 0.0,
+        batch_id=batch_id,
+        state=state,
+        created_at=lenient.timestamp(item.get("created_at")) or 0.0,
         metadata=dict(metadata or {}),
-        total=processing + succeeded + errored + canceled + expired,
-        completed=succeeded,
-        failed=errored + canceled + expired,
-        output_file_id=item.get("results_url") if item.get("processing_status") == "ended" else None,
+        total=sum(known) if known else None,
+        completed=succeeded if ended else None,
+        failed=sum(value or 0 for value in failures) if ended and any(v is not None for v in failures) else None,
+        output_file_id=lenient.text(item.get("results_url")) if ended else None,
     )
 
 
@@ -330,14 +358,18 @@ def _with_metadata(info: BatchInfo, metadata: Mapping[str, str]) -> BatchInfo:
     )
 
 
-def result_line(item: Mapping[str, Any]) -> ResultLine:
-    custom_id = unmarked(str(item.get("custom_id")))[0]
-    result = item.get("result") or {}
+def result_line(item: Any) -> ResultLine | None:
+    """A parsed results line as a ResultLine (its custom_id unmarked); None when it names no custom_id."""
+    wire_id = lenient.identifier(item.get("custom_id")) if isinstance(item, dict) else None
+    if wire_id is None:
+        return None
+    custom_id = unmarked(wire_id)[0]
+    result = lenient.mapping(item.get("result"))
     outcome = OUTCOMES.get(str(result.get("type")), LineOutcome.ERRORED)
     if outcome is LineOutcome.SUCCEEDED:
-        return ResultLine(custom_id, outcome, 200, chat_completion(result.get("message") or {}))
+        return ResultLine(custom_id, outcome, 200, chat_completion(lenient.mapping(result.get("message"))))
     if outcome is LineOutcome.ERRORED:
-        wrapper = result.get("error") or {}
+        wrapper = lenient.mapping(result.get("error"))
         inner = wrapper.get("error")
         error: Mapping[str, Any] = inner if isinstance(inner, dict) else wrapper
         status, body = chat_error(error)

@@ -3,6 +3,9 @@
 Pure functions, so a batch's lines translate the same way everywhere and the unit tests need no network.
 What Anthropic has no counterpart for is dropped, not refused: `n` (always one choice), `response_format`,
 `logprobs`, `seed`, penalties, `service_tier`. Temperatures above Anthropic's ceiling of 1 are clamped.
+Claude's own rules are kept: `top_p` is dropped when `temperature` is set too (Claude 4.5 and later refuse
+both), and empty text blocks are left out (Claude refuses them; an assistant turn `content: ""` with tool
+calls becomes its tool_use blocks alone).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def messages_params(body: Mapping[str, Any], *, model: str | None = None) -> dic
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         params["temperature"] = min(float(temperature), MAX_TEMPERATURE)
-    if isinstance(body.get("top_p"), int | float):
+    if isinstance(body.get("top_p"), int | float) and "temperature" not in params:
         params["top_p"] = body["top_p"]
     stop = body.get("stop")
     if isinstance(stop, str):
@@ -135,13 +138,13 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return [{"type": "text", "text": content}] if content else []
     blocks: list[dict[str, Any]] = []
     for part in content if isinstance(content, list) else ():
         if not isinstance(part, Mapping):
             continue
         block = _block(part)
-        if block is not None:
+        if block is not None and block != {"type": "text", "text": ""}:
             if isinstance(part.get("cache_control"), Mapping):
                 block["cache_control"] = dict(part["cache_control"])
             blocks.append(block)

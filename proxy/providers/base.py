@@ -59,16 +59,35 @@ class BatchState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
+    """A provider batch as the adapter read it. `created_at` is epoch seconds (0.0 when the provider gave none).
+    The line counts are None when the provider does not say (Azure's null `request_counts`, Anthropic's counts
+    before the batch ends): unknown, which is not the same as zero."""
+
     batch_id: str
     state: BatchState
     created_at: float
     metadata: Mapping[str, str]
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: str | None = None
+
+    @property
+    def done(self) -> int | None:
+        """Lines finished either way, or None when the provider does not say."""
+        if self.completed is None or self.failed is None:
+            return None
+        return self.completed + self.failed
+
+    @property
+    def progress(self) -> float | None:
+        """Share of lines finished (0..1), or None when unknown (no total, or no finished count)."""
+        done = self.done
+        if not self.total or done is None:
+            return None
+        return min(1.0, done / self.total)
 
 
 class LineOutcome(StrEnum):

@@ -7,6 +7,7 @@ held whole in memory.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from proxy.providers import lenient
 from proxy.providers.base import (
     BatchInfo,
     BatchState,
@@ -27,10 +29,13 @@ from proxy.providers.base import (
 from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
 from proxy.providers.upstream_body import without_unstored_metadata
 
+log = logging.getLogger("batchgate.providers.openai_batch")
+
 CHAT_ENDPOINT = "/v1/chat/completions"
 LIST_PAGE = 100
 MAX_LIST_PAGES = 50
 CLOCK_SKEW = 60.0
+DEFAULT_FILE_EXPIRY = 7 * 24 * 3600  # seconds; OpenAI takes 3600..2592000
 UNFINISHED_CODES = {"batch_expired": LineOutcome.EXPIRED, "batch_cancelled": LineOutcome.CANCELLED}
 DROPPED_FIELDS = ("stream", "stream_options")
 MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
@@ -38,7 +43,8 @@ MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
 
 class OpenAIBatchClient:
     """Files + batches for one deployment: `upstream_model` replaces each body's model; `completion_window` is
-    sent with every batch (OpenAI accepts only "24h")."""
+    sent with every batch (OpenAI accepts only "24h"); `file_expiry` (seconds, None: the provider's default) is
+    sent as the upload's `expires_after` and the batch's `output_expires_after`, both anchored at `created_at`."""
 
     def __init__(
         self,
@@ -48,11 +54,13 @@ class OpenAIBatchClient:
         upstream_model: str,
         timeout: float = 60.0,
         completion_window: str = "24h",
+        file_expiry: int | None = DEFAULT_FILE_EXPIRY,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = batch_http(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout)
         self._model = upstream_model
         self._completion_window = completion_window
+        self._file_expiry = file_expiry
 
     async def prepare(
         self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], *, metadata: Mapping[str, str]
@@ -68,21 +76,30 @@ class OpenAIBatchClient:
                     count += 1
             if count == 0:
                 return PreparedInput("", 0)
+            form = {"purpose": "batch"}
+            if self._file_expiry is not None:  # multipart spelling of expires_after, as the openai SDK sends it
+                form |= {"expires_after[anchor]": "created_at", "expires_after[seconds]": str(self._file_expiry)}
             with provider_errors(), _reader(path) as upload:
                 response = await self._http.post(
-                    "files", data={"purpose": "batch"}, files={"file": (path.name, upload, "application/jsonl")}
+                    "files", data=form, files={"file": (path.name, upload, "application/jsonl")}
                 )
-            return PreparedInput(str(json_or_raise(response)["id"]), count)
+            uploaded = json_or_raise(response)
+            file_id = lenient.identifier(uploaded.get("id"))
+            if file_id is None:
+                raise lenient.malformed("file object (no id)", uploaded)
+            return PreparedInput(file_id, count)
         finally:
             _remove(path)
 
     async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
-        payload = {
+        payload: dict[str, Any] = {
             "input_file_id": prepared,
             "endpoint": CHAT_ENDPOINT,
             "completion_window": self._completion_window,
             "metadata": dict(metadata),
         }
+        if self._file_expiry is not None:
+            payload["output_expires_after"] = {"anchor": "created_at", "seconds": self._file_expiry}
         with provider_errors():
             response = await self._http.post("batches", json=payload)
         return batch_info(json_or_raise(response))
@@ -115,15 +132,20 @@ class OpenAIBatchClient:
             with provider_errors():
                 response = await self._http.get("batches", params=params)
             page = json_or_raise(response)
-            data = page.get("data") or []
+            data = [item for item in _list(page.get("data")) if isinstance(item, dict)]
             for item in data:
-                labels = item.get("metadata") or {}
+                labels = lenient.mapping(item.get("metadata"))
                 if item.get("input_file_id") == prepared and all(labels.get(k) == v for k, v in metadata.items()):
-                    found.append(batch_info(item))
-            older = bool(data) and float(data[-1].get("created_at") or 0) < since - CLOCK_SKEW
-            if not page.get("has_more") or not data or older:
+                    try:
+                        found.append(batch_info(item))
+                    except ProviderError as exc:  # one unreadable batch in a listing hides only itself
+                        log.warning("skipping an unreadable listed batch: %s", exc)
+            oldest = lenient.timestamp(data[-1].get("created_at")) if data else None
+            older = oldest is not None and oldest < since - CLOCK_SKEW
+            after = lenient.identifier(data[-1].get("id")) if data else None
+            if not page.get("has_more") or after is None or older:
                 break
-            params["after"] = data[-1]["id"]
+            params["after"] = after
         return found
 
     async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
@@ -137,8 +159,8 @@ class OpenAIBatchClient:
                         await response.aread()
                         json_or_raise(response)
                     async for text in response.aiter_lines():
-                        if text.strip():
-                            yield result_line(orjson.loads(text))
+                        if text.strip() and (line := parse_result_line(text)) is not None:
+                            yield line
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -163,6 +185,10 @@ def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes
         ) from None
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _reader(path: Path) -> BinaryIO:
     return path.open("rb")
 
@@ -172,61 +198,123 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def batch_info(item: Mapping[str, Any]) -> BatchInfo:
-    counts = item.get("request_counts") or {}
+STATES = {
+    "validating": BatchState.VALIDATING,
+    "queued": BatchState.VALIDATING,
+    "inprogress": BatchState.IN_PROGRESS,
+    "running": BatchState.IN_PROGRESS,
+    "finalizing": BatchState.FINALIZING,
+    "completed": BatchState.COMPLETED,
+    "succeeded": BatchState.COMPLETED,
+    "failed": BatchState.FAILED,
+    "expired": BatchState.EXPIRED,
+    "cancelling": BatchState.CANCELLING,
+    "canceling": BatchState.CANCELLING,
+    "cancelled": BatchState.CANCELLED,
+    "canceled": BatchState.CANCELLED,
+}  # keyed by lenient.status_key: OpenAI's, Azure's `Validating`, Together's `IN_PROGRESS` all fold to these
+
+
+def batch_info(item: Any) -> BatchInfo:
+    """The one reader of an OpenAI-shaped batch object (also Azure's, Together's `{"job": {...}}` wrapper and
+    xAI's `batch_id` + `state` counters): lenient in every field (see proxy.providers.lenient). Raises
+    ProviderError (TRANSIENT, code `malformed_response`) when the object has no readable id."""
+    if isinstance(item, dict) and "id" not in item and isinstance(item.get("job"), dict):
+        item = item["job"]
+    if not isinstance(item, dict):
+        raise lenient.malformed("batch object", item)
+    batch_id = lenient.identifier(item.get("id")) or lenient.identifier(item.get("batch_id"))
+    if batch_id is None:
+        raise lenient.malformed("batch object (no id)", item)
+    total, completed, failed = _counts(item)
     return BatchInfo(
-        batch_id=item["id"],
-        state=BatchState(item["status"]),
-        created_at=float(item.get("created_at") or 0),
-        metadata=dict(item.get("metadata") or {}),
-        total=int(counts.get("total") or 0),
-        completed=int(counts.get("completed") or 0),
-        failed=int(counts.get("failed") or 0),
-        output_file_id=item.get("output_file_id"),
-        error_file_id=item.get("error_file_id"),
+        batch_id=batch_id,
+        state=lenient.batch_state(item.get("status"), STATES),
+        created_at=lenient.timestamp(item.get("created_at")) or lenient.timestamp(item.get("create_time")) or 0.0,
+        metadata=lenient.string_pairs(item.get("metadata")),
+        total=total,
+        completed=completed,
+        failed=failed,
+        output_file_id=lenient.identifier(item.get("output_file_id")),
+        error_file_id=lenient.identifier(item.get("error_file_id")),
         errors=_errors_text(item.get("errors")),
     )
+
+
+def _counts(item: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """(total, completed, failed) from OpenAI's `request_counts` or xAI's `state` counters; None where unknown."""
+    counts = item.get("request_counts")
+    if isinstance(counts, dict):
+        return (
+            lenient.count(counts.get("total")),
+            lenient.count(counts.get("completed")),
+            lenient.count(counts.get("failed")),
+        )
+    counters = item.get("state")
+    if isinstance(counters, dict):
+        errors, cancelled = lenient.count(counters.get("num_error")), lenient.count(counters.get("num_cancelled"))
+        failed = None if errors is None else errors + (cancelled or 0)
+        return lenient.count(counters.get("num_requests")), lenient.count(counters.get("num_success")), failed
+    return None, None, None
 
 
 def _errors_text(errors: Any) -> str | None:
     if not isinstance(errors, dict):
         return None
+    data = errors.get("data")
     messages = [
         (f"line {entry['line']}: " if entry.get("line") else "") + str(entry.get("message"))
-        for entry in errors.get("data") or []
+        for entry in (data if isinstance(data, list) else [])
         if isinstance(entry, dict)
     ]
     return "; ".join(messages) or None
 
 
-def result_line(item: Mapping[str, Any]) -> ResultLine:
-    custom_id = str(item.get("custom_id"))
+def parse_result_line(raw: str | bytes) -> ResultLine | None:
+    """One line of an output or error file, or None (logged) for a line that is not a JSON object with a
+    custom_id: its job then has no line, and the batch's missing-line rules answer it."""
+    try:
+        item = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        lenient.skipped_line("not JSON", raw)
+        return None
+    line = result_line(item)
+    if line is None:
+        lenient.skipped_line("no custom_id", raw)
+    return line
+
+
+def result_line(item: Any) -> ResultLine | None:
+    """A parsed output/error line as a ResultLine; None when it names no custom_id."""
+    custom_id = lenient.identifier(item.get("custom_id")) if isinstance(item, dict) else None
+    if custom_id is None:
+        return None
     response = item.get("response")
     if isinstance(response, dict):
-        status = int(response.get("status_code") or 0)
-        body = response.get("body")
-        request_id = response.get("request_id") if isinstance(response.get("request_id"), str) else None
-        if 200 <= status < 300:
+        status = lenient.count(response.get("status_code")) or 0
+        raw_body = response.get("body")
+        body = raw_body if isinstance(raw_body, dict) else None
+        request_id = lenient.text(response.get("request_id"))
+        if 200 <= status < 300 and body is not None:
             return ResultLine(custom_id, LineOutcome.SUCCEEDED, status, body, request_id=request_id)
-        found = body.get("error") if isinstance(body, dict) else None
+        found = body.get("error") if body is not None else None
         error: dict[str, Any] = found if isinstance(found, dict) else {}
         return ResultLine(
             custom_id,
             LineOutcome.ERRORED,
             status,
-            body if isinstance(body, dict) else None,
-            error_code=error.get("code") or error.get("type"),
-            error_message=error.get("message"),
+            body,
+            error_code=lenient.text(error.get("code")) or lenient.text(error.get("type")),
+            error_message=lenient.text(error.get("message")),
             request_id=request_id,
         )
-    raw_error = item.get("error")
-    unfinished: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-    code = unfinished.get("code")
+    unfinished = lenient.mapping(item.get("error"))
+    code = lenient.text(unfinished.get("code"))
     return ResultLine(
         custom_id,
         UNFINISHED_CODES.get(str(code), LineOutcome.ERRORED),
         None,
         None,
         error_code=code,
-        error_message=unfinished.get("message"),
+        error_message=lenient.text(unfinished.get("message")),
     )

@@ -110,12 +110,14 @@ class ProviderRegistry:
         self._endpoints: dict[str, tuple[str, str | None]] = {}
         self._batch_apis: dict[str, BatchApi | None] = {}
         self._no_batch: dict[str, str | None] = {}
-        self._batch_settings: dict[str, tuple[str, str]] = {}
+        self._batch_settings: dict[str, tuple[str, str, int]] = {}
         for deployment in config.model_list:
             name = deployment.model_name
+            knobs = config.batch_knobs(name)
             self._batch_settings[name] = (
                 deployment.litellm_params.upstream_model,
-                config.batch_knobs(name).completion_window,
+                knobs.completion_window,
+                knobs.file_expiry,
             )
             self._batch_apis[name] = batch_api(deployment)
             self._no_batch[name] = no_batch_reason(deployment)
@@ -156,8 +158,8 @@ class ProviderRegistry:
             raise InvalidRequest(f"The model `{model_name}` does not exist.", param="model") from None
 
     def batch(self, model_name: str) -> BatchClient:
-        """The model's batch client, built on first use with the deployment's upstream model and
-        `completion_window` as the registry's config had them. ProviderError(501) when it has no batch API."""
+        """The model's batch client, built on first use with the deployment's upstream model, `completion_window`
+        and `file_expiry` as the registry's config had them. ProviderError(501) when it has no batch API."""
         client = self._batch.get(model_name)
         if client is not None:
             return client
@@ -170,7 +172,7 @@ class ProviderRegistry:
                 classification=ErrorClass.BAD_REQUEST,
             )
         base_url, api_key = self._endpoints[model_name]
-        upstream_model, completion_window = self._batch_settings[model_name]
+        upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
         if kind == "anthropic":
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
@@ -186,6 +188,7 @@ class ProviderRegistry:
                 upstream_model=upstream_model,
                 timeout=self._batch_timeout,
                 completion_window=completion_window,
+                file_expiry=file_expiry,
             )
         self._batch[model_name] = client
         return client

@@ -23,6 +23,7 @@ from proxy.simulator.answers import Answer, answer_for
 from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status
 from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault
 from proxy.simulator.ledger import Tier
+from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.state import SimulatorState, simulator_state
 
 JSON = "application/json"
@@ -35,6 +36,13 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 1000
 LINE_ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error", 500: "api_error"}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+# claude-sonnet-4-5-20250929, claude-haiku-4-5, claude-opus-4-1, claude-3-5-sonnet-20241022: (major, minor)
+CLAUDE_VERSION = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-)?(\d+)(?:-(\d{1,2}))?(?=-|$)")
+EXCLUSIVE_SAMPLING_FROM = (4, 5)  # Claude 4.5 models and later refuse temperature and top_p together
+CREDIT_MESSAGE = (
+    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or "
+    "purchase credits."
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -42,6 +50,11 @@ router = APIRouter(prefix="/v1")
 def error(status: int, error_type: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     body = {"type": "error", "error": {"type": error_type, "message": message}}
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=dict(headers or {}))
+
+
+def _out_of_credit(options: SimulatorOptions) -> bool:
+    """The account-state knobs, as Anthropic answers them: every call is a 400 about the credit balance."""
+    return options.insufficient_quota or options.billing_hard_limit_reached
 
 
 def _json(payload: Any) -> Response:
@@ -56,8 +69,9 @@ def _unauthorized(request: Request, state: SimulatorState) -> Response | None:
     return None
 
 
-def params_problem(params: Any) -> str | None:
-    """Why a Messages request body is invalid (Anthropic's 400 message), or None."""
+def params_problem(params: Any, options: SimulatorOptions | None = None) -> str | None:
+    """Why a Messages request body is invalid (Anthropic's 400 message), or None. With `options`, Claude's
+    model rules apply as their knobs say (sampling parameters, empty text blocks)."""
     if not isinstance(params, dict):
         return "The request body must be a JSON object."
     if not isinstance(params.get("model"), str) or not params["model"]:
@@ -65,7 +79,47 @@ def params_problem(params: Any) -> str | None:
     max_tokens = params.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         return "max_tokens: Field required (an integer of at least 1)"
-    return _messages_problem(params)
+    problem = _messages_problem(params)
+    if problem is None and options is not None and options.claude_nonempty_text:
+        problem = _empty_text_problem(params)
+    if problem is None and options is not None and options.claude_sampling_exclusive:
+        problem = _sampling_problem(params)
+    return problem
+
+
+def claude_version(model: str) -> tuple[int, int] | None:
+    """(major, minor) of a Claude model name, or None when the name carries no version."""
+    match = CLAUDE_VERSION.search(model)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def _sampling_problem(params: Mapping[str, Any]) -> str | None:
+    version = claude_version(str(params["model"]))
+    both = params.get("temperature") is not None and params.get("top_p") is not None
+    if both and version is not None and version >= EXCLUSIVE_SAMPLING_FROM:
+        return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+    return None
+
+
+def _empty_text_problem(params: Mapping[str, Any]) -> str | None:
+    messages = params["messages"]
+    for index, message in enumerate(messages):
+        content = message["content"]
+        if content == "" and not (index == len(messages) - 1 and message["role"] == "assistant"):
+            return (
+                f"messages.{index}: all messages must have non-empty content except for the optional final "
+                "assistant message"
+            )
+        for position, block in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(block, Mapping) and block.get("type") == "text" and block.get("text") == "":
+                return f"messages.{index}.content.{position}.text: text content blocks must be non-empty"
+    system = params.get("system")
+    for position, block in enumerate(system if isinstance(system, list) else ()):
+        if isinstance(block, Mapping) and block.get("type") == "text" and block.get("text") == "":
+            return f"system.{position}.text: text content blocks must be non-empty"
+    return None
 
 
 def _messages_problem(params: dict[str, Any]) -> str | None:
@@ -158,10 +212,10 @@ async def messages(request: Request) -> Response:
         params = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         return error(400, "invalid_request_error", "The request body is not valid JSON.")
-    problem = params_problem(params)
+    engine = state.engine
+    problem = params_problem(params, engine.options) or (CREDIT_MESSAGE if _out_of_credit(engine.options) else None)
     if problem:
         return error(400, "invalid_request_error", problem)
-    engine = state.engine
     fault = engine.sync_fault(Tier.SYNC)
     if fault is not None:
         refused = _fault_response(fault, engine.options.retry_after_s)
@@ -226,17 +280,21 @@ def batch_object(current: BatchView, base_url: str) -> dict[str, Any]:
     succeeded = sum(1 for line in finished if line.succeeded)
     left = len(record.lines) - len(finished)
     status = current.status
+    counts = {
+        "processing": 0 if ended else left,
+        "succeeded": succeeded,
+        "errored": len(finished) - succeeded,
+        "canceled": left if status is Status.CANCELLED else 0,
+        "expired": left if status is Status.EXPIRED else 0,
+    }
+    if not ended and not record.options.anthropic_live_counts:
+        # Anthropic: requests stay `processing` until the whole batch has ended
+        counts = {"processing": len(record.lines), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
     return {
         "id": record.id,
         "type": "message_batch",
         "processing_status": "ended" if ended else "canceling" if status is Status.CANCELLING else "in_progress",
-        "request_counts": {
-            "processing": 0 if ended else left,
-            "succeeded": succeeded,
-            "errored": len(finished) - succeeded,
-            "canceled": left if status is Status.CANCELLED else 0,
-            "expired": left if status is Status.EXPIRED else 0,
-        },
+        "request_counts": counts,
         "ended_at": _iso(current.seen(timeline.end_at)),
         "created_at": _iso(record.created_at),
         "expires_at": _iso(record.expires_at),
@@ -250,8 +308,9 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _batch_requests(payload: Any, max_lines: int) -> tuple[list[LineRequest], str | None]:
+def _batch_requests(payload: Any, options: SimulatorOptions) -> tuple[list[LineRequest], str | None]:
     """The parsed requests, or the reason the whole batch is refused (Anthropic refuses it at creation)."""
+    max_lines = options.max_batch_lines
     items = payload.get("requests") if isinstance(payload, dict) else None
     if not isinstance(items, list) or not items:
         return [], "requests: at least one request is required"
@@ -267,7 +326,7 @@ def _batch_requests(payload: Any, max_lines: int) -> tuple[list[LineRequest], st
             return [], f"requests.{index}.custom_id: duplicate custom_id {custom_id!r}"
         seen.add(custom_id)
         params = item.get("params")
-        problem = params_problem(params)
+        problem = params_problem(params, options)
         body = params if isinstance(params, dict) else {}
         parsed.append(LineRequest.from_body(custom_id, body, problem=problem))
     return parsed, None
@@ -291,7 +350,9 @@ async def create_batch(request: Request) -> Response:
     except orjson.JSONDecodeError:
         return error(400, "invalid_request_error", "The request body is not valid JSON.")
     engine = state.engine
-    requests, problem = await asyncio.to_thread(_batch_requests, payload, engine.options.max_batch_lines)
+    if _out_of_credit(engine.options):
+        return error(400, "invalid_request_error", CREDIT_MESSAGE)
+    requests, problem = await asyncio.to_thread(_batch_requests, payload, engine.options)
     if problem:
         return error(400, "invalid_request_error", problem)
     attributes = {"face": "anthropic", "endpoint": "/v1/messages", "input_file_id": None,

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from proxy.errors import ApiError, error_bytes
 from proxy.simulator import anthropic_face, control, openai_face
 from proxy.simulator.engine import Engine
+from proxy.simulator.files import FileStore
 from proxy.simulator.ledger import PriceBook
 from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.state import SimulatorState
@@ -43,7 +44,7 @@ def create_simulator_app(
     clock: Callable[[], float] = time.time,
     prices: PriceBook | None = None,
 ) -> FastAPI:
-    state = SimulatorState(engine=Engine(options, clock=clock, prices=prices))
+    state = SimulatorState(engine=Engine(options, clock=clock, prices=prices), files=FileStore(clock))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

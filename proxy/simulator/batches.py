@@ -106,6 +106,8 @@ class BatchRecord:
     lines: list[BatchLine]
     issues: list[ValidationIssue]
     attributes: dict[str, Any] = field(default_factory=dict)
+    expires: bool = True  # False: never expired (Azure global batch), expires_at is INFINITY
+    prompt_tokens: int = 0  # enqueued tokens: the prompts of every line that was answered or refused by a fault
     cancel_requested_at: float | None = None
     settled: bool = False
     by_finish: list[BatchLine] = field(init=False)
@@ -116,8 +118,12 @@ class BatchRecord:
         self.finish_offsets = [line.finish_offset for line in self.by_finish]
 
     @property
+    def model(self) -> str | None:
+        return self.lines[0].model if self.lines else None
+
+    @property
     def expires_at(self) -> float:
-        return self.created_at + self.options.expiry_s
+        return self.created_at + self.options.expiry_s if self.expires else INFINITY
 
     def timeline(self) -> Timeline:
         natural = self._natural_timeline()

@@ -7,6 +7,7 @@ import types
 import typing
 from typing import Any
 
+import orjson
 import uvicorn
 
 from proxy.simulator.app import create_simulator_app
@@ -17,12 +18,22 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _json_object(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected JSON, got {raw!r}") from exc
+
+
 def _value_type(annotation: Any) -> Any:
-    """The argparse `type` for a field: int, float or str (Optional[...] unwrapped)."""
+    """The argparse `type` for a field: int, float, str, or JSON for mappings (Optional[...] unwrapped);
+    booleans are given as text (true/false) and parsed by the model."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
     if typing.get_origin(annotation) is typing.Literal:
         return str
+    if typing.get_origin(annotation) is dict:
+        return _json_object
     return annotation if annotation in (int, float, str) else str
 
 
@@ -39,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=_value_type(info.annotation),
             choices=choices,
             default=None,
-            help=f"{info.description or name} (default: {info.default})",
+            help=f"{info.description or name} (default: {info.get_default(call_default_factory=True)})",
         )
 
 

@@ -7,11 +7,12 @@ engine, and render what it answers back into their own shapes.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from proxy.simulator.answers import Answer, answer_for
 from proxy.simulator.batches import (
@@ -29,6 +30,8 @@ from proxy.simulator.batches import (
 from proxy.simulator.ledger import Ledger, PriceBook, Tier
 from proxy.simulator.options import SimulatorOptions
 
+TokenLimitMode = Literal["fail", "refuse"]
+
 LINE_ERROR_MESSAGES = {
     500: "The server had an error while processing your request. Sorry about that!",
     429: "Rate limit reached while processing this batch request. Please try again later.",
@@ -43,6 +46,21 @@ def expected_content(body: Mapping[str, Any]) -> str:
 
 class BatchNotFound(LookupError):
     pass
+
+
+class TokenLimitExceeded(RuntimeError):
+    """A new batch would push its model's enqueued prompt tokens over the limit (`str()` is the provider's
+    message). The OpenAI face fails the batch with it; the Azure flavour refuses the create call (400)."""
+
+    code = "token_limit_exceeded"
+
+    def __init__(self, model: str, limit: int) -> None:
+        super().__init__(
+            f"Enqueued token limit reached for {model} in organization org-simulated. Limit: {limit:,} enqueued "
+            "tokens. Please try again once some in_progress batches have been completed."
+        )
+        self.model = model
+        self.limit = limit
 
 
 class BatchNotCancellable(RuntimeError):
@@ -75,6 +93,7 @@ class Engine:
         self._rng = random.Random(options.seed)
         self._fail_next: deque[tuple[int, str | None]] = deque()
         self._batches: dict[str, BatchRecord] = {}
+        self._admission = threading.Lock()  # the token-limit check and the registration of a batch are one step
 
     # knobs and sync faults
 
@@ -116,23 +135,62 @@ class Engine:
         requests: Sequence[LineRequest],
         issues: Sequence[ValidationIssue],
         attributes: Mapping[str, Any],
+        *,
+        token_limit: TokenLimitMode | None = None,
+        expires: bool = True,
     ) -> BatchRecord:
-        """Register a batch (linear in its lines: call it off the event loop for large inputs)."""
+        """Register a batch (linear in its lines: call it off the event loop for large inputs).
+
+        With `token_limit`, a batch that would take its model's enqueued prompt tokens (the prompts of the
+        model's batches not yet ended) over `options.token_limit(model)` is registered as failed with a
+        `token_limit_exceeded` issue ("fail", OpenAI) or not registered at all: TokenLimitExceeded is raised
+        ("refuse", Azure fail-fast). With `expires=False` it never expires (Azure global batch)."""
         opts = self.options
         lines = []
+        issues = list(issues)
         if not issues:
             offsets = finish_offsets(len(requests), opts, self._rng)
             lines = [self._line(index, request, offsets[index]) for index, request in enumerate(requests)]
-        record = BatchRecord(
-            id=batch_id,
-            created_at=self.clock(),
-            options=opts,
-            lines=lines,
-            issues=list(issues),
-            attributes=dict(attributes),
-        )
-        self._batches[batch_id] = record
+        tokens = sum(request.answer.prompt_tokens for request in requests if request.answer is not None)
+        with self._admission:
+            if token_limit and not issues and lines:
+                refusal = self.token_limit_refusal(lines[0].model, tokens)
+                if refusal is not None and token_limit == "refuse":  # noqa: S105 - a mode, not a secret
+                    raise refusal
+                if refusal is not None:
+                    issues.append(ValidationIssue(refusal.code, str(refusal), None, None))
+                    lines = []
+            record = BatchRecord(
+                id=batch_id,
+                created_at=self.clock(),
+                options=opts,
+                lines=lines,
+                issues=issues,
+                attributes=dict(attributes),
+                expires=expires,
+                prompt_tokens=0 if issues else tokens,
+            )
+            self._batches[batch_id] = record
         return record
+
+    def enqueued_tokens(self, model: str) -> int:
+        """Prompt tokens of `model`'s batches that have not ended (validating, in progress, finalizing,
+        cancelling): what the provider counts against the enqueued-token limit."""
+        return sum(
+            record.prompt_tokens
+            for record in list(self._batches.values())
+            if not record.settled
+            and record.model == model
+            and not record.issues
+            and not self._settled_view(record).status.is_terminal
+        )
+
+    def token_limit_refusal(self, model: str, tokens: int) -> TokenLimitExceeded | None:
+        """The refusal a new batch of `tokens` prompt tokens for `model` meets, or None when it fits."""
+        limit = self.options.token_limit(model)
+        if limit is None or self.enqueued_tokens(model) + tokens <= limit:
+            return None
+        return TokenLimitExceeded(model, limit)
 
     def _line(self, index: int, request: LineRequest, offset: float) -> BatchLine:
         model = request.model
@@ -186,4 +244,12 @@ class Engine:
         self._fail_next.clear()
 
 
-__all__ = ["INFINITY", "BatchNotCancellable", "BatchNotFound", "Engine", "Fault", "expected_content"]
+__all__ = [
+    "INFINITY",
+    "BatchNotCancellable",
+    "BatchNotFound",
+    "Engine",
+    "Fault",
+    "TokenLimitExceeded",
+    "expected_content",
+]

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status, ValidationIssue
-from proxy.simulator.openai_chat import chat_problem, completion
+from proxy.simulator.batches import INFINITY, BatchLine, BatchView, LineRequest, Status, ValidationIssue
+from proxy.simulator.openai_chat import chat_problem, completion, store_problem
+from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.rate_headers import request_id
 
 CHAT_ENDPOINT = "/v1/chat/completions"
+AZURE_CHAT_ENDPOINT = "/chat/completions"  # Azure's batch endpoint is often given without /v1
+AZURE_STATUSES = {  # Azure's documented REST example spells statuses capitalised ("Validating")
+    Status.VALIDATING: "Validating",
+    Status.IN_PROGRESS: "InProgress",
+    Status.FINALIZING: "Finalizing",
+    Status.COMPLETED: "Completed",
+    Status.FAILED: "Failed",
+    Status.EXPIRED: "Expired",
+    Status.CANCELLING: "Cancelling",
+    Status.CANCELLED: "Cancelled",
+}
 MAX_REPORTED_ISSUES = 100
 ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_exceeded", 500: "server_error"}
 UNFINISHED_ERRORS = {
@@ -26,9 +39,9 @@ UNFINISHED_ERRORS = {
 
 
 class _InputChecker:
-    def __init__(self, endpoint: str, max_lines: int) -> None:
+    def __init__(self, endpoint: str, options: SimulatorOptions) -> None:
         self.endpoint = endpoint
-        self.max_lines = max_lines
+        self.options = options
         self.requests: list[LineRequest] = []
         self.issues: list[ValidationIssue] = []
         self.custom_ids: set[str] = set()
@@ -96,12 +109,25 @@ class _InputChecker:
                 "body.model",
             )
         problem = chat_problem(body)
+        if problem and self.options.invalid_body_fails_batch:
+            param = f"body.{problem[1]}" if problem[1] else "body"
+            self.issue("invalid_request", problem[0], number, param)
+            return
+        if problem is None and self.options.metadata_requires_store:
+            problem = store_problem(body)  # the line is answered 400, the batch runs
         self.requests.append(LineRequest.from_body(custom_id, body, problem[0] if problem else None))
 
 
-def check_input_file(path: Path, *, endpoint: str, max_lines: int) -> tuple[list[LineRequest], list[ValidationIssue]]:
-    """Parse a batch input file line by line (blocking: use a thread). Issues make the batch `failed`."""
-    checker = _InputChecker(endpoint, max_lines)
+def check_input_file(
+    path: Path, *, endpoint: str, options: SimulatorOptions
+) -> tuple[list[LineRequest], list[ValidationIssue]]:
+    """Parse a batch input file line by line (blocking: use a thread). Issues make the batch `failed`.
+
+    A line whose body the endpoint refuses is an issue (naming its 1-based line and `body.<param>`) when
+    `options.invalid_body_fails_batch`, else that line alone is answered 400; `metadata` without `store` is
+    always that line's 400 (when `options.metadata_requires_store`)."""
+    checker = _InputChecker(endpoint, options)
+    max_lines = options.max_batch_lines
     count = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -118,7 +144,48 @@ def check_input_file(path: Path, *, endpoint: str, max_lines: int) -> tuple[list
 
 
 def _timestamp(moment: float | None) -> int | None:
-    return None if moment is None else int(moment)
+    return None if moment is None or moment == INFINITY else int(moment)
+
+
+def azure_timestamp(moment: float | None) -> str | None:
+    """Azure's ISO text with 7 fractional digits: `2024-07-19T17:13:57.2491382+00:00`."""
+    if moment is None or moment == INFINITY:
+        return None
+    whole = datetime.fromtimestamp(int(moment), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{round((moment % 1) * 10**7):07d}+00:00"
+
+
+AZURE_TIMESTAMPS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def azure_batch_object(current: BatchView, files: tuple[str | None, str | None]) -> dict[str, Any]:
+    """The batch as Azure's documented REST example shows it: capitalised status, ISO timestamps, null counts."""
+    payload = batch_object(current, files)
+    timeline, record = current.timeline, current.record
+    ended = current.seen(timeline.end_at)
+    moments = {
+        "created_at": record.created_at,
+        "in_progress_at": current.seen(timeline.in_progress_at),
+        "expires_at": record.expires_at,
+        "finalizing_at": current.seen(timeline.finalizing_at),
+        "cancelling_at": current.seen(timeline.cancelling_at),
+    }
+    end_field = f"{timeline.end_status.value}_at"
+    for name in AZURE_TIMESTAMPS:
+        payload[name] = azure_timestamp(ended if name == end_field else moments.get(name))
+    payload["status"] = AZURE_STATUSES[current.status]
+    payload["request_counts"] = {"total": None, "completed": None, "failed": None}
+    return payload
 
 
 def batch_object(current: BatchView, files: tuple[str | None, str | None]) -> dict[str, Any]:
@@ -149,7 +216,7 @@ def batch_object(current: BatchView, files: tuple[str | None, str | None]) -> di
         "error_file_id": files[1],
         "created_at": int(record.created_at),
         "in_progress_at": _timestamp(current.seen(timeline.in_progress_at)),
-        "expires_at": int(record.expires_at),
+        "expires_at": _timestamp(record.expires_at),
         "finalizing_at": _timestamp(current.seen(timeline.finalizing_at)),
         "completed_at": _timestamp(ended if end_status is Status.COMPLETED else None),
         "failed_at": _timestamp(ended if end_status is Status.FAILED else None),

@@ -74,6 +74,13 @@ def chat_problem(body: Any) -> Problem | None:
     return _options_problem(body)
 
 
+def store_problem(body: Mapping[str, Any]) -> Problem | None:
+    """OpenAI refuses chat `metadata` unless the completion is stored (`store: true`)."""
+    if body.get("metadata") is not None and body.get("store") is not True:
+        return "The 'metadata' parameter is only allowed when 'store' is enabled.", "metadata"
+    return None
+
+
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:29]}"
 

@@ -13,11 +13,19 @@ from fastapi.responses import FileResponse, StreamingResponse
 from proxy.errors import ApiError, Conflict, InvalidRequest, NotFound, Unauthorized
 from proxy.simulator.answers import answer_for
 from proxy.simulator.batches import BatchView
-from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault
-from proxy.simulator.files import FileRecord, new_file_id
+from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault, TokenLimitExceeded
+from proxy.simulator.files import FILE_TTL_S, FileRecord, expires_after_seconds, new_file_id
 from proxy.simulator.ledger import Tier
-from proxy.simulator.openai_batches import CHAT_ENDPOINT, batch_object, check_input_file, result_lines
-from proxy.simulator.openai_chat import chat_problem, completion, response_tier, sse_events
+from proxy.simulator.openai_batches import (
+    AZURE_CHAT_ENDPOINT,
+    CHAT_ENDPOINT,
+    azure_batch_object,
+    batch_object,
+    check_input_file,
+    result_lines,
+)
+from proxy.simulator.openai_chat import chat_problem, completion, response_tier, sse_events, store_problem
+from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.state import ResultFiles, SimulatorState, simulator_state
 from proxy.simulator.uploads import receive_upload
 
@@ -27,7 +35,12 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
-COMPLETION_WINDOWS = frozenset({"24h"})  # the only window OpenAI accepts
+COMPLETION_WINDOWS = frozenset({"24h"})  # the only window OpenAI (and Azure) accept
+GROQ_WINDOW_HOURS = (24, 7 * 24)  # Groq accepts 24h to 7d
+QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
 
 
 class ProviderError(ApiError):
@@ -83,6 +96,25 @@ def fault_error(fault: Fault, model: str, retry_after_s: int) -> ProviderError:
     )
 
 
+def quota_error() -> ProviderError:
+    """OpenAI's answer when the account has no quota left: a 429 that is not a rate limit (no Retry-After)."""
+    return ProviderError(429, QUOTA_MESSAGE, error_type="insufficient_quota", code="insufficient_quota")
+
+
+def account_error(opts: SimulatorOptions, *, batch_create: bool = False) -> ProviderError | None:
+    """The refusal an account in bad standing meets: every chat call and every batch create, until cleared."""
+    if batch_create and opts.billing_hard_limit_reached:
+        return ProviderError(
+            400,
+            "Billing hard limit has been reached",
+            error_type="invalid_request_error",
+            code="billing_hard_limit_reached",
+        )
+    if opts.insufficient_quota or opts.billing_hard_limit_reached:
+        return quota_error()
+    return None
+
+
 async def json_body(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
@@ -102,9 +134,12 @@ async def chat_completions(request: Request) -> Response:
     opts = engine.options
     authorize(request, opts.api_key)
     body = await json_body(request)
-    problem = chat_problem(body)
+    problem = chat_problem(body) or (store_problem(body) if opts.metadata_requires_store else None)
     if problem:
         raise InvalidRequest(problem[0], param=problem[1])
+    refusal = account_error(opts)
+    if refusal is not None:
+        raise refusal
     tier = Tier.FLEX if body.get("service_tier") == "flex" else Tier.SYNC
     fault = engine.sync_fault(tier)
     if fault is not None:
@@ -142,6 +177,36 @@ def _file(state: SimulatorState, file_id: str) -> FileRecord:
     return record
 
 
+def _file_json(state: SimulatorState, record: FileRecord) -> dict[str, Any]:
+    """A file object; Azure files without an explicit expiry never expire (`expires_at: null`)."""
+    return record.as_openai(None if state.engine.options.flavor == "azure" else FILE_TTL_S)
+
+
+def _upload_expiry(fields: dict[str, str]) -> int | None:
+    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    try:
+        return expires_after_seconds(anchor, seconds, param="expires_after")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="expires_after") from exc
+
+
+def _check_file_cap(state: SimulatorState, purpose: str, expires_after_s: int | None) -> None:
+    """Azure: only `max_files_without_expiry` batch files per resource may lack an expiry."""
+    opts = state.engine.options
+    if opts.flavor != "azure" or purpose != "batch" or expires_after_s is not None:
+        return
+    if state.files.count_without_expiry(purpose) >= opts.max_files_without_expiry:
+        raise InvalidRequest(
+            f"This resource already holds {opts.max_files_without_expiry} batch files without an expiry, the "
+            "most allowed. Delete files you no longer need, or upload with 'expires_after' set (up to 10,000 "
+            "files with an expiry are allowed).",
+            param="expires_after",
+            code="file_limit_exceeded",
+        )
+
+
 @router.post("/files")
 async def upload_file(request: Request) -> Response:
     state = simulator_state(request)
@@ -162,17 +227,20 @@ async def upload_file(request: Request) -> Response:
             raise InvalidRequest(f"The simulator only accepts purpose 'batch', got {purpose!r}.", param="purpose")
         if upload.filename is None:
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+        expires_after_s = _upload_expiry(upload.fields)
+        _check_file_cap(state, purpose, expires_after_s)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return _json(state.files.register(file_id, filename=upload.filename, purpose=purpose).as_openai())
+    record = state.files.register(file_id, filename=upload.filename, purpose=purpose, expires_after_s=expires_after_s)
+    return _json(_file_json(state, record))
 
 
 @router.get("/files")
 async def list_files(request: Request) -> Response:
     state = simulator_state(request)
     authorize(request, state.engine.options.api_key)
-    data = [record.as_openai() for record in reversed(state.files.all())]
+    data = [_file_json(state, record) for record in reversed(state.files.all())]
     return _json({"object": "list", "data": data, "has_more": False})
 
 
@@ -180,7 +248,7 @@ async def list_files(request: Request) -> Response:
 async def retrieve_file(request: Request, file_id: str) -> Response:
     state = simulator_state(request)
     authorize(request, state.engine.options.api_key)
-    return _json(_file(state, file_id).as_openai())
+    return _json(_file_json(state, _file(state, file_id)))
 
 
 @router.delete("/files/{file_id}")
@@ -217,46 +285,87 @@ def _metadata(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
-def _batch_request(body: Any) -> tuple[str, str, str, dict[str, str] | None]:
+def _window_accepted(window: str, opts: SimulatorOptions) -> bool:
+    if opts.flavor != "groq":
+        return window in COMPLETION_WINDOWS
+    unit, number = window[-1:], window[:-1]
+    if unit not in ("h", "d") or not number.isdigit():
+        return False
+    hours = int(number) * (24 if unit == "d" else 1)
+    return GROQ_WINDOW_HOURS[0] <= hours <= GROQ_WINDOW_HOURS[1]
+
+
+def _output_expiry(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'output_expires_after' must be an object.", param="output_expires_after")
+    try:
+        return expires_after_seconds(value.get("anchor"), value.get("seconds"), param="output_expires_after")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="output_expires_after") from exc
+
+
+def _batch_request(body: Any, opts: SimulatorOptions) -> dict[str, Any]:
+    """The batch attributes of a valid create body (endpoint, input_file_id, completion_window, metadata,
+    output_expires_after_s); InvalidRequest otherwise."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     for key in ("input_file_id", "endpoint", "completion_window"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key)
-    if body["endpoint"] != CHAT_ENDPOINT:
+    endpoints = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if opts.flavor == "azure" else (CHAT_ENDPOINT,)
+    if body["endpoint"] not in endpoints:
         raise InvalidRequest(
             f"The simulator supports only endpoint {CHAT_ENDPOINT!r}, got {body['endpoint']!r}.",
             param="endpoint",
         )
-    if body["completion_window"] not in COMPLETION_WINDOWS:
+    if not _window_accepted(body["completion_window"], opts):
+        supported = "'24h' to '7d'" if opts.flavor == "groq" else "'24h'"
         raise InvalidRequest(
-            f"Invalid value for 'completion_window': {body['completion_window']!r}. Supported values are: '24h'.",
+            f"Invalid value for 'completion_window': {body['completion_window']!r}. Supported values are: {supported}.",
             param="completion_window",
             code="invalid_value",
         )
-    return body["input_file_id"], body["endpoint"], body["completion_window"], _metadata(body.get("metadata"))
+    return {
+        "endpoint": body["endpoint"],
+        "input_file_id": body["input_file_id"],
+        "completion_window": body["completion_window"],
+        "metadata": _metadata(body.get("metadata")),
+        "output_expires_after_s": _output_expiry(body.get("output_expires_after")),
+    }
 
 
 @router.post("/batches")
 async def create_batch(request: Request) -> Response:
     state = simulator_state(request)
     engine = state.engine
-    authorize(request, engine.options.api_key)
-    input_file_id, endpoint, window, metadata = _batch_request(await json_body(request))
-    source = _file(state, input_file_id)
+    opts = engine.options
+    authorize(request, opts.api_key)
+    attributes = _batch_request(await json_body(request), opts)
+    refusal = account_error(opts, batch_create=True)
+    if refusal is not None:
+        raise refusal
+    source = _file(state, attributes["input_file_id"])
     if source.purpose != "batch":
-        raise InvalidRequest(f"File {input_file_id} does not have purpose 'batch'.", param="input_file_id")
+        raise InvalidRequest(f"File {source.id} does not have purpose 'batch'.", param="input_file_id")
     requests, issues = await asyncio.to_thread(
-        check_input_file, source.path, endpoint=endpoint, max_lines=engine.options.max_batch_lines
+        check_input_file, source.path, endpoint=attributes["endpoint"], options=opts
     )
-    attributes = {
-        "endpoint": endpoint,
-        "input_file_id": input_file_id,
-        "completion_window": window,
-        "metadata": metadata,
-    }
     batch_id = f"batch_{new_file_id().removeprefix('file-')}"
-    record = await asyncio.to_thread(engine.create_batch, batch_id, requests, issues, attributes)
+    azure = opts.flavor == "azure"
+    try:
+        record = await asyncio.to_thread(
+            engine.create_batch,
+            batch_id,
+            requests,
+            issues,
+            attributes,
+            token_limit="refuse" if azure else "fail",
+            expires=not azure,
+        )
+    except TokenLimitExceeded as exc:  # Azure "fail-fast": the create call itself is refused
+        raise InvalidRequest(str(exc), code=exc.code) from exc
     return _json(await _batch_json(state, engine.batch(record.id)))
 
 
@@ -273,8 +382,9 @@ async def _result_files(state: SimulatorState, current: BatchView) -> ResultFile
 
 def _write_result_files(state: SimulatorState, current: BatchView) -> ResultFiles:
     batch_id = current.record.id
-    output = state.files.writer(filename=f"{batch_id}_output.jsonl", purpose="batch_output")
-    errors = state.files.writer(filename=f"{batch_id}_error.jsonl", purpose="batch_output")
+    expiry = current.record.attributes.get("output_expires_after_s")
+    output = state.files.writer(filename=f"{batch_id}_output.jsonl", purpose="batch_output", expires_after_s=expiry)
+    errors = state.files.writer(filename=f"{batch_id}_error.jsonl", purpose="batch_output", expires_after_s=expiry)
     try:
         for to_error_file, raw in result_lines(current):
             (errors if to_error_file else output).write(raw)
@@ -284,7 +394,8 @@ def _write_result_files(state: SimulatorState, current: BatchView) -> ResultFile
 
 
 async def _batch_json(state: SimulatorState, current: BatchView) -> dict[str, Any]:
-    return batch_object(current, await _result_files(state, current))
+    render = azure_batch_object if current.record.options.flavor == "azure" else batch_object
+    return render(current, await _result_files(state, current))
 
 
 def _view(state: SimulatorState, batch_id: str) -> BatchView:

@@ -1,17 +1,25 @@
-"""Every knob of the simulated upstream, with defaults that suit tests (a batch finishes in about 3 s).
+"""Every knob of the simulated upstream. Timing knobs default to what suits tests (a batch finishes in about
+3 s); behaviour knobs default to what the real provider does (strict: enqueued-token limit, `metadata` refused
+without `store`, a bad line fails its whole batch, Claude's parameter rules, Anthropic counts hidden until the
+batch ends). docs/simulator.md tabulates them with the real behaviour each models and its source.
 
 Knobs can be changed at runtime (`PATCH /_sim/config`); a batch copies the knobs in force when it is created,
 so a test can make "the next batch" stall, fail lines or finish in 1 s without touching batches already
-running.
+running. Account-state knobs (`insufficient_quota`, `billing_hard_limit_reached`) apply to every later call.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Rate = float  # a probability in [0, 1]
+Flavor = Literal["openai", "azure", "groq"]
+
+# OpenAI usage tier 1 batch queue limit for gpt-4o-mini-class models (enqueued prompt tokens per model)
+DEFAULT_ENQUEUED_TOKEN_LIMIT = 2_000_000
+DEFAULT_FILES_WITHOUT_EXPIRY = 500  # Azure: batch files per resource when no expires_after is set
 
 
 class SimulatorOptions(BaseModel):
@@ -54,6 +62,48 @@ class SimulatorOptions(BaseModel):
     max_batch_lines: int = Field(default=50_000, ge=1, description="input lines allowed in one batch")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="largest accepted upload")
 
+    # provider strictness (defaults: what the real providers do)
+    flavor: Flavor = Field(
+        default="openai",
+        description="wire flavour of the OpenAI face: openai, azure (capitalised statuses, ISO timestamps, null "
+        "counts, no 24 h expiry, token limit and file cap answered at create/upload) or groq (24h..7d windows)",
+    )
+    enqueued_token_limit: int | None = Field(
+        default=DEFAULT_ENQUEUED_TOKEN_LIMIT,
+        ge=1,
+        description="enqueued prompt tokens allowed per model over open batches (None: unlimited)",
+    )
+    enqueued_token_limits: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="per-model enqueued-token limits overriding enqueued_token_limit (JSON)"
+    )
+    insufficient_quota: bool = Field(
+        default=False, description="account out of quota: chat and batch create answer 429 insufficient_quota"
+    )
+    billing_hard_limit_reached: bool = Field(
+        default=False,
+        description="account at its billing hard limit: batch create answers 400, chat 429 insufficient_quota",
+    )
+    invalid_body_fails_batch: bool = Field(
+        default=True,
+        description="a batch line whose body the endpoint refuses fails the whole batch (else only that line, 400)",
+    )
+    metadata_requires_store: bool = Field(
+        default=True, description="chat `metadata` without `store: true` is refused (400; in a batch, that line)"
+    )
+    max_files_without_expiry: int = Field(
+        default=DEFAULT_FILES_WITHOUT_EXPIRY,
+        ge=0,
+        description="azure flavour: batch files allowed without expires_after (the next upload answers 400)",
+    )
+    anthropic_live_counts: bool = Field(
+        default=False,
+        description="Anthropic request_counts move while the batch runs (real: all in `processing` until it ends)",
+    )
+    claude_sampling_exclusive: bool = Field(
+        default=True, description="Claude 4.5 and later refuse `temperature` and `top_p` together (400)"
+    )
+    claude_nonempty_text: bool = Field(default=True, description="Claude refuses empty text content blocks (400)")
+
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 
     @model_validator(mode="after")
@@ -63,6 +113,10 @@ class SimulatorOptions(BaseModel):
         if self.line_500_rate + self.line_429_rate + self.line_400_rate > 1:
             raise ValueError("line_500_rate + line_429_rate + line_400_rate must not exceed 1")
         return self
+
+    def token_limit(self, model: str) -> int | None:
+        """The enqueued-token limit of `model` (tokens), or None when unlimited."""
+        return self.enqueued_token_limits.get(model, self.enqueued_token_limit)
 
     @property
     def processing_s(self) -> float:

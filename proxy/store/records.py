@@ -169,9 +169,9 @@ class BatchRecord:
     ended_at: float | None
 
     @property
-    def progress(self) -> float:
-        """Share of the batch's lines the provider reports finished (0 when unknown)."""
-        return self.done / self.total if self.total else 0.0
+    def progress(self) -> float | None:
+        """Share of the batch's lines the provider reports finished; None when unknown (no total reported)."""
+        return self.done / self.total if self.total else None
 
     @staticmethod
     def new_fields(tag: str, group: str, *, created_at: float) -> list[str | float | int]:

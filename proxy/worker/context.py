@@ -1,17 +1,18 @@
-"""What every worker loop shares: the process's services, the store, leases, the observer, one clock, fault
+"""What every worker task shares: the process's services, the store, leases, the observer, one clock, fault
 injection."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from proxy.events import WorkerEvents
 from proxy.metrics import Metrics
@@ -22,9 +23,11 @@ from proxy.worker.leases import Leases
 
 log = logging.getLogger("batchgate.worker")
 
+T = TypeVar("T")
+
 # Fault injection for the crash tests: the worker stops (sleeps) at the named stage, after writing the stage
-# name to the marker file, so a test can kill -9 it exactly there. Stages: before_upload, after_upload,
-# after_create, while_polling, during_ingest.
+# name to the marker file, so a test can kill -9 it exactly there (or, in process, set `resume`). Stages:
+# before_upload, after_upload, before_create, after_create, while_polling, during_ingest.
 PAUSE_AT_ENV = "BATCHGATE_TEST_PAUSE_AT"
 PAUSE_MARKER_ENV = "BATCHGATE_TEST_PAUSE_MARKER"
 
@@ -58,6 +61,7 @@ class WorkerContext:
     pause_at: str | None = None
     pause_marker: Path | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on SIGTERM: take no new work
+    resume: asyncio.Event = field(default_factory=asyncio.Event)  # ends a fault-injection pause (in-process tests)
     _paused: set[str] = field(default_factory=set)
 
     @property
@@ -72,14 +76,28 @@ class WorkerContext:
         return bool(deployment and deployment.supports_flex)
 
     async def checkpoint(self, stage: str) -> None:
-        """A fault-injection point (see PAUSE_AT_ENV); free when no pause is configured."""
-        if self.pause_at != stage or stage in self._paused:
-            return
-        self._paused.add(stage)
-        log.warning("pausing for fault injection", extra={"stage": stage, "worker": self.worker_id})
-        if self.pause_marker is not None:
-            self.pause_marker.write_text(stage)
-        await asyncio.sleep(3600)
+        """A named stage of a submission or ingest, just before or after a provider call: the task makes sure its
+        leases are still its own (CancelledError if one is lost), and the crash tests may pause it here (see
+        PAUSE_AT_ENV)."""
+        if self.pause_at == stage and stage not in self._paused:
+            self._paused.add(stage)
+            log.warning("pausing for fault injection", extra={"stage": stage, "worker": self.worker_id})
+            if self.pause_marker is not None:
+                self.pause_marker.write_text(stage)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.resume.wait(), timeout=3600)
+        await self.leases.confirm()
+
+
+async def shielded(write: Awaitable[T]) -> T:
+    """Await a final write to its end even if the caller is cancelled meanwhile (a lost lease, a hand-back):
+    the write and what follows it in `write` complete, then the cancellation goes on."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
 
 
 def new_worker_id() -> str:

@@ -19,7 +19,7 @@ from proxy.reasons import FailureReason, RescueReason
 from proxy.store.jobs import valid_job_id
 from proxy.store.outcomes import Answer, Finished
 from proxy.store.records import BatchRecord
-from proxy.worker.context import WorkerContext
+from proxy.worker.context import WorkerContext, shielded
 
 log = logging.getLogger("batchgate.worker.ingest")
 
@@ -105,6 +105,10 @@ class Ingester:
             await self.retry_or_fail(record, items, tally, rescue=rescue)
 
     async def finish(self, answers: Sequence[Answer], tally: Tally) -> None:
+        """Record final answers (shielded: a cancelled ingest still finishes the chunk it was writing)."""
+        await shielded(self._finish(answers, tally))
+
+    async def _finish(self, answers: Sequence[Answer], tally: Tally) -> None:
         results = await self.ctx.store.outcomes.finish_many(answers, retention=self.ctx.worker_config.result_ttl)
         for answer, done in zip(answers, results, strict=True):
             if done is None:

@@ -20,7 +20,6 @@ from proxy.worker.submitter import Submitter
 log = logging.getLogger("batchgate.worker.poller")
 
 BACKOFF = 1.5
-DUE_PER_TICK = 20
 
 
 class Poller:
@@ -29,17 +28,14 @@ class Poller:
         self.submitter = submitter
         self.ingester = Ingester(ctx)
 
-    async def tick(self, groups: dict[str, str]) -> bool:
-        worked = False
-        for tag in groups:
-            for batch_id in await self.ctx.store.batches.due(tag, limit=DUE_PER_TICK):
-                if self.ctx.stopping.is_set():
-                    return worked
-                async with self.ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
-                    if mine:
-                        await self.look(tag, batch_id)
-                        worked = True
-        return worked
+    async def visit(self, tag: str, batch_id: str) -> bool:
+        """Look at one due batch under its lease; False when another worker holds it (or we are stopping)."""
+        if self.ctx.stopping.is_set():
+            return False
+        async with self.ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
+            if mine:
+                await self.look(tag, batch_id)
+            return mine
 
     async def look(self, tag: str, batch_id: str) -> None:
         ctx = self.ctx
@@ -71,14 +67,10 @@ class Poller:
         ctx = self.ctx
         config = ctx.worker_config
         interval = min(config.poll_interval_max, max(config.poll_interval_min, record.poll_interval * BACKOFF))
+        counts = {"total": info.total, "done": info.done} if info.total and info.done is not None else {}
         await ctx.store.batches.update(
-            record.tag,
-            record.id,
-            provider_state=info.state.value,
-            total=info.total,
-            done=info.completed + info.failed,
-            poll_interval=interval,
-        )
+            record.tag, record.id, provider_state=info.state.value, poll_interval=interval, **counts
+        )  # unknown counts leave the last known ones (none: progress unknown)
         await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock() + interval)
 
     async def _end(self, record: BatchRecord, info: BatchInfo) -> None:

@@ -8,8 +8,8 @@ moves every job at risk to the sync queue. A batch with nothing left worth waiti
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from proxy.jobs.service import cancel_if_pointless
 from proxy.jobs.timing import at_risk, flush_slack, remaining_estimate
 from proxy.reasons import RescueReason
 from proxy.store.records import SYNC_OWNER, BatchRecord
@@ -20,17 +20,17 @@ log = logging.getLogger("batchgate.worker.rescuer")
 WINDOW = 500
 
 
-class Rescuer:
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
+# (tag, group, batch id): have cancel_if_pointless run in a task of its own, off the guard's path
+CancelLater = Callable[[str, str, str], object]
 
-    async def tick(self, groups: dict[str, str]) -> bool:
-        worked = False
-        for tag, group in groups.items():
-            worked = await self.guard(tag, group) or worked
-        return worked
+
+class Rescuer:
+    def __init__(self, ctx: WorkerContext, *, cancel_later: CancelLater) -> None:
+        self.ctx = ctx
+        self.cancel_later = cancel_later
 
     async def guard(self, tag: str, group: str) -> bool:
+        """One pass of the guard over a group; True when a job left a batch for the sync lane."""
         ctx = self.ctx
         now = ctx.clock()
         turnaround = ctx.knobs(group).turnaround_estimate
@@ -65,9 +65,7 @@ class Rescuer:
                 if owner:
                     emptied.add(owner)
         for batch_id in emptied:
-            await cancel_if_pointless(
-                ctx.store, ctx.runtime.batch_client, tag, batch_id, recheck_in=ctx.worker_config.poll_interval_min
-            )
+            self.cancel_later(tag, group, batch_id)
         return bool(emptied)
 
     @staticmethod

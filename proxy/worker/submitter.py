@@ -39,24 +39,17 @@ class Submitter:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
 
-    async def tick(self, groups: dict[str, str], *, drain: bool = False) -> bool:
-        """Flush every group that is due; `drain` flushes any non-empty queue (burst mode)."""
-        worked = False
-        for tag, group in groups.items():
-            if self.ctx.stopping.is_set():
-                break
-            worked = await self.flush(tag, group, drain=drain) or worked
-        return worked
-
     async def flush(self, tag: str, group: str, *, drain: bool = False) -> bool:
-        if not await self._due(tag, group, drain=drain):
+        """Send the group's queue as batches while it is due; `drain` flushes any non-empty queue (burst mode).
+        True when a batch was sent."""
+        if not await self.due(tag, group, drain=drain):
             return False
         ctx = self.ctx
         async with ctx.leases.held(keys.lease(tag, "flush")) as flushing:
             if not flushing:
                 return False
             sent = False
-            while not ctx.stopping.is_set() and await self._due(tag, group, drain=drain):
+            while not ctx.stopping.is_set() and await self.due(tag, group, drain=drain):
                 knobs = ctx.knobs(group)
                 batch_id = await ctx.store.batches.open_batch(tag, group, look_again_in=ctx.worker_config.lease)
                 async with ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
@@ -85,7 +78,9 @@ class Submitter:
             await asyncio.shield(self.ctx.store.batches.schedule(tag, batch_id, at=self.ctx.clock()))
         log.info("submission handed back", extra={"batch": batch_id, "worker": self.ctx.worker_id})
 
-    async def _due(self, tag: str, group: str, *, drain: bool) -> bool:
+    async def due(self, tag: str, group: str, *, drain: bool = False) -> bool:
+        """Whether the queue should be flushed now: full, old enough or short of deadline slack (`drain`: any
+        job waiting)."""
         stats = await self.ctx.store.batches.queue_stats(tag)
         if stats.count == 0:
             return False
@@ -194,6 +189,7 @@ class Submitter:
             if info is not None:
                 log.info("found the provider batch of a crashed submission", extra={"batch": record.id})
         if info is None:
+            await ctx.checkpoint("before_create")
             try:
                 info = await client.create(record.file_id, metadata=metadata)
             except ProviderError as exc:

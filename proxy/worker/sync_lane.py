@@ -19,7 +19,7 @@ from proxy.providers.failures import upstream_failure
 from proxy.reasons import RescueReason
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
-from proxy.worker.context import WorkerContext
+from proxy.worker.context import WorkerContext, shielded
 from proxy.worker.ingest import report_finished
 
 log = logging.getLogger("batchgate.worker.sync_lane")
@@ -39,18 +39,19 @@ class SyncLane:
         config = self.ctx.runtime.config
         return config.limits.upstream_timeout + config.retry.budget + config.worker.lease
 
-    async def tick(self, groups: dict[str, str]) -> bool:
+    async def claim(self, tag: str, group: str) -> bool:
+        """Take up lapsed claims of the group, then start a call (its own task) for each job its sync queue has
+        ready, up to `sync_concurrency` in flight; True when any was started."""
+        await self.ctx.store.outcomes.reclaim_sync(tag)
+        free = self.ctx.worker_config.sync_concurrency - len(self.running)
+        if free <= 0 or self.ctx.stopping.is_set():
+            return False
         worked = False
-        for tag, group in groups.items():
-            await self.ctx.store.outcomes.reclaim_sync(tag)
-            free = self.ctx.worker_config.sync_concurrency - len(self.running)
-            if free <= 0 or self.ctx.stopping.is_set():
-                break
-            for job_id in await self.ctx.store.outcomes.claim_sync(tag, limit=free, claim_seconds=self.claim_seconds):
-                task = asyncio.create_task(self.answer(job_id, group))
-                self.running[task] = job_id
-                task.add_done_callback(self._forget)
-                worked = True
+        for job_id in await self.ctx.store.outcomes.claim_sync(tag, limit=free, claim_seconds=self.claim_seconds):
+            task = asyncio.create_task(self.answer(job_id, group))
+            self.running[task] = job_id
+            task.add_done_callback(self._forget)
+            worked = True
         return worked
 
     def _forget(self, task: asyncio.Task[None]) -> None:
@@ -82,7 +83,8 @@ class SyncLane:
         try:
             await self._answer(job_id, group)
         except Exception:
-            log.exception("sync lane call failed unexpectedly", extra={"job": job_id})
+            log.exception("sync lane call failed unexpectedly", extra={"job": job_id, "group": group})
+            self.ctx.runtime.metrics.record_task_failure("sync")
             await self.ctx.store.outcomes.retry_sync(job_id, ready_at=self.ctx.clock() + RETRY_BASE)
 
     async def _answer(self, job_id: str, group: str) -> None:
@@ -137,6 +139,9 @@ class SyncLane:
         await self._finish(Answer(job.id, SYNC_OWNER, "failed", lane, error=error))
 
     async def _finish(self, answer: Answer) -> None:
+        await shielded(self._record(answer))  # a hand-back must not lose an answer already paid for
+
+    async def _record(self, answer: Answer) -> None:
         done = await self.ctx.store.outcomes.finish(answer, retention=self.ctx.worker_config.result_ttl)
         if done is not None:
             report_finished(self.ctx, done)

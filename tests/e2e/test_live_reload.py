@@ -78,20 +78,22 @@ def test_sighup_and_file_changes_reload_and_an_invalid_file_is_refused(
 
     write_policy(config_path, DEFER_EVERYTHING)
     process.send_signal(signal.SIGHUP)
-    wait_until_sync(lambda: "rule=defer-everything" in decision(url))
+    wait_until_sync(lambda: "rule=defer-everything" in decision(url), timeout=15)
     assert decision(url).startswith("lane=batch")
     assert reloads(url, "applied") >= 1
 
     config_path.write_text("model_list: [this is: not valid\n")
     process.send_signal(signal.SIGHUP)
-    wait_until_sync(lambda: reloads(url, "refused") >= 1)
+    wait_until_sync(lambda: reloads(url, "refused") >= 1, timeout=15)
     assert "rule=defer-everything" in decision(url), "the config in force stays after a refused reload"
     assert process.poll() is None
 
     applied_before = reloads(url, "applied")
     config_path.write_text(original)
     write_policy(config_path, SYNC_TEAM_RULE)
-    wait_until_sync(lambda: reloads(url, "applied") > applied_before)  # no signal this time: the file change alone
+    wait_until_sync(
+        lambda: reloads(url, "applied") > applied_before, timeout=15
+    )  # no signal this time: the file change alone
     assert decision(url).startswith("lane=sync; rule=default")
 
 
@@ -180,7 +182,9 @@ def test_a_separate_worker_reloads_live_keys_and_refuses_static_ones(
 
             config_path.write_text(yaml.safe_dump(priced(document, "0.000003", "0.000005")))
             worker.send_signal(signal.SIGHUP)
-            wait_until_sync(lambda: metric(worker_url, 'batchgate_config_reloads_total{result="applied"}') >= 1)
+            wait_until_sync(
+                lambda: metric(worker_url, 'batchgate_config_reloads_total{result="applied"}') >= 1, timeout=15
+            )
             second = answered_in_batch(url)
             paid, expected = paid_for_last(second, first, "0.000003", "0.000005")
             assert paid == expected, "after SIGHUP the worker prices with the new overrides"
@@ -189,7 +193,9 @@ def test_a_separate_worker_reloads_live_keys_and_refuses_static_ones(
             static_change["worker"] = {**static_change["worker"], "lease": 7}
             config_path.write_text(yaml.safe_dump(static_change))
             worker.send_signal(signal.SIGHUP)
-            wait_until_sync(lambda: metric(worker_url, 'batchgate_config_reloads_total{result="refused"}') >= 1)
+            wait_until_sync(
+                lambda: metric(worker_url, 'batchgate_config_reloads_total{result="refused"}') >= 1, timeout=15
+            )
             refusal = [line for line in worker_log.read_text().splitlines() if "reload refused" in line]
             assert refusal, worker_log.read_text()[-3000:]
             assert "worker.lease" in refusal[-1]

@@ -129,7 +129,7 @@ async def defer(
 
 
 async def provider_batch_lines(simulator_url: str) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Every batch the simulated provider has, and how often each custom_id appears across their input files."""
+    """Every batch the simulated provider has, and how often each custom_id appears across their result files."""
     lines: Counter[str] = Counter()
     async with httpx.AsyncClient(base_url=simulator_url + "/v1", headers={"authorization": "Bearer x"}) as upstream:
         batches: list[dict[str, Any]] = []
@@ -141,8 +141,13 @@ async def provider_batch_lines(simulator_url: str) -> tuple[list[dict[str, Any]]
                 break
             params["after"] = batches[-1]["id"]
         for batch in batches:
-            content = await upstream.get(f"/files/{batch['input_file_id']}/content")
-            lines.update(orjson.loads(line)["custom_id"] for line in content.content.splitlines() if line)
+            # each line of a batch comes back once, in its output or error file; the input file is deleted once
+            # the batch has ended
+            assert (await upstream.get(f"/files/{batch['input_file_id']}")).status_code == 404
+            for file_id in (batch["output_file_id"], batch["error_file_id"]):
+                if file_id:
+                    content = await upstream.get(f"/files/{file_id}/content")
+                    lines.update(orjson.loads(line)["custom_id"] for line in content.content.splitlines() if line)
     return batches, lines
 
 

@@ -38,7 +38,9 @@ async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis
 
             first = start_worker(env.config_path, redis_url)
             try:
-                await wait_until(receiver.arrived.is_set)  # the POST is in flight: the worker waits for its answer
+                await wait_until(
+                    receiver.arrived.is_set, timeout=30
+                )  # the POST is in flight: the worker waits for its answer
                 os.kill(first.pid, signal.SIGKILL)
                 first.wait(timeout=10)
             finally:
@@ -50,7 +52,7 @@ async def test_a_worker_killed_mid_delivery_still_delivers(tmp_path: Path, redis
 
             second = start_worker(env.config_path, redis_url)
             try:
-                await wait_until(lambda: bool(receiver.delivered()))
+                await wait_until(lambda: bool(receiver.delivered()), timeout=30)
             finally:
                 second.send_signal(signal.SIGTERM)
                 second.wait(timeout=20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -345,7 +346,8 @@ def test_cancel_keeps_finished_lines_and_snapshots_knobs(sim: ServerThread, clie
 
 
 def test_line_errors_carry_status_and_error_body(sim: ServerThread, client: OpenAI) -> None:
-    configure(sim, **FAST_BATCH, line_500_rate=0.3, line_429_rate=0.3)
+    # a body the endpoint refuses is that line's 400 only when the batch is not failed whole for it
+    configure(sim, **FAST_BATCH, line_500_rate=0.3, line_429_rate=0.3, invalid_body_fails_batch=False)
     bodies = {f"l-{i}": chat_body(f"line {i}") for i in range(20)}
     lines = [line(c, b) for c, b in bodies.items()]
     lines.append(line("bad-body", {"model": MODEL, "messages": "not a list"}))
@@ -467,3 +469,338 @@ def test_a_completion_window_other_than_24h_is_refused_as_openai_does(client: Op
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     assert accepted.completion_window == "24h"
+
+
+# strict defaults: what the real providers do (docs/simulator.md, "Strictness knobs")
+
+AUTH = {"Authorization": "Bearer sk-sim"}
+ISO_AZURE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}\+00:00$"
+
+
+def raw_batch(sim: ServerThread, batch_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{sim.url}/v1/batches/{batch_id}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    payload: dict[str, Any] = response.json()
+    return payload
+
+
+def test_defaults_are_the_real_providers(sim: ServerThread) -> None:
+    config = httpx.get(f"{sim.url}/_sim/config").json()
+    assert config["flavor"] == "openai"
+    assert config["enqueued_token_limit"] == 2_000_000
+    assert (config["insufficient_quota"], config["billing_hard_limit_reached"]) == (False, False)
+    assert config["invalid_body_fails_batch"]
+    assert config["metadata_requires_store"]
+    assert config["claude_sampling_exclusive"]
+    assert config["claude_nonempty_text"]
+    assert config["anthropic_live_counts"] is False
+
+
+def test_enqueued_token_limit_fails_the_batch_that_would_exceed_it(sim: ServerThread, client: OpenAI) -> None:
+    bodies = [chat_body(f"enqueued question number {i}") for i in range(3)]
+    per_line = prompt_tokens(bodies[0]["messages"])
+    configure(sim, **FAST_BATCH, finish_fraction=0, enqueued_token_limits={MODEL: 3 * per_line + 1})
+    holding = submit(client, [line(f"h{i}", body) for i, body in enumerate(bodies)])  # stalls: holds its tokens
+    configure(sim, finish_fraction=1)
+    other_model = submit(client, [line("o", chat_body("another model", model="gpt-4o"))])
+
+    refused = wait_for(client, submit(client, [line("x", bodies[0])]).id, "failed", "completed")
+    assert refused.status == "failed"
+    assert refused.errors is not None
+    assert refused.errors.data is not None
+    [error] = refused.errors.data
+    assert (error.code, error.line, error.param) == ("token_limit_exceeded", None, None)
+    assert (error.message or "").startswith(f"Enqueued token limit reached for {MODEL} ")
+    assert (error.message or "").endswith("Please try again once some in_progress batches have been completed.")
+    assert refused.request_counts is not None
+    assert refused.request_counts.total == 0
+    assert wait_for(client, other_model.id, "completed", "failed").status == "completed"  # limits are per model
+
+    client.batches.cancel(holding.id)
+    wait_for(client, holding.id, "cancelled")
+    fits = wait_for(client, submit(client, [line("x", bodies[0])]).id, "failed", "completed")
+    assert fits.status == "completed"
+    too_big = submit(client, [line(f"b{i}", chat_body(f"enqueued question number {i}")) for i in range(4)])
+    assert wait_for(client, too_big.id, "failed", "completed").status == "failed"  # alone over the limit
+
+
+def test_azure_refuses_the_create_call_over_the_token_limit(sim: ServerThread, client: OpenAI) -> None:
+    configure(sim, flavor="azure", enqueued_token_limit=5)
+    raw = orjson.dumps(line("a", chat_body("too many tokens for this resource"))) + b"\n"
+    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert refused.value.code == "token_limit_exceeded"
+    assert "Enqueued token limit reached" in refused.value.message
+    assert client.batches.list().data == []  # nothing was created
+
+
+def test_insufficient_quota_refuses_every_later_call(sim: ServerThread, client: OpenAI) -> None:
+    raw = orjson.dumps(line("a", chat_body("hi"))) + b"\n"
+    configure(sim, insufficient_quota=True)
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError) as no_quota:
+            client.chat.completions.create(**chat_body("hello"))
+        assert (no_quota.value.code, no_quota.value.type) == ("insufficient_quota", "insufficient_quota")
+        assert "check your plan and billing details" in no_quota.value.message
+        assert "retry-after" not in no_quota.value.response.headers
+    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    with pytest.raises(openai.RateLimitError) as no_batch:
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert no_batch.value.code == "insufficient_quota"
+    assert ledger(sim)["totals"]["requests"] == 0
+
+    configure(sim, insufficient_quota=False)  # the account was topped up
+    assert client.chat.completions.create(**chat_body("hello")).choices
+
+
+def test_billing_hard_limit_refuses_batch_creation(sim: ServerThread, client: OpenAI) -> None:
+    raw = orjson.dumps(line("a", chat_body("hi"))) + b"\n"
+    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    configure(sim, billing_hard_limit_reached=True)
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert refused.value.code == "billing_hard_limit_reached"
+    with pytest.raises(openai.RateLimitError) as no_quota:
+        client.chat.completions.create(**chat_body("hello"))
+    assert no_quota.value.code == "insufficient_quota"
+
+
+def test_a_body_the_endpoint_refuses_fails_the_whole_batch_naming_its_line(sim: ServerThread, client: OpenAI) -> None:
+    configure(sim, **FAST_BATCH)
+    lines = [
+        line("fine-1", chat_body("fine")),
+        line("bad", {"model": MODEL, "messages": "not a list"}),
+        line("fine-2", chat_body("also fine")),
+        line("bad-tokens", chat_body("zero", max_tokens=0)),
+    ]
+    batch = wait_for(client, submit(client, lines).id, "failed", "completed")
+    assert batch.status == "failed"
+    assert batch.errors is not None
+    found = [(error.line, error.code, error.param) for error in batch.errors.data or []]
+    assert found == [(2, "invalid_request", "body.messages"), (4, "invalid_request", "body.max_tokens")]
+    assert batch.output_file_id is None
+    assert ledger(sim)["totals"]["requests"] == 0
+
+
+def test_metadata_without_store_is_refused_sync_and_per_batch_line(sim: ServerThread, client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**chat_body("tagged"), metadata={"team": "search"})
+    assert refused.value.param == "metadata"
+    assert "only allowed when 'store' is enabled" in refused.value.message
+    assert client.chat.completions.create(**chat_body("tagged"), metadata={"team": "search"}, store=True).choices
+
+    configure(sim, **FAST_BATCH)
+    lines = [
+        line("plain", chat_body("plain")),
+        line("tagged", chat_body("tagged", metadata={"team": "search"})),
+        line("stored", chat_body("stored", metadata={"team": "search"}, store=True)),
+    ]
+    batch = wait_for(client, submit(client, lines).id, "completed", "failed")
+    assert batch.status == "completed"
+    output, errors = jsonl(client, batch.output_file_id), jsonl(client, batch.error_file_id)
+    assert sorted(item["custom_id"] for item in output) == ["plain", "stored"]
+    [error] = errors
+    assert (error["custom_id"], error["response"]["status_code"]) == ("tagged", 400)
+    assert "only allowed when 'store' is enabled" in error["response"]["body"]["error"]["message"]
+
+    configure(sim, metadata_requires_store=False)
+    assert client.chat.completions.create(**chat_body("lenient"), metadata={"team": "search"}).choices
+
+
+def test_groq_flavour_accepts_windows_up_to_seven_days(sim: ServerThread, client: OpenAI) -> None:
+    configure(sim, flavor="groq")
+    raw = orjson.dumps(line("a", chat_body("hi"))) + b"\n"
+    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    for window in ("24h", "48h", "7d"):
+        created = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window=window,  # type: ignore[arg-type]
+        )
+        assert created.completion_window == window
+    for window in ("1h", "8d"):
+        with pytest.raises(openai.BadRequestError):
+            client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window=window,  # type: ignore[arg-type]
+            )
+
+
+def test_azure_flavour_shapes_and_never_expires(sim: ServerThread, client: OpenAI) -> None:
+    configure(sim, flavor="azure", turnaround_s=1.0, validating_s=0.3, finalizing_s=0.1, expiry_s=0.5)
+    raw = b"\n".join(
+        orjson.dumps({**line(f"a{i}", chat_body(f"azure {i}")), "url": "/chat/completions"}) for i in range(3)
+    )
+    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    assert client.files.retrieve(uploaded.id).expires_at is None  # Azure files without expires_after stay
+    created = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+
+    first = raw_batch(sim, created.id)
+    assert first["status"] == "Validating"
+    assert first["request_counts"] == {"total": None, "completed": None, "failed": None}
+    assert first["expires_at"] is None
+    assert re.match(ISO_AZURE, first["created_at"])
+
+    def ended() -> dict[str, Any] | None:
+        payload = raw_batch(sim, created.id)
+        return payload if payload["status"] in {"Completed", "Expired", "Failed"} else None
+
+    done = wait_until_sync(ended, timeout=15, what="the azure batch ending")
+    assert done["status"] == "Completed"  # past expiry_s, but Azure does not expire global batches
+    assert re.match(ISO_AZURE, done["completed_at"])
+    assert done["request_counts"] == {"total": None, "completed": None, "failed": None}
+    assert len(jsonl(client, done["output_file_id"])) == 3
+
+
+def test_azure_caps_batch_files_without_expiry(sim: ServerThread, client: OpenAI) -> None:
+    configure(sim, flavor="azure", max_files_without_expiry=2)
+    raw = orjson.dumps(line("a", chat_body("hi"))) + b"\n"
+    kept = [client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch") for _ in range(2)]
+    with pytest.raises(openai.BadRequestError) as capped:
+        client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    assert (capped.value.param, capped.value.code) == ("expires_after", "file_limit_exceeded")
+    assert "without an expiry" in capped.value.message
+    expiring = client.files.create(
+        file=("in.jsonl", raw, "application/jsonl"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert expiring.expires_at == expiring.created_at + 3600
+    client.files.delete(kept[0].id)
+    assert client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch").id
+
+
+def test_file_and_output_expiry_are_taken_and_checked(sim: ServerThread, client: OpenAI) -> None:
+    raw = orjson.dumps(line("a", chat_body("hi"))) + b"\n"
+    default = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+    assert default.expires_at == default.created_at + 30 * 24 * 3600
+    with pytest.raises(openai.BadRequestError) as too_short:
+        client.files.create(
+            file=("in.jsonl", raw, "application/jsonl"),
+            purpose="batch",
+            expires_after={"anchor": "created_at", "seconds": 60},
+        )
+    assert too_short.value.param == "expires_after"
+    uploaded = client.files.create(
+        file=("in.jsonl", raw, "application/jsonl"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    assert uploaded.expires_at == uploaded.created_at + 7200
+
+    configure(sim, **FAST_BATCH)
+    created = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 86400},
+    )
+    batch = wait_for(client, created.id, "completed")
+    output = client.files.retrieve(batch.output_file_id or "")
+    assert output.expires_at == output.created_at + 86400
+    with pytest.raises(openai.BadRequestError) as bad_output:
+        client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            output_expires_after={"anchor": "created_at", "seconds": 10**9},
+        )
+    assert bad_output.value.param == "output_expires_after"
+    assert client.files.delete(uploaded.id).deleted  # the input can go once its batch has ended
+
+
+def test_a_batch_nobody_polls_is_still_billed(sim: ServerThread, client: OpenAI) -> None:
+    configure(sim, **FAST_BATCH)
+    submit(client, [line(f"late{i}", chat_body(f"late {i}")) for i in range(3)])  # never retrieved again
+
+    def billed() -> dict[str, Any] | None:
+        row = ledger(sim)["models"].get(MODEL, {}).get("batch", {})
+        return row if row.get("requests") else None
+
+    assert wait_until_sync(billed, timeout=15, what="the unpolled batch being billed")["requests"] == 3
+
+
+# the Anthropic face's strict defaults
+
+ANTHROPIC = {"x-api-key": "sk-sim", "anthropic-version": "2023-06-01"}
+
+
+def claude(text: str, model: str = "claude-sonnet-4-5-20250929", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def test_claude_refuses_temperature_with_top_p_on_new_models_and_empty_text(sim: ServerThread) -> None:
+    url = f"{sim.url}/v1/messages"
+    both = httpx.post(url, json=claude("hi", temperature=0.5, top_p=0.9), headers=ANTHROPIC)
+    assert both.status_code == 400
+    assert both.json()["error"]["type"] == "invalid_request_error"
+    assert "cannot both be specified" in both.json()["error"]["message"]
+    for model in ("claude-haiku-4-5", "claude-opus-4-6"):
+        assert (
+            httpx.post(url, json=claude("hi", model, temperature=0.5, top_p=0.9), headers=ANTHROPIC).status_code == 400
+        )
+    for model in ("claude-3-5-sonnet-20241022", "claude-sonnet-4-20250514"):  # older models accept both
+        assert (
+            httpx.post(url, json=claude("hi", model, temperature=0.5, top_p=0.9), headers=ANTHROPIC).status_code == 200
+        )
+    assert httpx.post(url, json=claude("hi", temperature=0.5), headers=ANTHROPIC).status_code == 200
+
+    empty_block = claude("x")
+    empty_block["messages"][0]["content"] = [{"type": "text", "text": ""}]
+    refused = httpx.post(url, json=empty_block, headers=ANTHROPIC)
+    assert refused.status_code == 400
+    assert "text content blocks must be non-empty" in refused.json()["error"]["message"]
+    empty_turn = claude("x")
+    empty_turn["messages"] += [{"role": "assistant", "content": ""}, {"role": "user", "content": "again"}]
+    assert httpx.post(url, json=empty_turn, headers=ANTHROPIC).status_code == 400
+
+    configure(sim, claude_sampling_exclusive=False, claude_nonempty_text=False)
+    assert httpx.post(url, json=claude("hi", temperature=0.5, top_p=0.9), headers=ANTHROPIC).status_code == 200
+    assert httpx.post(url, json=empty_block, headers=ANTHROPIC).status_code == 200
+
+
+def test_anthropic_counts_stay_zero_until_the_batch_ends(sim: ServerThread) -> None:
+    configure(sim, turnaround_s=2.0, validating_s=0.1, finalizing_s=0.1)
+    requests = [{"custom_id": f"r{i}", "params": claude(f"question {i}")} for i in range(4)]
+    requests.append({"custom_id": "both", "params": claude("both", temperature=0.5, top_p=0.9)})
+    created = httpx.post(f"{sim.url}/v1/messages/batches", json={"requests": requests}, headers=ANTHROPIC).json()
+    seen: list[dict[str, int]] = []
+
+    def ended() -> dict[str, Any] | None:
+        payload = httpx.get(f"{sim.url}/v1/messages/batches/{created['id']}", headers=ANTHROPIC).json()
+        if payload["processing_status"] != "ended":
+            seen.append(payload["request_counts"])
+            return None
+        return payload
+
+    done = wait_until_sync(ended, timeout=15, what="the message batch ending")
+    assert seen
+    assert all(counts == {**counts, "processing": 5, "succeeded": 0, "errored": 0} for counts in seen)
+    assert done["request_counts"]["succeeded"] == 4
+    assert done["request_counts"]["errored"] == 1
+    results = httpx.get(done["results_url"], headers=ANTHROPIC).text.splitlines()
+    errored = [orjson.loads(raw) for raw in results if b'"errored"' in raw.encode()]
+    assert [item["custom_id"] for item in errored] == ["both"]
+
+    configure(sim, anthropic_live_counts=True, turnaround_s=3.0)
+    live = httpx.post(f"{sim.url}/v1/messages/batches", json={"requests": requests[:4]}, headers=ANTHROPIC).json()
+
+    def moving() -> dict[str, Any] | None:
+        counts = httpx.get(f"{sim.url}/v1/messages/batches/{live['id']}", headers=ANTHROPIC).json()["request_counts"]
+        return counts if 0 < counts["succeeded"] < 4 else None
+
+    assert wait_until_sync(moving, timeout=15, what="live counts moving")["processing"] > 0
+
+
+def test_an_account_out_of_credit_is_refused_by_the_anthropic_face(sim: ServerThread) -> None:
+    configure(sim, insufficient_quota=True)
+    for url, body in (
+        (f"{sim.url}/v1/messages", claude("hi")),
+        (f"{sim.url}/v1/messages/batches", {"requests": [{"custom_id": "a", "params": claude("hi")}]}),
+    ):
+        refused = httpx.post(url, json=body, headers=ANTHROPIC)
+        assert refused.status_code == 400
+        assert "credit balance is too low" in refused.json()["error"]["message"]

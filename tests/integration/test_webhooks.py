@@ -126,7 +126,7 @@ def test_a_receiver_failing_three_times_gets_one_logical_delivery(tmp_path: Path
         accepted = post(stack, TEAM_KEYS["alpha"], body, {"X-Batch-Callback-Url": url})
         assert accepted.status_code == 202
         job_id = accepted.json()["id"]
-        wait_until_sync(lambda: bool(receiver.delivered()))
+        wait_until_sync(lambda: bool(receiver.delivered()), timeout=20)
         assert [call.status for call in receiver.calls] == [500, 500, 500, 204]
         assert {call.headers["webhook-id"] for call in receiver.calls} == {f"msg_{job_id}"}
         assert all(call.verified is not None for call in receiver.calls)  # signed with alpha's own secret
@@ -145,7 +145,7 @@ def test_dead_letters_are_listed_by_owner_and_replayed(tmp_path: Path, redis_url
         job_id = post(stack, TEAM_KEYS["beta"], body, {"X-Batch-Callback-Url": url}).json()["id"]
         with api(stack, TEAM_KEYS["beta"]) as beta, api(stack, TEAM_KEYS["alpha"]) as alpha, \
                 api(stack, MASTER_KEY) as master:  # fmt: skip
-            wait_until_sync(lambda: bool(beta.get("/v1/webhooks/dead-letters").json()["data"]))
+            wait_until_sync(lambda: bool(beta.get("/v1/webhooks/dead-letters").json()["data"]), timeout=20)
             [dead] = beta.get("/v1/webhooks/dead-letters").json()["data"]
             assert (dead["id"], dead["state"], dead["webhook_id"]) == (job_id, "dead", f"msg_{job_id}")
             assert dead["attempts"] == len(receiver.calls) >= 2
@@ -157,7 +157,7 @@ def test_dead_letters_are_listed_by_owner_and_replayed(tmp_path: Path, redis_url
             replayed = beta.post(f"/v1/webhooks/dead-letters/{job_id}/replay")
             assert replayed.status_code == 202
             assert replayed.json()["state"] == "pending"
-            wait_until_sync(lambda: bool(receiver.delivered()))
+            wait_until_sync(lambda: bool(receiver.delivered()), timeout=20)
             assert receiver.delivered()[0].headers["webhook-id"] == f"msg_{job_id}"
             assert beta.get("/v1/webhooks/dead-letters").json()["data"] == []
             assert beta.post(f"/v1/webhooks/dead-letters/{job_id}/replay").status_code == 409

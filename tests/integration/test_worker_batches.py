@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -50,6 +51,10 @@ async def test_two_thousand_jobs_across_two_models_get_their_own_answers(tmp_pat
         batches = env.provider_batches()
         assert sorted(batch["request_counts"]["total"] for batch in batches) == [1000, 1000]
         assert {batch["completion_window"] for batch in batches} == {"24h"}
+        auth = {"authorization": "Bearer sk-x"}
+        listing = await asyncio.to_thread(httpx.get, env.simulator_url + "/v1/files", headers=auth)
+        remaining = {file["id"] for file in listing.json()["data"]}
+        assert remaining == {batch["output_file_id"] for batch in batches}  # inputs are deleted once ended
         assert len({batch["metadata"]["batchgate_batch"] for batch in batches}) == 2
 
 

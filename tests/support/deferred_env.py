@@ -100,13 +100,20 @@ async def deferred_env(
     with simulator_server(**knobs) as upstream:
         if models is not None:
             sections["model_list"] = models(upstream.url)
-        path, config = write_config(tmp_path, upstream.url, **sections)
-        runtime = build_runtime(Settings(config=path, redis_url=redis_url), config)
-        try:
-            yield DeferredEnv(runtime, runtime.store, upstream.url, path, redis_url)
-        finally:
-            await runtime.providers.aclose()
-            await runtime.redis.aclose()
+        async with env_on(tmp_path, redis_url, upstream.url, **sections) as env:
+            yield env
+
+
+@contextlib.asynccontextmanager
+async def env_on(tmp_path: Path, redis_url: str, simulator_url: str, **sections: Any) -> AsyncIterator[DeferredEnv]:
+    """A Runtime on a simulated upstream that is already running (sections may point models elsewhere)."""
+    path, config = write_config(tmp_path, simulator_url, **sections)
+    runtime = build_runtime(Settings(config=path, redis_url=redis_url), config)
+    try:
+        yield DeferredEnv(runtime, runtime.store, simulator_url, path, redis_url)
+    finally:
+        await runtime.providers.aclose()
+        await runtime.redis.aclose()
 
 
 CLAUDE = "claude-haiku-4-5-20251001"

@@ -76,7 +76,7 @@ def test_multi_part_content_becomes_blocks_with_images_and_cache_control() -> No
         ({"max_completion_tokens": 70, "max_tokens": 50}, {"max_tokens": 70}),
         ({"stop": "END"}, {"stop_sequences": ["END"]}),
         ({"stop": ["a", "b"]}, {"stop_sequences": ["a", "b"]}),
-        ({"temperature": 0.3, "top_p": 0.9}, {"temperature": 0.3, "top_p": 0.9}),
+        ({"top_p": 0.9}, {"top_p": 0.9}),
         ({"temperature": 1.7}, {"temperature": 1.0}),
         ({"user": "u-1"}, {"metadata": {"user_id": "u-1"}}),
     ],
@@ -84,6 +84,30 @@ def test_multi_part_content_becomes_blocks_with_images_and_cache_control() -> No
 def test_sampling_options(options: dict[str, Any], expected: dict[str, Any]) -> None:
     params = messages_params({"model": "m", "messages": [{"role": "user", "content": "q"}], **options})
     assert {key: params[key] for key in expected} == expected
+
+
+def test_top_p_gives_way_to_temperature_as_new_claude_models_refuse_both() -> None:
+    params = messages_params(
+        {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "q"}], "temperature": 0.3, "top_p": 0.9}
+    )
+    assert params["temperature"] == 0.3
+    assert "top_p" not in params
+
+
+def test_empty_text_never_becomes_an_empty_text_block() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    params = messages_params(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "weather?"}]},
+                {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            ],
+        }
+    )
+    assert params["messages"][0]["content"] == [{"type": "text", "text": "weather?"}]
+    assert params["messages"][1]["content"] == [{"type": "tool_use", "id": "call_1", "name": "weather", "input": {}}]
 
 
 def test_options_anthropic_lacks_are_dropped() -> None:

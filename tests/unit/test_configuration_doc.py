@@ -105,6 +105,9 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_the_config_can_answer_unrequested_deferrals_202",
     "batching.completion_window": "tests/integration/test_worker_batches.py::"
     "test_the_configured_completion_window_is_what_the_provider_receives",
+    "worker.concurrency": "tests/unit/test_scheduler.py::test_the_bound_holds_bounded_items_only",
+    "batching.file_expiry": "tests/integration/test_file_hygiene.py::"
+    "test_uploads_and_outputs_carry_the_configured_expiry_and_an_ended_batchs_input_is_deleted",
     "policy.action.max_wait": "tests/integration/test_rule_batching.py::"
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
 }
@@ -117,7 +120,7 @@ NOT_YET_MAPPED = frozenset(
     model_list.litellm_params.input_cost_per_token_batches model_list.litellm_params.output_cost_per_token_batches
     model_list.litellm_params.cache_read_input_token_cost
     model_list.batch.max_wait model_list.batch.max_requests model_list.batch.max_bytes
-    model_list.batch.turnaround_estimate model_list.batch.completion_window
+    model_list.batch.turnaround_estimate model_list.batch.completion_window model_list.batch.file_expiry
     auth.master_key auth.keys.name auth.keys.key auth.keys.team auth.keys.webhook_secret
     limits.max_body_bytes limits.upstream_timeout limits.upstream_connect_timeout
     retry.max_attempts retry.base_delay retry.max_delay retry.budget

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.simulator.answers import answer_for, count_tokens
 from proxy.simulator.batches import LineRequest, Status, ValidationIssue, finish_offsets
-from proxy.simulator.engine import BatchNotCancellable, Engine, expected_content
+from proxy.simulator.engine import BatchNotCancellable, Engine, TokenLimitExceeded, expected_content
 from proxy.simulator.ledger import Ledger, PriceBook, Tier, ledger_report
 from proxy.simulator.options import SimulatorOptions
 
@@ -68,6 +68,41 @@ def test_lines_finish_evenly_over_the_processing_span_then_the_batch_completes()
     assert (billed.input_tokens, billed.output_tokens) == current.tokens
     sim.batch(batch_id)
     assert sim.ledger.rows()[("listed", Tier.BATCH)].requests == 8  # billed once
+
+
+def test_enqueued_tokens_are_held_until_a_batch_ends_and_limit_new_batches_per_model() -> None:
+    clock = Clock()
+    per_batch = sum(request.answer.prompt_tokens for request in requests(4) if request.answer)
+    sim = engine(clock, enqueued_token_limit=2 * per_batch, enqueued_token_limits={"list-only": per_batch})
+    first = sim.create_batch("b1", requests(4), [], {}, token_limit="fail")
+    assert sim.enqueued_tokens("listed") == per_batch
+    sim.create_batch("b2", requests(4), [], {}, token_limit="fail")
+    refused = sim.create_batch("b3", requests(1), [], {}, token_limit="fail")
+    assert [issue.code for issue in refused.issues] == ["token_limit_exceeded"]
+    assert refused.issues[0].line is None
+    assert "Enqueued token limit reached for listed" in refused.issues[0].message
+    assert sim.enqueued_tokens("listed") == 2 * per_batch  # a refused batch holds nothing
+    assert not sim.create_batch("o1", requests(4, "list-only"), [], {}, token_limit="fail").issues  # per model
+    with pytest.raises(TokenLimitExceeded):
+        sim.create_batch("b4", requests(1), [], {}, token_limit="refuse")
+    assert "b4" not in {current.record.id for current in sim.batches_newest_first()}
+    assert not sim.create_batch("free", requests(1, "list-only"), [], {}).issues  # no limit asked (Anthropic face)
+
+    sim.cancel_batch(first.id)
+    clock.now += 0.5  # cancelled: its tokens are free again
+    assert not sim.create_batch("b5", requests(4), [], {}, token_limit="fail").issues
+    clock.now += 100
+    assert sim.enqueued_tokens("listed") == 0
+
+
+def test_a_batch_that_never_expires_completes_past_its_expiry() -> None:
+    clock = Clock()
+    sim = engine(clock, expiry_s=2.0)
+    batch_id = sim.create_batch("b1", requests(4), [], {}, expires=False).id
+    clock.now += 100
+    current = sim.batch(batch_id)
+    assert current.status is Status.COMPLETED
+    assert current.record.expires_at == float("inf")
 
 
 def test_expiry_keeps_exactly_the_lines_finished_in_time() -> None:
@@ -205,3 +240,12 @@ def test_cli_flags_cover_every_knob() -> None:
     assert (options.turnaround_s, options.api_key, options.seed) == (1.5, "sk-x", 3)
     assert options.line_errors_file == "output"
     assert options_from_args(parser.parse_args([])) == SimulatorOptions()
+    strict = options_from_args(
+        parser.parse_args(
+            ["--flavor", "azure", "--enqueued-token-limits", '{"gpt-4o": 90000}', "--insufficient-quota", "true"]
+        )
+    )
+    assert (strict.flavor, strict.insufficient_quota) == ("azure", True)
+    assert (strict.token_limit("gpt-4o"), strict.token_limit("gpt-4o-mini")) == (90_000, 2_000_000)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--enqueued-token-limits", "{not json"])

@@ -64,19 +64,19 @@ class WebhookDeliverer:
             self._sender = WebhookSender(timeout=timeout)
         return self._sender
 
-    async def tick(self, groups: dict[str, str]) -> bool:
-        """Start the deliveries that are due (up to CONCURRENCY in flight); True when any was started."""
+    async def claim(self, tag: str) -> bool:
+        """Start the group's deliveries that are due, each its own task (up to CONCURRENCY in flight); True when
+        any was started."""
         settings = self.runtime.config.delivery.webhook
+        free = CONCURRENCY - len(self.running)
+        if free <= 0:
+            return False
         started = False
-        for tag in groups:
-            free = CONCURRENCY - len(self.running)
-            if free <= 0:
-                break
-            for job_id in await self.deliveries.claim(tag, limit=free, lease=claim_lease(settings.timeout)):
-                task = asyncio.create_task(self.deliver(job_id))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
-                started = True
+        for job_id in await self.deliveries.claim(tag, limit=free, lease=claim_lease(settings.timeout)):
+            task = asyncio.create_task(self.deliver(job_id))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+            started = True
         return started
 
     async def idle(self, groups: dict[str, str]) -> bool:
@@ -98,6 +98,7 @@ class WebhookDeliverer:
             await self._deliver(job_id)
         except Exception:
             log.exception("webhook delivery failed unexpectedly; it will be retried", extra={"job_id": job_id})
+            self.runtime.metrics.record_task_failure("webhook")
 
     async def _deliver(self, job_id: str) -> None:
         delivery = await self.deliveries.get(job_id)
