@@ -1,7 +1,15 @@
-"""Reading and validating a chat-completions request body before anything else touches it."""
+"""Reading and validating a chat-completions request body before anything else touches it.
+
+Poison never enters: a body is refused at the door (400, OpenAI's shape, naming the `param`) when it nests deeper
+than MAX_DEPTH levels (orjson refuses to write more than 254, so a deeper body would fail every later step),
+is not valid UTF-8 (orjson refuses lone surrogates on reading), or a field OpenAI documents has the wrong type
+(`openai.types.chat.completion_create_params`). A deferred call's body must also make a batch line its
+provider takes (`check_batch_line`): one that could not would fail in a worker, not here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,10 +17,39 @@ import orjson
 from starlette.requests import Request
 
 from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from proxy.providers.base import ProviderError
+from proxy.providers.registry import encode_batch_line
 from proxy.settings import Config
+from proxy.store.keys import new_job_id
 
+MAX_DEPTH = 64  # levels of objects and arrays, the body itself being the first
+SERVICE_TIERS = frozenset({"auto", "default", "flex", "scale", "priority", "fast"})
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
 _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed")
+_INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+_TYPED_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("logprobs", bool, "a boolean"),
+    ("parallel_tool_calls", bool, "a boolean"),
+    ("store", bool, "a boolean"),
+    ("user", str, "a string"),
+    ("prompt_cache_key", str, "a string"),
+    ("safety_identifier", str, "a string"),
+    ("reasoning_effort", str, "a string"),
+    ("verbosity", str, "a string"),
+    ("response_format", dict, "an object"),
+    ("stream_options", dict, "an object"),
+    ("logit_bias", dict, "an object"),
+    ("audio", dict, "an object"),
+    ("prediction", dict, "an object"),
+    ("web_search_options", dict, "an object"),
+    ("tools", list, "an array"),
+    ("functions", list, "an array"),
+    ("modalities", list, "an array"),
+    ("tool_choice", (str, dict), "a string or an object"),
+    ("stop", (str, list), "a string or an array of strings"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +96,8 @@ async def read_json_body(request: Request, max_bytes: int) -> tuple[Any, int]:
         return orjson.loads(raw), size
     except orjson.JSONDecodeError:
         raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be a JSON object.",
+            "We could not parse the JSON body of your request. The body must be a JSON object of valid UTF-8 "
+            f"text, nested at most {MAX_DEPTH} levels deep.",
             code="invalid_json",
         ) from None
 
@@ -67,6 +105,7 @@ async def read_json_body(request: Request, max_bytes: int) -> tuple[Any, int]:
 def parse_chat_request(payload: Any, size: int, config: Config) -> ChatRequest:
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    _check_depth(payload)
     model = payload.get("model")
     if model is None:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
@@ -100,6 +139,13 @@ def _check_messages(messages: Any) -> None:
                 param=f"messages[{index}]",
                 code="invalid_type",
             )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise InvalidRequest(
+                f"messages[{index}].content must be a string or an array",
+                param=f"messages[{index}].content",
+                code="invalid_type",
+            )
 
 
 def _check_scalars(payload: dict[str, Any]) -> None:
@@ -111,6 +157,101 @@ def _check_scalars(payload: dict[str, Any]) -> None:
         value = payload.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidRequest(f"{name} must be an integer", param=name, code="invalid_type")
-    metadata = payload.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
+    for name, kind, shown in _TYPED_FIELDS:
+        value = payload.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise InvalidRequest(f"{name} must be {shown}", param=name, code="invalid_type")
+    stop = payload.get("stop")
+    if isinstance(stop, list) and not all(isinstance(item, str) for item in stop):
+        raise InvalidRequest("stop must be a string or an array of strings", param="stop", code="invalid_type")
+    tier = payload.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        raise InvalidRequest(
+            f"service_tier must be one of {', '.join(sorted(SERVICE_TIERS))}",
+            param="service_tier",
+            code="invalid_value",
+        )
+    _check_metadata(payload.get("metadata"))
+
+
+def _check_metadata(metadata: Any) -> None:
+    """OpenAI's `metadata`: an object of at most 16 string pairs, keys up to 64 characters, values up to 512."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be an object", param="metadata", code="invalid_type")
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"metadata takes at most {MAX_METADATA_PAIRS} pairs", param="metadata", code="invalid_value"
+        )
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise InvalidRequest(f"metadata values must be strings ({key!r})", param="metadata", code="invalid_type")
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
+                f"{MAX_METADATA_VALUE} ({key[:MAX_METADATA_KEY]!r})",
+                param="metadata",
+                code="invalid_value",
+            )
+
+
+def _check_depth(payload: dict[str, Any]) -> None:
+    """Refuse a body nested deeper than MAX_DEPTH levels, naming the top-level field that goes too deep."""
+    for name, value in payload.items():
+        if isinstance(value, dict | list) and _deeper_than(value, MAX_DEPTH - 1):
+            raise InvalidRequest(
+                f"{name} is nested too deeply: a request body may nest objects and arrays at most {MAX_DEPTH} "
+                "levels deep",
+                param=name,
+                code="invalid_value",
+            )
+
+
+def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether `value` (one level itself) nests more than `limit` levels of objects and arrays."""
+    pending: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
+def check_batch_line(chat: ChatRequest, config: Config) -> None:
+    """A deferred call's body must make a batch line its model's provider takes: one that encodes, within the
+    provider's byte limit and the model's `batching.max_bytes` (the line has to fit in one batch). Nothing to
+    check for a model with no batch lane. Raises InvalidRequest naming the param (the largest field)."""
+    deployment = config.deployment(chat.model)
+    if deployment is None:
+        return
+    try:
+        encoded = encode_batch_line(deployment, chat.body, custom_id=new_job_id(chat.model))
+    except ProviderError as exc:
+        raise InvalidRequest(exc.message, param=_largest_field(chat.body), code="invalid_batch_line") from None
+    if encoded is None:
+        return
+    line, provider_limit = encoded
+    limit = min(provider_limit, config.batch_knobs(chat.model).max_bytes)
+    if len(line) > limit:
+        raise InvalidRequest(
+            f"This request makes a batch line of {len(line)} bytes; a batch line of model `{chat.model}` may be "
+            f"at most {limit} bytes. Send it without X-Batch-Deadline (synchronously), or make it smaller.",
+            param=_largest_field(chat.body),
+            code="request_too_large",
+        )
+
+
+def _largest_field(body: Mapping[str, Any]) -> str | None:
+    """The top-level field that weighs most once encoded (a field that cannot be encoded weighs most)."""
+    sizes: dict[str, float] = {}
+    for name, value in body.items():
+        try:
+            sizes[name] = len(orjson.dumps(value))
+        except TypeError:
+            sizes[name] = float("inf")
+    return max(sizes, key=sizes.__getitem__, default=None)

@@ -85,12 +85,15 @@ def explain(
         stream=stream,
     )
     moment = now or datetime.now(UTC)
+    lanes = lane_facts(config, model)
     try:
-        decision = decide(config.policy, facts, lane_facts(config, model), moment)
+        decision = decide(config.policy, facts, lanes, moment)
     except InvalidRequest as exc:
         print(f"error: the request would be refused with 400: {exc.message}", file=out)
         return 1
     _print_decision(config, decision, moment, out, deadline_sent=DEADLINE_HEADER in facts.headers)
+    if not lanes.batchable:
+        print(f"  batch:     never for this model: {lanes.no_batch_reason}", file=out)
     _print_rules(config, facts, moment, decision, out)
     return 0
 

@@ -15,6 +15,7 @@ from proxy.reasons import RescueReason
 __all__ = ["Decision", "LaneFacts", "RequestFacts", "choose_lane", "decide", "parse_client_deadline"]
 
 HEADER_PARAM = "X-Batch-Deadline"
+NO_BATCH_API = "the model's provider has no batch API"
 MAX_DEADLINE_AHEAD = 366 * 86_400.0
 
 
@@ -37,6 +38,7 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
 
     deadline, note = _deadline(action, client_deadline, policy.default_deadline, now)
     lane, why = choose_lane(requested, (deadline - now).total_seconds(), lanes)
+    no_batch = None if lanes.batchable else lanes.no_batch_reason or NO_BATCH_API
     if action.shadow:
         return Decision(
             deferred=False,
@@ -46,6 +48,7 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
             deadline=deadline,
             shadow=True,
             shadow_lane=lane,
+            no_batch=no_batch,
         )
     return Decision(
         deferred=True,
@@ -57,6 +60,7 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
         callback_url=action.callback_url,
         max_wait=action.max_wait,
         rescue_reason=sync_reason(lane, lanes),
+        no_batch=no_batch,
     )
 
 
@@ -118,7 +122,7 @@ def choose_lane(requested: Lane, remaining: float, lanes: LaneFacts) -> tuple[Re
     )
     if batch_fits:  # requested flex, model supports it, deadline too short for it but not for batch
         return "batch", f"deadline {left} is {flex_note}; batch fits ({batch_need})"
-    no_batch = "the model's provider has no batch API" if not lanes.batchable else ""
+    no_batch = f"no batch lane ({lanes.no_batch_reason or NO_BATCH_API})" if not lanes.batchable else ""
     return "sync", f"{no_batch or f'deadline {left} is too short for {batch_need}'}; {flex_note}: sync at once"
 
 

@@ -25,6 +25,8 @@ class Decision:
     max_wait: seconds the rule lets this job wait for a batch (None = its queue's `max_wait`).
     rescue_reason: why a deferred call that could have waited for a batch goes to `sync` at once
         (its deadline leaves no time for one); None otherwise.
+    no_batch: why a call that asked for deferral could not use the batch lane, naming the model's provider
+        ("mistral: batchgate does not speak its batch API yet"); rendered as `reason="..."` in the header.
     """
 
     deferred: bool
@@ -38,6 +40,7 @@ class Decision:
     shadow_lane: ResolvedLane | None = None
     max_wait: float | None = None
     rescue_reason: RescueReason | None = None
+    no_batch: str | None = None
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
@@ -47,6 +50,8 @@ class Decision:
             parts.append("shadow=true")
             if self.shadow_lane:
                 parts.append(f"shadow_lane={self.shadow_lane}")
+        if self.no_batch:
+            parts.append(f'reason="{self.no_batch}"')
         if self.deadline is not None:
             parts.append(f"deadline={format_instant(self.deadline)}")
         return "; ".join(parts)

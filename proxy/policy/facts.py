@@ -31,3 +31,4 @@ class LaneFacts:
     flex_turnaround: float
     safety_margin: float
     batchable: bool = True  # False when the model's provider has no batch API: the batch lane never fits
+    no_batch_reason: str = ""  # why not, naming the provider ("mistral: batchgate does not speak its batch API yet")

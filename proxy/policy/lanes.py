@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.policy.facts import LaneFacts
-from proxy.providers.registry import batch_api
+from proxy.providers.registry import no_batch_reason
 from proxy.settings import Config
 
 
@@ -11,10 +11,12 @@ def lane_facts(config: Config, model_name: str, *, batch_turnaround: float | Non
     """The lanes of a configured model; `batch_turnaround` overrides the configured estimate."""
     deployment = config.deployment(model_name)
     estimate = config.batch_knobs(model_name).turnaround_estimate
+    no_batch = no_batch_reason(deployment) if deployment is not None else None
     return LaneFacts(
         batch_turnaround=estimate if batch_turnaround is None else batch_turnaround,
         supports_flex=bool(deployment and deployment.supports_flex),
         flex_turnaround=config.worker.flex_turnaround,
         safety_margin=config.worker.safety_margin,
-        batchable=deployment is None or batch_api(deployment) is not None,
+        batchable=no_batch is None,
+        no_batch_reason=no_batch or "",
     )

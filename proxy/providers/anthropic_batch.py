@@ -84,6 +84,22 @@ def unmarked(custom_id: str) -> tuple[str, str | None]:
     return (found["custom_id"], found["marker"]) if found else (custom_id, None)
 
 
+def encode_request(wire_id: str, body: Mapping[str, Any], *, model: str, custom_id: str) -> bytes:
+    """One Message Batch request, `{"custom_id", "params"}`, for an OpenAI chat body (OpenAI `metadata` is never
+    sent: Anthropic's takes only `user_id`). A body that does not translate or encode raises
+    ProviderError(BAD_LINE, custom_id=custom_id): that job fails alone, never the batch or the worker."""
+    try:
+        return orjson.dumps({"custom_id": wire_id, "params": messages_params(body, model=model)})
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        raise ProviderError(
+            400,
+            f"The request body cannot be written as a Message Batch request: {exc}.",
+            code="invalid_batch_line",
+            classification=ErrorClass.BAD_LINE,
+            custom_id=custom_id,
+        ) from None
+
+
 class AnthropicBatchClient:
     def __init__(
         self,
@@ -137,7 +153,7 @@ class AnthropicBatchClient:
                         classification=ErrorClass.BAD_LINE,
                         custom_id=custom_id,
                     )
-                request = orjson.dumps({"custom_id": wire_id, "params": messages_params(body, model=self._model)})
+                request = encode_request(wire_id, body, model=self._model, custom_id=custom_id)
                 count += 1
                 size += len(request) + (1 if count > 1 else 0)
                 if count > MAX_REQUESTS or size > MAX_BODY_BYTES:

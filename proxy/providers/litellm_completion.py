@@ -30,6 +30,7 @@ from proxy.providers.base import UpstreamResponse, UpstreamStream
 from proxy.providers.openai_http import RETRYABLE_STATUSES, RetryPolicy
 from proxy.providers.passed_headers import from_litellm
 from proxy.providers.redaction import Redactor
+from proxy.providers.upstream_body import without_unstored_metadata
 
 JSON_HEADERS = {"content-type": "application/json"}
 SSE_HEADERS = {"content-type": "text/event-stream"}
@@ -105,7 +106,8 @@ class LitellmCompletionClient:
         return self._litellm
 
     def _call_params(self, body: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
-        params = {key: value for key, value in body.items() if key not in ("model", "stream", "stream_options")}
+        sent = without_unstored_metadata(body)
+        params = {key: value for key, value in sent.items() if key not in ("model", "stream", "stream_options")}
         params.update(self._params)
         if stream:
             params["stream"] = True

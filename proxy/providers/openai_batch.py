@@ -17,8 +17,17 @@ from typing import Any, BinaryIO
 import orjson
 
 from proxy.providers import lenient
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, PreparedInput, ProviderError, ResultLine
+from proxy.providers.base import (
+    BatchInfo,
+    BatchState,
+    ErrorClass,
+    LineOutcome,
+    PreparedInput,
+    ProviderError,
+    ResultLine,
+)
 from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
+from proxy.providers.upstream_body import without_unstored_metadata
 
 log = logging.getLogger("batchgate.providers.openai_batch")
 
@@ -29,6 +38,7 @@ CLOCK_SKEW = 60.0
 DEFAULT_FILE_EXPIRY = 7 * 24 * 3600  # seconds; OpenAI takes 3600..2592000
 UNFINISHED_CODES = {"batch_expired": LineOutcome.EXPIRED, "batch_cancelled": LineOutcome.CANCELLED}
 DROPPED_FIELDS = ("stream", "stream_options")
+MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
 
 
 class OpenAIBatchClient:
@@ -62,7 +72,7 @@ class OpenAIBatchClient:
             with os.fdopen(handle, "wb") as out:
                 count = 0
                 async for custom_id, body in requests:
-                    out.write(orjson.dumps(self._line(custom_id, body), option=orjson.OPT_APPEND_NEWLINE))
+                    out.write(encode_line(custom_id, body, model=self._model))
                     count += 1
             if count == 0:
                 return PreparedInput("", 0)
@@ -80,11 +90,6 @@ class OpenAIBatchClient:
             return PreparedInput(file_id, count)
         finally:
             _remove(path)
-
-    def _line(self, custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        sent = {key: value for key, value in body.items() if key not in DROPPED_FIELDS}
-        sent["model"] = self._model
-        return {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}
 
     async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
         payload: dict[str, Any] = {
@@ -159,6 +164,25 @@ class OpenAIBatchClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes:
+    """One JSONL line of a batch input file (newline included): the body as a synchronous call sends it, with the
+    upstream `model`, no streaming fields, and `metadata` only with `store: true`. A body that does not encode
+    raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the batch or the worker."""
+    sent = {key: value for key, value in without_unstored_metadata(body).items() if key not in DROPPED_FIELDS}
+    sent["model"] = model
+    line = {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}
+    try:
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
+        raise ProviderError(
+            400,
+            f"The request body cannot be written as a batch line: {exc}.",
+            code="invalid_batch_line",
+            classification=ErrorClass.BAD_LINE,
+            custom_id=custom_id,
+        ) from None
 
 
 def _list(value: Any) -> list[Any]:

@@ -26,6 +26,7 @@ from multidict import CIMultiDictProxy
 from proxy.providers.base import ErrorClass, ProviderError, UpstreamResponse, UpstreamStream
 from proxy.providers.passed_headers import passed_headers
 from proxy.providers.redaction import Redactor
+from proxy.providers.upstream_body import without_unstored_metadata
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -100,7 +101,7 @@ class OpenAICompletionClient:
         self._headers = headers
 
     def _payload(self, body: Mapping[str, Any]) -> bytes:
-        return orjson.dumps({**body, "model": self._model})
+        return orjson.dumps({**without_unstored_metadata(body), "model": self._model})
 
     async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
         payload = self._payload(body)

@@ -4,9 +4,13 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 
 | provider | synchronous calls | batches |
 | --- | --- | --- |
-| OpenAI-shaped (below), or served by the simulator | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient |
+| `openai` | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient |
+| other OpenAI-shaped (below) | OpenAICompletionClient | none: never deferred (`NO_BATCH_API` says why) |
 | `anthropic` | LitellmCompletionClient | AnthropicBatchClient (Message Batches) |
-| any other litellm provider | LitellmCompletionClient | none: never deferred (see `batch_api`) |
+| any other litellm provider | LitellmCompletionClient | none: never deferred |
+
+Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
+with another shape sent to the OpenAI adapter fails every batch until the deadline guard pays list price.
 """
 
 from __future__ import annotations
@@ -33,15 +37,49 @@ ANTHROPIC_BASE = "https://api.anthropic.com"
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 
 BatchApi = Literal["openai", "anthropic"]
+BATCH_APIS: Mapping[str, BatchApi] = {"openai": "openai", "anthropic": "anthropic"}
+NOT_SPOKEN = "batchgate does not speak its batch API yet"
+NO_BATCH_API: Mapping[str, str] = {
+    "mistral": NOT_SPOKEN,  # /v1/batch/jobs, its own statuses
+    "together_ai": NOT_SPOKEN,  # its own job objects ({"job": ...})
+    "fireworks_ai": NOT_SPOKEN,  # batch inference jobs over datasets
+    "xai": NOT_SPOKEN,  # batches with counters and no status, paged results
+    "groq": NOT_SPOKEN + ", and its batch discount is 25%, not 50%",  # OpenAI shape under /openai/v1
+    "azure": NOT_SPOKEN,  # Global-Batch deployments, separate quota
+    "hosted_vllm": "has no batch API",
+    "deepseek": "has no batch API",  # its discount is off-peak hours, not batches
+}
 
 
 def batch_api(deployment: ModelDeployment) -> BatchApi | None:
     """The batch API a deployment's provider offers batchgate, or None when its calls can only go synchronously."""
+    return BATCH_APIS.get(deployment.litellm_params.provider)
+
+
+def no_batch_reason(deployment: ModelDeployment) -> str | None:
+    """Why a deployment's calls are never deferred to the batch lane, naming its provider (None: batchable)."""
     provider = deployment.litellm_params.provider
-    if provider in OPENAI_SHAPED_BASES:
-        return "openai"
-    if provider == "anthropic":
-        return "anthropic"
+    if provider in BATCH_APIS:
+        return None
+    return f"{provider}: {NO_BATCH_API.get(provider, NOT_SPOKEN)}"
+
+
+def encode_batch_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], *, custom_id: str
+) -> tuple[bytes, int] | None:
+    """The batch line (OpenAI) or Message Batch request (Anthropic) the deployment's batch adapter writes for
+    `body`, and the provider's byte limit for one; None when the deployment has no batch lane. Raises
+    ProviderError(BAD_LINE) when the body cannot be written as one."""
+    kind = batch_api(deployment)
+    model = deployment.litellm_params.upstream_model
+    if kind == "openai":
+        from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - deferred calls only
+
+        return encode_line(custom_id, body, model=model), MAX_FILE_BYTES
+    if kind == "anthropic":
+        from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
+
+        return encode_request(custom_id, body, model=model, custom_id=custom_id), MAX_BODY_BYTES
     return None
 
 
@@ -71,6 +109,7 @@ class ProviderRegistry:
         self._batch_timeout = limits.upstream_connect_timeout * 6
         self._endpoints: dict[str, tuple[str, str | None]] = {}
         self._batch_apis: dict[str, BatchApi | None] = {}
+        self._no_batch: dict[str, str | None] = {}
         self._batch_settings: dict[str, tuple[str, str, int]] = {}
         for deployment in config.model_list:
             name = deployment.model_name
@@ -81,7 +120,8 @@ class ProviderRegistry:
                 knobs.file_expiry,
             )
             self._batch_apis[name] = batch_api(deployment)
-            if self._batch_apis[name] == "openai":
+            self._no_batch[name] = no_batch_reason(deployment)
+            if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
                 self._endpoints[name] = (base_url, api_key)
                 self._completion[name] = OpenAICompletionClient(
@@ -125,9 +165,10 @@ class ProviderRegistry:
             return client
         kind = self._batch_apis.get(model_name)
         if kind is None:
+            why = self._no_batch.get(model_name) or "unknown model"
             raise ProviderError(
                 501,
-                f"The provider of model `{model_name}` has no batch API batchgate can use.",
+                f"Model `{model_name}` has no batch lane: {why}.",
                 classification=ErrorClass.BAD_REQUEST,
             )
         base_url, api_key = self._endpoints[model_name]

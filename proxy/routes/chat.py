@@ -23,7 +23,7 @@ from proxy.policy.lanes import lane_facts
 from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
 from proxy.providers.failures import upstream_failure
 from proxy.providers.passed_headers import passed_headers
-from proxy.requests import ChatRequest, parse_chat_request, read_json_body
+from proxy.requests import ChatRequest, check_batch_line, parse_chat_request, read_json_body
 from proxy.runtime import Runtime
 from proxy.settings import Config
 
@@ -47,6 +47,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
 
+        check_batch_line(chat, config)
         response: Response = await respond_deferred(request, runtime, caller, chat, decision, snapshot=config)
     elif chat.stream:
         response = await _stream(runtime.completion_client(chat.model), _lane_body(chat.body, decision))

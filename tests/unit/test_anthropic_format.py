@@ -254,7 +254,7 @@ def test_a_provider_without_a_batch_api_is_never_deferred() -> None:
         decision = decide(config.policy, facts, lane_facts(config, model), now)
         assert decision.lane == lane, decision.reason
     assert (
-        "no batch API"
+        "no batch lane (bedrock: batchgate does not speak its batch API yet)"
         in decide(
             config.policy,
             RequestFacts("a", "t", "bedrock", headers={"x-batch-deadline": "24h"}),
