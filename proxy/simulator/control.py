@@ -1,4 +1,4 @@
-"""Test controls under `/_sim`: the ledger, runtime knobs and fail-next. No authentication (a test tool).
+"""Test controls under `/_sim`: the ledger, runtime knobs, fail-next, calls in flight. No authentication (a test tool).
 
 `POST /_sim/fail-next {"count": N, "status": S, "body": "..."}` makes the next N synchronous calls fail with S;
 with `body`, they answer that text verbatim (text/html), as a broken gateway would, and S may even be 2xx."""
@@ -36,6 +36,13 @@ async def ledger(request: Request) -> Response:
     engine = simulator_state(request).engine
     engine.settle_all()
     return _json(await asyncio.to_thread(ledger_report, engine.ledger, engine.prices))
+
+
+@router.get("/in-flight")
+async def in_flight(request: Request) -> Response:
+    """Synchronous calls the simulator is answering now (during `sync_latency_s`), by their last user text."""
+    counts = simulator_state(request).in_flight
+    return _json({label: count for label, count in counts.items() if count > 0})
 
 
 @router.post("/reset")

@@ -27,6 +27,7 @@ from proxy.simulator.openai_batches import (
 from proxy.simulator.openai_chat import chat_problem, completion, response_tier, sse_events, store_problem
 from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.state import ResultFiles, SimulatorState, simulator_state
+from proxy.simulator.tool_use import last_user_text
 from proxy.simulator.uploads import receive_upload
 
 JSON = "application/json"
@@ -151,7 +152,12 @@ async def chat_completions(request: Request) -> Response:
         raise error
     delay = opts.sync_latency_s + (opts.flex_latency_s if tier is Tier.FLEX else 0.0)
     if delay:
-        await asyncio.sleep(delay)
+        label = last_user_text(body.get("messages"))
+        state.in_flight[label] += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            state.in_flight[label] -= 1
     answer = answer_for(body)
     engine.bill(body["model"], tier, answer)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()

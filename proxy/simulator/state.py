@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -21,6 +22,7 @@ class SimulatorState:
     result_files: dict[str, ResultFiles] = field(default_factory=dict)  # batch id -> its written result files
     result_files_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rates: RateWindow = field(default_factory=RateWindow)  # for the rate-limit headers of chat answers
+    in_flight: Counter[str] = field(default_factory=Counter)  # last user text -> synchronous calls being answered
 
 
 def simulator_state(request: Request) -> SimulatorState:

@@ -46,7 +46,7 @@ def tool_calls_for(body: Mapping[str, Any]) -> tuple[ToolCall, ...]:
     chosen = [tool for tool in tools if tool[0] == named] if named else tools
     if not parallel:
         chosen = chosen[:1]
-    echo = _last_user_text(body.get("messages"))[:ECHO_CHARS]
+    echo = last_user_text(body.get("messages"))[:ECHO_CHARS]
     seed = orjson.dumps([body.get("model"), body.get("messages")], default=str)
     return tuple(
         ToolCall(_key(seed, index, name), name, _arguments(schema, echo)) for index, (name, schema) in enumerate(chosen)
@@ -100,7 +100,7 @@ def _ends_with_tool_results(messages: Any) -> bool:
     )
 
 
-def _last_user_text(messages: Any) -> str:
+def last_user_text(messages: Any) -> str:
     listed: list[Any] = messages if isinstance(messages, list) else []
     for message in reversed(listed):
         if isinstance(message, Mapping) and message.get("role") == "user":

@@ -95,12 +95,8 @@ def processes(directory: Path, environment: dict[str, str]) -> Iterator[Processe
         running.kill_all()
 
 
-def api_client(port: int, sent: list[httpx.Request] | None = None) -> openai.AsyncOpenAI:
-    async def note(request: httpx.Request) -> None:
-        if sent is not None:
-            sent.append(request)
-
-    http = httpx.AsyncClient(timeout=60, event_hooks={"request": [note]})
+def api_client(port: int) -> openai.AsyncOpenAI:
+    http = httpx.AsyncClient(timeout=60)
     return openai.AsyncOpenAI(
         base_url=f"http://127.0.0.1:{port}/v1", api_key=MASTER_KEY, max_retries=0, http_client=http
     )
@@ -174,10 +170,9 @@ async def test_two_apis_and_two_workers_lose_nothing_and_drain_on_sigterm(
                 children.start(f"api{n}", "serve", "--no-worker", "--port", str(port))
             for port in ports:
                 await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/readyz", timeout=60)
-            sent_to_api1: list[httpx.Request] = []
-            api1, api2 = api_client(ports[0], sent_to_api1), api_client(ports[1])
+            api1, api2 = api_client(ports[0]), api_client(ports[1])
             try:
-                await run_workload(Scene(children, store, upstream.url, api1, api2, sent_to_api1, tmp_path))
+                await run_workload(Scene(children, store, upstream.url, api1, api2, tmp_path))
             finally:
                 await api1.close()
                 await api2.close()
@@ -191,7 +186,6 @@ class Scene:
     simulator_url: str
     api1: openai.AsyncOpenAI
     api2: openai.AsyncOpenAI
-    sent_to_api1: list[httpx.Request]  # every request API 1's client has sent
     tmp_path: Path
 
 
@@ -243,14 +237,20 @@ async def run_workload(scene: Scene) -> None:
     # 3. Worker B wakes up; plain synchronous calls go in flight on both APIs.
     worker_b.send_signal(signal.SIGCONT)
     direct_bodies = [chat_body(MODELS[i % 2], f"direct call {i}") for i in range(DIRECT_CALLS)]
-    scene.sent_to_api1.clear()
     direct = [
         asyncio.create_task(
             (api1 if i % 2 else api2).chat.completions.create(model=body["model"], messages=body["messages"])
         )
         for i, body in enumerate(direct_bodies)
     ]
-    await wait_until(lambda: len(scene.sent_to_api1) >= DIRECT_CALLS // 2, timeout=10, what="calls sent to API 1")
+
+    async def direct_calls_upstream() -> bool:
+        # a call the simulator is answering has been accepted by its API: stopping that API must drain, not drop it
+        async with httpx.AsyncClient(base_url=scene.simulator_url) as simulator:
+            in_flight = (await simulator.get("/_sim/in-flight")).json()
+        return sum(count for text, count in in_flight.items() if text.startswith("direct call")) == DIRECT_CALLS
+
+    await wait_until(direct_calls_upstream, timeout=30, what="every direct call in flight upstream")
     assert not any(task.done() for task in direct), "the direct calls must still be in flight"
 
     # 4. SIGTERM to worker A (mid-submission, calls in flight) and to API 1 (calls in flight), together.

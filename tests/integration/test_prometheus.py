@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from proxy.routes import metrics as metrics_route
 from proxy.runtime import build_runtime
@@ -33,10 +33,19 @@ CONFIG = Config.model_validate(
 
 @pytest.fixture
 def batchgate_metrics(redis_url: str) -> Iterator[str]:
-    """An app serving the real /metrics route from a Runtime, fed with traffic every 200 ms."""
+    """An app serving the real /metrics route from a Runtime, fed with traffic every 200 ms.
+
+    A scrape never sees half a round (the feeder and the route share a lock), so ratios between counters are exact."""
     metrics = catalogue()
     app = FastAPI()
     app.include_router(metrics_route.router)
+    whole_rounds = threading.Lock()
+
+    @app.middleware("http")
+    async def between_rounds(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        with whole_rounds:
+            return await call_next(request)
+
     runtime = build_runtime(Settings(redis_url=redis_url), CONFIG)
     runtime.metrics = metrics
     app.state.runtime = runtime
@@ -45,7 +54,8 @@ def batchgate_metrics(redis_url: str) -> Iterator[str]:
     def feed() -> None:
         round_number = 0
         while not stop.is_set():
-            exercise(metrics, round_number=round_number)
+            with whole_rounds:
+                exercise(metrics, round_number=round_number)
             round_number += 1
             stop.wait(0.2)
 
