@@ -131,8 +131,8 @@ class LitellmCompletionClient:
                     continue
                 return failure
             headers = {**from_litellm(_hidden_headers(response)), **JSON_HEADERS}
-            body = orjson.dumps(openai_shape.completion(_data(response)), default=str)
-            return UpstreamResponse(200, self._redactor.bytes(body), headers)
+            content = orjson.dumps(openai_shape.completion(_data(response)), default=str)
+            return UpstreamResponse(200, self._redactor.bytes(content), headers)
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
