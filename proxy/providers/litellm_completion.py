@@ -26,6 +26,7 @@ import httpx
 import orjson
 
 from proxy.errors import error_body
+from proxy.providers import openai_shape
 from proxy.providers.base import UpstreamResponse, UpstreamStream
 from proxy.providers.openai_http import RETRYABLE_STATUSES, RetryPolicy
 from proxy.providers.passed_headers import from_litellm
@@ -130,7 +131,8 @@ class LitellmCompletionClient:
                     continue
                 return failure
             headers = {**from_litellm(_hidden_headers(response)), **JSON_HEADERS}
-            return UpstreamResponse(200, self._redactor.bytes(_dump(response)), headers)
+            content = orjson.dumps(openai_shape.completion(_data(response)), default=str)
+            return UpstreamResponse(200, self._redactor.bytes(content), headers)
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
@@ -148,13 +150,15 @@ class LitellmCompletionClient:
                     continue
                 yield UpstreamStream(failure.status, failure.headers, _single(failure.body))
                 return
-            yield UpstreamStream(200, {**from_litellm(_hidden_headers(chunks)), **SSE_HEADERS}, self._sse(chunks))
+            headers = {**from_litellm(_hidden_headers(chunks)), **SSE_HEADERS}
+            yield UpstreamStream(200, headers, self._sse(chunks, include_usage=openai_shape.include_usage(body)))
             return
 
-    async def _sse(self, chunks: Any) -> AsyncIterator[bytes]:
+    async def _sse(self, chunks: Any, *, include_usage: bool) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
-                yield b"data: " + self._redactor.bytes(_dump(chunk)) + b"\n\n"
+                for shaped in openai_shape.chunks(_data(chunk), include_usage=include_usage):
+                    yield b"data: " + self._redactor.bytes(orjson.dumps(shaped, default=str)) + b"\n\n"
         except Exception as exc:  # a failure mid-stream is reported in the stream, as OpenAI does
             yield b"data: " + self.failure(exc).body + b"\n\n"
         yield DONE
@@ -185,10 +189,10 @@ class LitellmCompletionClient:
         """litellm keeps its own pooled clients for the life of the process."""
 
 
-def _dump(model: Any) -> bytes:
-    """The OpenAI-shaped JSON of a litellm ModelResponse / stream chunk."""
-    data = model.model_dump(exclude_none=False) if hasattr(model, "model_dump") else dict(model)
-    return orjson.dumps(data, default=str)
+def _data(model: Any) -> dict[str, Any]:
+    """A litellm ModelResponse / stream chunk as a dict (shaped for callers by openai_shape)."""
+    data: dict[str, Any] = model.model_dump(exclude_none=False) if hasattr(model, "model_dump") else dict(model)
+    return data
 
 
 def _status_of(exc: Exception) -> tuple[int, str | None]:

@@ -14,6 +14,7 @@ import orjson
 
 from proxy.errors import error_object
 from proxy.jobs.timing import batch_lane_fits, flush_by
+from proxy.providers import openai_shape
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
 from proxy.reasons import FailureReason, RescueReason
 from proxy.store.jobs import valid_job_id
@@ -89,8 +90,9 @@ class Ingester:
             if not valid_job_id(line.custom_id):
                 continue
             if line.outcome is LineOutcome.SUCCEEDED:
+                response = orjson.dumps(openai_shape.completion(line.body or {}))  # OpenAI-exact, every provider
                 answers.append(
-                    Answer(line.custom_id, record.id, "completed", "batch", response=orjson.dumps(line.body),
+                    Answer(line.custom_id, record.id, "completed", "batch", response=response,
                            upstream_request_id=line.request_id)
                 )  # fmt: skip
             elif line.transient:
