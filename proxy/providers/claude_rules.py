@@ -40,12 +40,11 @@ def claude_version(model: str) -> tuple[int, int] | None:
 def refusal(body: Mapping[str, Any], model: str) -> ClaudeRefusal | None:
     """Why the OpenAI chat `body` cannot go to Claude `model` as asked, or None."""
     version = claude_version(model)
-    if body.get("temperature") is not None and body.get("top_p") is not None:
-        if version is not None and version >= EXCLUSIVE_SAMPLING_FROM:
-            return ClaudeRefusal(
-                f"`temperature` and `top_p` cannot both be specified for {model}; send only one of them.",
-                param="top_p",
-            )
+    exclusive = version is not None and version >= EXCLUSIVE_SAMPLING_FROM
+    if exclusive and body.get("temperature") is not None and body.get("top_p") is not None:
+        return ClaudeRefusal(
+            f"`temperature` and `top_p` cannot both be specified for {model}; send only one of them.", param="top_p"
+        )
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature > MAX_TEMPERATURE:
         return ClaudeRefusal(
