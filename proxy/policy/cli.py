@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from proxy.durations import format_instant, parse_instant
 from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
-from proxy.policy.lanes import lane_facts
+from proxy.policy.lanes import batch_blocker_for, lane_facts
 from proxy.settings import Config, load_config
 
 
@@ -60,13 +61,16 @@ def explain(
     now: datetime | None,
     out: TextIO,
     stream: bool = False,
+    body: Path | None = None,
 ) -> int:
-    """Print the decision for one imagined request, the rule that made it, and why earlier ones missed."""
+    """Print the decision for one imagined request, the rule that made it, and why earlier ones missed.
+    `body` is a JSON chat-completions body: the fields its model's batch lane cannot carry keep it off batch."""
     try:
         config = load_config(path)
         header_map = _pairs(headers, ":", "--header", "'Name: value'")
         metadata_map = _pairs(metadata, "=", "--metadata", "key=value")
-    except (ConfigError, ValueError) as exc:
+        request_body = _body(body)
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=out)
         return 1
     if config.deployment(model) is None:
@@ -83,6 +87,7 @@ def explain(
         user=user,
         prompt_tokens_estimate=prompt_tokens,
         stream=stream,
+        batch_blocker=batch_blocker_for(config, model, request_body),
     )
     moment = now or datetime.now(UTC)
     lanes = lane_facts(config, model)
@@ -94,8 +99,22 @@ def explain(
     _print_decision(config, decision, moment, out, deadline_sent=DEADLINE_HEADER in facts.headers)
     if not lanes.batchable:
         print(f"  batch:     never for this model: {lanes.no_batch_reason}", file=out)
+    elif facts.batch_blocker is not None:
+        print(f"  batch:     not for this request: its batch lane cannot carry {facts.batch_blocker}", file=out)
     _print_rules(config, facts, moment, decision, out)
     return 0
+
+
+def _body(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--body {path} is not JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"--body {path} must hold a JSON object (a chat-completions body)")
+    return loaded
 
 
 def _pairs(items: list[str], separator: str, option: str, form: str) -> dict[str, str]:
@@ -186,6 +205,7 @@ def add_arguments(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     explain_parser.add_argument("--user", help="the request's `user` field")
     explain_parser.add_argument("--prompt-tokens", type=int, default=0, help="estimated prompt tokens")
     explain_parser.add_argument("--stream", action="store_true", help="the request streams")
+    explain_parser.add_argument("--body", type=Path, help="a JSON chat-completions body (fields can force sync)")
     explain_parser.add_argument("--now", type=parse_instant, help="RFC 3339 time to decide at (default: now)")
     explain_parser.set_defaults(handler=_run_explain)
 
@@ -211,4 +231,5 @@ def _run_explain(args: argparse.Namespace) -> int:
         now=args.now,
         out=sys.stdout,
         stream=args.stream,
+        body=args.body,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timedelta
 
@@ -37,6 +38,10 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
         return Decision(deferred=False, lane="sync", rule=name, reason="streaming calls are answered synchronously")
 
     deadline, note = _deadline(action, client_deadline, policy.default_deadline, now)
+    if facts.batch_blocker is not None and lanes.batchable:
+        lanes = dataclasses.replace(
+            lanes, batchable=False, no_batch_reason=f"its batch lane cannot carry {facts.batch_blocker}"
+        )
     lane, why = choose_lane(requested, (deadline - now).total_seconds(), lanes)
     no_batch = None if lanes.batchable else lanes.no_batch_reason or NO_BATCH_API
     if action.shadow:

@@ -20,6 +20,7 @@ class RequestFacts:
     user: str | None = None
     prompt_tokens_estimate: int = 0
     stream: bool = False
+    batch_blocker: str | None = None  # the field the model's batch lane cannot carry (it then stays off batch)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from proxy.policy.facts import LaneFacts
-from proxy.providers.registry import no_batch_reason
+from proxy.providers.lane_fields import batch_blocker
+from proxy.providers.registry import batch_api, no_batch_reason
 from proxy.settings import Config
 
 
@@ -20,3 +24,9 @@ def lane_facts(config: Config, model_name: str, *, batch_turnaround: float | Non
         batchable=no_batch is None,
         no_batch_reason=no_batch or "",
     )
+
+
+def batch_blocker_for(config: Config, model_name: str, body: Mapping[str, Any]) -> str | None:
+    """The field of `body` the model's batch lane cannot carry as its sync lane does (None: it carries all)."""
+    deployment = config.deployment(model_name)
+    return None if deployment is None else batch_blocker(body, batch_api(deployment))

@@ -2,7 +2,8 @@
 
 Anthropic takes a batch as one JSON body, not an uploaded file. `prepare` therefore stages it on local disk:
 each `(custom_id, body)` pair becomes one Messages request in `{"requests": [...]}`, streamed to a staging file;
-`create` streams that file as the request body (never the whole batch in memory) and then deletes it. The
+`create` streams that file as the request body (never the whole batch in memory) and then deletes it; the
+`anthropic-beta` features its lines need (structured outputs, say) are noted beside it and sent with it. The
 prepared ref names the staged file and the number of requests in it. A ref staged on another host (or lost with
 a restart) is NOT_FOUND, and the submitter prepares the batch again.
 
@@ -20,6 +21,7 @@ again: the first one is paid for and its results ignored.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -34,7 +36,8 @@ import httpx
 import orjson
 
 from proxy.providers import lenient
-from proxy.providers.anthropic_format import chat_completion, chat_error, messages_params
+from proxy.providers.anthropic_format import chat_error
+from proxy.providers.anthropic_translation import chat_completion, messages_request
 from proxy.providers.base import (
     BatchInfo,
     BatchState,
@@ -45,6 +48,7 @@ from proxy.providers.base import (
     ResultLine,
 )
 from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
+from proxy.providers.claude_rules import ClaudeRefusal
 
 log = logging.getLogger("batchgate.providers.anthropic_batch")
 
@@ -59,6 +63,8 @@ READ_CHUNK = 1 << 20
 LIST_PAGE = 100
 MAX_LIST_PAGES = 20
 CLOCK_SKEW = 60.0
+BETA_HEADER = "anthropic-beta"
+BETAS_SUFFIX = ".betas"  # beside a staged body: the anthropic-beta features its lines need, comma-separated
 
 OUTCOMES = {
     "succeeded": LineOutcome.SUCCEEDED,
@@ -84,12 +90,25 @@ def unmarked(custom_id: str) -> tuple[str, str | None]:
     return (found["custom_id"], found["marker"]) if found else (custom_id, None)
 
 
-def encode_request(wire_id: str, body: Mapping[str, Any], *, model: str, custom_id: str) -> bytes:
-    """One Message Batch request, `{"custom_id", "params"}`, for an OpenAI chat body (OpenAI `metadata` is never
-    sent: Anthropic's takes only `user_id`). A body that does not translate or encode raises
-    ProviderError(BAD_LINE, custom_id=custom_id): that job fails alone, never the batch or the worker."""
+def encode_request(
+    wire_id: str,
+    body: Mapping[str, Any],
+    *,
+    model: str,
+    custom_id: str,
+    extra_params: Mapping[str, Any] | None = None,
+) -> tuple[bytes, frozenset[str]]:
+    """One Message Batch request, `{"custom_id", "params"}`, for an OpenAI chat body, translated as the sync
+    lane translates it (anthropic_translation.py), and the `anthropic-beta` features its params need. A body
+    that does not translate or encode raises ProviderError(BAD_LINE, custom_id=custom_id): that job fails
+    alone, never the batch or the worker."""
     try:
-        return orjson.dumps({"custom_id": wire_id, "params": messages_params(body, model=model)})
+        request = messages_request(body, model=model, extra_params=extra_params or {})
+        return orjson.dumps({"custom_id": wire_id, "params": request.params}), request.betas
+    except ClaudeRefusal as exc:
+        raise ProviderError(
+            400, exc.message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
+        ) from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         raise ProviderError(
             400,
@@ -109,6 +128,7 @@ class AnthropicBatchClient:
         upstream_model: str,
         timeout: float = 60.0,
         staging_dir: Path | None = None,
+        extra_params: Mapping[str, Any] | None = None,
     ) -> None:
         headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if api_key:
@@ -116,6 +136,7 @@ class AnthropicBatchClient:
         root = base_url.rstrip("/").removesuffix("/v1")
         self._http = batch_http(base_url=root + "/v1/", headers=headers, timeout=timeout)
         self._model = upstream_model
+        self._extra = dict(extra_params or {})
         self._staging = staging_dir or default_staging_dir()
 
     # the input
@@ -128,18 +149,24 @@ class AnthropicBatchClient:
         name = uuid.uuid4().hex
         staging = self._staging / f"{name}.part"
         try:
-            count = await self._stage(requests, staging, marker(metadata))
+            betas: set[str] = set()
+            count = await self._stage(requests, staging, marker(metadata), betas)
             if count == 0:
                 staging.unlink()
                 return PreparedInput("", 0)
             ref = f"staged-{name}-{count}"
-            staging.replace(self._staged_path(ref))
+            staged = self._staged_path(ref)
+            staged.with_suffix(BETAS_SUFFIX).write_text(",".join(sorted(betas)))
+            staging.replace(staged)
         except BaseException:
             staging.unlink(missing_ok=True)
             raise
         return PreparedInput(ref, count)
 
-    async def _stage(self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], out_path: Path, mark: str) -> int:
+    async def _stage(
+        self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], out_path: Path, mark: str, betas: set[str]
+    ) -> int:
+        """Write the requests to `out_path`; `betas` gathers the `anthropic-beta` features their lines need."""
         count = 0
         size = len(b'{"requests":[]}')
         with out_path.open("wb") as out:
@@ -153,7 +180,11 @@ class AnthropicBatchClient:
                         classification=ErrorClass.BAD_LINE,
                         custom_id=custom_id,
                     )
-                request = encode_request(wire_id, body, model=self._model, custom_id=custom_id)
+                # litellm's translation is CPU work of tens of milliseconds a line: off the event loop
+                request, needed = await asyncio.to_thread(
+                    encode_request, wire_id, body, model=self._model, custom_id=custom_id, extra_params=self._extra
+                )
+                betas.update(needed)
                 count += 1
                 size += len(request) + (1 if count > 1 else 0)
                 if count > MAX_REQUESTS or size > MAX_BODY_BYTES:
@@ -179,20 +210,23 @@ class AnthropicBatchClient:
         staged = self._staged_path(prepared)
         if not staged.exists():  # staged by another host or already sent: the submitter prepares it again
             raise ProviderError(404, f"No staged batch input {prepared!r} on this host.", code="not_found_error")
+        headers = {"content-length": str(staged.stat().st_size)}
+        betas = _read_betas(staged)
+        if betas:  # a batch's beta features apply to every request in it
+            headers[BETA_HEADER] = betas
         with provider_errors():
-            response = await self._http.post(
-                "messages/batches",
-                content=_chunks(staged),
-                headers={"content-length": str(staged.stat().st_size)},
-            )
+            response = await self._http.post("messages/batches", content=_chunks(staged), headers=headers)
         info = batch_info(_json(response), metadata=metadata)
         staged.unlink(missing_ok=True)
+        staged.with_suffix(BETAS_SUFFIX).unlink(missing_ok=True)
         return info
 
     async def cleanup(self, prepared: str) -> None:
         """Remove a staged body that was never sent (create removes the ones it sends)."""
         if PREPARED.match(prepared):
-            self._staged_path(prepared).unlink(missing_ok=True)
+            staged = self._staged_path(prepared)
+            staged.unlink(missing_ok=True)
+            staged.with_suffix(BETAS_SUFFIX).unlink(missing_ok=True)
 
     # the batch
 
@@ -283,6 +317,14 @@ class AnthropicBatchClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _read_betas(staged: Path) -> str:
+    """The `anthropic-beta` value a staged batch needs ("" for none, or a body staged without the note)."""
+    try:
+        return staged.with_suffix(BETAS_SUFFIX).read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:

@@ -28,6 +28,7 @@ import orjson
 from proxy.errors import error_body
 from proxy.providers import openai_shape
 from proxy.providers.base import UpstreamResponse, UpstreamStream
+from proxy.providers.claude_rules import refusal
 from proxy.providers.openai_http import RETRYABLE_STATUSES, RetryPolicy
 from proxy.providers.passed_headers import from_litellm
 from proxy.providers.redaction import Redactor
@@ -116,7 +117,19 @@ class LitellmCompletionClient:
                 params["stream_options"] = body["stream_options"]
         return params
 
+    def _refused(self, body: Mapping[str, Any]) -> UpstreamResponse | None:
+        """The 400 for a call Claude's rules refuse (the batch lane asks the same), before anything is sent."""
+        model = str(self._params["model"])
+        problem = refusal(body, model) if model.startswith("anthropic/") else None
+        if problem is None:
+            return None
+        body_json = error_body(problem.message, "invalid_request_error", param=problem.param)
+        return UpstreamResponse(400, orjson.dumps(body_json), dict(JSON_HEADERS))
+
     async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
+        refused = self._refused(body)
+        if refused is not None:
+            return refused
         litellm = self._library()
         params = self._call_params(body, stream=False)
         started = time.monotonic()
@@ -136,6 +149,10 @@ class LitellmCompletionClient:
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
+        refused = self._refused(body)
+        if refused is not None:
+            yield UpstreamStream(refused.status, refused.headers, _single(refused.body))
+            return
         litellm = self._library()
         params = self._call_params(body, stream=True)
         started = time.monotonic()

@@ -79,8 +79,16 @@ def encode_batch_line(
     if kind == "anthropic":
         from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
 
-        return encode_request(custom_id, body, model=model, custom_id=custom_id), MAX_BODY_BYTES
+        request, _ = encode_request(
+            custom_id, body, model=model, custom_id=custom_id, extra_params=litellm_extra(deployment)
+        )
+        return request, MAX_BODY_BYTES
     return None
+
+
+def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
+    """The deployment's own litellm params (not its prices), passed to litellm's translation on every lane."""
+    return {k: v for k, v in (deployment.litellm_params.model_extra or {}).items() if k not in PRICE_FIELDS}
 
 
 def is_simulated(deployment: ModelDeployment) -> bool:
@@ -111,6 +119,7 @@ class ProviderRegistry:
         self._batch_apis: dict[str, BatchApi | None] = {}
         self._no_batch: dict[str, str | None] = {}
         self._batch_settings: dict[str, tuple[str, str, int]] = {}
+        self._litellm_extra: dict[str, dict[str, Any]] = {}
         for deployment in config.model_list:
             name = deployment.model_name
             knobs = config.batch_knobs(name)
@@ -121,6 +130,7 @@ class ProviderRegistry:
             )
             self._batch_apis[name] = batch_api(deployment)
             self._no_batch[name] = no_batch_reason(deployment)
+            self._litellm_extra[name] = litellm_extra(deployment)
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
                 self._endpoints[name] = (base_url, api_key)
@@ -142,9 +152,13 @@ class ProviderRegistry:
         params = deployment.litellm_params
         api_base, api_key = _litellm_endpoint(deployment, simulator_url)
         self._endpoints[deployment.model_name] = (api_base or ANTHROPIC_BASE, api_key)
-        extra: dict[str, Any] = {k: v for k, v in (params.model_extra or {}).items() if k not in PRICE_FIELDS}
         return LitellmCompletionClient(
-            model=params.model, api_base=api_base, api_key=api_key, retry=retry, timeout=timeout, extra_params=extra
+            model=params.model,
+            api_base=api_base,
+            api_key=api_key,
+            retry=retry,
+            timeout=timeout,
+            extra_params=litellm_extra(deployment),
         )
 
     def batchable(self, model_name: str) -> bool:
@@ -177,7 +191,11 @@ class ProviderRegistry:
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
             client = AnthropicBatchClient(
-                base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
+                base_url=base_url,
+                api_key=api_key,
+                upstream_model=upstream_model,
+                timeout=self._batch_timeout,
+                extra_params=self._litellm_extra[model_name],
             )
         else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use

@@ -133,7 +133,7 @@ def body(**fields: Any) -> dict[str, Any]:
     "encode",
     [
         lambda custom_id, chat: encode_line(custom_id, chat, model="gpt-4o-mini"),
-        lambda custom_id, chat: encode_request(custom_id, chat, model="claude-haiku-4-5", custom_id=custom_id),
+        lambda custom_id, chat: encode_request(custom_id, chat, model="claude-haiku-4-5", custom_id=custom_id)[0],
     ],
     ids=["openai", "anthropic"],
 )
@@ -156,7 +156,7 @@ def staged(directory: Path) -> list[Path]:
 async def test_prepare_raises_bad_line_naming_the_poisoned_job(tmp_path: Path) -> None:
     async def pairs() -> Any:
         yield "dfr_good", body()
-        yield "dfr_poison", body(tools=[{"type": "function", "function": {"name": "f", "parameters": nested(300)}}])
+        yield "dfr_poison", body(messages=[{"role": "user", "content": "\ud800"}])  # no UTF-8 for a lone surrogate
 
     openai_client = OpenAIBatchClient(base_url="http://127.0.0.1:9/v1", api_key=None, upstream_model="m")
     anthropic_client = AnthropicBatchClient(
@@ -180,5 +180,5 @@ def test_a_batch_line_carries_metadata_only_with_store(store: bool | None, sent:
     assert ("metadata" in line["body"]) is sent
     assert line["body"]["model"] == "gpt-4o-mini"
     assert chat["metadata"] == {"purpose": "eval"}  # the caller's body (used by the policy) is untouched
-    request = orjson.loads(encode_request("dfr_1-abc", chat, model="claude", custom_id="dfr_1"))
+    request = orjson.loads(encode_request("dfr_1-abc", chat, model="claude", custom_id="dfr_1")[0])
     assert "metadata" not in request["params"]  # Anthropic's metadata takes only user_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -206,3 +207,19 @@ def test_argument_parsing_reaches_the_commands(config_file: Path, capsys: pytest
     )
     args = parser.parse_args(["policy"])
     assert args.handler(args) == 2
+
+
+def test_explain_names_the_field_that_keeps_a_call_off_the_batch_lane(tmp_path: Path) -> None:
+    path = tmp_path / "claude.yaml"
+    path.write_text("model_list:\n  - model_name: claude\n    litellm_params: {model: anthropic/claude-haiku-4-5}\n")
+    image = {"type": "image_url", "image_url": {"url": "http://images.internal/cat.png"}}
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]}))
+    deadline = ["X-Batch-Deadline: 24h"]
+    code, text = run_explain(path, model="claude", headers=deadline, body=body)
+    assert code == 0, text
+    assert "lane=sync" in text
+    assert "its batch lane cannot carry messages[0].content[1].image_url: an http:// image URL" in text
+    body.write_text(json.dumps({"messages": [{"role": "user", "content": "?"}]}))
+    code, text = run_explain(path, model="claude", headers=deadline, body=body)
+    assert (code, "lane=batch" in text, "cannot carry" in text) == (0, True, False)

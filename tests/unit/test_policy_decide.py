@@ -619,3 +619,16 @@ def test_header_value_from_decide_is_one_header_safe_line() -> None:
     assert value == "lane=batch; rule=header; deadline=2026-11-23T18:00:00Z"
     assert value.isascii()
     assert "\n" not in value
+
+
+def test_a_field_the_batch_lane_cannot_carry_keeps_the_call_off_batch_and_says_which() -> None:
+    field = "messages[0].content[1].image_url: an http:// image URL, which the sync lane fetches and sends inline"
+    blocked = facts(headers=hdr("24h"), batch_blocker=field)
+    on_flex = decide(policy(), blocked, LANES, NOW)
+    assert (on_flex.deferred, on_flex.lane) == (True, "flex")
+    on_sync = decide(policy(), blocked, NO_FLEX, NOW)
+    assert (on_sync.deferred, on_sync.lane) == (True, "sync")
+    for decision in (on_flex, on_sync):
+        assert decision.no_batch == f"its batch lane cannot carry {field}"
+        assert f'reason="its batch lane cannot carry {field}"' in decision.header_value()
+    assert decide(policy(), facts(headers=hdr("24h")), NO_FLEX, NOW).lane == "batch"  # the same call, carried
