@@ -162,8 +162,12 @@ class BatchStore(StorePart):
             chunk = job_ids[start : start + CLAIM_CHUNK]
             moved += int(
                 await self.scripts.move_jobs(
-                    keys=[keys.batch_jobs(tag, from_batch), keys.batch(tag, batch_id), keys.batch_jobs(tag, batch_id),
-                          *(keys.job(job_id) for job_id in chunk)],
+                    keys=[
+                        keys.batch_jobs(tag, from_batch),
+                        keys.batch(tag, batch_id),
+                        keys.batch_jobs(tag, batch_id),
+                        *(keys.job(job_id) for job_id in chunk),
+                    ],
                     args=[from_batch, batch_id, *chunk],
                 )  # fmt: skip
             )
