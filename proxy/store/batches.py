@@ -160,17 +160,9 @@ class BatchStore(StorePart):
         moved = 0
         for start in range(0, len(job_ids), CLAIM_CHUNK):
             chunk = job_ids[start : start + CLAIM_CHUNK]
-            moved += int(
-                await self.scripts.move_jobs(
-                    keys=[
-                        keys.batch_jobs(tag, from_batch),
-                        keys.batch(tag, batch_id),
-                        keys.batch_jobs(tag, batch_id),
-                        *(keys.job(job_id) for job_id in chunk),
-                    ],
-                    args=[from_batch, batch_id, *chunk],
-                )  # fmt: skip
-            )
+            keys_ = [keys.batch_jobs(tag, from_batch), keys.batch(tag, batch_id), keys.batch_jobs(tag, batch_id)]
+            keys_ += [keys.job(job_id) for job_id in chunk]
+            moved += int(await self.scripts.move_jobs(keys=keys_, args=[from_batch, batch_id, *chunk]))
         if not moved:
             await self.close(tag, batch_id, retention=60)
             return None

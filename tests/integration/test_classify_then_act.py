@@ -12,7 +12,6 @@ as caller and the worker running in the API process:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,7 @@ def ledger(stack: Stack) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stack_factory(tmp_path: Path, redis_url: str) -> Iterator[Any]:
+def stack_factory(tmp_path: Path, redis_url: str) -> Any:
     def make(simulator: dict[str, Any] | None = None, *, reloads: bool = False, **sections: Any) -> Any:
         worker = {**WORKER, **sections.pop("worker", {})}
         background = [run_in_app, watch_config] if reloads else [run_in_app]
@@ -77,7 +76,7 @@ def stack_factory(tmp_path: Path, redis_url: str) -> Iterator[Any]:
             worker=worker, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"}, **sections,
         )  # fmt: skip
 
-    yield make
+    return make
 
 
 ACCOUNT_CASES = {
@@ -141,6 +140,18 @@ def test_a_config_reload_clears_the_account_problem_and_batches_flow_again(stack
         [job] = stack.final_jobs([job_id], timeout=30)
         assert job["status"] == "completed"
         assert ledger(stack)["batch"]["requests"] >= 1
+
+
+def test_a_probe_after_the_interval_resumes_submission_once_the_account_is_fixed(stack_factory: Any) -> None:
+    with stack_factory(simulator={"insufficient_quota": True}, worker={"account_probe_interval": 1}) as stack:
+        [job_id] = asyncio.run(defer(stack, [body("waits for the probe")], deadline="1h"))
+        wait_until_sync(lambda: readiness(stack).json().get("account_problems"), timeout=20, interval=0.05,
+                        what="the account problem")  # fmt: skip
+        stack.configure_simulator(insufficient_quota=False)
+        [job] = stack.final_jobs([job_id], timeout=30)
+        assert job["status"] == "completed"
+        assert not readiness(stack).json().get("account_problems")
+        assert [batch["status"] for batch in provider_batches(stack)] == ["completed"]
 
 
 def test_a_batch_refused_for_a_named_line_answers_every_other_job_from_the_batch_lane(stack_factory: Any) -> None:
