@@ -36,7 +36,7 @@ async def account_problems(runtime: RuntimeDep) -> dict[str, object]:
     return {
         "degraded": True,
         "account_problems": [
-            {"group": p.group, "code": p.code, "where": p.where, "since": int(p.since), "message": p.describe()}
+            {"group": p.group, "code": p.code, "where": p.where, "since": int(p.since), "message": p.summary()}
             for p in problems
         ],
     }

@@ -30,12 +30,16 @@ class AccountProblem:
     since: float
     probe_at: float
 
-    def describe(self) -> str:
-        """One sentence for logs, readiness and the error a waiting job is answered with."""
+    def summary(self) -> str:
+        """One sentence without the provider's own message (for the unauthenticated /readyz)."""
         return (
             f"batch submission to provider group {self.group!r} is stopped by an account problem: {self.code}"
-            f" (on {self.where}): {self.message}"
+            f" (on {self.where})"
         )
+
+    def describe(self) -> str:
+        """The summary and the provider's message: for logs and the error a waiting job is answered with."""
+        return f"{self.summary()}: {self.message}"
 
 
 class AccountProblems(StorePart):

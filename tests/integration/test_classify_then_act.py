@@ -100,7 +100,9 @@ def test_an_account_problem_stops_submission_and_fails_jobs_at_their_deadline(st
         assert readiness(stack).status_code == 200  # sync calls and other providers still work: see operations.md
         [problem] = document["account_problems"]
         assert problem["group"] == MODEL
-        assert problem["code"].startswith(code[:4]) or problem["code"] == code
+        assert problem["code"] == code
+        assert "account problem" in problem["message"]
+        assert PROVIDER_KEY[-4:] not in readiness(stack).text  # unauthenticated: not even the provider's message
         with stack.simulator() as sim:
             uploads = sim.get("/v1/files", headers={"authorization": f"Bearer {knobs.get('api_key', PROVIDER_KEY)}"})
         jobs = stack.final_jobs(job_ids, timeout=30)
