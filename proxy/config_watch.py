@@ -4,11 +4,17 @@ Runtime's live config on file change or SIGHUP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
+
+import redis
 
 from proxy.policy.reload import ConfigReloader
 from proxy.runtime import Runtime
 from proxy.settings import Config
+
+logger = logging.getLogger("batchgate.config")
 
 
 async def watch_config(runtime: Runtime, *, poll_interval: float = 1.0) -> None:
@@ -16,9 +22,13 @@ async def watch_config(runtime: Runtime, *, poll_interval: float = 1.0) -> None:
     whose static keys differ from the running config (a restart is needed), is refused (logged by the reloader
     with the differing keys, counted here) and the config in force stays."""
 
-    def on_reload(config: Config) -> None:
+    async def on_reload(config: Config) -> None:
         runtime.apply_config(config)  # raises RestartRequired, a ConfigError, when static keys differ
         runtime.metrics.record_config_reload(applied=True)
+        # an operator who fixed a key, quota or billing reloads: batch submission is tried again at once
+        with contextlib.suppress(redis.RedisError):
+            if await runtime.store.accounts.clear_all():
+                logger.warning("config reloaded: provider account problems cleared, batch submission resumes")
 
     def on_refused(_reason: str) -> None:
         runtime.metrics.record_config_reload(applied=False)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -45,6 +45,11 @@ BATCH_STATES = frozenset(
     }
 )
 STATUS_CLASSES = frozenset({"429", "4xx", "5xx", "timeout", "connection"})
+# codes of batchgate_provider_account_problem (providers/base.py ACCOUNT_CODES, and a bare 401/402/403)
+ACCOUNT_PROBLEM_CODES = frozenset(
+    {"insufficient_quota", "billing_hard_limit_reached", "billing_error", "authentication_error", "permission_error",
+     "invalid_api_key", "account_deactivated", "http_401", "http_402", "http_403"}
+)  # fmt: skip
 
 TIME_BUCKETS = (
     0.05,
@@ -260,6 +265,13 @@ class Metrics:
         self.leases_lost = Counter(
             "batchgate_worker_leases_lost", "Worker tasks stopped because their lease was lost", ["stage"], registry=r
         )
+        self.account_problems = Gauge(
+            "batchgate_provider_account_problem",
+            "1 while batch submission to a provider group is stopped by an account problem (shared state in Redis, "
+            "reported by workers: aggregate with max)",
+            ["group", "code"],
+            registry=r,
+        )
         self.queues = QueueCollector(self.model)
         r.register(self.queues)
         self._initialise_series()
@@ -350,6 +362,13 @@ class Metrics:
 
     def update_queues(self, snapshot: QueueSnapshot) -> None:
         self.queues.update(snapshot)
+
+    def set_account_problems(self, problems: Iterable[tuple[str, str]]) -> None:
+        """The (group, code) pairs with an account problem now; every other series is dropped."""
+        self.account_problems.clear()
+        for group, code in problems:
+            label = code if code in ACCOUNT_PROBLEM_CODES else OTHER
+            self.account_problems.labels(self.model(group), label).set(1)
 
 
 _COST = ["model", "team", "lane"]

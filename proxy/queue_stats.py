@@ -177,4 +177,6 @@ class QueueWatch:
         self._next = now + self._interval
         views = await read_queues(self._store, groups)
         self._metrics.update_queues(snapshot_of(views, self._config(), time.time()))
+        problems = await self._store.accounts.all()
+        self._metrics.set_account_problems((problem.group, problem.code) for problem in problems)
         return True

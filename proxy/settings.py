@@ -140,6 +140,9 @@ class WorkerConfig(StrictModel):
     concurrency: int = Field(default=16, ge=1)  # flushes and batch looks running at once per worker
     # after SIGTERM: how long in-flight work may take to finish before it is handed back to other workers
     drain_timeout: Seconds = 20.0
+    # after a provider account problem (quota, billing, 401/403) stopped batch submission: how often one submission
+    # is tried again as a probe (its success clears the problem)
+    account_probe_interval: Seconds = 60.0
 
 
 class WebhookConfig(StrictModel):

@@ -58,6 +58,16 @@ class BatchState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class BatchIssue:
+    """One reason a provider gave for failing a whole batch (OpenAI `errors.data[]`): its `code`, `message` and
+    `line`, the 1-based position of the refused request in the sequence given to `prepare` (None: not named)."""
+
+    code: str | None
+    message: str
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BatchInfo:
     """A provider batch as the adapter read it. `created_at` is epoch seconds (0.0 when the provider gave none).
     The line counts are None when the provider does not say (Azure's null `request_counts`, Anthropic's counts
@@ -73,6 +83,7 @@ class BatchInfo:
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: str | None = None
+    issues: tuple[BatchIssue, ...] = ()  # the structured form of `errors`, when the provider gives one
 
     @property
     def done(self) -> int | None:

@@ -19,6 +19,7 @@ import orjson
 from proxy.providers import lenient
 from proxy.providers.base import (
     BatchInfo,
+    BatchIssue,
     BatchState,
     ErrorClass,
     LineOutcome,
@@ -238,6 +239,7 @@ def batch_info(item: Any) -> BatchInfo:
         output_file_id=lenient.identifier(item.get("output_file_id")),
         error_file_id=lenient.identifier(item.get("error_file_id")),
         errors=_errors_text(item.get("errors")),
+        issues=_issues(item.get("errors")),
     )
 
 
@@ -268,6 +270,17 @@ def _errors_text(errors: Any) -> str | None:
         if isinstance(entry, dict)
     ]
     return "; ".join(messages) or None
+
+
+def _issues(errors: Any) -> tuple[BatchIssue, ...]:
+    """`errors.data[]` as BatchIssues; an input file holds one request per line, so its line number is the
+    request's position."""
+    data = errors.get("data") if isinstance(errors, dict) else None
+    return tuple(
+        BatchIssue(lenient.text(entry.get("code")), str(entry.get("message") or ""), lenient.count(entry.get("line")))
+        for entry in (data if isinstance(data, list) else [])
+        if isinstance(entry, dict)
+    )
 
 
 def parse_result_line(raw: str | bytes) -> ResultLine | None:

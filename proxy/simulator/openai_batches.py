@@ -196,13 +196,15 @@ def batch_object(current: BatchView, files: tuple[str | None, str | None]) -> di
     input_tokens, output_tokens = current.tokens
     errors = None
     if record.issues:
+        named = record.options.validation_names_line
         errors = {
             "object": "list",
             "data": [
-                {"code": issue.code, "message": issue.message, "param": issue.param, "line": issue.line}
+                {"code": issue.code, "message": issue.message, "param": issue.param,
+                 "line": issue.line if named else None}
                 for issue in record.issues
             ],
-        }
+        }  # fmt: skip
     return {
         "id": record.id,
         "object": "batch",

@@ -87,6 +87,11 @@ class SimulatorOptions(BaseModel):
         default=True,
         description="a batch line whose body the endpoint refuses fails the whole batch (else only that line, 400)",
     )
+    validation_names_line: bool = Field(
+        default=True,
+        description="a batch failed validation names the bad `line` in errors.data[] (else `line: null`, which "
+        "some failures carry: batchgate must then find the bad request itself)",
+    )
     metadata_requires_store: bool = Field(
         default=True, description="chat `metadata` without `store: true` is refused (400; in a batch, that line)"
     )

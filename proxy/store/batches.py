@@ -133,3 +133,37 @@ class BatchStore(StorePart):
             keys=[keys.batch(tag, batch_id), keys.batch_jobs(tag, batch_id), keys.open_batches(tag)],
             args=[batch_id, max(1, int(retention)), repr(self.clock())],
         )
+        await self.redis.delete(keys.batch_lines(tag, batch_id))
+
+    async def record_lines(self, tag: str, batch_id: str, job_ids: list[str]) -> None:
+        """The batch's job ids in the order of its input lines (replacing any order recorded before)."""
+        key = keys.batch_lines(tag, batch_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(key)
+        for start in range(0, len(job_ids), MARK_CHUNK):
+            pipe.rpush(key, *job_ids[start : start + MARK_CHUNK])
+        await pipe.execute()
+
+    async def jobs_on_lines(self, tag: str, batch_id: str, lines: list[int]) -> dict[int, str]:
+        """Line number (1-based) -> job id, for the lines the recorded order knows (none if none was recorded)."""
+        key = keys.batch_lines(tag, batch_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for line in lines:
+            pipe.lindex(key, line - 1)
+        found = await pipe.execute()
+        return {line: decoded(raw) for line, raw in zip(lines, found, strict=True) if raw is not None and line >= 1}
+
+    async def split_off(self, tag: str, group: str, from_batch: str, job_ids: list[str]) -> str | None:
+        """Move the listed jobs `from_batch` still owns into a new batch in `building`, due now (the next look
+        prepares and submits it); None when none moved (the empty new batch is closed)."""
+        batch_id = await self.open_batch(tag, group, look_again_in=0.0)
+        moved = 0
+        for start in range(0, len(job_ids), CLAIM_CHUNK):
+            chunk = job_ids[start : start + CLAIM_CHUNK]
+            keys_ = [keys.batch_jobs(tag, from_batch), keys.batch(tag, batch_id), keys.batch_jobs(tag, batch_id)]
+            keys_ += [keys.job(job_id) for job_id in chunk]
+            moved += int(await self.scripts.move_jobs(keys=keys_, args=[from_batch, batch_id, *chunk]))
+        if not moved:
+            await self.close(tag, batch_id, retention=60)
+            return None
+        return batch_id

@@ -173,3 +173,17 @@ def ledger_marker(job_id: str, *, shadow: bool = False) -> str:
     """Set when a job's cost is recorded; in the job's slot, so the job store can set it atomically."""
     suffix = ":shadow" if shadow else ""
     return f"{PREFIX}:{{{tag_of_job(job_id)}}}:acct:done:{job_id}{suffix}"
+
+
+# --- provider account problems (store/accounts.py) ---
+
+
+def account_problems() -> str:
+    """HASH group name -> JSON of the account problem that stopped batch submission for that group."""
+    return f"{PREFIX}:{{accounts}}:problems"
+
+
+def batch_lines(tag: str, batch_id: str) -> str:
+    """LIST of a batch's job ids in the order of its input lines (line n = index n-1): how a validation error
+    naming a line finds its job."""
+    return f"{PREFIX}:{{{tag}}}:batch:{batch_id}:lines"

@@ -100,11 +100,24 @@ class Outcomes(StorePart):
         results = await pipe.execute()
         return [_finished(answer, raw, now) for answer, raw in zip(answers, results, strict=True)]
 
-    async def requeue(self, job_id: str, *, owner: str, score: float, batch_failure: bool = False) -> bool:
+    async def requeue(
+        self, job_id: str, *, owner: str, score: float, batch_failure: bool = False, count_attempt: bool = True
+    ) -> bool:
+        """Back to the pending queue (scored `score`) if `owner` still holds the job; `count_attempt` False for a
+        job that was not at fault (its batch was refused for an account problem)."""
         tag = keys.tag_of_job(job_id)
         done = await self.scripts.requeue(
             keys=[keys.job(job_id), keys.pending(tag), keys.pending_bytes(tag), _owner_set(tag, owner)],
-            args=[owner, repr(score), job_id, "1" if batch_failure else "0"],
+            args=[owner, repr(score), job_id, "1" if batch_failure else "0", "1" if count_attempt else "0"],
+        )
+        return bool(done)
+
+    async def hold_queued(self, job_id: str, *, owner: str) -> bool:
+        """Take a queued job out of the pending queue under `owner`, so it can be answered without a batch; False
+        when it is not queued (answered, or taken meanwhile)."""
+        tag = keys.tag_of_job(job_id)
+        done = await self.scripts.hold_queued(
+            keys=[keys.job(job_id), keys.pending(tag), keys.pending_bytes(tag)], args=[job_id, owner]
         )
         return bool(done)
 

@@ -74,6 +74,43 @@ end
 return taken
 """
 
+# Move jobs a batch still owns into another (building) batch: how a failed batch's innocent jobs are sent again.
+# KEYS: from batch jobs set, to batch hash, to batch jobs set, job keys…   ARGV: from id, to id, job ids…
+MOVE_JOBS = (
+    FINAL
+    + """
+if redis.call('HGET', KEYS[2], 'state') ~= 'building' then return 0 end
+local n, bytes = 0, 0
+for i = 4, #KEYS do
+  local id = ARGV[i - 1]
+  local cur = redis.call('HMGET', KEYS[i], 'owner', 'status', 'size')
+  if cur[1] == ARGV[1] and not final(cur[2]) then
+    redis.call('HSET', KEYS[i], 'owner', ARGV[2], 'batch', ARGV[2], 'status', 'queued')
+    redis.call('SREM', KEYS[1], id)
+    redis.call('SADD', KEYS[3], id)
+    n = n + 1
+    bytes = bytes + tonumber(cur[3] or '0')
+  end
+end
+redis.call('HINCRBY', KEYS[2], 'jobs', n)
+redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+return n
+"""
+)
+
+# Take a queued job out of the pending queue to answer it there and then (its provider cannot take it).
+# KEYS: job, pending, pending bytes   ARGV: job id, new owner
+HOLD_QUEUED = (
+    FINAL
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'owner', 'size')
+if not cur[1] or final(cur[1]) or (cur[2] or '') ~= '' then return 0 end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('DECRBY', KEYS[3], tonumber(cur[3] or '0')) end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+return 1
+"""
+)
+
 # KEYS: batch hash, open batches
 # ARGV: batch id, next action time, field/values…
 CREATE_BATCH = """
@@ -166,14 +203,14 @@ return info
 
 # Back to the pending queue (a transient batch line, a failed batch).
 # KEYS: job, pending, pending bytes, owner's batch jobs set
-# ARGV: owner, score, job id, count a batch failure (0|1)
+# ARGV: owner, score, job id, count a batch failure (0|1), count an attempt (0|1; absent: 1)
 REQUEUE = (
     FINAL
     + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'owner', 'size')
 if not cur[1] or final(cur[1]) or cur[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'owner', '', 'batch', '')
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'batch_failures', 1) end
 redis.call('SREM', KEYS[4], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
@@ -368,6 +405,8 @@ SCRIPTS: dict[str, str] = {
     "enqueue": ENQUEUE,
     "claim_for_batch": CLAIM_FOR_BATCH,
     "create_batch": CREATE_BATCH,
+    "move_jobs": MOVE_JOBS,
+    "hold_queued": HOLD_QUEUED,
     "advance_batch": ADVANCE_BATCH,
     "close_batch": CLOSE_BATCH,
     "mark_submitted": MARK_SUBMITTED,
@@ -398,6 +437,8 @@ class Scripts:
     enqueue: AsyncScript
     claim_for_batch: AsyncScript
     create_batch: AsyncScript
+    move_jobs: AsyncScript
+    hold_queued: AsyncScript
     advance_batch: AsyncScript
     close_batch: AsyncScript
     mark_submitted: AsyncScript

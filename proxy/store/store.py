@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import redis.asyncio
 
+from proxy.store.accounts import AccountProblems
 from proxy.store.batches import BatchStore
 from proxy.store.deliveries import Deliveries
 from proxy.store.holds import HoldOutcomes
@@ -31,6 +32,7 @@ class Store:
     snapshots: QueueSnapshots
     leases: LeaseStore
     holds: HoldOutcomes
+    accounts: AccountProblems
     clock: Callable[[], float]
 
     @classmethod
@@ -47,5 +49,6 @@ class Store:
             snapshots=QueueSnapshots(client),
             leases=LeaseStore(client, scripts),
             holds=HoldOutcomes(client),
+            accounts=AccountProblems(client, scripts, clock=clock),
             clock=clock,
         )

@@ -20,7 +20,9 @@ from proxy.reasons import FailureReason, RescueReason
 from proxy.store.jobs import valid_job_id
 from proxy.store.outcomes import Answer, Finished
 from proxy.store.records import BatchRecord
+from proxy.worker.accounts import AccountStop
 from proxy.worker.context import WorkerContext, shielded
+from proxy.worker.triage import FailedBatch
 
 log = logging.getLogger("batchgate.worker.ingest")
 
@@ -58,9 +60,12 @@ def leftover_reasons(state: BatchState) -> tuple[FailureReason, RescueReason]:
 class Ingester:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        self.failed_batch = FailedBatch(ctx, AccountStop(ctx), self.finish)
 
     async def ingest(self, record: BatchRecord, info: BatchInfo) -> Tally:
         tally = Tally()
+        if info.state is BatchState.FAILED and await self.failed_batch.handle(record, info, tally):
+            return tally
         if info.state is BatchState.FAILED:
             message = info.errors or "The batch failed validation."
             error = error_object(message, "invalid_request_error", code=FailureReason.BATCH_FAILED)

@@ -61,6 +61,8 @@ class Poller:
             if exc.classification is ErrorClass.NOT_FOUND:
                 await self._lost(record)
                 return
+            if exc.classification is ErrorClass.ACCOUNT_PROBLEM:
+                await self.submitter.accounts.report_error(record.group, exc, where="poll")
             await self._retry_later(record, exc)
 
     async def _wait(self, record: BatchRecord, info: BatchInfo) -> None:

@@ -12,8 +12,12 @@ from collections.abc import Callable
 
 from proxy.jobs.timing import at_risk, flush_slack, remaining_estimate
 from proxy.reasons import RescueReason
+from proxy.store.accounts import AccountProblem
+from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, BatchRecord
-from proxy.worker.context import WorkerContext
+from proxy.worker.accounts import HOLD_OWNER, account_error
+from proxy.worker.context import WorkerContext, shielded
+from proxy.worker.ingest import report_finished
 
 log = logging.getLogger("batchgate.worker.rescuer")
 
@@ -41,6 +45,7 @@ class Rescuer:
             return False
         batches: dict[str, BatchRecord | None] = {}
         emptied: set[str] = set()
+        stopped = await ctx.store.accounts.get(group)  # its provider takes no batch: no list-price rescue either
         for entry in entries:
             job_id, owner, deadline = entry.job_id, entry.owner, entry.deadline
             if entry.status is None or owner == SYNC_OWNER or entry.is_final:
@@ -55,6 +60,10 @@ class Rescuer:
                 why = RescueReason.DEADLINE_AT_RISK_QUEUED
             if not at_risk(now, deadline=deadline, remaining=remaining, margin=margin):
                 continue
+            if stopped is not None:
+                if await self._answer_stopped(job_id, owner, group, stopped) and owner and owner != HOLD_OWNER:
+                    emptied.add(owner)
+                continue
             if await ctx.store.outcomes.to_sync(job_id, expected_owner=owner, reason=why):
                 log.info(
                     "deadline guard: job sent synchronously",
@@ -67,6 +76,24 @@ class Rescuer:
         for batch_id in emptied:
             self.cancel_later(tag, group, batch_id)
         return bool(emptied)
+
+    async def _answer_stopped(self, job_id: str, owner: str, group: str, problem: AccountProblem) -> bool:
+        """Fail a job at risk whose provider has an account problem, with an error naming it; True if answered."""
+        ctx = self.ctx
+        if not owner:
+            if not await ctx.store.outcomes.hold_queued(job_id, owner=HOLD_OWNER):
+                return False
+            owner = HOLD_OWNER
+        answer = Answer(job_id, owner, "failed", "batch", error=account_error(problem))
+        [done] = await shielded(ctx.store.outcomes.finish_many([answer], retention=ctx.worker_config.result_ttl))
+        if done is None:
+            return False
+        log.warning(
+            "deadline guard: job failed, its provider has an account problem",
+            extra={"job": job_id, "group": group, "code": problem.code},
+        )
+        report_finished(ctx, done)
+        return True
 
     @staticmethod
     def _batch_remaining(record: BatchRecord | None, now: float, turnaround: float) -> float:

@@ -23,6 +23,7 @@ from proxy.providers.base import BatchClient, ErrorClass, ProviderError
 from proxy.store import keys
 from proxy.store.outcomes import Answer
 from proxy.store.records import BatchRecord
+from proxy.worker.accounts import AccountStop, is_account_problem
 from proxy.worker.context import WorkerContext
 from proxy.worker.ingest import report_finished
 
@@ -31,13 +32,14 @@ log = logging.getLogger("batchgate.worker.submitter")
 BATCH_METADATA_KEY = "batchgate_batch"
 GROUP_METADATA_KEY = "batchgate_group"
 RETRY_LATER = 5.0
-# A full batch queue or an account problem does not clear in seconds: look again less often.
+# A full batch queue does not clear in seconds: look again less often.
 RETRY_SLOWLY = 60.0
 
 
 class Submitter:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        self.accounts = AccountStop(ctx)
 
     async def flush(self, tag: str, group: str, *, drain: bool = False) -> bool:
         """Send the group's queue as batches while it is due; `drain` flushes any non-empty queue (burst mode).
@@ -82,7 +84,7 @@ class Submitter:
         """Whether the queue should be flushed now: full, old enough or short of deadline slack (`drain`: any
         job waiting)."""
         stats = await self.ctx.store.batches.queue_stats(tag)
-        if stats.count == 0:
+        if stats.count == 0 or await self.accounts.blocked(group):
             return False
         knobs = self.ctx.knobs(group)
         now = self.ctx.clock()
@@ -118,24 +120,39 @@ class Submitter:
 
     async def _failed(self, record: BatchRecord, exc: ProviderError) -> None:
         """Act on the provider's refusal: a refused line fails its job alone and the batch is built again
-        without it; anything else is tried again, later for a full queue or an account problem."""
+        without it; an account problem stops submission to the provider and hands the jobs back to the queue;
+        anything else is tried again, later for a full queue."""
         ctx = self.ctx
         extra = {"batch": record.id, "group": record.group, "error_class": exc.classification.value}
+        if is_account_problem(exc):
+            current = await ctx.store.batches.get(record.tag, record.id)
+            stage = "upload" if current is None or current.state == "building" else "create"
+            await self.accounts.report_error(record.group, exc, where=stage)
+            await self._dissolve(record)
+            return
         if exc.classification is ErrorClass.BAD_LINE and exc.custom_id is not None:
             log.warning("a request the provider refuses fails alone: %s", exc, extra={**extra, "job": exc.custom_id})
             await self._fail_line(record, exc)
             await ctx.store.batches.schedule(record.tag, record.id, at=ctx.clock())
             return
-        slowly = exc.classification in (ErrorClass.TRANSIENT_CAPACITY, ErrorClass.ACCOUNT_PROBLEM)
-        log.log(
-            logging.ERROR if exc.classification is ErrorClass.ACCOUNT_PROBLEM else logging.WARNING,
-            "batch submission failed; will retry: %s",
-            exc,
-            extra=extra,
-        )
+        slowly = exc.classification is ErrorClass.TRANSIENT_CAPACITY
+        log.warning("batch submission failed; will retry: %s", exc, extra=extra)
         await ctx.store.batches.schedule(
             record.tag, record.id, at=ctx.clock() + (RETRY_SLOWLY if slowly else RETRY_LATER)
         )
+
+    async def _dissolve(self, record: BatchRecord) -> None:
+        """Give an unsubmitted batch's jobs back to the queue (no attempt spent: they were not at fault), drop its
+        prepared input and close it; the jobs wait there for the probe or for the deadline guard."""
+        ctx = self.ctx
+        now = ctx.clock()
+        for job_id in await ctx.store.batches.job_ids(record.tag, record.id):
+            await ctx.store.outcomes.requeue(job_id, owner=record.id, score=now, count_attempt=False)
+        current = await ctx.store.batches.get(record.tag, record.id)
+        if current is not None and current.file_id:
+            with contextlib.suppress(ProviderError):
+                await ctx.runtime.batch_client(record.group).cleanup(current.file_id)
+        await ctx.store.batches.close(record.tag, record.id, retention=60)
 
     async def _fail_line(self, record: BatchRecord, exc: ProviderError) -> None:
         assert exc.custom_id is not None
@@ -151,9 +168,11 @@ class Submitter:
         if not ids:
             return await self._nothing_to_send(record)
         await ctx.checkpoint("before_upload")
-        prepared = await client.prepare(self._requests(record, ids), metadata=self._metadata(record))
+        order: list[str] = []
+        prepared = await client.prepare(self._requests(record, ids, order), metadata=self._metadata(record))
         if prepared.requests == 0:
             return await self._nothing_to_send(record)
+        await ctx.store.batches.record_lines(record.tag, record.id, order)
         moved = await ctx.store.batches.advance(
             record.tag, record.id, expected="building", state="uploaded", file_id=prepared.ref, lines=prepared.requests
         )
@@ -168,10 +187,14 @@ class Submitter:
         await self.ctx.store.batches.close(record.tag, record.id, retention=60)
         return False
 
-    async def _requests(self, record: BatchRecord, ids: list[str]) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
-        """The `(job id, request body)` pairs of the jobs the batch still owns, read in chunks."""
+    async def _requests(
+        self, record: BatchRecord, ids: list[str], order: list[str]
+    ) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
+        """The `(job id, request body)` pairs of the jobs the batch still owns, read in chunks; each id is appended
+        to `order` as it is handed out (line n of the input is `order[n - 1]`)."""
         async for chunk in self.ctx.store.batches.bodies(record.id, ids):
             for job_id, raw in chunk:
+                order.append(job_id)
                 yield job_id, orjson.loads(raw)
 
     @staticmethod
@@ -216,6 +239,7 @@ class Submitter:
             poll_interval=ctx.worker_config.poll_interval_min,
         )
         if moved:
+            await self.accounts.submitted(record.group)
             log.info(
                 "batch submitted",
                 extra={"batch": record.id, "group": record.group, "provider_batch": info.batch_id,

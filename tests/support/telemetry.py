@@ -47,6 +47,7 @@ def exercise(metrics: Metrics, *, round_number: int = 0) -> None:
     metrics.record_upstream_error(lane="sync", status=503)
     metrics.record_upstream_error(lane="batch", status=429)
     metrics.record_config_reload(applied=False)
+    metrics.set_account_problems([("mini", "insufficient_quota")])
     now = time.time()
     metrics.update_queues(
         QueueSnapshot(

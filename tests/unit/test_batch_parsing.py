@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from proxy.jobs.timing import remaining_estimate
 from proxy.providers import anthropic_batch, lenient, openai_batch
-from proxy.providers.base import BatchInfo, BatchState, ErrorClass, ProviderError, ResultLine
+from proxy.providers.base import BatchInfo, BatchIssue, BatchState, ErrorClass, ProviderError, ResultLine
 
 # Azure OpenAI's documented REST example of a batch (Batch API how-to, "Track batch job progress").
 AZURE_VALIDATING = {
@@ -243,3 +243,26 @@ def test_any_json_value_is_a_result_line_or_none(item: Any) -> None:
         assert line is None or isinstance(line, ResultLine)
     raw = orjson.dumps(item)
     assert openai_batch.parse_result_line(raw) == openai_batch.result_line(orjson.loads(raw))
+
+
+def test_a_failed_batchs_errors_become_issues_with_their_codes_and_lines() -> None:
+    item = {
+        "id": "batch_f",
+        "status": "failed",
+        "errors": {
+            "object": "list",
+            "data": [
+                {"code": "invalid_request", "message": "Invalid role.", "param": "body.messages", "line": 3},
+                {"code": "token_limit_exceeded", "message": "Enqueued token limit reached.", "line": None},
+                "not an entry",
+            ],
+        },
+    }
+    info = openai_batch.batch_info(item)
+    assert info.state is BatchState.FAILED
+    assert info.issues == (
+        BatchIssue("invalid_request", "Invalid role.", 3),
+        BatchIssue("token_limit_exceeded", "Enqueued token limit reached.", None),
+    )
+    assert info.errors == "line 3: Invalid role.; Enqueued token limit reached."
+    assert openai_batch.batch_info({"id": "batch_ok", "status": "completed", "errors": None}).issues == ()

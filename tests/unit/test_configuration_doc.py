@@ -108,6 +108,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "worker.concurrency": "tests/unit/test_scheduler.py::test_the_bound_holds_bounded_items_only",
     "batching.file_expiry": "tests/integration/test_file_hygiene.py::"
     "test_uploads_and_outputs_carry_the_configured_expiry_and_an_ended_batchs_input_is_deleted",
+    "worker.account_probe_interval": "tests/integration/test_classify_then_act.py::"
+    "test_a_probe_after_the_interval_resumes_submission_once_the_account_is_fixed",
     "policy.action.max_wait": "tests/integration/test_rule_batching.py::"
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
 }

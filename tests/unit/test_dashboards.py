@@ -85,6 +85,7 @@ def test_alert_rules_carry_summary_description_and_runbook() -> None:
         "webhook-dead-letters",
         "upstream-errors",
         "queue-age",
+        "provider-account-problems",
     }
     found = set()
     for rule in rules:

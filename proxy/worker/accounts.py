@@ -1,0 +1,78 @@
+"""Account problems of a provider (quota, billing, key, permission) as the worker acts on them: record the problem
+where every process sees it (store/accounts.py), stop batch submission to the group until a probe succeeds, and
+answer the jobs that wait on it with an error naming the problem when the deadline guard reaches them.
+
+The probe is the next ordinary submission, allowed once per `worker.account_probe_interval`: the problem is
+cleared as soon as a batch is created again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from proxy.errors import error_object
+from proxy.providers.base import ErrorClass, ProviderError
+from proxy.store.accounts import AccountProblem
+from proxy.worker.context import WorkerContext
+
+log = logging.getLogger("batchgate.worker.accounts")
+
+ACCOUNT_ERROR_TYPE = "provider_account_problem"
+HOLD_OWNER = "account"  # owner of a queued job taken out of its queue to be answered with the account problem
+
+
+def is_account_problem(exc: ProviderError) -> bool:
+    return exc.classification is ErrorClass.ACCOUNT_PROBLEM
+
+
+def problem_code(status: int | None, code: str | None) -> str:
+    """The provider's code, or `http_<status>` when it gave none (a bare 401/403)."""
+    return code or (f"http_{status}" if status is not None else "account_problem")
+
+
+class AccountStop:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+    async def report(self, group: str, *, code: str, message: str, status: int | None, where: str) -> AccountProblem:
+        """Record the problem (probe again after `worker.account_probe_interval`) and say so loudly."""
+        ctx = self.ctx
+        now = ctx.clock()
+        problem = AccountProblem(
+            group=group,
+            code=code,
+            message=message,
+            status=status,
+            where=where,
+            since=now,
+            probe_at=now + ctx.worker_config.account_probe_interval,
+        )
+        stored = await ctx.store.accounts.report(problem)
+        log.error(
+            "provider account problem: batch submission stopped: %s",
+            stored.describe(),
+            extra={"group": group, "code": code, "status": status, "where": where},
+        )
+        return stored
+
+    async def report_error(self, group: str, exc: ProviderError, *, where: str) -> AccountProblem:
+        return await self.report(
+            group, code=problem_code(exc.status, exc.code), message=exc.message, status=exc.status, where=where
+        )
+
+    async def blocked(self, group: str) -> bool:
+        """Whether submission to the group is stopped now (a problem whose probe is not yet due)."""
+        problem = await self.ctx.store.accounts.get(group)
+        return problem is not None and self.ctx.clock() < problem.probe_at
+
+    async def submitted(self, group: str) -> None:
+        """A batch was created: the provider takes work again, so any recorded problem is over."""
+        if await self.ctx.store.accounts.clear(group):
+            log.warning("provider account problem cleared: batch submission resumed", extra={"group": group})
+
+
+def account_error(problem: AccountProblem) -> dict[str, Any]:
+    """The error a job waiting on a stopped provider is answered with (OpenAI error object)."""
+    message = f"The request could not be answered before its deadline: {problem.describe()}"
+    return error_object(message, ACCOUNT_ERROR_TYPE, code=problem.code)
