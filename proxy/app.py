@@ -93,7 +93,6 @@ def create_app(
     api = FastAPI(title="batchgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     errors = default_error_map()
     install_error_handlers(api, errors)
-    api.add_middleware(AnswerUnexpected, errors=errors)
     for router in routers():
         api.include_router(router)
     return RequestLogMiddleware(BatchgateApp(api, errors))
@@ -136,7 +135,8 @@ def _method_not_allowed() -> Response:
 def install_error_handlers(app: FastAPI, errors: ErrorMap | None = None) -> None:
     """Errors raised inside FastAPI routes are answered through `errors` (default: `default_error_map()`).
     Every class of the map gets the same handler, which looks the exception up in the map itself, so FastAPI's
-    own lookup and the fast path's can never disagree."""
+    own lookup and the fast path's can never disagree. An exception no handler takes is answered by
+    `AnswerUnexpected`, which keeps the connection open."""
     table = errors or default_error_map()
 
     async def answer(request: Request, exc: Exception) -> Response:
@@ -144,3 +144,4 @@ def install_error_handlers(app: FastAPI, errors: ErrorMap | None = None) -> None
 
     for cls in table.classes:
         app.add_exception_handler(cls, answer)
+    app.add_middleware(AnswerUnexpected, errors=table)
