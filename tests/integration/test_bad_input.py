@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from proxy.app import install_error_handlers
 from proxy.errors import INTERNAL_MESSAGE, error_body
+from proxy.http_protocol import OpenAIErrorHttpToolsProtocol
 from tests.support.servers import ServerThread
 from tests.support.stack import MASTER_KEY, Stack, running_stack
 
@@ -182,3 +183,31 @@ def test_a_500_keeps_the_keep_alive_connection() -> None:
     assert b"connection: close" not in first.lower()
     assert orjson.loads(first.split(b"\r\n\r\n", 1)[1]) == error_body(INTERNAL_MESSAGE, "server_error")
     assert second.startswith(b"200 ")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1/models HTTP/1.1\r\nHost: test\r\nBad Header Name: x\r\n\r\n",
+        b"NOT A REQUEST LINE\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["header-name", "request-line", "chunk-size"],
+)
+def test_malformed_http_gets_an_openai_shaped_400(raw: bytes) -> None:
+    api = FastAPI()
+    with (
+        ServerThread(api, http=OpenAIErrorHttpToolsProtocol) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        sock.sendall(raw)
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after answering
+            received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in head.lower()
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "invalid_http_request"
