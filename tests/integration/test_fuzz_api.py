@@ -4,6 +4,8 @@ A real uvicorn on a loopback port, real Redis and the simulated upstream; every 
 gets positive cases (data the schema allows) and negative ones (data it does not). Whatever arrives, the
 answer is never a 5xx, and every error is OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}`.
 Only what these two properties need runs: no schemathesis response-schema checks, no shrinking, no deadlines.
+Generating the cases is most of the cost (about three quarters of the CPU, measured): EXAMPLES_PER_MODE is the
+knob between coverage and time (60: 1,202 cases).
 """
 
 from __future__ import annotations
