@@ -13,11 +13,11 @@ from fastapi.responses import Response
 from starlette.datastructures import State
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as PlainRequest
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import ErrorMap, MethodNotAllowed, default_error_map, error_response
 from proxy.logs import RequestLogMiddleware
-from proxy.routes import chat, deferred, health, metrics, models, savings, webhooks
+from proxy.routes import chat, deferred, health, metrics, models, openapi, savings, webhooks
 from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
 
@@ -25,7 +25,15 @@ BackgroundService = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
 def routers() -> list[APIRouter]:
-    return [models.router, health.router, deferred.router, metrics.router, savings.router, webhooks.router]
+    return [
+        models.router,
+        health.router,
+        deferred.router,
+        metrics.router,
+        savings.router,
+        webhooks.router,
+        openapi.router,
+    ]
 
 
 class BatchgateApp:
@@ -90,6 +98,36 @@ def create_app(
     return RequestLogMiddleware(BatchgateApp(api, errors))
 
 
+class AnswerUnexpected:
+    """Answers an exception no handler took (the `Exception` entry of the map: a 500 in OpenAI's shape) and
+    does not raise it on. Starlette's outermost ServerErrorMiddleware would answer it too, but then re-raises
+    it, and the ASGI server closes the keep-alive connection of a request that raised. Sits inside that
+    middleware (FastAPI's user-middleware slot), so it sees every exception of every FastAPI route."""
+
+    def __init__(self, app: ASGIApp, errors: ErrorMap) -> None:
+        self.app = app
+        self.errors = errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise  # the answer is under way: only closing the connection can tell the client
+            response = self.errors.response(exc, request_id=scope.get("state", {}).get("request_id"))
+            await response(scope, receive, send)
+
+
 def _method_not_allowed() -> Response:
     return error_response(MethodNotAllowed("Method not allowed.", headers={"allow": "POST"}))
 
@@ -97,7 +135,8 @@ def _method_not_allowed() -> Response:
 def install_error_handlers(app: FastAPI, errors: ErrorMap | None = None) -> None:
     """Errors raised inside FastAPI routes are answered through `errors` (default: `default_error_map()`).
     Every class of the map gets the same handler, which looks the exception up in the map itself, so FastAPI's
-    own lookup and the fast path's can never disagree."""
+    own lookup and the fast path's can never disagree. An exception no handler takes is answered by
+    `AnswerUnexpected`, which keeps the connection open."""
     table = errors or default_error_map()
 
     async def answer(request: Request, exc: Exception) -> Response:
@@ -105,3 +144,4 @@ def install_error_handlers(app: FastAPI, errors: ErrorMap | None = None) -> None
 
     for cls in table.classes:
         app.add_exception_handler(cls, answer)
+    app.add_middleware(AnswerUnexpected, errors=table)

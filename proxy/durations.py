@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)", re.ASCII)
+_NUMBER = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?", re.ASCII)
+MAX_TEXT = 64  # characters of a duration or instant; anything longer is not one
+MAX_DURATION = 100 * 365 * 86400.0  # seconds: a century, far past any deadline, window or range batchgate keeps
 
 
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in a duration string; a bare number is seconds. Raises ValueError on anything else."""
+class DurationOutOfRange(ValueError):
+    """A well-formed duration longer than the bound (or infinite)."""
+
+
+def parse_duration(text: str | float | int, *, maximum: float = MAX_DURATION) -> float:
+    """Seconds in a duration string; a bare number is seconds. Only ASCII digits count, the text is at most
+    MAX_TEXT characters, and the result is finite, non-negative and at most `maximum` seconds.
+    Raises DurationOutOfRange (a ValueError) past `maximum`, ValueError on anything else (never OverflowError)."""
     if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(text)
+        return _bounded(float(text), maximum, text)
     if not isinstance(text, str):
         raise ValueError(f"expected a duration such as 90s, 10m, 4h or 7d, got {text!r}")
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"a duration is at most {MAX_TEXT} characters, got {len(text)}")
     compact = text.strip().lower().replace(" ", "")
     if not compact:
         raise ValueError("expected a duration such as 90s, 10m, 4h or 7d, got an empty string")
-    try:
-        return float(compact) if float(compact) >= 0 else _reject(text)
-    except ValueError:
-        pass
+    if compact.startswith("-") and _NUMBER.fullmatch(compact[1:]):
+        raise ValueError(f"a duration cannot be negative: {text!r}")
+    if _NUMBER.fullmatch(compact):
+        return _bounded(float(compact), maximum, text)
     position, total = 0, 0.0
     for match in _PART.finditer(compact):
         if match.start() != position:
@@ -32,22 +42,32 @@ def parse_duration(text: str | float | int) -> float:
         position = match.end()
     if position != len(compact) or position == 0:
         raise ValueError(f"expected a duration such as 90s, 10m, 4h or 7d, got {text!r}")
-    return total
+    return _bounded(total, maximum, text)
 
 
-def _reject(text: str) -> float:
-    raise ValueError(f"a duration cannot be negative: {text!r}")
+def _bounded(seconds: float, maximum: float, shown: object) -> float:
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {shown!r}")
+    if not math.isfinite(seconds) or seconds > maximum:
+        raise DurationOutOfRange(f"a duration may be at most {maximum:g} seconds: {shown!r}")
+    return seconds
 
 
 def parse_instant(text: str) -> datetime:
-    """An RFC 3339 time with an offset (or Z), as an aware UTC datetime. Raises ValueError otherwise."""
+    """An RFC 3339 time with an offset (or Z), as an aware UTC datetime (years 1 to 9999 in UTC). Raises
+    ValueError otherwise."""
+    if len(text) > MAX_TEXT or not text.isascii():
+        raise ValueError(f"not an RFC 3339 time: {text[:MAX_TEXT]!r}")
     candidate = text.strip()
     if candidate.endswith(("Z", "z")):
         candidate = candidate[:-1] + "+00:00"
     moment = datetime.fromisoformat(candidate)
     if moment.tzinfo is None:
         raise ValueError(f"an RFC 3339 time needs an offset or Z: {text!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 once in UTC") from None
 
 
 def format_instant(moment: datetime) -> str:

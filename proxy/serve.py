@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from proxy.app import BackgroundService, create_app
+from proxy.http_protocol import OpenAIErrorHttpToolsProtocol
 from proxy.settings import Config, Settings
 
 logger = logging.getLogger("batchgate")
@@ -26,7 +27,7 @@ def serve(settings: Settings, config: Config) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=OpenAIErrorHttpToolsProtocol,
         access_log=False,
         log_level="warning",
         timeout_keep_alive=75,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 PREFER_HEADER = "prefer"
 APPLIED_HEADER = "Preference-Applied"
+MAX_DELTA_SECONDS = 2_147_483_648  # RFC 9111 §1.2.2: a larger delta-seconds is read as this
+MAX_WAIT_DIGITS = len(str(MAX_DELTA_SECONDS))  # more digits than this is larger anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +25,10 @@ class Preferences:
 def parse_prefer(values: list[str]) -> Preferences:
     """Every `Prefer` header line, comma-separated preferences each; the first occurrence of a name wins (§2).
 
-    `wait` must be a non-negative integer (delta-seconds); a malformed value is ignored, as RFC 7240 asks of
-    preferences a server does not understand, rather than refusing the call.
+    `wait` must be a non-negative integer of ASCII digits (delta-seconds); a larger one than MAX_DELTA_SECONDS
+    counts as that (RFC 9111 §1.2.2), and callers clamp it to `delivery.max_wait`. A malformed value (`wait=²`,
+    `wait=-1`) is ignored, as RFC 7240 asks of preferences a server does not understand, rather than refusing
+    the call.
     """
     respond_async = False
     wait: float | None = None
@@ -39,9 +43,16 @@ def parse_prefer(values: list[str]) -> Preferences:
             token = token.strip().strip('"')
             if name == "respond-async":
                 respond_async = True
-            elif name == "wait" and token.isdigit():
-                wait = float(int(token))
+            elif name == "wait" and token.isascii() and token.isdigit():
+                wait = _delta_seconds(token)
     return Preferences(respond_async=respond_async, wait=wait)
+
+
+def _delta_seconds(digits: str) -> float:
+    significant = digits.lstrip("0")
+    if len(significant) > MAX_WAIT_DIGITS:
+        return float(MAX_DELTA_SECONDS)
+    return float(min(int(significant or "0"), MAX_DELTA_SECONDS))
 
 
 def applied(*, respond_async: bool = False, wait: float | None = None) -> dict[str, str]:

@@ -30,6 +30,7 @@ from proxy.delivery.services import DeliveryServices
 from proxy.delivery.ssrf import UnsafeCallback, vet_callback
 from proxy.delivery.webhooks.signing import secret_for
 from proxy.errors import InvalidRequest
+from proxy.headers import header_text
 from proxy.jobs.service import accept
 from proxy.policy.decision import Decision, DeliveryMode
 from proxy.policy.facts import DEADLINE_HEADER
@@ -64,7 +65,8 @@ async def respond_deferred(
     config = snapshot.delivery
     preferences = parse_prefer(request.headers.getlist("prefer"))
     deadline_sent = DEADLINE_HEADER in request.headers
-    plan = await plan_delivery(snapshot, caller, request.headers.get(CALLBACK_HEADER), decision, deadline_sent)
+    callback_url = header_text(request.headers.get(CALLBACK_HEADER), param=CALLBACK_PARAM)
+    plan = await plan_delivery(snapshot, caller, callback_url, decision, deadline_sent)
     idempotency_key, key_ttl = attach_identity(
         request.headers.get(IDEMPOTENCY_HEADER), chat, config.dedupe_identical_bodies
     )

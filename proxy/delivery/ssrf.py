@@ -121,6 +121,18 @@ def parse_literal(host: str) -> IPAddress | None:
     return None
 
 
+def ascii_host(host: str) -> str:
+    """The host as the resolver will see it: IDNA (RFC 3490, the codec `getaddrinfo` applies) maps full-width
+    dots and digits and other compatibility forms to ASCII (`127。0。0。1` is 127.0.0.1), so the address checks
+    run on what would be called. Raises UnsafeCallback for a name IDNA refuses (an empty or over-long label)."""
+    if not host:
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise UnsafeCallback("the callback host is not a valid host name") from None
+
+
 def parse_callback(url: str, allow_hosts: Iterable[str]) -> CallbackTarget:
     """Check a callback URL's shape and (for IP literals and well-known names) its host; raises UnsafeCallback."""
     if len(url) > MAX_URL_LENGTH:
@@ -137,7 +149,7 @@ def parse_callback(url: str, allow_hosts: Iterable[str]) -> CallbackTarget:
         raise UnsafeCallback("the callback URL must use http or https")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise UnsafeCallback("the callback URL must not carry credentials")
-    host = (parts.hostname or "").rstrip(".").lower()
+    host = ascii_host(parts.hostname or "").rstrip(".").lower()
     if not host:
         raise UnsafeCallback("the callback URL has no host")
     allowed = host in {entry.strip().rstrip(".").lower().strip("[]") for entry in allow_hosts}

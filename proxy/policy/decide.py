@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from datetime import datetime, timedelta
 
-from proxy.durations import parse_duration, parse_instant
+from proxy.durations import DurationOutOfRange, parse_duration, parse_instant
 from proxy.errors import InvalidRequest
 from proxy.policy.decision import Decision, ResolvedLane
 from proxy.policy.facts import DEADLINE_HEADER, LaneFacts, RequestFacts
@@ -72,8 +71,13 @@ def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: dat
 def parse_client_deadline(value: str, now: datetime) -> datetime:
     """X-Batch-Deadline as an instant: a duration from now (90m, 4h, 1h30m) or an RFC 3339 time."""
     shown = value if len(value) <= 64 else value[:61] + "..."
+    too_far = InvalidRequest(
+        f"X-Batch-Deadline {shown!r} is more than 366 days ahead", param=HEADER_PARAM, code="invalid_deadline"
+    )
     try:
-        seconds = parse_duration(value)
+        seconds = parse_duration(value, maximum=MAX_DEADLINE_AHEAD)
+    except DurationOutOfRange:
+        raise too_far from None
     except ValueError:
         try:
             moment = parse_instant(value)
@@ -85,20 +89,13 @@ def parse_client_deadline(value: str, now: datetime) -> datetime:
                 code="invalid_deadline",
             ) from None
     else:
-        if not math.isfinite(seconds) or seconds > MAX_DEADLINE_AHEAD:
-            moment = now + timedelta(seconds=MAX_DEADLINE_AHEAD + 1)
-        else:
-            moment = now + timedelta(seconds=seconds)
+        moment = now + timedelta(seconds=seconds)
     if moment <= now:
         raise InvalidRequest(
             f"X-Batch-Deadline {shown!r} is not in the future", param=HEADER_PARAM, code="invalid_deadline"
         )
     if (moment - now).total_seconds() > MAX_DEADLINE_AHEAD:
-        raise InvalidRequest(
-            f"X-Batch-Deadline {shown!r} is more than 366 days ahead",
-            param=HEADER_PARAM,
-            code="invalid_deadline",
-        )
+        raise too_far
     return moment
 
 

@@ -30,7 +30,7 @@ def app_without_a_runtime() -> BatchgateApp:
 
 
 def test_an_unexpected_exception_is_the_same_500_on_both_paths() -> None:
-    # A fresh connection per request: after a 500 the server closes the connection (Starlette re-raises).
+    # A fresh connection per request (test_bad_input.py checks that a 500 keeps the connection open).
     with (
         ServerThread(app_without_a_runtime()) as server,
         httpx.Client(base_url=server.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as http,
