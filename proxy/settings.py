@@ -211,6 +211,14 @@ class Config(StrictModel):
             raise ValueError(f"model_name must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    def secret_values(self) -> list[str]:
+        """Every secret the file holds, resolved: provider keys, the master and caller keys, webhook secrets."""
+        found: list[SecretStr | None] = [d.litellm_params.api_key for d in self.model_list]
+        found += [self.auth.master_key, self.delivery.webhook.secret]
+        for declared in self.auth.keys:
+            found += [declared.key, declared.webhook_secret]
+        return [secret.get_secret_value() for secret in found if secret is not None]
+
     def deployment(self, model_name: str) -> ModelDeployment | None:
         for deployment in self.model_list:
             if deployment.model_name == model_name:
