@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version")
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="run the API (and, unless --no-worker, the worker) in one process")
@@ -51,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate-upstream", help="run the simulated OpenAI-compatible provider")
     from proxy.simulator import cli as simulator_cli  # noqa: PLC0415
 
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=8001, help="port (default 8001)")
     simulator_cli.add_arguments(simulate)
     simulate.set_defaults(handler=run_simulator)
 
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_arguments(commands)
     demo.add_arguments(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("batchgate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
