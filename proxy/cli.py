@@ -101,15 +101,25 @@ def load_or_exit(settings: Settings) -> Config:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from proxy.data_lock import DataDirInUse  # noqa: PLC0415
     from proxy.logs import configure_logging  # noqa: PLC0415
-    from proxy.serve import serve  # noqa: PLC0415
+    from proxy.serve import PortUnavailable, bind_listener, serve  # noqa: PLC0415
 
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     config = load_or_exit(settings)
+    try:
+        listener = bind_listener(settings.host, settings.port)  # before Redis, the simulator or any worker
+    except PortUnavailable as exc:
+        print(f"batchgate: {exc}", file=sys.stderr)
+        return 1
     exit_on_signal()
-    with embedded_defaults(settings, config) as effective:
-        serve(effective, config)
+    try:
+        with listener, embedded_defaults(settings, config) as effective:
+            serve(effective, config, listener)
+    except DataDirInUse as exc:
+        print(f"batchgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -130,11 +140,17 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging  # noqa: PLC0415
     from proxy.worker.process import run_worker_process  # noqa: PLC0415
 
+    from proxy.data_lock import DataDirInUse  # noqa: PLC0415
+
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     config = load_or_exit(settings)
-    with embedded_defaults(settings, config) as effective:
-        asyncio.run(run_worker_process(effective, config, burst=args.burst))
+    try:
+        with embedded_defaults(settings, config) as effective:
+            asyncio.run(run_worker_process(effective, config, burst=args.burst))
+    except DataDirInUse as exc:
+        print(f"batchgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,52 @@
+"""`batchgate serve` refusing to start, clearly: its port taken, or its embedded-Redis data directory in use."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from proxy.data_lock import data_dir_lock
+from tests.support.servers import child_environment
+
+START_TIMEOUT = 120  # the child imports the app: slow on a loaded machine, never a measure of success
+
+
+def run_serve(repo_root: Path, tmp_path: Path, *, port: int) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in child_environment().items() if not name.startswith("BATCHGATE_")}
+    env.update({"BATCHGATE_DATA_DIR": str(tmp_path / "data"), "BATCHGATE_PORT": str(port)})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "serve"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+
+
+def test_a_taken_port_is_a_clear_nonzero_exit_before_anything_starts(tmp_path: Path, repo_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve(repo_root, tmp_path, port=port)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stderr
+    assert "EMBEDDED REDIS" not in result.stderr  # nothing was started for an API that cannot run
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_second_serve_on_one_data_directory_refuses_naming_it_and_the_holder(tmp_path: Path, repo_root: Path) -> None:
+    with data_dir_lock(tmp_path / "data" / "redis"):  # stands for a running `serve` (this test's own pid)
+        result = run_serve(repo_root, tmp_path, port=0)
+    assert result.returncode == 1
+    assert f"data directory {(tmp_path / 'data' / 'redis').resolve()} is in use" in result.stderr
+    assert f"(pid {os.getpid()})" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stderr
