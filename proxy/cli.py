@@ -137,10 +137,9 @@ def exit_on_signal() -> None:
 def run_worker_command(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
+    from proxy.data_lock import DataDirInUse  # noqa: PLC0415
     from proxy.logs import configure_logging  # noqa: PLC0415
     from proxy.worker.process import run_worker_process  # noqa: PLC0415
-
-    from proxy.data_lock import DataDirInUse  # noqa: PLC0415
 
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)

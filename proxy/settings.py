@@ -145,7 +145,8 @@ class RetryConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # room for vision calls with base64 images (Anthropic's Messages API takes 32 MB a request)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     upstream_timeout: Seconds = 600.0
     upstream_connect_timeout: Seconds = 10.0
 
