@@ -16,10 +16,11 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from proxy.errors import ConfigError
-from proxy.settings import Config, Settings, load_config
+from proxy.settings import DEFAULT_CONFIG_PATH, Config, Settings, load_config
 
 logger = logging.getLogger("batchgate")
 BANNER_RULE = "=" * 78
+PACKAGED_CONFIG = "default_config.yaml"  # the config `serve` uses when policies/default.yaml is not found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +93,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def with_packaged_config(settings: Settings) -> Settings:
+    """`settings` reading the config shipped inside the package when the default path does not exist here
+    (`batchgate serve` from any directory); said in the log."""
+    if settings.config != DEFAULT_CONFIG_PATH or settings.config.exists():
+        return settings
+    from importlib.resources import files  # noqa: PLC0415
+
+    packaged = Path(str(files("proxy") / PACKAGED_CONFIG))
+    logger.warning(
+        "no %s in %s: using the default config shipped with batchgate (%s); set BATCHGATE_CONFIG or --config "
+        "to use your own",
+        DEFAULT_CONFIG_PATH,
+        Path.cwd(),
+        packaged,
+    )
+    return settings.model_copy(update={"config": packaged})
+
+
 def load_or_exit(settings: Settings) -> Config:
     try:
         return load_config(settings.config)
@@ -107,6 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    settings = with_packaged_config(settings)
     config = load_or_exit(settings)
     try:
         listener = bind_listener(settings.host, settings.port)  # before Redis, the simulator or any worker
@@ -143,6 +163,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    settings = with_packaged_config(settings)
     config = load_or_exit(settings)
     try:
         with embedded_defaults(settings, config) as effective:

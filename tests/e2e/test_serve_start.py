@@ -14,12 +14,14 @@ from tests.support.servers import child_environment
 START_TIMEOUT = 120  # the child imports the app: slow on a loaded machine, never a measure of success
 
 
-def run_serve(repo_root: Path, tmp_path: Path, *, port: int) -> subprocess.CompletedProcess[str]:
+def run_serve(
+    repo_root: Path, tmp_path: Path, *, port: int, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in child_environment().items() if not name.startswith("BATCHGATE_")}
     env.update({"BATCHGATE_DATA_DIR": str(tmp_path / "data"), "BATCHGATE_PORT": str(port)})
     return subprocess.run(
         [sys.executable, "-m", "proxy", "serve"],
-        cwd=repo_root,
+        cwd=cwd or repo_root,
         env=env,
         capture_output=True,
         text=True,
@@ -50,3 +52,19 @@ def test_a_second_serve_on_one_data_directory_refuses_naming_it_and_the_holder(t
     assert f"(pid {os.getpid()})" in result.stderr
     assert "Traceback" not in result.stderr
     assert "listening on" not in result.stderr
+
+
+def test_serve_from_any_directory_uses_the_config_shipped_in_the_package(tmp_path: Path, repo_root: Path) -> None:
+    """No policies/default.yaml where it runs: the packaged default is read (and said); the taken port then ends
+    the run, which proves the config was valid without starting anything."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_serve(repo_root, tmp_path, port=taken.getsockname()[1], cwd=elsewhere)
+    assert "using the default config shipped with batchgate" in result.stderr
+    assert "default_config.yaml" in result.stderr
+    assert "invalid configuration" not in result.stderr
+    assert result.returncode == 1
+    assert "cannot listen on" in result.stderr
