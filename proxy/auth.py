@@ -6,9 +6,9 @@ import hmac
 from dataclasses import dataclass
 
 from proxy.errors import Unauthorized
-from proxy.settings import Config
+from proxy.settings import MASTER_KEY_NAME, Config
 
-MASTER = "master"
+MASTER = MASTER_KEY_NAME
 
 
 @dataclass(frozen=True, slots=True)

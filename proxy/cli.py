@@ -16,10 +16,11 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from proxy.errors import ConfigError
-from proxy.settings import Config, Settings, load_config
+from proxy.settings import DEFAULT_CONFIG_PATH, Config, Settings, load_config
 
 logger = logging.getLogger("batchgate")
 BANNER_RULE = "=" * 78
+PACKAGED_CONFIG = "default_config.yaml"  # the config `serve` uses when policies/default.yaml is not found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version")
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="run the API (and, unless --no-worker, the worker) in one process")
@@ -51,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate-upstream", help="run the simulated OpenAI-compatible provider")
     from proxy.simulator import cli as simulator_cli  # noqa: PLC0415
 
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=8001, help="port (default 8001)")
     simulator_cli.add_arguments(simulate)
     simulate.set_defaults(handler=run_simulator)
 
@@ -64,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_arguments(commands)
     demo.add_arguments(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("batchgate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +93,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def with_packaged_config(settings: Settings) -> Settings:
+    """`settings` reading the config shipped inside the package when the default path does not exist here
+    (`batchgate serve` from any directory); said in the log."""
+    if settings.config != DEFAULT_CONFIG_PATH or settings.config.exists():
+        return settings
+    from importlib.resources import files  # noqa: PLC0415
+
+    packaged = Path(str(files("proxy") / PACKAGED_CONFIG))
+    logger.warning(
+        "no %s in %s: using the default config shipped with batchgate (%s); set BATCHGATE_CONFIG or --config "
+        "to use your own",
+        DEFAULT_CONFIG_PATH,
+        Path.cwd(),
+        packaged,
+    )
+    return settings.model_copy(update={"config": packaged})
+
+
 def load_or_exit(settings: Settings) -> Config:
     try:
         return load_config(settings.config)
@@ -91,15 +120,26 @@ def load_or_exit(settings: Settings) -> Config:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from proxy.data_lock import DataDirInUse  # noqa: PLC0415
     from proxy.logs import configure_logging  # noqa: PLC0415
-    from proxy.serve import serve  # noqa: PLC0415
+    from proxy.serve import PortUnavailable, bind_listener, serve  # noqa: PLC0415
 
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    settings = with_packaged_config(settings)
     config = load_or_exit(settings)
+    try:
+        listener = bind_listener(settings.host, settings.port)  # before Redis, the simulator or any worker
+    except PortUnavailable as exc:
+        print(f"batchgate: {exc}", file=sys.stderr)
+        return 1
     exit_on_signal()
-    with embedded_defaults(settings, config) as effective:
-        serve(effective, config)
+    try:
+        with listener, embedded_defaults(settings, config) as effective:
+            serve(effective, config, listener)
+    except DataDirInUse as exc:
+        print(f"batchgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -117,14 +157,20 @@ def exit_on_signal() -> None:
 def run_worker_command(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
+    from proxy.data_lock import DataDirInUse  # noqa: PLC0415
     from proxy.logs import configure_logging  # noqa: PLC0415
     from proxy.worker.process import run_worker_process  # noqa: PLC0415
 
     settings = settings_from(args)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    settings = with_packaged_config(settings)
     config = load_or_exit(settings)
-    with embedded_defaults(settings, config) as effective:
-        asyncio.run(run_worker_process(effective, config, burst=args.burst))
+    try:
+        with embedded_defaults(settings, config) as effective:
+            asyncio.run(run_worker_process(effective, config, burst=args.burst))
+    except DataDirInUse as exc:
+        print(f"batchgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

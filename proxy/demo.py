@@ -273,7 +273,9 @@ def add_arguments(commands: Any) -> None:
     """Register `batchgate demo` on the CLI's subcommands."""
     parser = commands.add_parser("demo", help="send a mixed sample workload to a running batchgate; print a receipt")
     parser.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL), help=f"batchgate URL ({URL_ENV})")
-    parser.add_argument("--key", default=os.environ.get(KEY_ENV), help=f"caller key ({KEY_ENV}; default: dev key)")
+    parser.add_argument(
+        "--key", default=os.environ.get(KEY_ENV), help=f"API key, a secret ({KEY_ENV}; default: dev key)"
+    )
     parser.add_argument("--calls", type=int, default=DEFAULT_CALLS, help=f"how many calls (default {DEFAULT_CALLS})")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the deferred calls")
     parser.set_defaults(handler=run_demo)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from proxy.data_lock import data_dir_lock
+
 STARTUP_TIMEOUT = 20.0
 PR_SET_PDEATHSIG = 1
 
@@ -48,8 +50,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def embedded_redis(data_dir: Path) -> Iterator[str]:
-    """Start redis-server on a loopback port with AOF in `data_dir`; yield its URL; stop it on exit."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Start redis-server on a loopback port with AOF in `data_dir`; yield its URL; stop it on exit.
+    Raises DataDirInUse (data_lock.py) when another process runs on the same directory."""
+    with data_dir_lock(data_dir):
+        yield from _run_redis(data_dir)
+
+
+def _run_redis(data_dir: Path) -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen(
         [

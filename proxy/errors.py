@@ -93,6 +93,12 @@ class Conflict(ApiError):
     default_code = "conflict"
 
 
+class Unprocessable(ApiError):
+    status = 422
+    error_type = "invalid_request_error"
+    default_code = "unprocessable"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     error_type = "invalid_request_error"
@@ -160,14 +166,48 @@ def error_bytes(message: str, error_type: str, *, param: str | None = None, code
     return orjson.dumps(error_body(message, error_type, param=param, code=code))
 
 
+UPSTREAM_AUTH_CODE = "upstream_authentication_error"
+UPSTREAM_AUTH_STATUS = 502
+_PROVIDER_AUTH_TYPES = frozenset({"authentication_error"})
+_PROVIDER_AUTH_CODES = frozenset({"invalid_api_key", "authentication_error"})
+
+
+def is_provider_auth_failure(status: int | None, error: Mapping[str, Any] | None = None) -> bool:
+    """The provider refused batchgate's own credentials (its 401, or an error object saying so)."""
+    if status == 401:
+        return True
+    if not error:
+        return False
+    return str(error.get("type") or "") in _PROVIDER_AUTH_TYPES or str(error.get("code") or "") in _PROVIDER_AUTH_CODES
+
+
+def upstream_auth_error_object() -> dict[str, Any]:
+    """What a caller learns when the provider refused batchgate's key: not `invalid_api_key`, which would tell
+    the caller that their own key is wrong (answered with HTTP 502)."""
+    return error_object(
+        "The upstream provider refused the credentials batchgate holds for this model; the operator must fix "
+        "the provider key (your own API key is fine).",
+        "upstream_error",
+        code=UPSTREAM_AUTH_CODE,
+    )
+
+
+def caller_facing_error(error: dict[str, Any]) -> dict[str, Any]:
+    """A stored provider error object as a caller sees it: a provider auth failure becomes the upstream one."""
+    return upstream_auth_error_object() if is_provider_auth_failure(None, error) else error
+
+
 def provider_error_object(status: int, content: bytes) -> dict[str, Any]:
     """The error object of a provider's error answer (HTTP `status`, body `content`), in the OpenAI shape:
-    its own `error` object when it has one with a message, else a generic `upstream_error` naming the status."""
+    its own `error` object when it has one with a message, else a generic `upstream_error` naming the status;
+    a refusal of batchgate's own key is `upstream_auth_error_object()` whatever the provider said."""
     try:
         parsed = orjson.loads(content)
     except orjson.JSONDecodeError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
+    if is_provider_auth_failure(status, error if isinstance(error, dict) else None):
+        return upstream_auth_error_object()
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return error_object(
             error["message"],

@@ -1,4 +1,5 @@
-"""Logging: one structured line per request (JSON when asked), request ids, secrets redacted."""
+"""Logging: one structured line per request (JSON when asked), request ids, secrets redacted: the configured
+secret values themselves and their encodings (`mask_secrets_in_logs`), and anything shaped like a key."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.providers.redaction import Redactor
 
 REQUEST_ID_HEADER = "x-request-id"
 OWN_REQUEST_ID_HEADER = "x-batchgate-request-id"
@@ -26,23 +30,32 @@ def redact(text: str) -> str:
     return _SECRET_PATTERN.sub(lambda match: match.group(0)[:5] + "***", text)
 
 
-class JsonFormatter(logging.Formatter):
+class SecretMaskingFormatter(logging.Formatter):
+    """A formatter that masks the configured secret values (set by `mask_secrets_in_logs`) and key shapes."""
+
+    redactor: Redactor = Redactor(())
+
+    def redact(self, text: str) -> str:
+        return redact(self.redactor.text(text))
+
+
+class JsonFormatter(SecretMaskingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": self.redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES:
-                entry[key] = redact(value) if isinstance(value, str) else value
+                entry[key] = self.redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info))
+            entry["exception"] = self.redact(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(SecretMaskingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{key}={value}" for key, value in record.__dict__.items() if key not in _STANDARD_ATTRIBUTES)
         line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
@@ -50,7 +63,20 @@ class TextFormatter(logging.Formatter):
             line = f"{line} {extras}"
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
-        return redact(line)
+        return self.redact(line)
+
+
+def mask_secrets_in_logs(secrets: Iterable[str], logger: logging.Logger | None = None) -> int:
+    """Mask these secret values (and their encodings) in every line that the handlers of `logger` (default:
+    the root logger) write with a SecretMaskingFormatter; replaces the values set before. Returns how many
+    handlers now mask them."""
+    redactor = Redactor(secrets)
+    masking = 0
+    for handler in (logger or logging.getLogger()).handlers:
+        if isinstance(handler.formatter, SecretMaskingFormatter):
+            handler.formatter.redactor = redactor
+            masking += 1
+    return masking
 
 
 def configure_logging(level: str, *, json_lines: bool) -> None:

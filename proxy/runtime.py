@@ -14,6 +14,7 @@ from proxy.auth import KeyRing
 from proxy.config_scope import RestartRequired, static_difference
 from proxy.delivery.waiting import JobWaiters
 from proxy.events import NullEvents, WorkerEvents
+from proxy.logs import mask_secrets_in_logs
 from proxy.metrics import Metrics, known_labels
 from proxy.pricing import PriceBook
 from proxy.providers.base import BatchClient, CompletionClient
@@ -85,6 +86,7 @@ class Runtime:
         live = ConfigSnapshot.of(config, fallback_master_key=self.fallback_master_key)
         self.metrics.set_known(**known_labels(config))
         self.live = live
+        mask_secrets_in_logs(secrets_to_mask(config, self.fallback_master_key))
 
 
 def connect_redis(url: str) -> redis.asyncio.Redis:
@@ -117,11 +119,17 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         started_at=time.time(),
     )
     runtime.events = events or Telemetry(metrics, runtime.accounting, prices=lambda: runtime.prices)
+    mask_secrets_in_logs(secrets_to_mask(config, fallback_key))
     if fallback_key:
         logger.warning("no master key is set and every model is simulated: the development key from the README works")
     if runtime.keys.empty:
         logger.warning("no caller keys are configured: every request will be refused with 401")
     return runtime
+
+
+def secrets_to_mask(config: Config, fallback_master_key: str | None) -> list[str]:
+    """The values every log line of this process must mask (logs.mask_secrets_in_logs)."""
+    return [*config.secret_values(), *([fallback_master_key] if fallback_master_key else [])]
 
 
 async def close_runtime(runtime: Runtime) -> None:

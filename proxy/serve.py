@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import uvicorn
 
@@ -11,29 +12,54 @@ from proxy.http_protocol import OpenAIErrorHttpToolsProtocol
 from proxy.settings import Config, Settings
 
 logger = logging.getLogger("batchgate")
-GRACEFUL_SHUTDOWN_SECONDS = 30
+LISTEN_BACKLOG = 4096
 
 
-def serve(settings: Settings, config: Config) -> None:
+class PortUnavailable(RuntimeError):
+    """The API's address cannot be bound (taken, or not ours to bind); the message names host and port."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything else starts (no worker runs without an API).
+    Raises PortUnavailable naming the address and the reason."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another batchgate (or another server) "
+            "running there? Choose another with --port or BATCHGATE_PORT."
+        ) from None
+    listener.set_inheritable(True)
+    return listener
+
+
+def serve(settings: Settings, config: Config, listener: socket.socket | None = None) -> None:
+    """Run the API on `listener` (bound here from settings when not given) until SIGTERM/SIGINT; held
+    connections get `worker.drain_timeout` seconds to end before they are closed."""
+    listener = listener or bind_listener(settings.host, settings.port)
     app = create_app(settings, config, background=background_services(settings))
+    host, port = listener.getsockname()[:2]
     logger.info(
-        "batchgate listening on http://%s:%s (worker %s)",
-        settings.host,
-        settings.port,
-        "in-process" if settings.worker else "off",
+        "batchgate listening on http://%s:%s (worker %s)", host, port, "in-process" if settings.worker else "off"
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=OpenAIErrorHttpToolsProtocol,
-        access_log=False,
-        log_level="warning",
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        backlog=4096,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            loop="uvloop",
+            http=OpenAIErrorHttpToolsProtocol,
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=75,
+            timeout_graceful_shutdown=max(1, round(config.worker.drain_timeout)),
+            backlog=LISTEN_BACKLOG,
+        )
     )
+    server.run(sockets=[listener])
 
 
 def background_services(settings: Settings) -> list[BackgroundService]:

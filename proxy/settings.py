@@ -110,9 +110,31 @@ class CallerKey(StrictModel):
     webhook_secret: OptionalSecret = None
 
 
+MASTER_KEY_NAME = "master"  # the caller name of the master key; no caller key may take it
+RESERVED_KEY_NAMES = frozenset({MASTER_KEY_NAME})
+
+
 class AuthConfig(StrictModel):
     master_key: OptionalSecret = None
     keys: list[CallerKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> AuthConfig:
+        """A key's name owns its jobs: two keys of one name would read and cancel each other's jobs, and a key
+        named like the master would be taken for it. Two keys with one secret could not be told apart."""
+        names = [declared.name for declared in self.keys]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"auth.keys[].name must be unique; repeated: {', '.join(repeated)}")
+        reserved = sorted({name for name in names if name.casefold() in RESERVED_KEY_NAMES})
+        if reserved:
+            raise ValueError(f"auth.keys[].name {', '.join(map(repr, reserved))} is reserved for the master key")
+        secrets = [declared.key.get_secret_value() for declared in self.keys if declared.key is not None]
+        if self.master_key is not None:
+            secrets.append(self.master_key.get_secret_value())
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("auth: two keys (or a key and master_key) share one secret value")
+        return self
 
 
 class RetryConfig(StrictModel):
@@ -123,7 +145,8 @@ class RetryConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # room for vision calls with base64 images (Anthropic's Messages API takes 32 MB a request)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     upstream_timeout: Seconds = 600.0
     upstream_connect_timeout: Seconds = 10.0
 
@@ -163,6 +186,8 @@ class DeliveryConfig(StrictModel):
     hold_heartbeat: Seconds = 15.0
     max_wait: Seconds = 86400.0
     dedupe_identical_bodies: Seconds = 0.0
+    # an SDK's automatic retry (x-stainless-retry-count > 0) of an identical body attaches to the first call's job
+    attach_client_retries: bool = True
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
 
     def mode_for(self, *, deadline_sent: bool) -> Literal["hold", "async", "webhook"]:
@@ -189,6 +214,14 @@ class Config(StrictModel):
         if duplicates:
             raise ValueError(f"model_name must be unique; repeated: {', '.join(duplicates)}")
         return self
+
+    def secret_values(self) -> list[str]:
+        """Every secret the file holds, resolved: provider keys, the master and caller keys, webhook secrets."""
+        found: list[SecretStr | None] = [d.litellm_params.api_key for d in self.model_list]
+        found += [self.auth.master_key, self.delivery.webhook.secret]
+        for declared in self.auth.keys:
+            found += [declared.key, declared.webhook_secret]
+        return [secret.get_secret_value() for secret in found if secret is not None]
 
     def deployment(self, model_name: str) -> ModelDeployment | None:
         for deployment in self.model_list:

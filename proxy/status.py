@@ -147,7 +147,9 @@ def add_arguments(commands: Any) -> None:
     """Register `batchgate status` on the CLI's subcommands."""
     parser = commands.add_parser("status", help="savings, live queues and in-flight batches of a running batchgate")
     parser.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL), help=f"batchgate URL ({URL_ENV})")
-    parser.add_argument("--key", default=os.environ.get(KEY_ENV), help=f"caller key ({KEY_ENV}; default: dev key)")
+    parser.add_argument(
+        "--key", default=os.environ.get(KEY_ENV), help=f"API key, a secret ({KEY_ENV}; default: dev key)"
+    )
     parser.add_argument("--redis-url", help="read Redis directly instead of the API (operators: every team)")
     parser.add_argument("--config", type=Path, help="with --redis-url: the config, for the models' batching knobs")
     parser.add_argument("--since", default=DEFAULT_SINCE, help="savings since: a duration ago (24h, 7d) or RFC 3339")

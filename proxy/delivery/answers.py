@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from proxy.errors import error_bytes, error_object
+from proxy.errors import caller_facing_error, error_bytes, error_object, is_provider_auth_failure
 from proxy.jobs.render import job_json, location_of
 from proxy.store.records import JobView
 
@@ -17,7 +17,6 @@ NO_RETRY = {"x-should-retry": "false"}  # the openai SDKs obey it: retrying woul
 
 STATUS_BY_ERROR_TYPE = {
     "invalid_request_error": 400,
-    "authentication_error": 401,
     "permission_error": 403,
     "not_found_error": 404,
     "rate_limit_error": 429,
@@ -31,7 +30,7 @@ def job_headers(view: JobView) -> dict[str, str]:
 
 def error_status(error: dict[str, Any] | None) -> int:
     """The HTTP status of a failed job's OpenAI-shaped error (502 when the provider's failure has no client cause)."""
-    if not error:
+    if not error or is_provider_auth_failure(None, error):
         return 502
     if str(error.get("code") or "") in ("rate_limit_exceeded", "insufficient_quota"):
         return 429
@@ -43,7 +42,8 @@ def error_json(view: JobView) -> bytes:
     if view.status == "cancelled":
         return error_bytes(f"The deferred job {view.id} was cancelled.", "invalid_request_error", code="job_cancelled")
     if view.error:
-        return orjson.dumps({"error": {**error_object("The request failed.", "upstream_error"), **view.error}})
+        error = caller_facing_error(view.error)
+        return orjson.dumps({"error": {**error_object("The request failed.", "upstream_error"), **error}})
     return error_bytes(f"The deferred job {view.id} failed.", "upstream_error", code="job_failed")
 
 

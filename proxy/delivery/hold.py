@@ -70,6 +70,11 @@ class HeldResponse(StreamingResponse):
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
             view = await self._wait(send, gone)
+        except asyncio.CancelledError:
+            # the server is stopping (uvicorn cancels what outlives worker.drain_timeout): end the connection
+            # unfinished, so the client sees a retryable connection error; its retry re-attaches to the job
+            log.info("held call ended by shutdown; the job goes on", extra={"job_id": self.view.id})
+            return
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -40,6 +40,7 @@ from proxy.store.holds import HoldMarker
 from proxy.store.records import JobView
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+RETRY_COUNT_HEADER = "x-stainless-retry-count"  # the official OpenAI SDKs number their automatic retries
 CALLBACK_HEADER = "x-batch-callback-url"
 CALLBACK_PARAM = "X-Batch-Callback-Url"
 HOLD_OUTCOME_TTL = 120  # seconds a failed or timed-out held call waits for the client's automatic retry
@@ -67,11 +68,11 @@ async def respond_deferred(
     deadline_sent = DEADLINE_HEADER in request.headers
     callback_url = header_text(request.headers.get(CALLBACK_HEADER), param=CALLBACK_PARAM)
     plan = await plan_delivery(snapshot, caller, callback_url, decision, deadline_sent)
-    idempotency_key, key_ttl = attach_identity(
-        request.headers.get(IDEMPOTENCY_HEADER), chat, config.dedupe_identical_bodies
+    identity = attach_identity(
+        request.headers.get(IDEMPOTENCY_HEADER), chat, config, retry_count=request.headers.get(RETRY_COUNT_HEADER)
     )
     holding = plan.mode == "hold" and not preferences.stated
-    marker = HoldMarker(caller.name, _digest(idempotency_key or _body_identity(chat)))
+    marker = HoldMarker(caller.name, _digest(identity.key or _body_identity(chat)))
     if holding:
         earlier = await _take_hold_outcome(runtime, marker, caller, max_wait=config.max_wait)
         if earlier is not None:
@@ -82,8 +83,10 @@ async def respond_deferred(
         caller,
         chat.body,
         dataclasses.replace(decision, delivery=plan.mode, callback_url=plan.callback_url),
-        idempotency_key=idempotency_key,
-        idempotency_ttl=key_ttl,
+        idempotency_key=identity.key,
+        idempotency_ttl=identity.ttl,
+        fingerprint=identity.fingerprint,
+        attach=identity.attach,
         events=runtime.events,
     )
     if preferences.respond_async:
@@ -130,14 +133,39 @@ async def plan_delivery(
     return plan
 
 
-def attach_identity(header: str | None, chat: ChatRequest, dedupe_window: float) -> tuple[str | None, float | None]:
-    """What makes a retry attach to the first call's job: its Idempotency-Key, else (when the config allows it)
-    an identical body from the same caller within `delivery.dedupe_identical_bodies` seconds."""
+@dataclass(frozen=True, slots=True)
+class AttachIdentity:
+    """How a call finds an earlier job to attach to: `key` (None: it never attaches), kept `ttl` seconds (None:
+    the job's retention); `attach` False writes a new job that a later retry may attach to."""
+
+    key: str | None
+    ttl: float | None
+    fingerprint: str
+    attach: bool = True
+
+
+def attach_identity(
+    header: str | None, chat: ChatRequest, config: DeliveryConfig, *, retry_count: str | None = None
+) -> AttachIdentity:
+    """What makes a retry attach to the first call's job: its Idempotency-Key (with another body: 422); else an
+    identical body from the same caller within `delivery.dedupe_identical_bodies` seconds; else, when the
+    official SDK marks the call as its retry (`x-stainless-retry-count` > 0, `delivery.attach_client_retries`),
+    the latest identical body from the same caller within `delivery.max_wait` (how long a call may be held)."""
+    fingerprint = _body_identity(chat)
     if header:
-        return header, None
-    if dedupe_window > 0:
-        return "body:" + _body_identity(chat), dedupe_window
-    return None, None
+        return AttachIdentity(header, None, fingerprint)
+    body_key = "body:" + fingerprint
+    if config.dedupe_identical_bodies > 0:
+        return AttachIdentity(body_key, max(config.dedupe_identical_bodies, 1.0), fingerprint)
+    if config.attach_client_retries:
+        return AttachIdentity(body_key, config.max_wait, fingerprint, attach=_is_client_retry(retry_count))
+    return AttachIdentity(None, None, fingerprint)
+
+
+def _is_client_retry(retry_count: str | None) -> bool:
+    """The header is a hint: anything but a positive integer means a first attempt."""
+    value = (retry_count or "").strip()
+    return value.isascii() and value.isdigit() and int(value) > 0
 
 
 def _body_identity(chat: ChatRequest) -> str:

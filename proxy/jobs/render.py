@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from proxy.durations import format_instant
+from proxy.errors import caller_facing_error
 from proxy.store.records import JobView
 
 OBJECT = "chat.completion.deferred"
@@ -32,7 +33,7 @@ def job_object(view: JobView) -> dict[str, Any]:
     if view.response is not None:
         rendered["response"] = orjson.Fragment(view.response)
     if view.error is not None:
-        rendered["error"] = view.error
+        rendered["error"] = caller_facing_error(view.error)
     if view.upstream_request_id:  # the provider's request id of the batch line (or sync call) that answered
         rendered["upstream_request_id"] = view.upstream_request_id
     return rendered

@@ -57,13 +57,16 @@ async def accept(
     *,
     idempotency_key: str | None = None,
     idempotency_ttl: float | None = None,
+    fingerprint: str = "",
+    attach: bool = True,
     events: WorkerEvents | None = None,
 ) -> JobView:
     """Write the job durably on the decided lane (once per Idempotency-Key and caller); return it as stored.
 
     Its queue must be flushed by the rule's `max_wait` (else the queue's) or, sooner, by the last moment a batch
-    still meets its deadline. Raises Conflict when the Idempotency-Key belongs to another model's job, or to a
-    job that has expired.
+    still meets its deadline. `fingerprint` and `attach` as in JobStore.accept. Raises Conflict when the
+    Idempotency-Key belongs to another model's job, or to a job that has expired; Unprocessable (422) when it was
+    first used with another body.
     """
     model = str(body["model"])
     knobs = config.batch_knobs(model)
@@ -92,6 +95,8 @@ async def accept(
         flush_by=due,
         idempotency_key=idempotency_key,
         key_ttl=idempotency_ttl if idempotency_ttl is not None else config.worker.result_ttl,
+        fingerprint=fingerprint,
+        attach=attach,
     )
     if created and decision.rescue_reason is not None and events is not None:
         events.rescue(job_id=view.id, group=model, reason=decision.rescue_reason)
@@ -123,14 +128,16 @@ async def cancel(store: Store, config: Config, batch_client: BatchClientFor, cal
 async def list_jobs(
     store: Store, caller: Caller, *, status: str | None, limit: int, after: str | None
 ) -> tuple[list[JobView], bool]:
-    """The caller's jobs, newest first, after the job id `after`; and whether more follow.
+    """The caller's jobs (a master key's: every caller's), newest first, after the job id `after`; and whether
+    more follow.
     Raises InvalidRequest for an unknown status or a limit outside 1..MAX_LIST."""
     if status is not None and status not in JOB_STATUSES:
         raise InvalidRequest(f"'status' must be one of {', '.join(JOB_STATUSES)}.", param="status")
     if not 1 <= limit <= MAX_LIST:
         raise InvalidRequest(f"'limit' must be from 1 to {MAX_LIST}.", param="limit")
     wanted: JobStatus | None = status  # type: ignore[assignment,unused-ignore]
-    return await store.jobs.list_for_caller(caller.name, status=wanted, limit=limit, after=after)
+    owner = None if caller.is_master else caller.name
+    return await store.jobs.list_for_caller(owner, status=wanted, limit=limit, after=after)
 
 
 async def cancel_if_pointless(

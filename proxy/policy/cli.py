@@ -128,7 +128,7 @@ def _pairs(items: list[str], separator: str, option: str, form: str) -> dict[str
 
 
 def _caller(config: Config, key: str | None, team: str | None, out: TextIO) -> tuple[str, str]:
-    """The caller as auth would resolve it: --key names a key of auth.keys (or 'master')."""
+    """The caller as auth would resolve it: --key-name names a key of auth.keys (or 'master')."""
     if key is None or key == "master":
         return "master", team or "master"
     for declared in config.auth.keys:
@@ -190,13 +190,15 @@ def add_arguments(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     actions = policy.add_subparsers(title="policy commands")
 
     check_parser = actions.add_parser("check", help="validate a config file (exit 0 when valid)")
-    check_parser.add_argument("file", type=Path)
+    check_parser.add_argument("file", type=Path, help="the YAML config file to validate")
     check_parser.set_defaults(handler=_run_check)
 
     explain_parser = actions.add_parser("explain", help="print the decision for one imagined request")
-    explain_parser.add_argument("file", type=Path)
+    explain_parser.add_argument("file", type=Path, help="the YAML config file whose policy decides")
     explain_parser.add_argument("--model", required=True, help="model_name the client sends")
-    explain_parser.add_argument("--key", help="caller key name (auth.keys[].name) or 'master'")
+    explain_parser.add_argument(
+        "--key-name", dest="key", help="caller key NAME (auth.keys[].name) or 'master'; never the secret itself"
+    )
     explain_parser.add_argument("--team", help="team (default: the key's team)")
     explain_parser.add_argument(
         "--header", action="append", default=[], help="'Name: value', repeatable ('X-Batch-Deadline: 4h')"

@@ -9,15 +9,44 @@ from typing import Any
 import httpx
 
 from proxy.providers.base import ErrorClass, ProviderError
+from proxy.providers.redaction import Redactor
 
 # Idle connections are dropped after 2 s: servers commonly close them after 5 s (uvicorn does), and a request
 # sent on a connection the server is closing fails with "server disconnected".
 KEEPALIVE_EXPIRY = 2.0
+_REENCODED = frozenset({"content-length", "content-encoding", "transfer-encoding"})  # the body is decoded, masked
 
 
 def batch_http(*, base_url: str, headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
+    """A client for one provider account; the credentials in `headers` are masked out of every error answer."""
     transport = httpx.AsyncHTTPTransport(retries=2, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
-    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+    secrets = [value.removeprefix("Bearer ").strip() for value in headers.values()]
+    masking = MaskingTransport(transport, Redactor(secrets))
+    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=masking)
+
+
+class MaskingTransport(httpx.AsyncBaseTransport):
+    """Masks the account's secrets in error answers (status >= 400) before anything reads them: a provider may
+    echo the key it was sent, and error texts reach logs, job errors and callers. Successful answers (batch
+    output files can be large) stream through untouched."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, redactor: Redactor) -> None:
+        self._inner = inner
+        self._redactor = redactor
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if response.status_code < 400 or not self._redactor:
+            return response
+        try:
+            content = self._redactor.bytes(await response.aread())
+        finally:
+            await response.aclose()
+        headers = [(name, value) for name, value in response.headers.multi_items() if name.lower() not in _REENCODED]
+        return httpx.Response(response.status_code, headers=headers, content=content, request=request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 @contextmanager

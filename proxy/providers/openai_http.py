@@ -11,6 +11,7 @@ its first byte reaches the caller.
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -29,6 +30,7 @@ from proxy.providers.redaction import Redactor
 from proxy.providers.upstream_body import without_unstored_metadata
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+LARGE_BODY_BYTES = 1 << 20  # aiohttp warns that sending more as raw bytes may block the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class OpenAICompletionClient:
         while True:
             attempt += 1
             try:
-                async with self._http.get().post(self._url, data=payload, headers=self._headers) as response:
+                async with self._http.get().post(self._url, data=_sendable(payload), headers=self._headers) as response:
                     content = await response.read()
                     status, headers = response.status, response.headers
             except TimeoutError as exc:
@@ -133,7 +135,7 @@ class OpenAICompletionClient:
         while True:
             attempt += 1
             try:
-                response = await self._http.get().post(self._url, data=payload, headers=self._headers)
+                response = await self._http.get().post(self._url, data=_sendable(payload), headers=self._headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 if await self._backoff(attempt, started, None):
                     continue
@@ -204,3 +206,9 @@ def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def _sendable(payload: bytes) -> bytes | io.BytesIO:
+    """A large body (vision calls with base64 images) goes as a stream that aiohttp reads off the event loop; a
+    fresh one per attempt, since a stream is consumed by the attempt that sends it."""
+    return io.BytesIO(payload) if len(payload) > LARGE_BODY_BYTES else payload

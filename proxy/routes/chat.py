@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from proxy import sync_accounting
 from proxy.auth import Caller
-from proxy.errors import UpstreamError, provider_error_object
+from proxy.errors import UPSTREAM_AUTH_CODE, UPSTREAM_AUTH_STATUS, UpstreamError, provider_error_object
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
@@ -127,6 +127,8 @@ def _upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> 
     """The provider's error, in OpenAI's shape, with its status (secrets were redacted by the client)."""
     passed = passed_headers(headers.items())
     error = provider_error_object(status, content)
+    if error["code"] == UPSTREAM_AUTH_CODE:
+        status = UPSTREAM_AUTH_STATUS
     return UpstreamError(
         status, error["message"], error_type=error["type"], param=error["param"], code=error["code"], headers=passed
     )

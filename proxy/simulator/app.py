@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from proxy.errors import ApiError, error_bytes
 from proxy.simulator import anthropic_face, control, openai_face
+from proxy.simulator.echo import EchoCredentialsInErrors
 from proxy.simulator.engine import Engine
 from proxy.simulator.files import FileStore
 from proxy.simulator.ledger import PriceBook
@@ -69,4 +70,5 @@ def create_simulator_app(
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(EchoCredentialsInErrors, state=state)
     return app

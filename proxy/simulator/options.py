@@ -28,6 +28,11 @@ class SimulatorOptions(BaseModel):
     api_key: str | None = Field(
         default=None, description="when set, only `Authorization: Bearer <api_key>` is accepted (else 401)"
     )
+    echo_credentials_in_errors: bool = Field(
+        default=False,
+        description="every error answer, on every endpoint, quotes the credential it was sent (raw, base64, "
+        "Basic-encoded, URL-encoded), as careless providers do: batchgate must mask it everywhere",
+    )
 
     # synchronous chat completions
     sync_latency_s: float = Field(default=0.0, ge=0, description="extra delay before every sync answer")

@@ -11,7 +11,7 @@ from typing import Literal
 import orjson
 import redis.asyncio
 
-from proxy.errors import Conflict
+from proxy.errors import Conflict, Unprocessable
 from proxy.redis_client import ScriptPipeline, open_pubsub
 from proxy.store import keys
 from proxy.store.paging import newest_first
@@ -69,19 +69,33 @@ class JobStore(StorePart):
         flush_by: float,
         idempotency_key: str | None = None,
         key_ttl: float = 86400.0,
+        fingerprint: str = "",
+        attach: bool = True,
     ) -> tuple[JobView, bool]:
         """Write a job durably (or find the one an earlier call with the same Idempotency-Key wrote).
 
-        Returns the job and whether this call created it.
+        `fingerprint` (a digest of the body) is kept with the key: the key reused with another body raises
+        Unprocessable (422, the IETF Idempotency-Key draft). `attach=False` always writes a new job and points the
+        key at it (a fresh call that a later retry may attach to). Returns the job and whether this call created it.
         """
         job_id = keys.new_job_id(job.model)
         if idempotency_key is not None:
             claim = keys.idempotency(job.caller, idempotency_key)
-            claimed = await self.redis.set(claim, job_id, nx=True, ex=max(1, int(key_ttl)))
+            ttl = max(1, int(key_ttl))
+            if not attach:
+                created = await self.enqueue(job, job_id=job_id, flush_by=flush_by)
+                await self.redis.set(claim, f"{job_id} {fingerprint}", ex=ttl)
+                return self._view_of_new(job, job_id), created
+            claimed = await self.redis.set(claim, f"{job_id} {fingerprint}", nx=True, ex=ttl)
             if not claimed:
                 existing = await self.redis.get(claim)
                 if existing is not None:
-                    job_id = decoded(existing)
+                    job_id, _, first_print = decoded(existing).partition(" ")
+                    if fingerprint and first_print and first_print != fingerprint:
+                        raise Unprocessable(
+                            "This Idempotency-Key was already used with a different request body.",
+                            code="idempotency_key_reused",
+                        )
                     if keys.tag_of_job(job_id) != keys.group_tag(job.model):
                         found = await self.get(job_id)
                         if found is None:
@@ -104,10 +118,11 @@ class JobStore(StorePart):
         size = len(body) + LINE_OVERHEAD
         fields = encode_new_job(job, body=body, created_at=now, size=size)
         queue = keys.pending(tag) if batch_lane else keys.sync_queue(tag)
-        pipe = ScriptPipeline(self.redis)  # three slots on a cluster: registry, caller index, the group
+        pipe = ScriptPipeline(self.redis)  # three slots on a cluster: registry (groups, all jobs), caller, the group
         if job.model not in self._registered_groups:
             pipe.commands.hsetnx(keys.groups(), tag, job.model)
         pipe.commands.zadd(keys.caller_jobs(job.caller), {job_id: now})
+        pipe.commands.zadd(keys.all_jobs(), {job_id: now})
         pipe.script(
             self.scripts.enqueue,
             keys=[keys.job(job_id), queue, keys.deadlines(tag), keys.pending_bytes(tag)],
@@ -151,12 +166,13 @@ class JobStore(StorePart):
         return [JobView.decode(raw_hash(raw)) if raw else None for raw in await pipe.execute()]
 
     async def list_for_caller(
-        self, caller: str, *, status: JobStatus | None = None, limit: int = 20, after: str | None = None
+        self, caller: str | None, *, status: JobStatus | None = None, limit: int = 20, after: str | None = None
     ) -> tuple[list[JobView], bool]:
-        """The caller's jobs, newest first, after the cursor `after` (a job id); and whether more exist."""
+        """The caller's jobs (None: every caller's), newest first, after the cursor `after` (a job id); and
+        whether more exist."""
         return await newest_first(
             self.redis,
-            keys.caller_jobs(caller),
+            keys.all_jobs() if caller is None else keys.caller_jobs(caller),
             after=after,
             limit=limit,
             load=self.get_many,

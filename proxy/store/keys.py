@@ -78,6 +78,11 @@ def caller_jobs(caller: str) -> str:
     return f"{PREFIX}:{{caller:{caller}}}:jobs"
 
 
+def all_jobs() -> str:
+    """ZSET of every job id, scored by creation time: the master key's listing."""
+    return f"{PREFIX}:{{registry}}:jobs"
+
+
 def idempotency(caller: str, key: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"{PREFIX}:{{caller:{caller}}}:idem:{digest}"

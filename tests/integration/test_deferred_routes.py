@@ -18,7 +18,7 @@ from proxy.simulator.engine import expected_content
 from proxy.store.records import JobView
 from proxy.worker.process import run_in_app
 from tests.support.deferred_env import chat_body
-from tests.support.stack import TEAM_KEYS, Stack, running_stack
+from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
 from tests.support.waiting import wait_until
 
 ALPHA = Caller("alpha-key", "alpha")
@@ -76,6 +76,25 @@ async def test_a_caller_reads_lists_and_cancels_only_its_own_jobs(accepting: tup
         for bad in ({"limit": 0}, {"limit": 101}, {"status": "done"}):
             assert (await http.get("/v1/deferred", params=bad, headers=headers("alpha"))).status_code == 400
         assert (await http.get("/v1/deferred")).status_code == 401
+
+
+async def test_the_master_key_lists_every_teams_jobs(accepting: tuple[Stack, Runtime]) -> None:
+    """docs/configuration.md: the master key sees every job."""
+    stack, runtime = accepting
+    alpha = [await accept(runtime, ALPHA, f"alpha {i}") for i in range(2)]
+    beta = await accept(runtime, BETA, "beta")
+    master = {"authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        listed = (await http.get("/v1/deferred", headers=master)).json()
+        assert [job["id"] for job in listed["data"]] == [beta.id, alpha[1].id, alpha[0].id]
+        first = (await http.get("/v1/deferred", params={"limit": 1}, headers=master)).json()
+        assert [job["id"] for job in first["data"]] == [beta.id]
+        assert first["has_more"]
+        assert (await http.delete(f"/v1/deferred/{alpha[0].id}", headers=master)).status_code == 200
+        cancelled = (await http.get("/v1/deferred", params={"status": "cancelled"}, headers=master)).json()
+        assert [job["id"] for job in cancelled["data"]] == [alpha[0].id]
+        only_alpha = (await http.get("/v1/deferred", headers=headers("alpha"))).json()
+        assert [job["id"] for job in only_alpha["data"]] == [alpha[1].id, alpha[0].id]
 
 
 async def test_the_in_process_worker_answers_and_get_returns_the_completion(tmp_path: Path, redis_url: str) -> None:

@@ -167,7 +167,9 @@ def test_provider_key_never_reaches_responses_or_logs(stack: Stack, caplog: pyte
         json={"model": "gpt-4o-mini", "messages": MESSAGES},
         headers={"authorization": f"Bearer {MASTER_KEY}"},
     )
-    assert response.status_code == 401
+    assert response.status_code == 502  # the provider refused batchgate's key, not the caller's
+    assert response.json()["error"]["code"] == "upstream_authentication_error"
+    assert response.json()["error"]["type"] == "upstream_error"
     assert PROVIDER_KEY not in response.text
     assert PROVIDER_KEY not in caplog.text
     assert MASTER_KEY not in caplog.text

@@ -25,7 +25,7 @@ PROVIDER_KEY = "sk-provider-secret-must-never-leak-9999"
 MODELS = ("gpt-4o-mini", "gpt-5-mini")
 
 
-def config_document(simulator_url: str, **sections: Any) -> dict[str, Any]:
+def config_document(simulator_url: str, *, provider_key: str = PROVIDER_KEY, **sections: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
         "model_list": [
             {
@@ -33,7 +33,7 @@ def config_document(simulator_url: str, **sections: Any) -> dict[str, Any]:
                 "litellm_params": {
                     "model": f"openai/{name}",
                     "api_base": simulator_url + "/v1",
-                    "api_key": PROVIDER_KEY,
+                    "api_key": provider_key,
                 },
                 "supports_flex": name == "gpt-5-mini",
             }
@@ -113,12 +113,13 @@ def running_stack(
     *,
     background: list[BackgroundService] | None = None,
     simulator: dict[str, Any] | None = None,
+    provider_key: str = PROVIDER_KEY,
     **sections: Any,
 ) -> Iterator[Stack]:
     """Simulator + batchgate (API, plus whatever `background` services are given), both on loopback."""
     with simulator_server(**(simulator or {})) as upstream:
         config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config_document(upstream.url, **sections)))
+        config_path.write_text(yaml.safe_dump(config_document(upstream.url, provider_key=provider_key, **sections)))
         settings = Settings(config=config_path, redis_url=redis_url, worker=background is not None)
         app = create_app(settings, load_config(config_path), background=background)
         with ServerThread(app) as proxy:

@@ -101,6 +101,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_max_wait_ends_a_hold_with_an_error_naming_the_job",
     "delivery.dedupe_identical_bodies": "tests/integration/test_delivery_hold.py::"
     "test_identical_bodies_attach_when_the_config_allows_it",
+    "delivery.attach_client_retries": "tests/integration/test_attach_retries.py::"
+    "test_attaching_sdk_retries_can_be_turned_off",
     "delivery.unrequested": "tests/integration/test_unrequested_delivery.py::"
     "test_the_config_can_answer_unrequested_deferrals_202",
     "batching.completion_window": "tests/integration/test_worker_batches.py::"

@@ -9,6 +9,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException
 
+from proxy.delivery.answers import error_status
 from proxy.errors import (
     INTERNAL_MESSAGE,
     ApiError,
@@ -17,9 +18,11 @@ from proxy.errors import (
     InvalidRequest,
     NotFound,
     UpstreamError,
+    caller_facing_error,
     default_error_map,
     error_body,
     provider_error_object,
+    upstream_auth_error_object,
 )
 
 
@@ -117,3 +120,31 @@ def test_provider_error_objects_keep_the_providers_fields_or_name_the_status() -
 def test_a_map_without_an_answer_to_the_unexpected_is_refused() -> None:
     with pytest.raises(ValueError, match="Exception"):
         ErrorMap({ApiError: ErrorRule(lambda exc: exc)})
+
+
+@pytest.mark.parametrize(
+    ("status", "content"),
+    [
+        (
+            401,
+            b'{"error": {"message": "Incorrect API key provided: sk-pr***9999.", "type": "invalid_request_error",'
+            b' "param": null, "code": "invalid_api_key"}}',
+        ),
+        (401, b"<html>Unauthorized</html>"),
+        (400, b'{"error": {"message": "bad key", "type": "authentication_error"}}'),  # Anthropic's shape
+    ],
+)
+def test_a_provider_refusing_batchgates_key_is_an_upstream_failure_not_the_callers(status: int, content: bytes) -> None:
+    error = provider_error_object(status, content)
+    assert error == upstream_auth_error_object()
+    assert (error["type"], error["code"]) == ("upstream_error", "upstream_authentication_error")
+    assert "invalid_api_key" not in orjson.dumps(error).decode()
+
+
+def test_a_stored_provider_auth_error_is_answered_502_with_the_upstream_code() -> None:
+    stored = {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}
+    assert error_status(stored) == 502
+    assert caller_facing_error(stored)["code"] == "upstream_authentication_error"
+    passed = {"message": "Bad input.", "type": "invalid_request_error", "code": "invalid_value"}
+    assert caller_facing_error(passed) == passed
+    assert error_status(passed) == 400

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from proxy.errors import ConfigError
 from proxy.policy import cli
+from proxy.settings import load_config
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CONFIG = """\
@@ -92,6 +94,30 @@ def test_check_refuses_broken_files(tmp_path: Path, content: str, fragment: str)
     assert cli.check(path, out) == 1
     assert str(path) in out.getvalue()
     assert fragment in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("keys", "fragment"),
+    [
+        (
+            "    - {name: research-bot, key: sk-other, team: ops}\n",
+            "auth: auth.keys[].name must be unique; repeated: research-bot",
+        ),
+        ("    - {name: master, key: sk-other}\n", "auth: auth.keys[].name 'master' is reserved for the master key"),
+        ("    - {name: Master, key: sk-other}\n", "'Master' is reserved for the master key"),
+        ("    - {name: other-bot, key: sk-research}\n", "auth: two keys (or a key and master_key) share one secret"),
+    ],
+)
+def test_check_refuses_colliding_caller_keys(tmp_path: Path, keys: str, fragment: str) -> None:
+    """A second key named like another team's key would read and cancel that team's jobs."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(CONFIG.replace("team: research}\n", "team: research}\n" + keys, 1))
+    out = io.StringIO()
+    assert cli.check(path, out) == 1
+    assert out.getvalue().startswith(f"INVALID: {path}: 1 problem(s)")
+    assert fragment in out.getvalue()
+    with pytest.raises(ConfigError, match="auth"):
+        load_config(path)
 
 
 def test_check_missing_file(tmp_path: Path) -> None:
