@@ -154,7 +154,7 @@ class LitellmCompletionClient:
     async def _sse(self, chunks: Any) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
-                yield b"data: " + self._redactor.bytes(_dump(chunk)) + b"\n\n"
+                yield b"data: " + self._redactor.bytes(_dump_chunk(chunk)) + b"\n\n"
         except Exception as exc:  # a failure mid-stream is reported in the stream, as OpenAI does
             yield b"data: " + self.failure(exc).body + b"\n\n"
         yield DONE
@@ -187,8 +187,27 @@ class LitellmCompletionClient:
 
 def _dump(model: Any) -> bytes:
     """The OpenAI-shaped JSON of a litellm ModelResponse / stream chunk."""
-    data = model.model_dump(exclude_none=False) if hasattr(model, "model_dump") else dict(model)
+    return orjson.dumps(_as_dict(model), default=str)
+
+
+def _as_dict(model: Any) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(exclude_none=False) if hasattr(model, "model_dump") else dict(model)
+    return data
+
+
+def _dump_chunk(chunk: Any) -> bytes:
+    """A stream chunk as OpenAI sends it: litellm's usage chunk carries one empty choice where OpenAI's has
+    `"choices": []` (what callers, and proxy/providers/stream_usage.py, know the usage-only chunk by)."""
+    data = _as_dict(chunk)
+    choices = data.get("choices")
+    if data.get("usage") and isinstance(choices, list) and all(_empty_choice(choice) for choice in choices):
+        data["choices"] = []
     return orjson.dumps(data, default=str)
+
+
+def _empty_choice(choice: Any) -> bool:
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    return isinstance(choice, dict) and not choice.get("finish_reason") and not any((delta or {}).values())
 
 
 def _status_of(exc: Exception) -> tuple[int, str | None]:
