@@ -2,7 +2,7 @@
 marks on the fields of proxy/settings.py.
 
 Static: the models and the provider clients built from them, limits, retry, batching and worker settings.
-Live: the policy, caller keys (`auth`), price overrides (`model_list[].litellm_params.*cost*`) and delivery.
+Live: the policy, caller keys (`auth`), prices (`pricing`, `model_list[].litellm_params.*cost*`) and delivery.
 A reload whose static part differs from the running config is refused as a whole (RestartRequired).
 """
 

@@ -6,8 +6,9 @@ resolved into a `PriceBook` at start so the hot path is a dict lookup and a few 
 Conventions (docs/metrics.md):
 - list = the synchronous price of the same call; paid = batch prices for `batch` lines, flex prices (batch
   prices where the map has none) for `flex`, list for `sync` (a rescued job is a `sync` line).
-- A missing batch price is half the list price; a missing batch cache-read price is half the cache-read
-  price.
+- A missing batch price is the list price less the provider's batch discount (`BATCH_DISCOUNTS`, with the
+  config's `pricing.batch_discounts` on top; 50% for a provider in neither); a missing batch cache-read price is
+  the cache-read price less the same discount.
 - Cached prompt tokens are part of `prompt_tokens`; they are billed at the cache-read price (the input price
   when the model has none).
 - A model with no known input or output price costs `Cost.unknown()`: counted, never guessed.
@@ -19,6 +20,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 from proxy.settings import Config, LitellmParams
@@ -27,6 +29,18 @@ Lane = Literal["sync", "batch", "flex"]
 LANES: tuple[Lane, ...] = ("sync", "batch", "flex")
 ZERO = Decimal(0)
 HALF = Decimal("0.5")
+
+# What each provider takes off its list price in its batch API (a share of list), used where litellm's price map
+# has no batch price for the model. Sources (re-check when a provider's pricing page changes):
+#   openai    https://platform.openai.com/docs/guides/batch ("50% cost discount compared to synchronous APIs")
+#   azure     https://learn.microsoft.com/azure/ai-foundry/openai/how-to/batch ("50% less cost than global standard")
+#   anthropic https://docs.anthropic.com/en/docs/build-with-claude/batch-processing ("50% of standard API prices")
+#   groq      https://console.groq.com/docs/batch ("25% cost discount compared to synchronous APIs")
+# A provider not listed gets DEFAULT_BATCH_DISCOUNT. The config's `pricing.batch_discounts` overrides entries.
+BATCH_DISCOUNTS: Mapping[str, Decimal] = MappingProxyType(
+    {"openai": HALF, "azure": HALF, "anthropic": HALF, "groq": Decimal("0.25")}
+)
+DEFAULT_BATCH_DISCOUNT = HALF
 
 
 def to_decimal(price: float | int | str) -> Decimal:
@@ -134,13 +148,21 @@ class ModelPrices:
     flex: TierPrices
 
     @classmethod
-    def resolve(cls, entry: Mapping[str, Any], override: ModelPriceOverride | None = None) -> ModelPrices | None:
+    def resolve(
+        cls,
+        entry: Mapping[str, Any],
+        override: ModelPriceOverride | None = None,
+        *,
+        batch_discount: Decimal = DEFAULT_BATCH_DISCOUNT,
+    ) -> ModelPrices | None:
         """Prices from a map entry (may be empty) with an override on top; None if list prices are unknown.
 
         An override's list price also replaces the map's batch, flex and cache prices for that direction
         unless the override sets them too: a map's batch price belongs to its list price, not to a custom one.
+        A batch price that neither sets is the list price less `batch_discount` (a share of list, 0..1).
         """
         o = override or ModelPriceOverride()
+        batch_share = 1 - batch_discount
         list_in = _first(o.input_cost_per_token, _price(entry, "input_cost_per_token"))
         list_out = _first(o.output_cost_per_token, _price(entry, "output_cost_per_token"))
         if list_in is None or list_out is None:
@@ -155,14 +177,16 @@ class ModelPrices:
             input=_pick(
                 o.input_cost_per_token_batches,
                 _price(in_map, "input_cost_per_token_batches"),
-                fallback=list_in * HALF,
+                fallback=list_in * batch_share,
             ),
             output=_pick(
                 o.output_cost_per_token_batches,
                 _price(out_map, "output_cost_per_token_batches"),
-                fallback=list_out * HALF,
+                fallback=list_out * batch_share,
             ),
-            cache_read=_pick(_price(cache_map, "cache_read_input_token_cost_batches"), fallback=list_cache * HALF),
+            cache_read=_pick(
+                _price(cache_map, "cache_read_input_token_cost_batches"), fallback=list_cache * batch_share
+            ),
         )
         flex = TierPrices(
             input=_pick(_price(in_map, "input_cost_per_token_flex"), fallback=batch.input),
@@ -200,11 +224,22 @@ def _pick(*candidates: Decimal | None, fallback: Decimal) -> Decimal:
 
 
 class PriceBook:
-    """Prices by model name: configured deployments first (overrides applied), then litellm's map."""
+    """Prices by model name: configured deployments first (overrides applied), then litellm's map.
 
-    def __init__(self, price_map: Mapping[str, Any], configured: Mapping[str, ModelPrices | None]) -> None:
+    Batch prices the map lacks come from the provider's batch discount: a configured name's provider is its
+    deployment's (`groq/openai/gpt-oss-20b` is billed by Groq), another name's is the map entry's
+    `litellm_provider`, else its prefix."""
+
+    def __init__(
+        self,
+        price_map: Mapping[str, Any],
+        configured: Mapping[str, ModelPrices | None],
+        *,
+        batch_discounts: Mapping[str, Decimal] = BATCH_DISCOUNTS,
+    ) -> None:
         self._map = price_map
         self._resolved: dict[str, ModelPrices | None] = dict(configured)
+        self._discounts = batch_discounts
 
     @classmethod
     def from_litellm(
@@ -212,15 +247,17 @@ class PriceBook:
         overrides: Mapping[str, ModelPriceOverride] | None = None,
         *,
         aliases: Mapping[str, str] | None = None,
+        batch_discounts: Mapping[str, Decimal] | None = None,
     ) -> PriceBook:
         """Build from litellm's local price map. `overrides` are keyed by model name (configured or upstream);
-        `aliases` maps a configured model name to its upstream model (`openai/gpt-4o-mini`)."""
-        return cls.from_price_map(load_litellm_price_map(), overrides, aliases=aliases)
+        `aliases` maps a configured model name to its upstream model (`openai/gpt-4o-mini`); `batch_discounts`
+        (provider -> share of list taken off, 0..1) replace entries of `BATCH_DISCOUNTS`."""
+        return cls.from_price_map(load_litellm_price_map(), overrides, aliases=aliases, batch_discounts=batch_discounts)
 
     @classmethod
     def from_config(cls, config: Config) -> PriceBook:
         overrides, aliases = config_overrides(config)
-        return cls.from_litellm(overrides, aliases=aliases)
+        return cls.from_litellm(overrides, aliases=aliases, batch_discounts=config_batch_discounts(config))
 
     @classmethod
     def from_price_map(
@@ -229,15 +266,22 @@ class PriceBook:
         overrides: Mapping[str, ModelPriceOverride] | None = None,
         *,
         aliases: Mapping[str, str] | None = None,
+        batch_discounts: Mapping[str, Decimal] | None = None,
     ) -> PriceBook:
         overrides = overrides or {}
         aliases = aliases or {}
+        discounts = MappingProxyType({**BATCH_DISCOUNTS, **(batch_discounts or {})})
         configured: dict[str, ModelPrices | None] = {}
         for name in {*overrides, *aliases}:
             upstream = aliases.get(name, name)
             entry = _map_entry(price_map, upstream)
-            configured[name] = ModelPrices.resolve(entry, overrides.get(name) or overrides.get(upstream))
-        return cls(price_map, configured)
+            provider = upstream.split("/", 1)[0] if name in aliases else _provider(upstream, entry)
+            configured[name] = ModelPrices.resolve(
+                entry,
+                overrides.get(name) or overrides.get(upstream),
+                batch_discount=discounts.get(provider, DEFAULT_BATCH_DISCOUNT),
+            )
+        return cls(price_map, configured, batch_discounts=discounts)
 
     def prices(self, model: str) -> ModelPrices | None:
         if model in self._resolved:
@@ -245,7 +289,8 @@ class PriceBook:
         entry = _map_entry(self._map, model)
         if not entry:
             return None  # not cached: arbitrary unknown names must not grow the book
-        prices = self._resolved[model] = ModelPrices.resolve(entry)
+        discount = self._discounts.get(_provider(model, entry), DEFAULT_BATCH_DISCOUNT)
+        prices = self._resolved[model] = ModelPrices.resolve(entry, batch_discount=discount)
         return prices
 
     def cost(self, model: str, usage: Usage, lane: Lane) -> Cost:
@@ -254,6 +299,14 @@ class PriceBook:
 
     def known(self, models: Iterable[str]) -> dict[str, bool]:
         return {model: self.prices(model) is not None for model in models}
+
+
+def _provider(model: str, entry: Mapping[str, Any]) -> str:
+    """Who bills a model the map knows: the entry's `litellm_provider`, else the name's prefix."""
+    provider = entry.get("litellm_provider")
+    if isinstance(provider, str) and provider:
+        return provider
+    return model.split("/", 1)[0] if "/" in model else ""
 
 
 def _map_entry(price_map: Mapping[str, Any], model: str) -> Mapping[str, Any]:
@@ -277,6 +330,11 @@ def config_overrides(config: Config) -> tuple[dict[str, ModelPriceOverride], dic
         if not override.empty:
             overrides[deployment.model_name] = override
     return overrides, aliases
+
+
+def config_batch_discounts(config: Config) -> dict[str, Decimal]:
+    """The config's `pricing.batch_discounts` (provider -> share of list taken off) as exact decimals."""
+    return {provider: to_decimal(share) for provider, share in config.pricing.batch_discounts.items()}
 
 
 def load_litellm_price_map() -> Mapping[str, Any]:

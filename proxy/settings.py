@@ -5,7 +5,7 @@ caller keys, batching knobs, delivery and the policy. `os.environ/NAME` values a
 when the file is loaded; secrets are kept as `SecretStr` so they never print.
 
 Every key is either static (fixed at start: the models and the provider clients built from them, limits, retry,
-batching, worker) or live (swapped on reload: policy, caller keys, price overrides, delivery). A field is live
+batching, worker) or live (swapped on reload: policy, caller keys, prices, delivery). A field is live
 when it carries `LIVE` (its whole subtree is then live); proxy/config_scope.py reads the marks.
 """
 
@@ -195,6 +195,14 @@ class DeliveryConfig(StrictModel):
         return self.default if deadline_sent else self.unrequested
 
 
+class PricingConfig(StrictModel):
+    """Prices on top of litellm's map (per-model overrides live in `model_list[].litellm_params`)."""
+
+    # provider -> share of the list price its batch API takes off (0.25 = 25% off); replaces the built-in table
+    # (proxy/pricing.py BATCH_DISCOUNTS) for models whose map entry has no batch price
+    batch_discounts: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+
+
 class Config(StrictModel):
     """The validated YAML file."""
 
@@ -206,6 +214,7 @@ class Config(StrictModel):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig, json_schema_extra=LIVE)
     policy: PolicyConfig = Field(default_factory=PolicyConfig, json_schema_extra=LIVE)
+    pricing: PricingConfig = Field(default_factory=PricingConfig, json_schema_extra=LIVE)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

@@ -4,9 +4,10 @@
 Redis round trip, no JSON parsing on the request's path): usage is read from the provider's body, priced and
 written to the ledger by the telemetry's background task.
 
-Streams: the usage of a streamed answer is known only when the client asked for it
-(`stream_options: {"include_usage": true}`), in the stream's last data chunk; the tail of the stream is kept
-and read when it ends. Without it the request is counted with unknown usage (`unknown_cost_requests`).
+Streams: batchgate asks the upstream for every stream's usage (`proxy/providers/stream_usage.py`); the
+`UsageTap` that relays the stream reads it, and the request is recorded when the stream ends. A stream whose
+upstream sent no usage (it ignores `stream_options`, or the caller went away first) is counted with unknown usage
+(`unknown_cost_requests`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -23,11 +23,11 @@ from proxy.auth import Caller
 from proxy.policy.decision import Decision
 from proxy.pricing import Usage
 from proxy.providers.base import UpstreamResponse
+from proxy.providers.stream_usage import UsageTap
 from proxy.requests import ChatRequest
 from proxy.runtime import Runtime
 from proxy.telemetry import FinishedRequest, Telemetry
 
-STREAM_TAIL_BYTES = 8192
 STARTED = "batchgate_started"
 
 
@@ -66,15 +66,24 @@ def record_answer(
 
 
 def record_stream(
-    runtime: Runtime, request: Request, caller: Caller, chat: ChatRequest, decision: Decision, *, response: Response
+    runtime: Runtime,
+    request: Request,
+    caller: Caller,
+    chat: ChatRequest,
+    decision: Decision,
+    *,
+    response: Response,
+    tap: UsageTap,
 ) -> Response:
-    """A streamed answer: recorded when the stream ends (or the client goes away)."""
+    """A streamed answer relayed through `tap`: recorded with the usage it read when the stream ends (or the
+    client goes away)."""
     telemetry = telemetry_of(runtime)
     if telemetry is None or not isinstance(response, StreamingResponse):
         return response
 
-    def on_end(usage: Usage | None, finished: bool) -> None:
+    def on_end(finished: bool) -> None:
         outcome = "completed" if finished else "cancelled"
+        usage = None if tap.usage is None else Usage.from_openai(tap.usage)
         telemetry.request_finished(_finished(request, caller, chat, decision, outcome=outcome, usage=usage))
 
     response.body_iterator = watch_stream(response.body_iterator, on_end)
@@ -106,35 +115,15 @@ def _finished(
     )
 
 
-async def watch_stream(chunks: AsyncIterable[Any], on_end: Callable[[Usage | None, bool], None]) -> AsyncIterator[Any]:
-    """Pass the chunks through, keeping the last few KB; report the usage found there when the stream ends."""
-    tail = b""
+async def watch_stream(chunks: AsyncIterable[Any], on_end: Callable[[bool], None]) -> AsyncIterator[Any]:
+    """Pass the chunks through; when the stream ends, report whether it ran to its end."""
     finished = False
     try:
         async for chunk in chunks:
-            if isinstance(chunk, bytes):
-                tail = (tail + chunk)[-STREAM_TAIL_BYTES:]
             yield chunk
         finished = True
     finally:
         closer = getattr(chunks, "aclose", None)
         if closer is not None:
             await closer()
-        on_end(stream_usage(tail), finished)
-
-
-def stream_usage(tail: bytes) -> Usage | None:
-    """The `usage` of the last SSE data event that carries one (None when the stream had none)."""
-    for line in reversed(tail.split(b"\n")):
-        if not line.startswith(b"data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == b"[DONE]" or b'"usage"' not in payload:
-            continue
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            continue  # cut at the start of the kept tail
-        if isinstance(event, dict) and isinstance(event.get("usage"), dict):
-            return Usage.from_openai(event["usage"])
-    return None
+        on_end(finished)

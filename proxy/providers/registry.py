@@ -4,7 +4,7 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 
 | provider | synchronous calls | batches |
 | --- | --- | --- |
-| `openai` | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient |
+| `openai`, `groq` | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient (Groq: under `/openai/v1`) |
 | other OpenAI-shaped (below) | OpenAICompletionClient | none: never deferred (`NO_BATCH_API` says why) |
 | `anthropic` | LitellmCompletionClient | AnthropicBatchClient (Message Batches) |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
@@ -37,14 +37,14 @@ ANTHROPIC_BASE = "https://api.anthropic.com"
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 
 BatchApi = Literal["openai", "anthropic"]
-BATCH_APIS: Mapping[str, BatchApi] = {"openai": "openai", "anthropic": "anthropic"}
+# Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
+BATCH_APIS: Mapping[str, BatchApi] = {"openai": "openai", "groq": "openai", "anthropic": "anthropic"}
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
 NO_BATCH_API: Mapping[str, str] = {
     "mistral": NOT_SPOKEN,  # /v1/batch/jobs, its own statuses
     "together_ai": NOT_SPOKEN,  # its own job objects ({"job": ...})
     "fireworks_ai": NOT_SPOKEN,  # batch inference jobs over datasets
     "xai": NOT_SPOKEN,  # batches with counters and no status, paged results
-    "groq": NOT_SPOKEN + ", and its batch discount is 25%, not 50%",  # OpenAI shape under /openai/v1
     "azure": NOT_SPOKEN,  # Global-Batch deployments, separate quota
     "hosted_vllm": "has no batch API",
     "deepseek": "has no batch API",  # its discount is off-peak hours, not batches

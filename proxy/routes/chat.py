@@ -23,6 +23,7 @@ from proxy.policy.lanes import batch_blocker_for, lane_facts
 from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
 from proxy.providers.failures import upstream_failure
 from proxy.providers.passed_headers import passed_headers
+from proxy.providers.stream_usage import UsageTap, usage_requested
 from proxy.requests import ChatRequest, check_batch_line, parse_chat_request, read_json_body
 from proxy.runtime import Runtime
 from proxy.settings import Config
@@ -50,8 +51,10 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
         check_batch_line(chat, config)
         response: Response = await respond_deferred(request, runtime, caller, chat, decision, snapshot=config)
     elif chat.stream:
-        response = await _stream(runtime.completion_client(chat.model), _lane_body(chat.body, decision))
-        response = sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response)
+        body, added = usage_requested(_lane_body(chat.body, decision))  # every stream is priced from its usage
+        tap = UsageTap(strip=added)
+        response = await _stream(runtime.completion_client(chat.model), body, tap)
+        response = sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response, tap=tap)
     else:
         upstream = await _complete(runtime.completion_client(chat.model), chat.body, decision)
         sync_accounting.record_answer(runtime, request, caller, chat, decision, upstream=upstream)
@@ -98,7 +101,7 @@ def _as_response(upstream: UpstreamResponse) -> Response:
     return Response(content=upstream.body, status_code=upstream.status, media_type=JSON, headers=headers)
 
 
-async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
+async def _stream(client: CompletionClient, body: dict[str, Any], tap: UsageTap) -> Response:
     context = client.stream(body)
     try:
         upstream = await context.__aenter__()
@@ -117,7 +120,7 @@ async def _stream(client: CompletionClient, body: dict[str, Any]) -> Response:
             await context.__aexit__(None, None, None)
 
     return StreamingResponse(
-        relay(),
+        tap.relay(relay()),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no", **passed_headers(upstream.headers.items())},
     )

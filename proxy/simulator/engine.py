@@ -27,7 +27,7 @@ from proxy.simulator.batches import (
     injected_status,
     view,
 )
-from proxy.simulator.ledger import Ledger, PriceBook, Tier
+from proxy.simulator.ledger import Ledger, PriceBook, Tier, billed_name
 from proxy.simulator.options import SimulatorOptions
 
 TokenLimitMode = Literal["fail", "refuse"]
@@ -124,8 +124,11 @@ class Engine:
             return Fault(429, "resource_unavailable")
         return None
 
-    def bill(self, model: str, tier: Tier, answer: Answer) -> None:
-        self.ledger.bill(model, tier, input_tokens=answer.prompt_tokens, output_tokens=answer.completion_tokens)
+    def bill(self, model: str, tier: Tier, answer: Answer, *, flavor: str = "openai") -> None:
+        """Bill one answer; `flavor` is the OpenAI face's (the provider it plays), which names the model's price."""
+        self.ledger.bill(
+            billed_name(model, flavor), tier, input_tokens=answer.prompt_tokens, output_tokens=answer.completion_tokens
+        )
 
     # batches
 
@@ -231,9 +234,10 @@ class Engine:
         current = view(record, self.clock())
         if current.status.is_terminal and not record.settled:
             record.settled = True
+            flavor = "anthropic" if record.attributes.get("face") == "anthropic" else record.options.flavor
             for line in current.finished:
                 if line.succeeded and line.answer is not None:
-                    self.bill(line.model, Tier.BATCH, line.answer)
+                    self.bill(line.model, Tier.BATCH, line.answer, flavor=flavor)
         return current
 
     def reset(self) -> None:

@@ -1,5 +1,10 @@
 """What the simulated provider billed: tokens per (model, tier), priced exactly from litellm's price map.
 
+A model is billed under the name the price map knows it by at the provider simulated: in the groq flavour,
+`openai/gpt-oss-20b` is billed as `groq/openai/gpt-oss-20b` (`billed_name`). A batch price the map lacks is the
+list price less the provider's batch discount, as that provider bills it (`BATCH_SHARE`: Groq 75% of list,
+https://console.groq.com/docs/batch; everyone else here 50%).
+
 Tokens are counted as integers when work is billed; cost is computed when the ledger is read, as
 Decimal(price) * tokens, so totals are exact. Prices are the shortest decimal form of litellm's floats
 (1.5e-07 -> 0.00000015). Costs are rendered as plain, normalised decimal strings ("0.000015").
@@ -17,6 +22,12 @@ from typing import Any
 
 PriceMap = Mapping[str, Mapping[str, Any]]
 HALF = Decimal("0.5")
+BATCH_SHARE: Mapping[str, Decimal] = {"groq": Decimal("0.75")}  # share of list billed for a batch line
+
+
+def billed_name(model: str, flavor: str) -> str:
+    """The price-map name of `model` at the simulated provider (`groq/<model>` in the groq flavour)."""
+    return f"groq/{model}" if flavor == "groq" and not model.startswith("groq/") else model
 
 
 class Tier(StrEnum):
@@ -103,8 +114,9 @@ class PriceBook:
             return None
         if tier is Tier.SYNC:
             return TokenPrice(list_in, list_out)
-        batch_in = _decimal(entry.get("input_cost_per_token_batches")) or list_in * HALF
-        batch_out = _decimal(entry.get("output_cost_per_token_batches")) or list_out * HALF
+        share = BATCH_SHARE.get(str(entry.get("litellm_provider")), HALF)
+        batch_in = _decimal(entry.get("input_cost_per_token_batches")) or list_in * share
+        batch_out = _decimal(entry.get("output_cost_per_token_batches")) or list_out * share
         if tier is Tier.FLEX:
             return TokenPrice(
                 _decimal(entry.get("input_cost_per_token_flex")) or batch_in,

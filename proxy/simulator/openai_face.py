@@ -159,7 +159,7 @@ async def chat_completions(request: Request) -> Response:
         finally:
             state.in_flight[label] -= 1
     answer = answer_for(body)
-    engine.bill(body["model"], tier, answer)
+    engine.bill(body["model"], tier, answer, flavor=opts.flavor)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     if body.get("stream"):
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)

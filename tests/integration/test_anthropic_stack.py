@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -17,7 +19,8 @@ from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
 from tests.support.servers import ServerThread
-from tests.support.stack import PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.waiting import wait_until_sync
 
 CLAUDE = "claude-haiku-4-5-20251001"  # in litellm's price map with batch prices
 FAST_SIMULATOR = {"turnaround_s": 1.2, "validating_s": 0.1, "finalizing_s": 0.1, "api_key": PROVIDER_KEY}
@@ -87,13 +90,32 @@ def test_sync_call_returns_an_openai_chat_completion(stack: Stack) -> None:
 
 
 def test_streamed_sync_call_yields_openai_chunks(stack: Stack) -> None:
+    """Through litellm too, every stream is priced from the usage batchgate asks for; a caller that did not ask
+    gets no usage, one that asked gets it in a last chunk with no choices."""
     request = body("stream me an answer please")
     with stack.client(timeout=60) as client:
         chunks = list(client.chat.completions.create(**request, stream=True))
+        asked = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == expected_content(request)
     assert len(chunks) > 2
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    assert all(chunk.usage is None and chunk.choices for chunk in chunks)
+    assert asked[-1].usage is not None
+    assert asked[-1].choices == []
+    billed = stack.ledger()["models"][CLAUDE]["sync"]
+    assert billed["requests"] == 2
+    savings = wait_until_sync(lambda: counted(stack, 2), timeout=10, what="both streams in the ledger")
+    assert savings["unknown_cost_requests"] == 0
+    assert savings["prompt_tokens"] == billed["input_tokens"]
+    assert savings["completion_tokens"] == billed["output_tokens"]
+    assert Decimal(savings["paid_usd"]) == Decimal(billed["cost_usd"])
+
+
+def counted(stack: Stack, requests: int) -> dict[str, Any] | None:
+    response = httpx.get(f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    totals: dict[str, Any] = response.json()["totals"]
+    return totals if totals["requests"] >= requests else None
 
 
 def test_provider_errors_come_back_openai_shaped_without_the_key(stack: Stack) -> None:

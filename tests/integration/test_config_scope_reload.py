@@ -151,3 +151,29 @@ async def test_runtime_swaps_the_live_part_and_refuses_a_static_change(tmp_path:
         assert cost.paid_usd == Decimal(3 * 1 + 5 * 2)
     finally:
         await close_runtime(runtime)
+
+
+async def test_a_reload_swaps_the_batch_discount_table_into_the_price_book(tmp_path: Path, redis_url: str) -> None:
+    """`pricing.batch_discounts` is live: after a reload the process prices with the new discount (the API and
+    every worker rebuild the same book from the file: proxy/config_watch.py)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "fast", "litellm_params": {"model": "groq/openai/gpt-oss-20b"}}],
+                "auth": {"master_key": MASTER_KEY},
+            }
+        )
+    )
+    runtime = build_runtime(Settings(config=path, redis_url=redis_url), load_config(path))
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    try:
+        reloader = ConfigReloader(path, runtime.apply_config, poll_interval=3600)
+        listed = runtime.prices.cost("fast", usage, "sync").list_usd
+        assert runtime.prices.cost("fast", usage, "batch").paid_usd == listed * Decimal("0.75")  # Groq's 25% off
+
+        edit(path, pricing={"batch_discounts": {"groq": 0.5}})
+        assert await reloader.check_now() is True
+        assert runtime.prices.cost("fast", usage, "batch").paid_usd == listed * Decimal("0.5")
+    finally:
+        await close_runtime(runtime)

@@ -1,26 +1,29 @@
 """Savings reconcile exactly with what the simulated upstream billed, over a mixed workload.
 
-Sync, streamed, shadow, batch, flex, flex that fell back to list (429), rescued and failed calls go through the
-official openai client to a running batchgate (API + in-process worker). batchgate's ledger (`/v1/savings`)
-must agree, in exact Decimal, with the simulator's ledger: paid per model and lane = billed per model and tier,
-and list = every billed token at synchronous prices.
+Sync, streamed (with and without `include_usage`), shadow, batch, flex, flex that fell back to list (429), rescued
+and failed calls go through the official openai client to a running batchgate (API + in-process worker).
+batchgate's ledger (`/v1/savings`) must agree, in exact Decimal, with the simulator's ledger: paid per model and
+lane = billed per model and tier, and list = every billed token at synchronous prices. A Groq model (simulator
+flavour groq) is billed at Groq's own batch discount, 25%, which the price map does not carry.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.simulator.ledger import PriceBook as SimulatorPrices
-from proxy.simulator.ledger import Tier
+from proxy.simulator.ledger import Tier, litellm_price_map
 from proxy.worker.process import run_in_app
-from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, TEAM_KEYS, Stack, running_stack
 from tests.support.waiting import wait_until_sync
 
 D = Decimal
@@ -75,13 +78,18 @@ def run_workload(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     for model in ("gpt-4o-mini", "gpt-5-mini"):
         client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=40)
     stack.client(TEAM_KEYS["alpha"]).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    stream = client.chat.completions.create(
-        model="gpt-5-mini",
-        messages=MESSAGES,
-        stream=True,
-        stream_options={"include_usage": True},
+    stream = list(
+        client.chat.completions.create(
+            model="gpt-5-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
     )
-    assert any(chunk.usage for chunk in stream)
+    assert stream[-1].usage is not None
+    assert stream[-1].choices == []
+    # a stream that did not ask for usage is priced all the same, and its caller sees no usage
+    assert '"usage"' not in stream_as_caller(stack, "gpt-4o-mini")
     for model in ("gpt-4o-mini", "gpt-5-mini"):
         raw = client.chat.completions.with_raw_response.create(
             model=model,
@@ -111,6 +119,45 @@ def run_workload(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     return jobs
 
 
+def stream_as_caller(stack: Stack, model: str) -> str:
+    """The raw SSE text a caller gets for a stream that does not ask for usage."""
+    body = {"model": model, "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=headers(), timeout=30) as raw:
+        assert raw.status_code == 200
+        return raw.read().decode()
+
+
+def without_ids(text: str) -> str:
+    """An SSE stream with its per-response id and clock masked (they differ between two answers)."""
+    return re.sub(r'"created":\d+', '"created":0', re.sub(r'"id":"[^"]*"', '"id":"-"', text))
+
+
+def reconcile(report: dict[str, Any], ledger: dict[str, Any], billed_as: dict[str, str]) -> None:
+    """batchgate's paid per (model, lane) = the simulator's bill per (model, tier), and its list = every billed
+    token at list price, exactly. `billed_as`: configured model name -> the simulator's ledger name."""
+    prices = SimulatorPrices()
+    tiers = {"sync": Tier.SYNC, "batch": Tier.BATCH, "flex": Tier.FLEX}
+    paid: dict[tuple[str, str], Decimal] = {}
+    listed: dict[str, Decimal] = {}
+    for row in report["rows"]:
+        key = (billed_as[row["model"]], row["lane"])
+        paid[key] = paid.get(key, D(0)) + D(row["paid_usd"])
+        listed[key[0]] = listed.get(key[0], D(0)) + D(row["list_usd"])
+    assert set(listed) == set(ledger["models"]) == set(billed_as.values())
+    for model, per_tier in ledger["models"].items():
+        list_price = prices.price(model, Tier.SYNC)
+        assert list_price is not None
+        billed_at_list = D(0)
+        for lane, tier in tiers.items():
+            billed = per_tier[tier.value]
+            assert paid.get((model, lane), D(0)) == D(billed["cost_usd"]), (model, lane, billed)
+            billed_at_list += list_price.input * billed["input_tokens"] + list_price.output * billed["output_tokens"]
+        assert listed[model] == billed_at_list, model
+    totals = report["totals"]
+    assert D(totals["paid_usd"]) == D(ledger["totals"]["cost_usd"])
+    assert D(totals["saved_usd"]) == D(totals["list_usd"]) - D(totals["paid_usd"])
+
+
 def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> None:
     jobs = run_workload(stack)
     assert [job["lane"] for job in jobs["batch"]] == ["batch"] * 5
@@ -119,7 +166,7 @@ def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> Non
     assert all(job["status"] == "completed" and job.get("rescued") for job in jobs["rescued"])
     assert [job["status"] for job in jobs["failed"]] == ["failed"] * 2
 
-    sync_requests = 6  # 3 plain, 1 stream, 2 shadow
+    sync_requests = 7  # 3 plain, 2 streams, 2 shadow
     expected = sync_requests + 5 + 2 + 1 + 2 + 2
     report = savings(stack, expected)
     totals = report["totals"]
@@ -132,28 +179,8 @@ def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> Non
     assert by_lane["sync"]["requests"] == sync_requests + 1 + 2
     assert D(by_lane["sync"]["saved_usd"]) == 0
 
-    ledger = stack.ledger()
-    prices = SimulatorPrices()
-    tiers = {"sync": Tier.SYNC, "batch": Tier.BATCH, "flex": Tier.FLEX}
-    paid: dict[tuple[str, str], Decimal] = {}
-    listed: dict[str, Decimal] = {}
-    for row in report["rows"]:
-        key = (row["model"], row["lane"])
-        paid[key] = paid.get(key, D(0)) + D(row["paid_usd"])
-        listed[row["model"]] = listed.get(row["model"], D(0)) + D(row["list_usd"])
-    assert set(listed) == set(ledger["models"]) == {"gpt-4o-mini", "gpt-5-mini"}
-    for model, per_tier in ledger["models"].items():
-        list_price = prices.price(model, Tier.SYNC)
-        assert list_price is not None
-        billed_at_list = D(0)
-        for lane, tier in tiers.items():
-            billed = per_tier[tier.value]
-            assert paid.get((model, lane), D(0)) == D(billed["cost_usd"]), (model, lane, billed)
-            billed_at_list += list_price.input * billed["input_tokens"] + list_price.output * billed["output_tokens"]
-        assert listed[model] == billed_at_list, model
-    assert D(totals["paid_usd"]) == D(ledger["totals"]["cost_usd"])
+    reconcile(report, stack.ledger(), {"gpt-4o-mini": "gpt-4o-mini", "gpt-5-mini": "gpt-5-mini"})
     assert D(totals["saved_usd"]) > 0
-    assert D(totals["saved_usd"]) == D(totals["list_usd"]) - D(totals["paid_usd"])
 
     shadow = report["shadow"]["totals"]
     assert shadow["requests"] == 2
@@ -166,11 +193,59 @@ def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> Non
     assert beta["by_lane"][0]["lane"] == "batch"
 
 
-def test_a_stream_without_usage_counts_as_unknown_cost(stack: Stack) -> None:
-    client = stack.client()
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
-    assert chunks
+def test_a_stream_without_include_usage_is_priced_and_its_caller_gets_what_the_upstream_sends(
+    stack: Stack,
+) -> None:
+    """batchgate asks the upstream for the usage; the caller, who did not, gets the upstream's own stream without
+    it (the same events, byte for byte, as the upstream answers a stream that does not ask)."""
+    seen = stream_as_caller(stack, "gpt-4o-mini")
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with stack.simulator() as simulator:
+        direct = simulator.post("/v1/chat/completions", json=body, headers=headers(PROVIDER_KEY))
+    assert direct.status_code == 200
+    assert without_ids(seen) == without_ids(direct.text)
+    assert '"usage"' not in seen
+    events = [orjson.loads(line[6:]) for line in seen.splitlines() if line.startswith("data: {")]
+    assert len(events) > 2
+    assert all(event["choices"] for event in events)
+
     report = savings(stack, 1)
-    assert report["totals"]["requests"] == 1
-    assert report["totals"]["unknown_cost_requests"] == 1
-    assert report["totals"]["list_usd"] == "0.000000000000"
+    totals = report["totals"]
+    assert totals["requests"] == 1
+    assert totals["unknown_cost_requests"] == 0
+    ledger = stack.ledger()
+    billed = ledger["models"]["gpt-4o-mini"]["sync"]
+    assert billed["requests"] == 2  # batchgate's call and the direct one
+    assert totals["prompt_tokens"] * 2 == billed["input_tokens"]
+    assert totals["completion_tokens"] * 2 == billed["output_tokens"]
+    assert D(totals["paid_usd"]) * 2 == D(billed["cost_usd"])
+    assert D(totals["saved_usd"]) == 0
+
+
+GROQ = "gpt-oss-20b"
+GROQ_UPSTREAM = "groq/openai/gpt-oss-20b"  # Groq's price; the price map has no batch price for it
+
+
+def test_a_groq_model_reconciles_at_groqs_batch_discount(tmp_path: Path, redis_url: str) -> None:
+    entry = litellm_price_map()[GROQ_UPSTREAM]
+    assert entry["litellm_provider"] == "groq"
+    assert "input_cost_per_token_batches" not in entry
+    assert "output_cost_per_token_batches" not in entry
+    with running_stack(
+        tmp_path, redis_url, background=[run_in_app], simulator={"flavor": "groq"}, models={GROQ: GROQ_UPSTREAM}
+    ) as stack:
+        client = stack.client()
+        client.chat.completions.create(model=GROQ, messages=MESSAGES, max_tokens=40)
+        assert '"usage"' not in stream_as_caller(stack, GROQ)
+        batch = stack.final_jobs([defer(stack, GROQ, **{"X-Batch-Deadline": "1h"}) for _ in range(3)])
+        assert [(job["status"], job["lane"]) for job in batch] == [("completed", "batch")] * 3
+
+        report = savings(stack, 2 + 3)
+        assert report["totals"]["requests"] == 5
+        assert report["totals"]["unknown_cost_requests"] == 0
+        reconcile(report, stack.ledger(), {GROQ: GROQ_UPSTREAM})
+        by_lane = {row["lane"]: row for row in report["by_lane"]}
+        assert by_lane["batch"]["requests"] == 3
+        assert D(by_lane["batch"]["list_usd"]) > 0
+        assert D(by_lane["batch"]["paid_usd"]) == D(by_lane["batch"]["list_usd"]) * D("0.75")
+        assert D(by_lane["batch"]["saved_usd"]) == D(by_lane["batch"]["list_usd"]) * D("0.25")

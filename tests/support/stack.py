@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +25,27 @@ PROVIDER_KEY = "sk-provider-secret-must-never-leak-9999"
 MODELS = ("gpt-4o-mini", "gpt-5-mini")
 
 
-def config_document(simulator_url: str, *, provider_key: str = PROVIDER_KEY, **sections: Any) -> dict[str, Any]:
+def config_document(
+    simulator_url: str,
+    *,
+    provider_key: str = PROVIDER_KEY,
+    models: Mapping[str, str] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """`models`: model_name -> litellm model (default: MODELS at OpenAI), each served by the simulator."""
+    models = models or {name: f"openai/{name}" for name in MODELS}
     document: dict[str, Any] = {
         "model_list": [
             {
                 "model_name": name,
                 "litellm_params": {
-                    "model": f"openai/{name}",
+                    "model": model,
                     "api_base": simulator_url + "/v1",
                     "api_key": provider_key,
                 },
                 "supports_flex": name == "gpt-5-mini",
             }
-            for name in MODELS
+            for name, model in models.items()
         ],
         "auth": {
             "master_key": MASTER_KEY,
@@ -114,12 +122,14 @@ def running_stack(
     background: list[BackgroundService] | None = None,
     simulator: dict[str, Any] | None = None,
     provider_key: str = PROVIDER_KEY,
+    models: Mapping[str, str] | None = None,
     **sections: Any,
 ) -> Iterator[Stack]:
     """Simulator + batchgate (API, plus whatever `background` services are given), both on loopback."""
     with simulator_server(**(simulator or {})) as upstream:
         config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config_document(upstream.url, provider_key=provider_key, **sections)))
+        document = config_document(upstream.url, provider_key=provider_key, models=models, **sections)
+        config_path.write_text(yaml.safe_dump(document))
         settings = Settings(config=config_path, redis_url=redis_url, worker=background is not None)
         app = create_app(settings, load_config(config_path), background=background)
         with ServerThread(app) as proxy:

@@ -29,7 +29,7 @@ PROVIDERS = {
     "together": ("together_ai/meta-llama/Llama-3-8b", "together_ai: batchgate does not speak its batch API yet"),
     "fireworks": ("fireworks_ai/accounts/f/models/m", "fireworks_ai: batchgate does not speak its batch API yet"),
     "grok": ("xai/grok-3-mini", "xai: batchgate does not speak its batch API yet"),
-    "groq": ("groq/llama-3.1-8b-instant", "groq: batchgate does not speak its batch API yet, and its batch discount"),
+    "groq": ("groq/openai/gpt-oss-20b", None),  # OpenAI's batch shape, priced at Groq's own discount
     "vllm": ("hosted_vllm/llama", "hosted_vllm: has no batch API"),
     "deepseek": ("deepseek/deepseek-chat", "deepseek: has no batch API"),
     "bedrock": ("bedrock/anthropic.claude-3-haiku", "bedrock: batchgate does not speak its batch API yet"),
@@ -52,7 +52,7 @@ def deferred(model: str) -> RequestFacts:
 
 
 @pytest.mark.parametrize(("name", "reason"), [(name, reason) for name, (_, reason) in PROVIDERS.items()])
-def test_only_openai_and_anthropic_are_deferred_to_the_batch_lane(name: str, reason: str | None) -> None:
+def test_only_openai_groq_and_anthropic_are_deferred_to_the_batch_lane(name: str, reason: str | None) -> None:
     loaded = config()
     lanes = lane_facts(loaded, name)
     decision = decide(loaded.policy, deferred(name), lanes, NOW)
@@ -71,7 +71,7 @@ def test_only_openai_and_anthropic_are_deferred_to_the_batch_lane(name: str, rea
     assert header.isascii()
 
 
-@pytest.mark.parametrize("name", ["mistral", "vllm", "groq"])
+@pytest.mark.parametrize("name", ["mistral", "vllm", "grok"])
 def test_the_registry_builds_no_batch_client_and_says_why(name: str) -> None:
     registry = ProviderRegistry(config())
     assert not registry.batchable(name)
@@ -80,6 +80,7 @@ def test_the_registry_builds_no_batch_client_and_says_why(name: str) -> None:
     assert PROVIDERS[name][1] is not None
     assert PROVIDERS[name][1].split(",")[0] in refused.value.message
     assert registry.batchable("gpt")
+    assert registry.batchable("groq")
     assert registry.batchable("claude")
 
 

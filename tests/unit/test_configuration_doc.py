@@ -114,6 +114,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_a_probe_after_the_interval_resumes_submission_once_the_account_is_fixed",
     "policy.action.max_wait": "tests/integration/test_rule_batching.py::"
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
+    "pricing.batch_discounts": "tests/integration/test_config_scope_reload.py::"
+    "test_a_reload_swaps_the_batch_discount_table_into_the_price_book",
 }
 
 NOT_YET_MAPPED = frozenset(

@@ -180,3 +180,64 @@ def test_real_litellm_map_prices_gpt_4o_mini() -> None:
     assert book.cost("mini", usage, "batch").paid_usd == D("0.375")
     assert book.cost("openai/gpt-4o-mini", usage, "flex").paid_usd == D("0.375")
     assert not book.cost("openai/not-a-model-anywhere", usage, "sync").known
+
+
+GROQ_MAP: dict[str, Any] = {
+    "groq/llama-x": {"input_cost_per_token": 4e-07, "output_cost_per_token": 8e-07, "litellm_provider": "groq"},
+    "groq/with-batch": {
+        "input_cost_per_token": 4e-07,
+        "output_cost_per_token": 8e-07,
+        "input_cost_per_token_batches": 1e-07,
+        "output_cost_per_token_batches": 2e-07,
+        "litellm_provider": "groq",
+    },
+    "llama-x": {"input_cost_per_token": 4e-07, "output_cost_per_token": 8e-07, "litellm_provider": "together_ai"},
+}
+
+
+def test_a_missing_batch_price_takes_the_providers_own_discount() -> None:
+    book = PriceBook.from_price_map(GROQ_MAP, aliases={"fast": "groq/llama-x", "mapped": "groq/with-batch"})
+    usage = Usage(prompt_tokens=1000, completion_tokens=1000)
+    assert book.cost("fast", usage, "batch") == Cost(D("0.0012"), D("0.0009"))  # Groq: 25% off, not 50%
+    assert book.cost("groq/llama-x", usage, "batch").paid_usd == D("0.0009")  # the map entry's provider
+    assert book.cost("mapped", usage, "batch").paid_usd == D("0.0003")  # the map's batch price wins
+    assert book.cost("llama-x", usage, "batch").paid_usd == D("0.0006")  # not in the table: half
+
+
+def test_a_deployments_provider_decides_its_discount() -> None:
+    """The same model name served by Groq is billed at Groq's discount (the map entry is another provider's)."""
+    book = PriceBook.from_price_map(GROQ_MAP, aliases={"on-groq": "groq/llama-x", "elsewhere": "openai/llama-x"})
+    usage = Usage(prompt_tokens=1000)
+    assert book.cost("on-groq", usage, "batch").paid_usd == D("0.0003")
+    assert book.cost("elsewhere", usage, "batch").paid_usd == D("0.0002")
+
+
+def test_the_config_overrides_a_providers_batch_discount() -> None:
+    config = Config.model_validate(
+        {
+            "model_list": [
+                {"model_name": "fast", "litellm_params": {"model": "groq/openai/gpt-oss-20b"}},
+                {"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini"}},
+            ],
+            "pricing": {"batch_discounts": {"groq": 0.4}},
+        }
+    )
+    book = PriceBook.from_config(config)
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    listed = book.cost("fast", usage, "sync").list_usd
+    assert listed == D("0.375")  # 7.5e-08 + 3e-07 per token in the real map
+    assert book.cost("fast", usage, "batch").paid_usd == listed * D("0.6")
+    assert book.cost("mini", usage, "batch").paid_usd == D("0.375")  # the map's own batch price is untouched
+    default = PriceBook.from_config(config.model_copy(update={"pricing": type(config.pricing)()}))
+    assert default.cost("fast", usage, "batch").paid_usd == listed * D("0.75")
+
+
+def test_a_discount_outside_zero_to_one_is_refused() -> None:
+    for share in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="batch_discounts"):
+            Config.model_validate(
+                {
+                    "model_list": [{"model_name": "m", "litellm_params": {"model": "groq/x"}}],
+                    "pricing": {"batch_discounts": {"groq": share}},
+                }
+            )
