@@ -73,6 +73,7 @@ class BatchInfo:
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: str | None = None
+    error_codes: tuple[str, ...] = ()  # the codes of a failed batch's `errors.data` (e.g. token_limit_exceeded)
 
     @property
     def done(self) -> int | None:

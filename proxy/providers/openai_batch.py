@@ -238,6 +238,7 @@ def batch_info(item: Any) -> BatchInfo:
         output_file_id=lenient.identifier(item.get("output_file_id")),
         error_file_id=lenient.identifier(item.get("error_file_id")),
         errors=_errors_text(item.get("errors")),
+        error_codes=_error_codes(item.get("errors")),
     )
 
 
@@ -256,6 +257,12 @@ def _counts(item: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
         failed = None if errors is None else errors + (cancelled or 0)
         return lenient.count(counters.get("num_requests")), lenient.count(counters.get("num_success")), failed
     return None, None, None
+
+
+def _error_codes(errors: Any) -> tuple[str, ...]:
+    data = errors.get("data") if isinstance(errors, dict) else None
+    codes = (entry.get("code") for entry in (data if isinstance(data, list) else []) if isinstance(entry, dict))
+    return tuple(code for code in codes if isinstance(code, str))
 
 
 def _errors_text(errors: Any) -> str | None:

@@ -100,11 +100,15 @@ class Outcomes(StorePart):
         results = await pipe.execute()
         return [_finished(answer, raw, now) for answer, raw in zip(answers, results, strict=True)]
 
-    async def requeue(self, job_id: str, *, owner: str, score: float, batch_failure: bool = False) -> bool:
+    async def requeue(
+        self, job_id: str, *, owner: str, score: float, batch_failure: bool = False, spend_attempt: bool = True
+    ) -> bool:
+        """Put a job `owner` still holds back in its queue (`spend_attempt=False`: a capacity refusal, which
+        counts against none of the job's attempts)."""
         tag = keys.tag_of_job(job_id)
         done = await self.scripts.requeue(
             keys=[keys.job(job_id), keys.pending(tag), keys.pending_bytes(tag), _owner_set(tag, owner)],
-            args=[owner, repr(score), job_id, "1" if batch_failure else "0"],
+            args=[owner, repr(score), job_id, "1" if batch_failure else "0", "1" if spend_attempt else "0"],
         )
         return bool(done)
 

@@ -166,14 +166,14 @@ return info
 
 # Back to the pending queue (a transient batch line, a failed batch).
 # KEYS: job, pending, pending bytes, owner's batch jobs set
-# ARGV: owner, score, job id, count a batch failure (0|1)
+# ARGV: owner, score, job id, count a batch failure (0|1), spend an attempt (0|1)
 REQUEUE = (
     FINAL
     + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'owner', 'size')
 if not cur[1] or final(cur[1]) or cur[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'owner', '', 'batch', '')
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'batch_failures', 1) end
 redis.call('SREM', KEYS[4], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
