@@ -66,7 +66,7 @@ async def main(args: argparse.Namespace) -> None:
         )  # fmt: skip
         try:
             simulator_url = f"http://127.0.0.1:{port}"
-            wait_for_http(simulator_url + "/_sim/health")
+            wait_for_http(simulator_url + "/_sim/health", timeout=180)  # a loaded machine imports slowly
             sections = {
                 "batching": {"max_wait": "1s", "turnaround_estimate": "60s"},
                 "worker": {"lease": 30, "safety_margin": 60, "poll_interval_min": 0.5, "poll_interval_max": 2,
