@@ -92,13 +92,13 @@ async def main(args: argparse.Namespace) -> None:
                 key = (view.status, view.lane) if view else ("missing", "")
                 statuses[key] = statuses.get(key, 0) + 1
             late = sum(1 for view in finished if view and view.finished_at and view.finished_at > deadline.timestamp())
-            async with httpx.AsyncClient(base_url=simulator_url, timeout=10) as http:
+            print(f"drained in {drained:.1f} s; jobs by (status, lane): {statuses}; answered after deadline: {late}")
+            async with httpx.AsyncClient(base_url=simulator_url, timeout=120) as http:
                 ledger = (await http.get("/_sim/ledger")).json()["models"][MODEL]
                 listing = await http.get("/v1/batches", params={"limit": 100}, headers={"authorization": "Bearer x"})
                 batches = listing.json()["data"]
             refused = sum(1 for batch in batches if batch["status"] == "failed")
             billed_batch, billed_sync = ledger["batch"]["requests"], ledger["sync"]["requests"]
-            print(f"drained in {drained:.1f} s; jobs by (status, lane): {statuses}; answered after deadline: {late}")
             print(f"provider batches: {len(batches)} ({refused} refused for the token limit); billed at batch price: "
                   f"{billed_batch} ({100 * billed_batch / max(1, billed_batch + billed_sync):.1f}%), "
                   f"at sync price: {billed_sync}")  # fmt: skip
