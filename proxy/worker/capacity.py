@@ -12,11 +12,12 @@ organisation; a batch that would go over is refused with `token_limit_exceeded`,
   is remembered in the store for REPORT_TTL;
 - jobs held too long are still answered in time: the deadline guard moves them to the synchronous lane.
 
-Estimator: a job costs ceil(its JSONL line bytes / 4) tokens (the bytes the store already counts per job). About
-4 bytes per token holds for English text and is an over-estimate for JSON-heavy bodies; text that tokenises
-densely (CJK: ~3 bytes a token) is under-estimated, and the provider's refusal then backs the batch off.
-litellm.token_counter is exact for OpenAI models but costs ~0.1-1 ms a message (bench/RESULTS.md), too much
-to run per job on every claim.
+Estimator: a job costs ceil(its JSONL line bytes / 4) tokens (the bytes the store already counts per job, so the
+estimate is free at claim time). Against tiktoken (litellm.token_counter, gpt-4o-mini) on 400-character English
+prompts it over-estimates 1.7x (the line's JSON and ~5 characters a token): safe, at the cost of using ~60% of the
+limit. Text that tokenises densely (CJK: ~3 bytes a token) is under-estimated, and the provider's refusal then
+backs the batch off. litellm.token_counter costs ~0.5 ms a message on the shared bench machine (bench/RESULTS.md):
+too much to run per job on every claim.
 """
 
 from __future__ import annotations
