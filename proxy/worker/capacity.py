@@ -116,8 +116,8 @@ class Capacity:
 
     async def batch_failed(self, record: BatchRecord, info: BatchInfo) -> bool:
         """The OpenAI form: a submitted batch that failed with `token_limit_exceeded` goes back to `uploaded`
-        (the same input is created again later; recovery skips the refused provider batch, still named in the
-        record). False when the batch did not fail for capacity."""
+        (the same input is created again later; recovery skips provider batches refused that way). False when
+        the batch did not fail for capacity."""
         if not refused_for_capacity(info):
             return False
         moved = await self.ctx.store.batches.advance(

@@ -24,7 +24,7 @@ from proxy.providers.base import BatchClient, ErrorClass, ProviderError
 from proxy.store import keys
 from proxy.store.outcomes import Answer
 from proxy.store.records import BatchRecord
-from proxy.worker.capacity import CAPACITY_CODE, Capacity
+from proxy.worker.capacity import CAPACITY_CODE, Capacity, refused_for_capacity
 from proxy.worker.context import WorkerContext
 from proxy.worker.ingest import report_finished
 
@@ -197,8 +197,7 @@ class Submitter:
         info = None
         if recovering:
             found = await client.find_batches(metadata, since=record.created_at, prepared=record.file_id)
-            # a batch the provider refused for capacity is named in the record: not the one to carry on
-            found = [batch for batch in found if batch.batch_id != record.provider_batch_id]
+            found = [batch for batch in found if not refused_for_capacity(batch)]  # refused ones: create again
             info = found[0] if found else None
             if info is not None:
                 log.info("found the provider batch of a crashed submission", extra={"batch": record.id})

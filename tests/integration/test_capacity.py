@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio
 
 from proxy.simulator.engine import expected_content
@@ -84,8 +85,13 @@ def capacity_refusals(env: DeferredEnv) -> float:
     return value or 0.0
 
 
-async def test_an_azure_create_refusal_keeps_the_upload_and_spends_no_attempt(tmp_path: Path, redis_url: str) -> None:
-    simulator = {**FAST, "turnaround_s": 3.0, "flavor": "azure", "enqueued_token_limits": {MODEL: LIMIT}}
+@pytest.mark.parametrize("flavor", ["openai", "azure"])
+async def test_a_refused_batch_keeps_its_upload_and_spends_no_attempt(
+    tmp_path: Path, redis_url: str, flavor: str
+) -> None:
+    """OpenAI fails the created batch, Azure refuses the create call: either way the same input is created again
+    once capacity frees, and the jobs are answered from the batch lane with no attempt spent."""
+    simulator = {**FAST, "turnaround_s": 3.0, "flavor": flavor, "enqueued_token_limits": {MODEL: LIMIT}}
     async with deferred_env(tmp_path, redis_url, simulator=simulator, batching={"enqueued_token_limit": LIMIT}) as env:
         # someone else's batch holds most of the limit: ours fits the budget but not what is left upstream
         client = env.runtime.batch_client(MODEL)
@@ -110,4 +116,11 @@ async def test_an_azure_create_refusal_keeps_the_upload_and_spends_no_attempt(tm
             ("completed", "batch", 0)
         ] * 2
         ours = [batch for batch in env.provider_batches() if batch.get("metadata", {}).get("batchgate_batch")]
-        assert [batch["status"] for batch in ours] == ["Completed"]  # Azure refused on create: nothing registered
+        states = sorted(batch["status"].lower() for batch in ours)
+        if flavor == "azure":
+            assert states == ["completed"]  # refused on create: nothing was registered upstream
+        else:
+            assert states[0] == "completed"
+            assert set(states[1:]) == {"failed"}  # refused after the create: the same input created again
+            assert len(states) >= 3
+        assert len({batch["input_file_id"] for batch in ours}) == 1  # every attempt created from the one upload
