@@ -89,6 +89,16 @@ class Capacity:
         self.ctx.runtime.metrics.record_capacity(queue=group, enqueued=enqueued, budget=budget)
         return None if budget is None else budget - enqueued
 
+    async def room(self, tag: str, group: str) -> int | None:
+        """The headroom, or 0 while it is smaller than the queue's average job: no batch is built that would
+        only be refused (a claim always takes at least one job)."""
+        headroom = await self.headroom(tag, group)
+        if headroom is None or headroom <= 0:
+            return headroom
+        stats = await self.ctx.store.batches.queue_stats(tag)
+        average = stats.bytes / stats.count if stats.count else 0
+        return headroom if headroom * BYTES_PER_TOKEN >= average else 0
+
     def claim_bytes(self, max_bytes: int, headroom: int | None) -> int:
         """The byte budget of the next claim: the batch's byte limit, or what fits the token headroom."""
         return max_bytes if headroom is None else max(1, min(max_bytes, headroom * BYTES_PER_TOKEN))

@@ -54,7 +54,7 @@ class Submitter:
             sent = False
             while not ctx.stopping.is_set() and await self.due(tag, group, drain=drain):
                 knobs = ctx.knobs(group)
-                headroom = await self.capacity.headroom(tag, group)
+                headroom = await self.capacity.room(tag, group)
                 if headroom is not None and headroom <= 0:
                     break  # held: the queue waits (most urgent first) until an open batch ends
                 batch_id = await ctx.store.batches.open_batch(tag, group, look_again_in=ctx.worker_config.lease)
