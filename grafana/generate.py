@@ -243,6 +243,20 @@ OPERATIONS = Board(
                         Query(quantile(0.95, "batchgate_batch_size_requests"), "p95"),
                     ),
                 ),
+                Panel(
+                    "Enqueued tokens versus budget",
+                    (
+                        Query("max by (queue) (batchgate_enqueued_tokens)", "enqueued {{queue}}"),
+                        Query("max by (queue) (batchgate_enqueued_token_headroom)", "headroom {{queue}}"),
+                    ),
+                    description="Estimated prompt tokens of open batches, and what the provider's enqueued-token "
+                    "limit (config or reported) leaves for the next batch; at 0 the queue is held.",
+                ),
+                Panel(
+                    "Capacity refusals (range)",
+                    (Query(f"sum by (queue) ({increase('batchgate_capacity_refusals_total')})", "{{queue}}"),),
+                    description="Batches the provider refused for its enqueued-token limit (retried, never failed).",
+                ),
             ),
         ),
         Row(

@@ -272,6 +272,21 @@ class Metrics:
             ["group", "code"],
             registry=r,
         )
+        self.enqueued_tokens = Gauge(
+            "batchgate_enqueued_tokens", "Estimated prompt tokens of the queue's open batches", ["queue"], registry=r
+        )
+        self.enqueued_token_budget = Gauge(
+            "batchgate_enqueued_token_budget", "The queue's enqueued-token budget (config or provider-reported)",
+            ["queue"], registry=r,
+        )  # fmt: skip
+        self.enqueued_token_headroom = Gauge(
+            "batchgate_enqueued_token_headroom", "Budget minus enqueued tokens: room for the next batches", ["queue"],
+            registry=r,
+        )  # fmt: skip
+        self.capacity_refusals = Counter(
+            "batchgate_capacity_refusals", "Batches the provider refused for its enqueued-token limit", ["queue"],
+            registry=r,
+        )  # fmt: skip
         self.queues = QueueCollector(self.model)
         r.register(self.queues)
         self._initialise_series()
@@ -343,6 +358,18 @@ class Metrics:
         queue, state = self.model(queue), state if state in BATCH_STATES else OTHER
         self.batch_turnaround.labels(queue, state).observe(max(turnaround_seconds, 0.0))
         self.batches_finished.labels(queue, state).inc()
+
+    def record_capacity(self, *, queue: str, enqueued: int, budget: int | None) -> None:
+        """A queue's enqueued-token count and budget as the submitter last read them (budget None: unlimited,
+        no budget or headroom series)."""
+        queue = self.model(queue)
+        self.enqueued_tokens.labels(queue).set(enqueued)
+        if budget is not None:
+            self.enqueued_token_budget.labels(queue).set(budget)
+            self.enqueued_token_headroom.labels(queue).set(budget - enqueued)
+
+    def record_capacity_refusal(self, queue: str) -> None:
+        self.capacity_refusals.labels(self.model(queue)).inc()
 
     def record_webhook(self, outcome: WebhookOutcome) -> None:
         self.webhook_deliveries.labels(outcome.value).inc()

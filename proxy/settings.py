@@ -94,6 +94,9 @@ class BatchKnobs(StrictModel):
     completion_window: str = "24h"
     # seconds: the upload's expires_after and the batch's output_expires_after (OpenAI takes 1 h to 30 days)
     file_expiry: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
+    # prompt tokens of open batches the provider accepts per model (None: the provider's tier-1 default, see
+    # proxy/worker/capacity.py); lowered at run time when the provider reports a smaller limit
+    enqueued_token_limit: int | None = Field(default=None, ge=1)
 
 
 class ModelDeployment(StrictModel):

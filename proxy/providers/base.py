@@ -86,6 +86,11 @@ class BatchInfo:
     issues: tuple[BatchIssue, ...] = ()  # the structured form of `errors`, when the provider gives one
 
     @property
+    def error_codes(self) -> tuple[str, ...]:
+        """The codes of a failed batch's issues (e.g. token_limit_exceeded)."""
+        return tuple(issue.code for issue in self.issues if issue.code)
+
+    @property
     def done(self) -> int | None:
         """Lines finished either way, or None when the provider does not say."""
         if self.completed is None or self.failed is None:

@@ -125,6 +125,24 @@ class BatchStore(StorePart):
     async def open_ids(self, tag: str) -> list[str]:
         return [decoded(raw) for raw in await self.redis.zrange(keys.open_batches(tag), 0, -1)]
 
+    async def open_records(self, tag: str) -> list[BatchRecord]:
+        """Every batch of the group not yet ingested (one pipelined read)."""
+        ids = await self.open_ids(tag)
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hgetall(keys.batch(tag, batch_id))
+        raws = [raw_hash(raw) for raw in await pipe.execute()] if ids else []
+        return [BatchRecord.decode(raw) for raw in raws if raw]
+
+    async def reported_token_limit(self, tag: str) -> int | None:
+        """The enqueued-token limit the provider last reported for the group (None: none reported lately)."""
+        raw = await self.redis.get(keys.token_limit(tag))
+        return int(raw) if raw else None
+
+    async def report_token_limit(self, tag: str, limit: int, *, ttl: float) -> None:
+        """Remember the provider's enqueued-token limit for `ttl` seconds (a tier can be raised later)."""
+        await self.redis.set(keys.token_limit(tag), max(1, limit), ex=max(1, int(ttl)))
+
     async def schedule(self, tag: str, batch_id: str, *, at: float) -> None:
         await self.redis.zadd(keys.open_batches(tag), {batch_id: at}, xx=True)
 

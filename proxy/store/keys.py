@@ -64,6 +64,11 @@ def open_batches(tag: str) -> str:
     return f"{PREFIX}:{{{tag}}}:batches:open"
 
 
+def token_limit(tag: str) -> str:
+    """String: the enqueued-token limit the provider last reported for the group's model (with a TTL)."""
+    return f"{PREFIX}:{{{tag}}}:token_limit"
+
+
 def lease(tag: str, name: str) -> str:
     return f"{PREFIX}:{{{tag}}}:lease:{name}"
 

@@ -148,7 +148,9 @@ class Ingester:
             if job is None or job.is_final or job.owner != record.id:
                 continue
             now = ctx.clock()
-            exhausted = job.batch_failures >= 1 if batch_failure else job.attempts + 1 >= MAX_ATTEMPTS
+            # an expired batch is the provider's capacity, not the job's fault: its deadline alone bounds the retries
+            capacity = rescue is RescueReason.BATCH_EXPIRED and job.deadline is not None
+            exhausted = job.batch_failures >= 1 if batch_failure else job.attempts + 1 >= MAX_ATTEMPTS and not capacity
             if not exhausted and batch_lane_fits(
                 now, deadline=job.deadline, turnaround=knobs.turnaround_estimate, margin=margin
             ):
@@ -159,7 +161,9 @@ class Ingester:
                     turnaround=knobs.turnaround_estimate,
                     margin=margin,
                 )
-                if await ctx.store.outcomes.requeue(job_id, owner=record.id, score=score, batch_failure=batch_failure):
+                if await ctx.store.outcomes.requeue(
+                    job_id, owner=record.id, score=score, batch_failure=batch_failure, count_attempt=not capacity
+                ):
                     tally.retried += 1
             elif not exhausted and job.deadline is not None and now < job.deadline:
                 if await ctx.store.outcomes.to_sync(job_id, expected_owner=record.id, reason=rescue):

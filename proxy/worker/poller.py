@@ -54,6 +54,8 @@ class Poller:
             info = await ctx.runtime.batch_client(record.group).retrieve(record.provider_batch_id)
             await ctx.checkpoint("while_polling")
             if info.state.is_terminal:
+                if await self.submitter.capacity.batch_failed(record, info):
+                    return
                 await self._end(record, info)
             else:
                 await self._wait(record, info)

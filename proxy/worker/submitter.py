@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from proxy.store import keys
 from proxy.store.outcomes import Answer
 from proxy.store.records import BatchRecord
 from proxy.worker.accounts import AccountStop, is_account_problem
+from proxy.worker.capacity import CAPACITY_CODE, Capacity, refused_for_capacity
 from proxy.worker.context import WorkerContext
 from proxy.worker.ingest import report_finished
 
@@ -40,6 +42,7 @@ class Submitter:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.accounts = AccountStop(ctx)
+        self.capacity = Capacity(ctx)
 
     async def flush(self, tag: str, group: str, *, drain: bool = False) -> bool:
         """Send the group's queue as batches while it is due; `drain` flushes any non-empty queue (burst mode).
@@ -53,14 +56,18 @@ class Submitter:
             sent = False
             while not ctx.stopping.is_set() and await self.due(tag, group, drain=drain):
                 knobs = ctx.knobs(group)
+                headroom = await self.capacity.room(tag, group)
+                if headroom is not None and headroom <= 0:
+                    break  # held: the queue waits (most urgent first) until an open batch ends
                 batch_id = await ctx.store.batches.open_batch(tag, group, look_again_in=ctx.worker_config.lease)
                 async with ctx.leases.held(keys.lease(tag, f"batch:{batch_id}")) as mine:
                     if not mine:  # cannot happen for a fresh id; keep the record for recovery
                         break
                     try:
                         ids = await ctx.store.batches.claim_jobs(
-                            tag, batch_id, limit=knobs.max_requests, byte_budget=knobs.max_bytes
-                        )
+                            tag, batch_id, limit=knobs.max_requests,
+                            byte_budget=self.capacity.claim_bytes(knobs.max_bytes, headroom),
+                        )  # fmt: skip
                         if not ids:
                             await ctx.store.batches.close(tag, batch_id, retention=60)
                             break
@@ -100,6 +107,8 @@ class Submitter:
         ctx = self.ctx
         client = ctx.runtime.batch_client(record.group)
         try:
+            if await self.capacity.upload_outdated(record, client):
+                record = replace(record, state="building")
             if record.state == "building":
                 if not await self._prepare(record, client, job_ids):
                     return
@@ -123,6 +132,9 @@ class Submitter:
         without it; an account problem stops submission to the provider and hands the jobs back to the queue;
         anything else is tried again, later for a full queue."""
         ctx = self.ctx
+        if exc.code == CAPACITY_CODE:
+            await self.capacity.refused(record, exc.message)
+            return
         extra = {"batch": record.id, "group": record.group, "error_class": exc.classification.value}
         if is_account_problem(exc):
             current = await ctx.store.batches.get(record.tag, record.id)
@@ -208,6 +220,7 @@ class Submitter:
         info = None
         if recovering:
             found = await client.find_batches(metadata, since=record.created_at, prepared=record.file_id)
+            found = [batch for batch in found if not refused_for_capacity(batch)]  # refused ones: create again
             info = found[0] if found else None
             if info is not None:
                 log.info("found the provider batch of a crashed submission", extra={"batch": record.id})

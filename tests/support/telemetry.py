@@ -42,6 +42,8 @@ def exercise(metrics: Metrics, *, round_number: int = 0) -> None:
     metrics.record_rescue(RescueReason.DEADLINE_AT_RISK_IN_BATCH)
     metrics.record_batch_submitted(queue="mini", size=40 + round_number)
     metrics.record_batch_finished(queue="mini", state="completed", turnaround_seconds=900 + round_number)
+    metrics.record_capacity(queue="mini", enqueued=1000 * round_number, budget=2_000_000)
+    metrics.record_capacity_refusal("mini")
     metrics.record_webhook(WebhookOutcome.DELIVERED)
     metrics.record_webhook(WebhookOutcome.DEAD_LETTER)
     metrics.record_upstream_error(lane="sync", status=503)

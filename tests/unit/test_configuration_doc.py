@@ -112,6 +112,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_uploads_and_outputs_carry_the_configured_expiry_and_an_ended_batchs_input_is_deleted",
     "worker.account_probe_interval": "tests/integration/test_classify_then_act.py::"
     "test_a_probe_after_the_interval_resumes_submission_once_the_account_is_fixed",
+    "batching.enqueued_token_limit": "tests/integration/test_capacity.py::"
+    "test_a_backlog_far_over_the_enqueued_token_limit_is_paced_and_answered_at_batch_price",
     "policy.action.max_wait": "tests/integration/test_rule_batching.py::"
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
     "pricing.batch_discounts": "tests/integration/test_config_scope_reload.py::"
@@ -127,6 +129,7 @@ NOT_YET_MAPPED = frozenset(
     model_list.litellm_params.cache_read_input_token_cost
     model_list.batch.max_wait model_list.batch.max_requests model_list.batch.max_bytes
     model_list.batch.turnaround_estimate model_list.batch.completion_window model_list.batch.file_expiry
+    model_list.batch.enqueued_token_limit
     auth.master_key auth.keys.name auth.keys.key auth.keys.team auth.keys.webhook_secret
     limits.max_body_bytes limits.upstream_timeout limits.upstream_connect_timeout
     retry.max_attempts retry.base_delay retry.max_delay retry.budget
