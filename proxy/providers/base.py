@@ -73,6 +73,8 @@ class BatchInfo:
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: str | None = None
+    input_tokens: int | None = None  # the batch's own `usage` (OpenAI), for reconciliation; None: not given
+    output_tokens: int | None = None
 
     @property
     def done(self) -> int | None:
