@@ -5,7 +5,7 @@ official openai client to a running batchgate (API + in-process worker). batchga
 must agree, in exact Decimal, with the simulator's ledger: paid + waste per model and lane = billed per model
 and tier, and list = every token the answers used at synchronous prices. Waste (billed lines no job took): a
 stalled batch cancelled after its rescue, a late batch completing after a rescue, a caller's cancel after the
-line ran.
+line ran, a rescued job answered by its batch line before its slow sync call.
 """
 
 from __future__ import annotations
@@ -235,7 +235,16 @@ def test_billed_lines_no_job_took_are_waste_and_the_books_still_equal_the_bill(s
     wait_until_sync(lambda: in_flight_lines_done(stack) >= 1 or None, timeout=30, interval=0.2, what="a line ran")
     for job_id in cancelled:
         assert httpx.delete(f"{stack.url}/v1/deferred/{job_id}", headers=headers(), timeout=10).status_code == 200
-    report = wasted(stack, "cancelled", 3 if late_job["lane"] == "sync" else 2)
+    lines = 3 if late_job["lane"] == "sync" else 2
+    wasted(stack, "cancelled", lines)
+    # 4. rescued jobs whose sync calls are slow: the cancelled batch's finished line answers one of them first
+    # (batch price); its sync call, already running, is billed and becomes waste
+    stack.configure_simulator(finish_fraction=0.5, sync_latency_s=8.0)
+    slow = [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "20s"}) for _ in range(2)]
+    answered = stack.final_jobs(slow)
+    assert all(job["rescued"] for job in answered)
+    assert sorted(job["lane"] for job in answered) == ["batch", "sync"]
+    report = wasted(stack, "answered_elsewhere", lines + 1)
 
     waste = report["totals"]["waste"]
     assert set(waste["by_reason"]) <= {"answered_elsewhere", "cancelled"}
