@@ -203,7 +203,7 @@ SAVINGS = Board(
                     (
                         Query(f"3600 * sum({rate('batchgate_paid_usd_total', TEAM)})", "paid"),
                         Query(f"3600 * sum({rate('batchgate_saved_usd_total', TEAM)})", "list - paid"),
-                        Query(f"3600 * sum({rate('batchgate_waste_usd_total', TEAM)})", "waste"),
+                        Query(f"3600 * sum({rate('batchgate_waste_usd_total', TEAM)}) or vector(0)", "waste"),
                     ),
                     unit="currencyUSD",
                     description="Waste: billed answers no job took. Saved = list - paid - waste.",
@@ -212,7 +212,8 @@ SAVINGS = Board(
                     "Waste by reason, model and lane (range)",
                     (
                         Query(
-                            f"sum by (reason, model, lane) ({increase('batchgate_waste_usd_total', TEAM)})",
+                            f"sum by (reason, model, lane) ({increase('batchgate_waste_usd_total', TEAM)})"
+                            " or vector(0)",
                             "{{reason}} {{model}} {{lane}}",
                         ),
                     ),
@@ -224,7 +225,7 @@ SAVINGS = Board(
                     "Forfeited savings by rescue reason (range)",
                     (
                         Query(
-                            f"sum by (reason) ({increase('batchgate_forfeited_savings_usd_total', TEAM)})",
+                            f"sum by (reason) ({increase('batchgate_forfeited_savings_usd_total', TEAM)}) or vector(0)",
                             "{{reason}}",
                         ),
                     ),

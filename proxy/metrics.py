@@ -312,6 +312,7 @@ class Metrics:
         for model in (*self.model.allowed, OTHER):
             for result in ("matched", "mismatched", "unchecked"):
                 self.reconciliations.labels(model, result)
+            self.reconciliation_difference_usd.labels(model)
         for result in ("applied", "refused"):
             self.config_reloads.labels(result)
         for stage in WORKER_STAGES:
