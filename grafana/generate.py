@@ -95,12 +95,18 @@ SAVINGS = Board(
             (
                 Panel(
                     "Saved",
-                    (Query(f"sum({increase('batchgate_saved_usd_total', TEAM)})"),),
+                    (
+                        Query(
+                            f"sum({increase('batchgate_saved_usd_total', TEAM)})"
+                            f" - (sum({increase('batchgate_waste_usd_total', TEAM)}) or vector(0))"
+                        ),
+                    ),
                     unit="currencyUSD",
                     kind="stat",
                     width=6,
                     height=5,
                     decimals=2,
+                    description="List minus paid minus waste (docs/metrics.md).",
                 ),
                 Panel(
                     "Paid",
@@ -191,6 +197,55 @@ SAVINGS = Board(
                     unit="currencyUSD",
                     description="Calls a shadow rule forwarded synchronously (paid at list): what deferring would "
                     "have saved.",
+                ),
+                Panel(
+                    "Paid, saved and waste per hour",
+                    (
+                        Query(f"3600 * sum({rate('batchgate_paid_usd_total', TEAM)})", "paid"),
+                        Query(f"3600 * sum({rate('batchgate_saved_usd_total', TEAM)})", "list - paid"),
+                        Query(f"3600 * sum({rate('batchgate_waste_usd_total', TEAM)}) or vector(0)", "waste"),
+                    ),
+                    unit="currencyUSD",
+                    description="Waste: billed answers no job took. Saved = list - paid - waste.",
+                ),
+                Panel(
+                    "Waste by reason, model and lane (range)",
+                    (
+                        Query(
+                            f"sum by (reason, model, lane) ({increase('batchgate_waste_usd_total', TEAM)})"
+                            " or vector(0)",
+                            "{{reason}} {{model}} {{lane}}",
+                        ),
+                    ),
+                    unit="currencyUSD",
+                    description="answered_elsewhere: the job was rescued or answered by another lane; cancelled: "
+                    "the caller cancelled after the line ran; duplicate: another batch answered it.",
+                ),
+                Panel(
+                    "Forfeited savings by rescue reason (range)",
+                    (
+                        Query(
+                            f"sum by (reason) ({increase('batchgate_forfeited_savings_usd_total', TEAM)}) or vector(0)",
+                            "{{reason}}",
+                        ),
+                    ),
+                    unit="currencyUSD",
+                    description="Rescues paid at list: what they paid above the batch (or flex) price they left.",
+                ),
+                Panel(
+                    "Reconciliation: batches billed versus recorded (range)",
+                    (
+                        Query(
+                            f"sum by (result) ({increase('batchgate_reconciliations_total')})",
+                            "{{result}}",
+                        ),
+                        Query(
+                            f"sum({increase('batchgate_reconciliation_difference_usd_total')})",
+                            "difference USD",
+                        ),
+                    ),
+                    description="Each ended batch's usage and request counts against what batchgate recorded; "
+                    "any mismatch is also logged and shown by `batchgate status`.",
                 ),
                 Panel(
                     "Requests of unknown cost (range)",

@@ -1,4 +1,7 @@
-"""The savings ledger: exact list, paid and saved amounts of every finished request, in Redis, by the hour.
+"""The savings ledger: exact list, paid, waste and saved amounts of every billed answer, in Redis, by the hour.
+
+paid: what the answers jobs took cost; waste: billed answers no job took (by reason); saved = list - paid -
+waste; forfeited: what rescues paid above the lane they left (by rescue reason). docs/metrics.md defines them.
 
 Amounts are integers of pico-dollars (1e-12 USD) added with HINCRBY, so totals are exact across processes and
 restarts (Prometheus counters are floats and reset; they serve rates and dashboards, this serves reports).
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+import orjson
 
 from proxy.pricing import Cost, Usage
 from proxy.store.ledger import HOUR, Bucket, LedgerStore, bucket_of
@@ -43,20 +48,34 @@ class Totals:
     cached_tokens: int = 0
     list_pico: int = 0
     paid_pico: int = 0
+    waste_requests: int = 0
+    waste_prompt_tokens: int = 0
+    waste_completion_tokens: int = 0
+    waste_pico: int = 0
+    forfeited_requests: int = 0
+    forfeited_pico: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    waste_by_reason: dict[str, int] = field(default_factory=dict)  # pico-dollars
+    forfeited_by_reason: dict[str, int] = field(default_factory=dict)  # pico-dollars
 
     def add_counter(self, counter: str, amount: int) -> None:
-        if counter.startswith("outcome:"):
-            outcome = counter.removeprefix("outcome:")
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + amount
+        kind, _, name = counter.partition(":")
+        tally = {"outcome": self.outcomes, "waste": self.waste_by_reason, "forfeited": self.forfeited_by_reason}
+        if name and kind in tally:
+            tally[kind][name] = tally[kind].get(name, 0) + amount
         elif counter in _COUNTERS:
             setattr(self, counter, getattr(self, counter) + amount)
 
     def merge(self, other: Totals) -> None:
         for counter in _COUNTERS:
             setattr(self, counter, getattr(self, counter) + getattr(other, counter))
-        for outcome, amount in other.outcomes.items():
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + amount
+        for mine, theirs in (
+            (self.outcomes, other.outcomes),
+            (self.waste_by_reason, other.waste_by_reason),
+            (self.forfeited_by_reason, other.forfeited_by_reason),
+        ):
+            for name, amount in theirs.items():
+                mine[name] = mine.get(name, 0) + amount
 
     @property
     def list_usd(self) -> Decimal:
@@ -67,14 +86,23 @@ class Totals:
         return Decimal(self.paid_pico).scaleb(-12)
 
     @property
+    def saved_pico(self) -> int:
+        """list - paid - waste: what the answers would have cost at list, less everything billed."""
+        return self.list_pico - self.paid_pico - self.waste_pico
+
+    @property
     def saved_usd(self) -> Decimal:
-        return Decimal(self.list_pico - self.paid_pico).scaleb(-12)
+        return Decimal(self.saved_pico).scaleb(-12)
+
+    @property
+    def waste_usd(self) -> Decimal:
+        return Decimal(self.waste_pico).scaleb(-12)
 
     @property
     def savings_percent(self) -> float | None:
         if self.list_pico <= 0:
             return None
-        return round((self.list_pico - self.paid_pico) * 100 / self.list_pico, 2)
+        return round(self.saved_pico * 100 / self.list_pico, 2)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,8 +114,20 @@ class Totals:
             "cached_tokens": self.cached_tokens,
             "list_usd": usd_text(self.list_pico),
             "paid_usd": usd_text(self.paid_pico),
-            "saved_usd": usd_text(self.list_pico - self.paid_pico),
+            "waste_usd": usd_text(self.waste_pico),
+            "saved_usd": usd_text(self.saved_pico),
             "savings_percent": self.savings_percent,
+            "waste": {
+                "lines": self.waste_requests,
+                "prompt_tokens": self.waste_prompt_tokens,
+                "completion_tokens": self.waste_completion_tokens,
+                "by_reason": {reason: usd_text(pico) for reason, pico in sorted(self.waste_by_reason.items())},
+            },
+            "forfeited_usd": usd_text(self.forfeited_pico),
+            "forfeited": {
+                "requests": self.forfeited_requests,
+                "by_reason": {reason: usd_text(pico) for reason, pico in sorted(self.forfeited_by_reason.items())},
+            },
         }
 
 
@@ -99,6 +139,12 @@ _COUNTERS = (
     "cached_tokens",
     "list_pico",
     "paid_pico",
+    "waste_requests",
+    "waste_prompt_tokens",
+    "waste_completion_tokens",
+    "waste_pico",
+    "forfeited_requests",
+    "forfeited_pico",
 )
 
 
@@ -186,10 +232,29 @@ class Accounting:
         return await self.add(bucket_of(model, at, job_id), counters, job_id=job_id, shadow=shadow)
 
     async def add(
-        self, bucket: Bucket, counters: Mapping[str, int], *, job_id: str | None = None, shadow: bool = False
+        self,
+        bucket: Bucket,
+        counters: Mapping[str, int],
+        *,
+        job_id: str | None = None,
+        shadow: bool = False,
+        waste: str | None = None,
     ) -> bool:
-        """Add counters (from `increments`, possibly summed over many requests) to one (group tag, hour) bucket."""
-        return await self._ledger.add(bucket, counters, job_id=job_id, shadow=shadow)
+        """Add counters (from `increments`, possibly summed over many requests) to one (group tag, hour) bucket;
+        `waste`: the source of a wasted line of `job_id` (recorded once per source)."""
+        return await self._ledger.add(bucket, counters, job_id=job_id, shadow=shadow, waste=waste)
+
+    async def last_reconciliations(self) -> dict[str, dict[str, Any]]:
+        """{"last": ..., "last_mismatch": ...}: the reconciliations kept (either may be missing)."""
+        found: dict[str, dict[str, Any]] = {}
+        for name, raw in (await self._ledger.reconciliations()).items():
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(parsed, dict):
+                found[name] = parsed
+        return found
 
     async def report(self, since: datetime, until: datetime, team: str | None = None) -> SavingsReport:
         """Totals of the whole hours overlapping [since, until), optionally for one team."""
@@ -205,24 +270,62 @@ class Accounting:
         return report
 
 
+@dataclass(frozen=True, slots=True)
+class Forfeit:
+    """A rescue that paid more than the lane it left: `usd` = paid - what the left lane would have cost."""
+
+    reason: str
+    usd: Decimal
+
+
 def increments(
-    *, team: str, model: str, lane: str, outcome: str, cost: Cost, usage: Usage, shadow: bool
+    *,
+    team: str,
+    model: str,
+    lane: str,
+    outcome: str,
+    cost: Cost,
+    usage: Usage,
+    shadow: bool,
+    waste_reason: str | None = None,
+    forfeit: Forfeit | None = None,
 ) -> dict[str, int]:
-    """The ledger fields one request adds to (exact integers: amounts in pico-dollars)."""
-    counters: dict[str, int] = {
-        "requests": 1,
-        f"outcome:{outcome}": 1,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "cached_tokens": usage.cached_tokens,
-    }
-    if cost.known:
-        counters["list_pico"] = to_pico(cost.list_usd)
-        counters["paid_pico"] = to_pico(cost.paid_usd)
+    """The ledger fields one request adds to (exact integers: amounts in pico-dollars). A wasted line
+    (`waste_reason`) adds to the waste counters only: it answered no request."""
+    if waste_reason is not None:
+        counters = _waste_increments(waste_reason, cost, usage)
     else:
-        counters["unknown_cost_requests"] = 1
+        counters = {
+            "requests": 1,
+            f"outcome:{outcome}": 1,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_tokens": usage.cached_tokens,
+        }
+        if cost.known:
+            counters["list_pico"] = to_pico(cost.list_usd)
+            counters["paid_pico"] = to_pico(cost.paid_usd)
+        else:
+            counters["unknown_cost_requests"] = 1
+        if forfeit is not None:
+            counters["forfeited_requests"] = 1
+            counters["forfeited_pico"] = to_pico(forfeit.usd)
+            counters[f"forfeited:{forfeit.reason}"] = to_pico(forfeit.usd)
     prefix = SEPARATOR.join(("shadow" if shadow else "real", team, model, lane, ""))
     return {prefix + counter: amount for counter, amount in counters.items() if amount}
+
+
+def _waste_increments(reason: str, cost: Cost, usage: Usage) -> dict[str, int]:
+    counters = {
+        "waste_requests": 1,
+        "waste_prompt_tokens": usage.prompt_tokens,
+        "waste_completion_tokens": usage.completion_tokens,
+    }
+    if cost.known:
+        counters["waste_pico"] = counters[f"waste:{reason}"] = to_pico(cost.paid_usd)
+    else:
+        counters["unknown_cost_requests"] = 1
+    return counters
 
 
 def _add_bucket(report: SavingsReport, bucket: Mapping[str, int], team: str | None) -> None:

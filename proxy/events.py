@@ -6,8 +6,27 @@ subclasses it and overrides only the events it cares about; `NullEvents` overrid
 
 from __future__ import annotations
 
-from proxy.reasons import RescueReason, WebhookOutcome
+from dataclasses import dataclass
+
+from proxy.reasons import RescueReason, WasteReason, WebhookOutcome
+from proxy.reconciliation import Reconciliation
 from proxy.store.outcomes import Finished
+
+
+@dataclass(frozen=True, slots=True)
+class WastedLine:
+    """A billed answer no job took: a batch line (source: the batch id) or a sync call (source: its call id).
+
+    lane: the lane it was billed in; response: the provider's body (its `usage` is priced)."""
+
+    job_id: str
+    team: str
+    model: str
+    lane: str
+    reason: WasteReason
+    source: str
+    at: float
+    response: bytes | None
 
 
 class WorkerEvents:
@@ -42,6 +61,12 @@ class WorkerEvents:
 
     def webhook_attempt(self, *, job_id: str, outcome: WebhookOutcome) -> None:
         """A webhook delivery attempt ended: delivered, to be retried, dead-lettered or refused."""
+
+    def line_wasted(self, line: WastedLine) -> None:
+        """The provider billed an answer that no job took (recorded as waste with its reason)."""
+
+    def batch_reconciled(self, result: Reconciliation) -> None:
+        """An ended batch's recorded lines and tokens were compared with its own billing data."""
 
 
 class NullEvents(WorkerEvents):

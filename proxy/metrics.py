@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proxy.pricing import Cost, Usage
-from proxy.reasons import RescueReason, WebhookOutcome
+from proxy.reasons import RescueReason, WasteReason, WebhookOutcome
 from proxy.settings import Config
 
 OTHER = "other"
@@ -28,6 +29,7 @@ LANES = frozenset({"sync", "batch", "flex"})
 OUTCOMES = frozenset({"completed", "failed", "cancelled", "expired", "rejected"})
 TOKEN_KINDS = ("input", "output", "cached")
 RESCUE_REASONS = frozenset(reason.value for reason in RescueReason)
+WASTE_REASONS = frozenset(reason.value for reason in WasteReason)
 WEBHOOK_OUTCOMES = frozenset(outcome.value for outcome in WebhookOutcome)
 # what a worker task was doing (batchgate_worker_task_failures, batchgate_worker_leases_lost)
 WORKER_STAGES = ("scan", "flush", "batch", "cancel", "guard", "sync", "webhook")
@@ -203,6 +205,30 @@ class Metrics:
             _COST,
             registry=r,
         )
+        self.waste_usd = Counter(
+            "batchgate_waste_usd",
+            "Billed answers no job took (answered elsewhere, cancelled, duplicate), in the lane that billed them",
+            [*_COST, "reason"],
+            registry=r,
+        )
+        self.forfeited_usd = Counter(
+            "batchgate_forfeited_savings_usd",
+            "Rescues at list price: what they paid above the lane they left (batch, or flex)",
+            ["model", "team", "reason"],
+            registry=r,
+        )
+        self.reconciliations = Counter(
+            "batchgate_reconciliations",
+            "Ended batches compared with their own billing data (matched, mismatched, unchecked: no data)",
+            ["model", "result"],
+            registry=r,
+        )
+        self.reconciliation_difference_usd = Counter(
+            "batchgate_reconciliation_difference_usd",
+            "Absolute difference between what batches billed and what batchgate recorded, at batch prices",
+            ["model"],
+            registry=r,
+        )
         self.unknown_cost = Counter(
             "batchgate_unknown_cost_requests",
             "Finished requests of models with no known price",
@@ -310,6 +336,10 @@ class Metrics:
             self.rescues.labels(reason)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)
+        for model in (*self.model.allowed, OTHER):
+            for result in ("matched", "mismatched", "unchecked"):
+                self.reconciliations.labels(model, result)
+            self.reconciliation_difference_usd.labels(model)
         for result in ("applied", "refused"):
             self.config_reloads.labels(result)
         for stage in WORKER_STAGES:
@@ -334,6 +364,23 @@ class Metrics:
         """A shadow-mode request: what it would have saved in `lane` (it was paid at list, counted apart)."""
         if cost.known:
             self.shadow_saved_usd.labels(self.model(model), self.team(team), _lane(lane)).inc(float(cost.saved_usd))
+
+    def record_waste(self, *, model: str, team: str, lane: str, reason: str, cost: Cost) -> None:
+        """A billed answer no job took, at the price of the lane that billed it."""
+        if cost.known:
+            reason = reason if reason in WASTE_REASONS else OTHER
+            self.waste_usd.labels(self.model(model), self.team(team), _lane(lane), reason).inc(float(cost.paid_usd))
+
+    def record_forfeited(self, *, model: str, team: str, reason: str, usd: Decimal) -> None:
+        """A rescue's paid price above the lane it left (`reason`: its RescueReason)."""
+        reason = reason if reason in RESCUE_REASONS else OTHER
+        self.forfeited_usd.labels(self.model(model), self.team(team), reason).inc(max(float(usd), 0.0))
+
+    def record_reconciliation(self, *, model: str, difference_usd: Decimal, matched: bool, checked: bool) -> None:
+        result = "unchecked" if not checked else "matched" if matched else "mismatched"
+        model = self.model(model)
+        self.reconciliations.labels(model, result).inc()
+        self.reconciliation_difference_usd.labels(model).inc(abs(float(difference_usd)))
 
     def observe_answer(self, *, lane: str, model: str, seconds: float, deadline_margin: float | None) -> None:
         """Time to answer, and for requests with a deadline the seconds left (negative: a miss)."""

@@ -42,6 +42,17 @@ class FailureReason(StrEnum):
     """The provider answered a synchronous call with an error status and no error object."""
 
 
+class WasteReason(StrEnum):
+    """Why a line the provider billed answered no job (recorded as waste, never as a job's cost)."""
+
+    ANSWERED_ELSEWHERE = "answered_elsewhere"
+    """Its job was already answered by another lane (rescued to the sync lane, or the batch line came first)."""
+    CANCELLED = "cancelled"
+    """Its job was cancelled by its caller after the line had been sent."""
+    DUPLICATE = "duplicate"
+    """Its job was already answered by another batch (a resubmission), or is held by one."""
+
+
 class WebhookOutcome(StrEnum):
     """What one webhook delivery attempt came to."""
 

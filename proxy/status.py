@@ -43,12 +43,14 @@ async def collect_status(
     """The status document served by `GET /v1/status` and printed by `batchgate status`."""
     report = await accounting.report(since, until, team=team)
     views = await read_queues(store)
+    reconciliation = await accounting.last_reconciliations() if with_ids else {}
     now = time.time()
     return {
         "object": "batchgate.status",
         "generated_at": int(now),
         "team": team,
         "savings": report.to_json(),
+        "reconciliation": reconciliation,
         "queues": [view.to_json(now, with_ids=with_ids) for view in views],
         "models": models_json(config) if config is not None else [],
     }
@@ -101,21 +103,28 @@ def render_status(document: dict[str, Any], *, source: str) -> str:
         f"batchgate status  {source}  team: {document.get('team') or 'all'}",
         f"Savings from {savings['since']} to {savings['until']}",
         f"  requests {totals['requests']}  list {usd(totals['list_usd'])}  paid {usd(totals['paid_usd'])}"
-        f"  saved {usd(totals['saved_usd'])} ({percent(totals['savings_percent'])})"
+        f"  waste {usd(totals['waste_usd'])}  saved {usd(totals['saved_usd'])} ({percent(totals['savings_percent'])})"
+        f"  forfeited {usd(totals['forfeited_usd'])}"
         + (f"  unknown cost {totals['unknown_cost_requests']}" if totals["unknown_cost_requests"] else ""),
     ]
     for dimension in ("lane", "model", "team"):
         for row in savings[f"by_{dimension}"]:
             lines.append(
                 f"  {dimension} {row[dimension]:<14} requests {row['requests']:>6}  list {usd(row['list_usd'])}"
-                f"  paid {usd(row['paid_usd'])}  saved {usd(row['saved_usd'])} ({percent(row['savings_percent'])})"
+                f"  paid {usd(row['paid_usd'])}  waste {usd(row['waste_usd'])}  saved {usd(row['saved_usd'])}"
+                f" ({percent(row['savings_percent'])})"
             )
+    for reason, amount in totals["waste"]["by_reason"].items():
+        lines.append(f"  waste {reason:<20} {usd(amount)}")
+    for reason, amount in totals["forfeited"]["by_reason"].items():
+        lines.append(f"  forfeited {reason:<26} {usd(amount)}")
     shadow = savings["shadow"]["totals"]
     if shadow["requests"]:
         lines.append(
             f"  shadow mode: {shadow['requests']} requests would have saved {usd(shadow['saved_usd'])}"
             f" ({percent(shadow['savings_percent'])})"
         )
+    lines.extend(reconciliation_lines(document.get("reconciliation") or {}))
     lines.append("Queues")
     if not document["queues"]:
         lines.append("  (no deferred request yet)")
@@ -138,6 +147,29 @@ def render_status(document: dict[str, Any], *, source: str) -> str:
             f" done ({progress})  {batch['jobs']} jobs  age {seconds_text(batch['age_seconds'])}"
         )
     return "\n".join(lines)
+
+
+def reconciliation_lines(kept: dict[str, Any]) -> list[str]:
+    """The last batch reconciliation (and the last mismatch, if any): recorded against billed."""
+    lines = []
+    for name, title in (("last", "Last reconciliation"), ("last_mismatch", "Last mismatch")):
+        result = kept.get(name)
+        if not result:
+            continue
+        recorded, billed = result["recorded"], result["billed"]
+        verdict = (
+            "unchecked (no billing data)"
+            if not result["checked"]
+            else "matched"
+            if result["matched"]
+            else (f"DIFFERS by {usd(result['difference_usd'])}")
+        )
+        lines.append(
+            f"{title}: batch {result['batch']} ({result['model']}) {verdict}  recorded {recorded['lines']} lines"
+            f" {recorded['input_tokens']}+{recorded['output_tokens']} tokens, billed {billed['lines']} lines"
+            f" {billed['input_tokens']}+{billed['output_tokens']} tokens"
+        )
+    return lines
 
 
 # --- the command ---

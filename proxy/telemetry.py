@@ -21,11 +21,12 @@ from typing import Any
 
 import orjson
 
-from proxy.accounting import Accounting, increments
-from proxy.events import WorkerEvents
+from proxy.accounting import Accounting, Forfeit, increments
+from proxy.events import WastedLine, WorkerEvents
 from proxy.metrics import Metrics
 from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
 from proxy.reasons import RescueReason, WebhookOutcome
+from proxy.reconciliation import Reconciliation
 from proxy.store.ledger import bucket_of
 from proxy.store.outcomes import Finished
 
@@ -61,6 +62,9 @@ class FinishedRequest:
     job_id: str | None = None
     shadow_lane: str | None = None
     check_flex_tier: bool = False
+    rescue_reason: str | None = None
+    waste_reason: str | None = None
+    waste_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,9 @@ class LedgerEntry:
     at: datetime
     job_id: str | None
     shadow: bool = False
+    waste_reason: str | None = None
+    waste_source: str | None = None
+    forfeit: Forfeit | None = None
 
 
 @dataclass
@@ -87,6 +94,7 @@ class LedgerWrite:
     job_id: str | None
     shadow: bool
     entries: list[LedgerEntry]
+    waste: str | None = None
 
 
 def coalesce(entries: list[LedgerEntry]) -> list[LedgerWrite]:
@@ -95,11 +103,12 @@ def coalesce(entries: list[LedgerEntry]) -> list[LedgerWrite]:
     for entry in entries:
         counters = increments(
             team=entry.team, model=entry.model, lane=entry.lane, outcome=entry.outcome,
-            cost=entry.cost, usage=entry.usage, shadow=entry.shadow,
+            cost=entry.cost, usage=entry.usage, shadow=entry.shadow, waste_reason=entry.waste_reason,
+            forfeit=entry.forfeit,
         )  # fmt: skip
         bucket = bucket_of(entry.model, entry.at, entry.job_id)
         if entry.job_id is not None:  # idempotent per job: written on its own, with its marker
-            writes.append(LedgerWrite(bucket, counters, entry.job_id, entry.shadow, [entry]))
+            writes.append(LedgerWrite(bucket, counters, entry.job_id, entry.shadow, [entry], entry.waste_source))
             continue
         write = shared.get(bucket)
         if write is None:
@@ -161,6 +170,7 @@ class Telemetry(WorkerEvents):
                 seconds=job.finished_at - job.created_at if job.created_at else None,
                 deadline_margin=None if job.deadline is None else job.deadline - job.finished_at,
                 job_id=job.job_id,
+                rescue_reason=job.rescue_reason if job.rescued or job.rescue_reason else None,
             )
         )
 
@@ -188,6 +198,26 @@ class Telemetry(WorkerEvents):
 
     def webhook_attempt(self, *, job_id: str, outcome: WebhookOutcome) -> None:
         self.metrics.record_webhook(outcome)
+
+    def line_wasted(self, line: WastedLine) -> None:
+        self.request_finished(
+            FinishedRequest(
+                team=line.team,
+                model=line.model,
+                lane=line.lane,
+                outcome="completed",
+                at=line.at,
+                body=line.response,
+                job_id=line.job_id,
+                waste_reason=line.reason.value,
+                waste_source=line.source,
+            )
+        )
+
+    def batch_reconciled(self, result: Reconciliation) -> None:
+        self.metrics.record_reconciliation(
+            model=result.model, difference_usd=result.difference_usd, matched=result.matched, checked=result.checked
+        )
 
     # --- the background writer ---
 
@@ -229,6 +259,9 @@ class Telemetry(WorkerEvents):
             cost, usage = Cost.unknown(), Usage()  # e.g. a stream without include_usage
         else:
             cost = self._prices().cost(request.model, usage, lane)
+        if request.waste_reason is not None:
+            return [self._wasted(request, lane, cost, usage)]
+        forfeit = self._forfeit(request, lane, cost, usage)
         self.metrics.record_finished(
             lane=lane, outcome=request.outcome, model=request.model, team=request.team, usage=usage, cost=cost
         )
@@ -237,7 +270,10 @@ class Telemetry(WorkerEvents):
                 lane=lane, model=request.model, seconds=request.seconds, deadline_margin=request.deadline_margin
             )
         at = datetime.fromtimestamp(request.at, UTC)
-        entries = [LedgerEntry(request.team, request.model, lane, request.outcome, cost, usage, at, request.job_id)]
+        entries = [
+            LedgerEntry(request.team, request.model, lane, request.outcome, cost, usage, at, request.job_id,
+                        forfeit=forfeit)
+        ]  # fmt: skip
         if request.shadow_lane in LANES and request.outcome == "completed":
             shadow_lane: Lane = request.shadow_lane
             would = self._prices().cost(request.model, usage, shadow_lane) if cost.known else Cost.unknown()
@@ -247,6 +283,33 @@ class Telemetry(WorkerEvents):
                             request.job_id, shadow=True)
             )  # fmt: skip
         return entries
+
+    def _wasted(self, request: FinishedRequest, lane: Lane, cost: Cost, usage: Usage) -> LedgerEntry:
+        reason = request.waste_reason or ""
+        self.metrics.record_waste(model=request.model, team=request.team, lane=lane, reason=reason, cost=cost)
+        at = datetime.fromtimestamp(request.at, UTC)
+        return LedgerEntry(request.team, request.model, lane, request.outcome, cost, usage, at, request.job_id,
+                           waste_reason=reason, waste_source=request.waste_source)  # fmt: skip
+
+    def _forfeit(self, request: FinishedRequest, lane: Lane, cost: Cost, usage: Usage) -> Forfeit | None:
+        """A deferred request answered at list price: what the lane it left would have cost less. Rescued batch
+        jobs left `batch`; flex calls that fell back to list (worker or API) left `flex`."""
+        if lane != "sync" or request.outcome != "completed" or not cost.known:
+            return None
+        left: Lane
+        fell_back = request.lane == "flex" or request.rescue_reason == RescueReason.FLEX_UNAVAILABLE
+        if fell_back:
+            reason, left = RescueReason.FLEX_UNAVAILABLE.value, "flex"
+        elif request.rescue_reason:
+            reason, left = request.rescue_reason, "batch"
+        else:
+            return None
+        would = self._prices().cost(request.model, usage, left)
+        if not would.known:
+            return None
+        forfeit = Forfeit(reason, cost.paid_usd - would.paid_usd)
+        self.metrics.record_forfeited(model=request.model, team=request.team, reason=reason, usd=forfeit.usd)
+        return forfeit
 
     async def _write_unwritten(self) -> None:
         """Write in concurrent chunks; whatever failed stays for the next try (each is written at most once).
@@ -258,7 +321,10 @@ class Telemetry(WorkerEvents):
             chunk, rest = self._unwritten[:WRITE_BATCH], self._unwritten[WRITE_BATCH:]
             writes = coalesce(chunk)
             results = await asyncio.gather(
-                *(self.accounting.add(w.bucket, w.counters, job_id=w.job_id, shadow=w.shadow) for w in writes),
+                *(
+                    self.accounting.add(w.bucket, w.counters, job_id=w.job_id, shadow=w.shadow, waste=w.waste)
+                    for w in writes
+                ),
                 return_exceptions=True,
             )
             failed = [

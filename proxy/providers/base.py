@@ -84,6 +84,8 @@ class BatchInfo:
     error_file_id: str | None = None
     errors: str | None = None
     issues: tuple[BatchIssue, ...] = ()  # the structured form of `errors`, when the provider gives one
+    input_tokens: int | None = None  # the batch's own `usage` (OpenAI), for reconciliation; None: not given
+    output_tokens: int | None = None
 
     @property
     def error_codes(self) -> tuple[str, ...]:

@@ -228,6 +228,7 @@ def batch_info(item: Any) -> BatchInfo:
     if batch_id is None:
         raise lenient.malformed("batch object (no id)", item)
     total, completed, failed = _counts(item)
+    usage = item.get("usage")
     return BatchInfo(
         batch_id=batch_id,
         state=lenient.batch_state(item.get("status"), STATES),
@@ -240,6 +241,8 @@ def batch_info(item: Any) -> BatchInfo:
         error_file_id=lenient.identifier(item.get("error_file_id")),
         errors=_errors_text(item.get("errors")),
         issues=_issues(item.get("errors")),
+        input_tokens=lenient.count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
+        output_tokens=lenient.count(usage.get("output_tokens")) if isinstance(usage, dict) else None,
     )
 
 

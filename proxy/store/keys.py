@@ -179,9 +179,12 @@ def ledger_hours(tag: str) -> str:
     return f"{PREFIX}:{{{tag}}}:acct:hours"
 
 
-def ledger_marker(job_id: str, *, shadow: bool = False) -> str:
-    """Set when a job's cost is recorded; in the job's slot, so the job store can set it atomically."""
+def ledger_marker(job_id: str, *, shadow: bool = False, waste: str | None = None) -> str:
+    """Set when a job's cost is recorded; in the job's slot, so the job store can set it atomically.
+    `waste`: the source (a batch id, a sync call) of a billed line that answered no job, recorded once per source."""
     suffix = ":shadow" if shadow else ""
+    if waste is not None:
+        suffix += f":waste:{waste}"
     return f"{PREFIX}:{{{tag_of_job(job_id)}}}:acct:done:{job_id}{suffix}"
 
 
@@ -197,3 +200,8 @@ def batch_lines(tag: str, batch_id: str) -> str:
     """LIST of a batch's job ids in the order of its input lines (line n = index n-1): how a validation error
     naming a line finds its job."""
     return f"{PREFIX}:{{{tag}}}:batch:{batch_id}:lines"
+
+
+def reconciliation() -> str:
+    """HASH: the last per-batch reconciliation of recorded against billed usage (see worker/reconcile.py)."""
+    return f"{PREFIX}:{{acct}}:reconciliation"

@@ -51,23 +51,41 @@ class LedgerStore:
         self._known_tags: set[str] = set()
 
     async def add(
-        self, bucket: Bucket, counters: Mapping[str, int], *, job_id: str | None = None, shadow: bool = False
+        self,
+        bucket: Bucket,
+        counters: Mapping[str, int],
+        *,
+        job_id: str | None = None,
+        shadow: bool = False,
+        waste: str | None = None,
     ) -> bool:
-        """Add integer counters to one bucket. With a job id, only the first call for that job (and `shadow`)
-        adds anything: returns False for a repeat."""
+        """Add integer counters to one bucket. With a job id, only the first call for that job (and `shadow`,
+        and `waste`: the source of a wasted line) adds anything: returns False for a repeat."""
         tag, hour = bucket
         if tag not in self._known_tags:
             await self.redis.sadd(keys.ledger_tags(), tag)
             self._known_tags.add(tag)
         script_keys = [keys.ledger_bucket(tag, hour), keys.ledger_hours(tag)]
         if job_id:
-            script_keys.append(keys.ledger_marker(job_id, shadow=shadow))
+            script_keys.append(keys.ledger_marker(job_id, shadow=shadow, waste=waste))
         oldest_hour = hour - self._retention_ms // (HOUR * 1000)
         args: list[str | int] = [hour, self._retention_ms, self._marker_ttl_ms, oldest_hour]
         for field_name, amount in counters.items():
             args += [field_name, amount]
         recorded = await self.scripts.ledger_record(keys=script_keys, args=args)
         return bool(recorded)
+
+    async def save_reconciliation(self, result: bytes, *, mismatch: bool) -> None:
+        """Keep the last batch reconciliation (JSON), and the last one that did not match."""
+        fields: dict[str | bytes, bytes] = {"last": result}
+        if mismatch:
+            fields["last_mismatch"] = result
+        await self.redis.hset(keys.reconciliation(), mapping=fields)  # type: ignore[arg-type]
+
+    async def reconciliations(self) -> dict[str, bytes]:
+        """{"last": JSON, "last_mismatch": JSON} as saved (either may be missing)."""
+        raw = await self.redis.hgetall(keys.reconciliation())
+        return {decoded(name): decoded(value).encode() for name, value in raw.items()}
 
     async def buckets(self, first_hour: int, end_hour: int) -> list[dict[str, int]]:
         """The counters of every group's buckets for the hours in [first_hour, end_hour)."""

@@ -29,6 +29,7 @@ class Answer:
     response: bytes | None = None
     error: dict[str, Any] | None = None
     upstream_request_id: str | None = None  # the provider's id for the call that answered (batch line or sync)
+    rescue_reason: str | None = None  # why it paid list price, when the job's stored reason does not say (flex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Finished:
     attempts: int
     finished_at: float
     response: bytes | None
+    rescue_reason: str | None = None  # why a rescued job (or a flex job at list price) left its lane
 
     @property
     def missed_deadline(self) -> bool:
@@ -217,4 +219,5 @@ def _finished(answer: Answer, raw: list[bytes], now: float) -> Finished | None:
         job_id=answer.job_id, status=answer.status, lane=answer.lane, caller=job.caller, team=job.team,
         model=job.model, created_at=job.created_at, deadline=job.deadline, rescued=job.rescued,
         attempts=job.attempts, finished_at=now, response=answer.response,
+        rescue_reason=answer.rescue_reason or job.rescue_reason,
     )  # fmt: skip

@@ -28,7 +28,7 @@ def lua_final(statuses: tuple[str, ...]) -> str:
 
 FINAL = lua_final(FINAL_STATUSES)
 # The job fields a final write returns (decoded by outcomes.py with JobView.decode_fields).
-FINISHED_FIELDS = ("caller", "team", "model", "created_at", "deadline", "rescued", "attempts")
+FINISHED_FIELDS = ("caller", "team", "model", "created_at", "deadline", "rescued", "attempts", "rescue_reason")
 
 # KEYS: job, queue (pending or sync), deadlines, pending bytes
 # ARGV: queue score, deadline ('' none), size (added to the pending bytes; 0 for sync), id, field/values…

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from proxy.events import WorkerEvents
 from proxy.metrics import Metrics
+from proxy.pricing import PriceBook
 from proxy.providers.base import BatchClient, CompletionClient
 from proxy.settings import BatchKnobs, Config, WorkerConfig
 from proxy.store.store import Store
@@ -46,6 +47,10 @@ class WorkerServices(Protocol):
     def events(self) -> WorkerEvents: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def prices(self) -> PriceBook:
+        """The live price book (swapped with the config)."""
+
     def batch_client(self, model_name: str) -> BatchClient: ...
     def completion_client(self, model_name: str) -> CompletionClient: ...
 

@@ -1,25 +1,32 @@
 """An ended batch's results -> jobs: answer each line exactly once, retry the transient ones, fail the rest.
 
-Safe to run again after a crash half-way: a job already answered or no longer owned by this batch is skipped.
+Every succeeded line is billed, so every one is recorded once: as its job's answer (and cost), or, when the job
+no longer wants it (answered elsewhere, cancelled, held by another batch), as waste with its reason. A job
+rescued to the sync lane and not yet answered takes its batch line (paying the batch price); a sync call not yet
+started for it is then dropped. Safe to run again after a crash half-way: a job already answered by this line
+is skipped, and a wasted line is recorded once per batch (its ledger marker).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from proxy.errors import error_object
+from proxy.events import WastedLine
 from proxy.jobs.timing import batch_lane_fits, flush_by
+from proxy.pricing import Usage
 from proxy.providers import openai_shape
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
-from proxy.reasons import FailureReason, RescueReason
+from proxy.reasons import FailureReason, RescueReason, WasteReason
+from proxy.reconciliation import Recorded
 from proxy.store.jobs import valid_job_id
 from proxy.store.outcomes import Answer, Finished
-from proxy.store.records import BatchRecord
+from proxy.store.records import SYNC_OWNER, BatchRecord, JobView
 from proxy.worker.accounts import AccountStop
 from proxy.worker.context import WorkerContext, shielded
 from proxy.worker.triage import FailedBatch
@@ -35,6 +42,8 @@ class Tally:
     succeeded: int = 0
     retried: int = 0
     failed: int = 0
+    wasted: int = 0
+    recorded: Recorded = field(default_factory=Recorded)  # billed lines priced (answers and waste)
 
 
 def line_error(line: ResultLine) -> dict[str, Any]:
@@ -107,15 +116,48 @@ class Ingester:
                     Answer(line.custom_id, record.id, "failed", "batch", error=line_error(line),
                            upstream_request_id=line.request_id)
                 )  # fmt: skip
-        await self.finish(answers, tally)
+        unwanted = [answer for answer, done in zip(answers, await self.finish(answers, tally), strict=True)
+                    if done is None and answer.status == "completed"]  # fmt: skip
+        for answer in answers:
+            if answer.status == "completed":
+                tally.recorded.add(_usage(answer.response))
+        await self._settle_unwanted(record, unwanted, tally)
         for rescue, items in transient.items():
             await self.retry_or_fail(record, items, tally, rescue=rescue)
 
-    async def finish(self, answers: Sequence[Answer], tally: Tally) -> None:
-        """Record final answers (shielded: a cancelled ingest still finishes the chunk it was writing)."""
-        await shielded(self._finish(answers, tally))
+    async def _settle_unwanted(self, record: BatchRecord, answers: Sequence[Answer], tally: Tally) -> None:
+        """Lines whose job this batch no longer held: a rescued job still waiting takes its line; every other
+        line is recorded as waste (or skipped when it is the job's own answer, ingested again)."""
+        if not answers:
+            return
+        views = await self.ctx.store.jobs.get_many([answer.job_id for answer in answers])
+        takers = [
+            Answer(answer.job_id, SYNC_OWNER, "completed", "batch", response=answer.response,
+                   upstream_request_id=answer.upstream_request_id)
+            for answer, job in zip(answers, views, strict=True)
+            if job is not None and not job.is_final and job.owner == SYNC_OWNER
+        ]  # fmt: skip
+        taken = {done.job_id for done in await self.finish(takers, tally) if done is not None}
+        if taken:
+            log.info("rescued jobs answered by their batch line", extra={"batch": record.id, "jobs": len(taken)})
+        left = [answer for answer in answers if answer.job_id not in taken]
+        views = await self.ctx.store.jobs.get_many([answer.job_id for answer in left]) if left else []
+        for answer, job in zip(left, views, strict=True):
+            reason = waste_reason(job, answer, record.id)
+            if job is None or reason is None:
+                continue
+            tally.wasted += 1
+            self.ctx.events.line_wasted(
+                WastedLine(job_id=answer.job_id, team=job.team, model=job.model, lane="batch", reason=reason,
+                           source=record.id, at=self.ctx.clock(), response=answer.response)
+            )  # fmt: skip
 
-    async def _finish(self, answers: Sequence[Answer], tally: Tally) -> None:
+    async def finish(self, answers: Sequence[Answer], tally: Tally) -> list[Finished | None]:
+        """Record final answers (shielded: a cancelled ingest still finishes the chunk it was writing); the
+        jobs each answered (None where the job was not this owner's to answer)."""
+        return await shielded(self._finish(answers, tally))
+
+    async def _finish(self, answers: Sequence[Answer], tally: Tally) -> list[Finished | None]:
         results = await self.ctx.store.outcomes.finish_many(answers, retention=self.ctx.worker_config.result_ttl)
         for answer, done in zip(answers, results, strict=True):
             if done is None:
@@ -125,6 +167,7 @@ class Ingester:
             else:
                 tally.failed += 1
             report_finished(self.ctx, done)
+        return results
 
     async def retry_or_fail(
         self,
@@ -174,6 +217,29 @@ class Ingester:
             else:
                 failures.append(Answer(job_id, record.id, "failed", "batch", error=error))
         await self.finish(failures, tally)
+
+
+def _usage(response: bytes | None) -> Usage:
+    try:
+        parsed = orjson.loads(response) if response else None
+    except orjson.JSONDecodeError:
+        return Usage()
+    return Usage.from_openai(parsed.get("usage")) if isinstance(parsed, dict) else Usage()
+
+
+def waste_reason(job: JobView | None, answer: Answer, batch_id: str) -> WasteReason | None:
+    """Why a succeeded line of `batch_id` is waste; None when it is its job's own answer (or the job is gone)."""
+    if job is None:
+        log.warning("a billed batch line has no job left to charge", extra={"job": answer.job_id, "batch": batch_id})
+        return None
+    if job.status == "cancelled":
+        return WasteReason.CANCELLED
+    if job.is_final and job.lane == "batch":
+        own = answer.upstream_request_id is not None and job.upstream_request_id == answer.upstream_request_id
+        return None if own or (answer.upstream_request_id is None and job.batch == batch_id) else WasteReason.DUPLICATE
+    if job.is_final:
+        return WasteReason.ANSWERED_ELSEWHERE
+    return WasteReason.DUPLICATE  # still held by another batch, which will answer it
 
 
 def report_finished(ctx: WorkerContext, done: Finished) -> None:

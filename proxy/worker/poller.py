@@ -15,6 +15,7 @@ from proxy.store import keys
 from proxy.store.records import BatchRecord
 from proxy.worker.context import WorkerContext
 from proxy.worker.ingest import Ingester
+from proxy.worker.reconcile import reconcile
 from proxy.worker.submitter import Submitter
 
 log = logging.getLogger("batchgate.worker.poller")
@@ -80,13 +81,15 @@ class Poller:
     async def _end(self, record: BatchRecord, info: BatchInfo) -> None:
         ctx = self.ctx
         tally = await self.ingester.ingest(record, info)
+        await reconcile(ctx, record, info, tally.recorded)
         await ctx.store.batches.update(record.tag, record.id, provider_state=info.state.value)
         await ctx.store.batches.close(record.tag, record.id, retention=ctx.worker_config.result_ttl)
         await self._cleanup(record)
         log.info(
             "batch ended",
             extra={"batch": record.id, "group": record.group, "state": info.state.value,
-                   "succeeded": tally.succeeded, "retried": tally.retried, "failed": tally.failed},
+                   "succeeded": tally.succeeded, "retried": tally.retried, "failed": tally.failed,
+                   "wasted": tally.wasted},
         )  # fmt: skip
         ctx.events.batch_ended(
             group=record.group,

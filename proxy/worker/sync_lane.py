@@ -3,20 +3,25 @@
 Jobs are claimed from a group's sync queue into its in-flight ZSET (scored by when the claim lapses), so a dead
 worker's calls are taken up again. `flex` jobs try `service_tier: "flex"` first and fall back to an ordinary
 call when flex capacity is unavailable (429).
+
+A call is abandoned before it starts when its job was answered meanwhile (e.g. by its batch line); one already
+running cannot be recalled (the provider bills it), so its answer, if no job takes it, is recorded as waste.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import orjson
 import redis
 
 from proxy.errors import provider_error_object
+from proxy.events import WastedLine
 from proxy.providers.base import ProviderError, UpstreamResponse
 from proxy.providers.failures import upstream_failure
-from proxy.reasons import RescueReason
+from proxy.reasons import RescueReason, WasteReason
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
 from proxy.worker.context import WorkerContext, shielded
@@ -98,6 +103,7 @@ class SyncLane:
         body.pop("stream", None)
         body.pop("stream_options", None)
         lane = "flex" if job.lane == "flex" and ctx.supports_flex(group) else "sync"
+        fallback: RescueReason | None = None
         client = ctx.runtime.completion_client(group)
         try:
             if lane == "flex":
@@ -106,7 +112,7 @@ class SyncLane:
                     ctx.events.upstream_error(lane="flex", status=429)
                     log.info("flex unavailable; answering at list price", extra={"job": job_id})
                     ctx.events.rescue(job_id=job_id, group=group, reason=RescueReason.FLEX_UNAVAILABLE)
-                    lane = "sync"
+                    lane, fallback = "sync", RescueReason.FLEX_UNAVAILABLE
                     response = await client.complete(body)
             else:
                 response = await client.complete(body)
@@ -118,8 +124,9 @@ class SyncLane:
         if 200 <= response.status < 300:
             request_id = response.headers.get("x-request-id")
             await self._finish(
-                Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body, upstream_request_id=request_id)
-            )
+                Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body, upstream_request_id=request_id,
+                       rescue_reason=fallback)
+            )  # fmt: skip
         elif response.status == 429 or response.status >= 500:
             await self._retry_or_fail(job, lane, response)
         else:
@@ -145,3 +152,23 @@ class SyncLane:
         done = await self.ctx.store.outcomes.finish(answer, retention=self.ctx.worker_config.result_ttl)
         if done is not None:
             report_finished(self.ctx, done)
+        elif answer.status == "completed":
+            await self._wasted(answer)
+
+    async def _wasted(self, answer: Answer) -> None:
+        """A billed answer its job no longer wanted (answered by its batch line meanwhile, or cancelled)."""
+        job = await self.ctx.store.jobs.get(answer.job_id)
+        if job is None:
+            log.warning("a billed sync answer has no job left to charge", extra={"job": answer.job_id})
+            return
+        if job.status == "cancelled":
+            reason = WasteReason.CANCELLED
+        elif job.is_final:
+            reason = WasteReason.ANSWERED_ELSEWHERE
+        else:
+            reason = WasteReason.DUPLICATE
+        source = f"sync-{answer.upstream_request_id or uuid.uuid4().hex}"
+        self.ctx.events.line_wasted(
+            WastedLine(job_id=answer.job_id, team=job.team, model=job.model, lane=answer.lane, reason=reason,
+                       source=source, at=self.ctx.clock(), response=answer.response)
+        )  # fmt: skip

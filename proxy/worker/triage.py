@@ -46,7 +46,7 @@ class FailedBatch(Generic[C]):
     """`finish` records final answers and counts them in the tally it is given."""
 
     def __init__(
-        self, ctx: WorkerContext, accounts: AccountStop, finish: Callable[[Sequence[Answer], C], Awaitable[None]]
+        self, ctx: WorkerContext, accounts: AccountStop, finish: Callable[[Sequence[Answer], C], Awaitable[object]]
     ) -> None:
         self.ctx = ctx
         self.accounts = accounts

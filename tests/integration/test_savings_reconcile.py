@@ -2,9 +2,11 @@
 
 Sync, streamed (with and without `include_usage`), shadow, batch, flex, flex that fell back to list (429), rescued
 and failed calls go through the official openai client to a running batchgate (API + in-process worker).
-batchgate's ledger (`/v1/savings`) must agree, in exact Decimal, with the simulator's ledger: paid per model and
-lane = billed per model and tier, and list = every billed token at synchronous prices. A Groq model (simulator
-flavour groq) is billed at Groq's own batch discount, 25%, which the price map does not carry.
+batchgate's ledger (`/v1/savings`) must agree, in exact Decimal, with the simulator's ledger: paid + waste per
+model and lane = billed per model and tier, and list = every token the answers used at synchronous prices. Waste
+(billed lines no job took): a stalled batch cancelled after its rescue, a late batch completing after a rescue, a
+caller's cancel after the line ran, a rescued job answered by its batch line before its slow sync call. A Groq
+model (simulator flavour groq) is billed at Groq's own batch discount, 25%, which the price map does not carry.
 """
 
 from __future__ import annotations
@@ -132,30 +134,45 @@ def without_ids(text: str) -> str:
     return re.sub(r'"created":\d+', '"created":0', re.sub(r'"id":"[^"]*"', '"id":"-"', text))
 
 
-def reconcile(report: dict[str, Any], ledger: dict[str, Any], billed_as: dict[str, str]) -> None:
-    """batchgate's paid per (model, lane) = the simulator's bill per (model, tier), and its list = every billed
-    token at list price, exactly. `billed_as`: configured model name -> the simulator's ledger name."""
+def listed_models(report: dict[str, Any]) -> set[str]:
+    return {row["model"] for row in report["rows"]}
+
+
+def assert_books_equal_the_bill(
+    report: dict[str, Any], ledger: dict[str, Any], billed_as: dict[str, str] | None = None
+) -> None:
+    """paid + waste per model and lane = billed per model and tier; list = every token the answers used, at
+    synchronous prices (billed tokens less the waste's); saved = list - paid - waste. All exact (Decimal).
+    `billed_as`: configured model name -> the simulator's ledger name (default: the same name)."""
+    billed_as = billed_as or {}
     prices = SimulatorPrices()
     tiers = {"sync": Tier.SYNC, "batch": Tier.BATCH, "flex": Tier.FLEX}
-    paid: dict[tuple[str, str], Decimal] = {}
+    charged: dict[tuple[str, str], Decimal] = {}
     listed: dict[str, Decimal] = {}
+    wasted_tokens: dict[str, tuple[int, int]] = {}
     for row in report["rows"]:
-        key = (billed_as[row["model"]], row["lane"])
-        paid[key] = paid.get(key, D(0)) + D(row["paid_usd"])
-        listed[key[0]] = listed.get(key[0], D(0)) + D(row["list_usd"])
-    assert set(listed) == set(ledger["models"]) == set(billed_as.values())
+        model = billed_as.get(row["model"], row["model"])
+        key = (model, row["lane"])
+        charged[key] = charged.get(key, D(0)) + D(row["paid_usd"]) + D(row["waste_usd"])
+        listed[model] = listed.get(model, D(0)) + D(row["list_usd"])
+        prompt, completion = wasted_tokens.get(model, (0, 0))
+        waste = row["waste"]
+        wasted_tokens[model] = (prompt + waste["prompt_tokens"], completion + waste["completion_tokens"])
+    assert set(listed) == set(ledger["models"])
     for model, per_tier in ledger["models"].items():
         list_price = prices.price(model, Tier.SYNC)
         assert list_price is not None
-        billed_at_list = D(0)
+        used_at_list = D(0)
         for lane, tier in tiers.items():
             billed = per_tier[tier.value]
-            assert paid.get((model, lane), D(0)) == D(billed["cost_usd"]), (model, lane, billed)
-            billed_at_list += list_price.input * billed["input_tokens"] + list_price.output * billed["output_tokens"]
-        assert listed[model] == billed_at_list, model
+            assert charged.get((model, lane), D(0)) == D(billed["cost_usd"]), (model, lane, billed)
+            used_at_list += list_price.input * billed["input_tokens"] + list_price.output * billed["output_tokens"]
+        prompt, completion = wasted_tokens[model]
+        used_at_list -= list_price.input * prompt + list_price.output * completion
+        assert listed[model] == used_at_list, model
     totals = report["totals"]
-    assert D(totals["paid_usd"]) == D(ledger["totals"]["cost_usd"])
-    assert D(totals["saved_usd"]) == D(totals["list_usd"]) - D(totals["paid_usd"])
+    assert D(totals["paid_usd"]) + D(totals["waste_usd"]) == D(ledger["totals"]["cost_usd"])
+    assert D(totals["saved_usd"]) == D(totals["list_usd"]) - D(totals["paid_usd"]) - D(totals["waste_usd"])
 
 
 def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> None:
@@ -173,13 +190,20 @@ def test_savings_reconcile_exactly_with_the_upstream_ledger(stack: Stack) -> Non
     assert totals["requests"] == expected
     assert totals["unknown_cost_requests"] == 0
     assert totals["outcomes"] == {"completed": expected - 2, "failed": 2}
+    assert D(totals["waste_usd"]) == 0
+    assert set(listed_models(report)) == {"gpt-4o-mini", "gpt-5-mini"}
     by_lane = {row["lane"]: row for row in report["by_lane"]}
     assert by_lane["batch"]["requests"] == 5 + 2  # the failed jobs were batch lines
     assert by_lane["flex"]["requests"] == 2
     assert by_lane["sync"]["requests"] == sync_requests + 1 + 2
     assert D(by_lane["sync"]["saved_usd"]) == 0
 
-    reconcile(report, stack.ledger(), {"gpt-4o-mini": "gpt-4o-mini", "gpt-5-mini": "gpt-5-mini"})
+    assert_books_equal_the_bill(report, stack.ledger())
+    kept = httpx.get(f"{stack.url}/v1/status", headers=headers(), timeout=10).json()["reconciliation"]
+    assert kept["last"]["checked"], kept
+    assert kept["last"]["matched"], kept
+    assert D(kept["last"]["difference_usd"]) == 0
+    assert "last_mismatch" not in kept
     assert D(totals["saved_usd"]) > 0
 
     shadow = report["shadow"]["totals"]
@@ -243,9 +267,68 @@ def test_a_groq_model_reconciles_at_groqs_batch_discount(tmp_path: Path, redis_u
         report = savings(stack, 2 + 3)
         assert report["totals"]["requests"] == 5
         assert report["totals"]["unknown_cost_requests"] == 0
-        reconcile(report, stack.ledger(), {GROQ: GROQ_UPSTREAM})
+        assert_books_equal_the_bill(report, stack.ledger(), {GROQ: GROQ_UPSTREAM})
         by_lane = {row["lane"]: row for row in report["by_lane"]}
         assert by_lane["batch"]["requests"] == 3
         assert D(by_lane["batch"]["list_usd"]) > 0
         assert D(by_lane["batch"]["paid_usd"]) == D(by_lane["batch"]["list_usd"]) * D("0.75")
         assert D(by_lane["batch"]["saved_usd"]) == D(by_lane["batch"]["list_usd"]) * D("0.25")
+
+
+def in_flight_lines_done(stack: Stack) -> int:
+    status = httpx.get(f"{stack.url}/v1/status", headers=headers(), timeout=10).json()
+    return sum(batch["done"] or 0 for queue in status["queues"] for batch in queue["batches"])
+
+
+def wasted(stack: Stack, reason: str, lines: int) -> dict[str, Any]:
+    """The savings report once `lines` wasted lines of `reason` are on the books."""
+
+    def counted() -> dict[str, Any] | None:
+        report: dict[str, Any] = httpx.get(f"{stack.url}/v1/savings", headers=headers(), timeout=10).json()
+        waste = report["totals"]["waste"]
+        return report if waste["lines"] >= lines and reason in waste["by_reason"] else None
+
+    return wait_until_sync(counted, timeout=30, interval=0.2, what=f"{lines} wasted lines ({reason})")
+
+
+def test_billed_lines_no_job_took_are_waste_and_the_books_still_equal_the_bill(stack: Stack) -> None:
+    # 1. a stalled batch: the guard rescues both jobs, the batch is cancelled and still bills its finished line
+    stack.configure_simulator(finish_fraction=0.5)
+    stalled = [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"}) for _ in range(2)]
+    assert all(job["rescued"] and job["lane"] == "sync" for job in stack.final_jobs(stalled))
+    wasted(stack, "answered_elsewhere", 1)
+    # 2. a late batch: one job is rescued, the other keeps the batch alive; it completes and bills both lines
+    stack.configure_simulator(finish_fraction=1.0, turnaround_s=12.0)
+    kept = defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "1h"})
+    late = defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "10s"})
+    kept_job, late_job = stack.final_jobs([kept, late])
+    assert kept_job["lane"] == "batch"
+    assert late_job["rescued"]
+    # 3. the caller cancels jobs whose line already ran: the batch is cancelled and bills that line
+    stack.configure_simulator(finish_fraction=0.5, turnaround_s=3.0)
+    cancelled = [defer(stack, "gpt-5-mini", **{"X-Batch-Deadline": "1h"}) for _ in range(2)]
+    wait_until_sync(lambda: in_flight_lines_done(stack) >= 1 or None, timeout=30, interval=0.2, what="a line ran")
+    for job_id in cancelled:
+        assert httpx.delete(f"{stack.url}/v1/deferred/{job_id}", headers=headers(), timeout=10).status_code == 200
+    lines = 3 if late_job["lane"] == "sync" else 2
+    wasted(stack, "cancelled", lines)
+    # 4. rescued jobs whose sync calls are slow: the cancelled batch's finished line answers one of them first
+    # (batch price); its sync call, already running, is billed and becomes waste
+    stack.configure_simulator(finish_fraction=0.5, sync_latency_s=8.0)
+    slow = [defer(stack, "gpt-4o-mini", **{"X-Batch-Deadline": "20s"}) for _ in range(2)]
+    answered = stack.final_jobs(slow)
+    assert all(job["rescued"] for job in answered)
+    assert sorted(job["lane"] for job in answered) == ["batch", "sync"]
+    report = wasted(stack, "answered_elsewhere", lines + 1)
+
+    waste = report["totals"]["waste"]
+    assert set(waste["by_reason"]) <= {"answered_elsewhere", "cancelled"}
+    assert D(report["totals"]["waste_usd"]) > 0
+    forfeited = report["totals"]["forfeited"]["by_reason"]
+    assert D(forfeited["deadline_at_risk_in_batch"]) > 0  # rescues paid list instead of the batch price
+    assert_books_equal_the_bill(report, stack.ledger())
+    kept = httpx.get(f"{stack.url}/v1/status", headers=headers(), timeout=10).json()["reconciliation"]
+    assert kept["last"]["checked"], kept
+    assert kept["last"]["matched"], kept
+    assert D(kept["last"]["difference_usd"]) == 0
+    assert "last_mismatch" not in kept

@@ -91,7 +91,7 @@ def test_status_shows_savings_queues_and_in_flight_batches(stack: Stack, capsys:
 
     assert main(["status", "--url", stack.url, "--key", MASTER_KEY]) == 0
     output = capsys.readouterr().out
-    assert re.search(r"requests 1\s+list \$[0-9.]+\s+paid \$[0-9.]+\s+saved \$0\.00", output), output
+    assert re.search(r"requests 1\s+list \$[0-9.]+\s+paid \$[0-9.]+\s+waste \$0\.00\s+saved \$0\.00", output), output
     assert re.search(r"gpt-5-mini\s+waiting\s+0 .*open batches: 1 in_progress", output), output
     assert re.search(r"gpt-5-mini\s+bgb_\S+\s+in_progress\s+0/1 done \(0%\)\s+1 jobs", output), output
 

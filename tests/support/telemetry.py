@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.metrics import Metrics, QueueSnapshot, QueueStats
 from proxy.pricing import Cost, Usage
-from proxy.reasons import RescueReason, WebhookOutcome
+from proxy.reasons import RescueReason, WasteReason, WebhookOutcome
 
 MODELS = ("mini", "big")
 TEAMS = ("research", "ops")
@@ -40,6 +40,12 @@ def exercise(metrics: Metrics, *, round_number: int = 0) -> None:
     )
     metrics.observe_answer(lane="sync", model="mini", seconds=30, deadline_margin=-5)
     metrics.record_rescue(RescueReason.DEADLINE_AT_RISK_IN_BATCH)
+    wasted = Cost(Decimal("0.004"), Decimal("0.002"))
+    metrics.record_waste(model="mini", team="ops", lane="batch", reason=WasteReason.ANSWERED_ELSEWHERE, cost=wasted)
+    metrics.record_forfeited(
+        model="mini", team="ops", reason=RescueReason.DEADLINE_AT_RISK_IN_BATCH, usd=Decimal("0.002")
+    )
+    metrics.record_reconciliation(model="mini", difference_usd=Decimal("0.0001"), matched=False, checked=True)
     metrics.record_batch_submitted(queue="mini", size=40 + round_number)
     metrics.record_batch_finished(queue="mini", state="completed", turnaround_seconds=900 + round_number)
     metrics.record_capacity(queue="mini", enqueued=1000 * round_number, budget=2_000_000)
