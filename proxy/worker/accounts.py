@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from proxy.errors import error_object
+from proxy.errors import UPSTREAM_AUTH_CODE, error_object, is_provider_auth_failure
 from proxy.providers.base import ErrorClass, ProviderError
 from proxy.store.accounts import AccountProblem
 from proxy.worker.context import WorkerContext
@@ -75,4 +75,10 @@ class AccountStop:
 def account_error(problem: AccountProblem) -> dict[str, Any]:
     """The error a job waiting on a stopped provider is answered with (OpenAI error object)."""
     message = f"The request could not be answered before its deadline: {problem.describe()}"
-    return error_object(message, ACCOUNT_ERROR_TYPE, code=problem.code)
+    return error_object(message, ACCOUNT_ERROR_TYPE, code=caller_code(problem.code))
+
+
+def caller_code(code: str) -> str:
+    """The code a caller sees: a refusal of batchgate's own provider key is `upstream_authentication_error`, never
+    the provider's `invalid_api_key`, which would tell the caller that their own key is wrong."""
+    return UPSTREAM_AUTH_CODE if code == "http_401" or is_provider_auth_failure(None, {"code": code}) else code

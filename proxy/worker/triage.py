@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from proxy.errors import error_object
+from proxy.jobs.timing import batch_lane_fits
 from proxy.providers.base import BatchInfo, BatchIssue, ErrorClass, classify
 from proxy.store.outcomes import Answer
 from proxy.store.records import BatchRecord
@@ -23,6 +24,10 @@ from proxy.worker.accounts import AccountStop, problem_code
 from proxy.worker.context import WorkerContext
 
 log = logging.getLogger("batchgate.worker.triage")
+
+# Refusals of the batch's size, not of a line's content (the line they name is merely the first one over the
+# limit): the batch is halved, no job fails for them.
+BATCH_SHAPE_CODES = frozenset({"too_many_requests"})
 
 
 class Counts(Protocol):
@@ -67,10 +72,30 @@ class FailedBatch(Generic[C]):
             return True
         if any(issue_class(issue).transient for issue in issues):
             return False
-        if await self._fail_named(record, issues, tally):
+        if not await self._room_for_another_batch(record):
+            return False  # no job can wait for another batch: the retry rules send them to the sync lane
+        shape_only = all(issue.code in BATCH_SHAPE_CODES for issue in issues)
+        if not shape_only and await self._fail_named(record, issues, tally):
             return True
         await self._bisect(record, issues, tally)
         return True
+
+    async def _room_for_another_batch(self, record: BatchRecord) -> bool:
+        """Whether any job of the batch can still wait for another batch before its deadline."""
+        ctx = self.ctx
+        turnaround, margin = ctx.knobs(record.group).turnaround_estimate, ctx.worker_config.safety_margin
+        now = ctx.clock()
+        views = await ctx.store.jobs.get_many(await ctx.store.batches.job_ids(record.tag, record.id))
+        return any(
+            view is not None
+            and batch_lane_fits(
+                now,
+                deadline=view.deadline,
+                turnaround=turnaround,
+                margin=margin,
+            )
+            for view in views
+        )
 
     async def _requeue_all(self, record: BatchRecord, tally: C) -> None:
         ctx = self.ctx
@@ -103,6 +128,9 @@ class FailedBatch(Generic[C]):
         """No line named: a lone job is the refused one; more are split in halves, each sent as its own batch."""
         ctx = self.ctx
         ids = sorted(await ctx.store.batches.job_ids(record.tag, record.id))
+        if len(ids) == 1 and record.lines > 1:
+            await self._send_again(record, ids, tally)  # sent with others (since rescued): not proven guilty yet
+            return
         if len(ids) == 1:
             issue = issues[0]
             log.warning("bisection found the refused request", extra={"batch": record.id, "job": ids[0]})

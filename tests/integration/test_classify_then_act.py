@@ -21,6 +21,7 @@ import yaml
 
 from proxy.config_watch import watch_config
 from proxy.simulator.engine import expected_content
+from proxy.worker.accounts import caller_code
 from proxy.worker.process import run_in_app
 from tests.support.stack import PROVIDER_KEY, Stack, running_stack
 from tests.support.waiting import wait_until_sync
@@ -108,8 +109,10 @@ def test_an_account_problem_stops_submission_and_fails_jobs_at_their_deadline(st
         jobs = stack.final_jobs(job_ids, timeout=30)
         for job in jobs:
             assert job["status"] == "failed", job
+            if case == "revoked_key":
+                assert job["error"]["code"] == "upstream_authentication_error"  # not the caller's key
             assert job["error"]["type"] == "provider_account_problem"
-            assert job["error"]["code"] == problem["code"]
+            assert job["error"]["code"] == caller_code(problem["code"])
             assert "account problem" in job["error"]["message"]
             assert MODEL in job["error"]["message"]
         if "api_key" not in knobs:

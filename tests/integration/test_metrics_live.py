@@ -149,7 +149,8 @@ def test_prometheus_scrapes_the_api_and_the_worker(deployment: tuple[Stack, str]
         empty = [title for title, expression in queries if not finite_values(query(prometheus, expression))]
         assert set(empty) <= NOT_EXPECTED_TO_HAVE_DATA, f"panels without data: {empty}"
         assert finite_values(query(prometheus, "sum(batchgate_saved_usd_total)"))[0] > 0
-        assert finite_values(query(prometheus, "sum(batchgate_unknown_cost_requests_total)")) == [1.0]
+        # the stream that did not ask for usage is priced all the same (batchgate asks the upstream for it)
+        assert finite_values(query(prometheus, "sum(batchgate_unknown_cost_requests_total)")) in ([], [0.0])
         assert finite_values(query(prometheus, "sum(batchgate_shadow_saved_usd_total)"))[0] > 0
 
         for rule in alert_rules():

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.events import WorkerEvents
-from proxy.reasons import FailureReason, RescueReason
+from proxy.reasons import RescueReason
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
 
@@ -69,21 +69,22 @@ async def test_a_batch_ending_with_no_time_left_sends_its_jobs_synchronously_for
         assert batch["status"] == upstream_status
 
 
-async def test_a_batch_that_fails_twice_fails_its_jobs_with_the_batch_failed_code(
+async def test_a_batch_refused_whole_with_time_left_is_bisected_and_its_halves_answered(
     tmp_path: Path, redis_url: str
 ) -> None:
+    """A refusal naming no line, with time for more batches: split in halves (worker/triage.py), no rescue."""
     async with deferred_env(tmp_path, redis_url, simulator={"max_batch_lines": 1}) as env:
         views = [await env.accept(chat_body("gpt-4o-mini", f"q{i}")) for i in range(2)]  # no deadline: no rescue
         await run_burst(env)
         finished = await env.store.jobs.get_many([view.id for view in views])
         for done in finished:
             assert done is not None
-            assert done.status == "failed"
-            assert done.error is not None
-            assert done.error["code"] == FailureReason.BATCH_FAILED
-            assert done.error["type"] == "invalid_request_error"
-            assert done.batch_failures == 1  # queued again once, then failed
-        assert [batch["status"] for batch in env.provider_batches()] == ["failed", "failed"]
+            assert done.status == "completed", done
+            assert done.lane == "batch"
+            assert not done.rescued
+        batches = env.provider_batches()
+        assert sorted(batch["status"] for batch in batches) == ["completed", "completed", "failed"]
+        assert [batch["request_counts"]["total"] for batch in batches if batch["status"] == "completed"] == [1, 1]
         assert rescues(env.runtime.metrics.registry) == {}
 
 
