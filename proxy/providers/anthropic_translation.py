@@ -115,7 +115,9 @@ def direct_request(call: dict[str, Any], model: str) -> MessagesRequest:
         headers, params = update_request_with_filtered_beta(headers=headers, request_data=params, provider="anthropic")
     except ClaudeRefusal:
         raise
-    except Exception as exc:
+    except KeyError as exc:  # litellm indexes a field the call lacks (a json_schema response_format without one)
+        raise ClaudeRefusal(f"The request does not translate for {model}: `{exc.args[0]}` is missing.") from None
+    except Exception as exc:  # litellm raises many types for a call it will not translate
         raise ClaudeRefusal(public_message(str(exc), 400, None)) from None
     return _request(params, headers)
 

@@ -265,6 +265,22 @@ def test_a_field_outside_the_direct_steps_still_translates_through_litellm_compl
     assert sent["top_k"] == 5
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:nonsense"}}]}]},
+        {"messages": [*QUESTION, {"role": "tool", "content": "no tool_call_id"}]},
+        {"messages": QUESTION, "response_format": {"type": "json_schema"}},
+    ],
+)
+def test_what_litellm_will_not_translate_is_refused_though_claudes_rules_pass_it(body: dict[str, Any]) -> None:
+    """Why intake keeps the whole translation: Claude's rules alone would accept these and the line would fail."""
+    with pytest.raises(ClaudeRefusal) as refused:
+        params(**body)
+    assert refused.value.message
+    assert "Traceback" not in refused.value.message
+
+
 def test_a_message_becomes_a_chat_completion_with_tool_calls() -> None:
     completion = chat_completion(MESSAGE)
     assert completion["object"] == "chat.completion"
