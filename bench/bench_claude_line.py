@@ -14,9 +14,11 @@ import pstats
 import time
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 from proxy.providers.anthropic_translation import messages_request
+from proxy.requests import ChatRequest, check_batch_line
+from proxy.settings import Config
+
+CLAUDE = "claude-haiku-4-5"
 
 PNG = (  # one transparent pixel
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -70,7 +72,19 @@ def run(lines: int) -> float:
     bodies = [body(i) for i in range(lines)]
     started = time.process_time()
     for item in bodies:
-        messages_request(item, model="claude-haiku-4-5", extra_params={})
+        messages_request(item, model=CLAUDE, extra_params={})
+    return time.process_time() - started
+
+
+def intake(lines: int) -> float:
+    """CPU seconds for `lines` intake checks of deferred Anthropic calls (what the API process pays)."""
+    config = Config.model_validate(
+        {"model_list": [{"model_name": CLAUDE, "litellm_params": {"model": f"anthropic/{CLAUDE}", "api_key": "k"}}]}
+    )
+    chats = [ChatRequest(body={"model": CLAUDE, **body(i)}, model=CLAUDE, stream=False, size=0) for i in range(lines)]
+    started = time.process_time()
+    for chat in chats:
+        check_batch_line(chat, config)
     return time.process_time() - started
 
 
@@ -79,8 +93,9 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1000)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm is imported on the first line
     started = time.process_time()
-    messages_request(body(0), model="claude-haiku-4-5", extra_params={})
+    messages_request(body(0), model=CLAUDE, extra_params={})
     print(f"first line (imports litellm): {time.process_time() - started:.2f} s CPU")
     if args.profile:
         profile = cProfile.Profile()
@@ -91,6 +106,8 @@ def main() -> int:
         return 0
     seconds = run(args.lines)
     print(f"{args.lines} lines: {seconds:.2f} s CPU, {seconds / args.lines * 1000:.2f} ms CPU per line")
+    seconds = intake(args.lines)
+    print(f"{args.lines} intake checks: {seconds:.2f} s CPU, {seconds / args.lines * 1000:.2f} ms CPU per call")
     return 0
 
 
