@@ -257,7 +257,9 @@ VARIED: dict[str, dict[str, Any]] = {
 def test_the_direct_steps_build_what_litellm_completion_builds(case: str, model: str) -> None:
     """The fast path (litellm's steps called directly) sends the same params and betas as `litellm.completion`."""
     body = VARIED[case]
+    before = orjson.dumps(body)
     assert direct_request(dict(body), model) == raw_request(dict(body), model)
+    assert orjson.dumps(body) == before  # the caller's body (stored at intake) is left as it was
 
 
 def test_a_field_outside_the_direct_steps_still_translates_through_litellm_completion() -> None:
