@@ -13,7 +13,7 @@ from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
 from proxy.providers.anthropic_batch import batch_info, marker, result_line, unmarked
-from proxy.providers.anthropic_translation import chat_completion, messages_request
+from proxy.providers.anthropic_translation import chat_completion, direct_request, messages_request, raw_request
 from proxy.providers.base import BatchState, LineOutcome
 from proxy.providers.claude_rules import ClaudeRefusal
 from proxy.settings import Config
@@ -198,6 +198,89 @@ MESSAGE = {
         "cache_creation_input_tokens": 20,
     },
 }
+
+
+TOOL = {
+    "type": "function",
+    "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}},
+}
+SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": "x"}'}}
+VARIED: dict[str, dict[str, Any]] = {
+    "plain": {"messages": QUESTION},
+    "roles-and-options": {
+        "messages": [
+            {"role": "system", "content": "one"},
+            {"role": "developer", "content": [{"type": "text", "text": "two"}]},
+            {"role": "user", "content": "q"},
+        ],
+        "temperature": 0.2,
+        "stop": "END",
+        "seed": 7,
+        "user": "u-1",
+        "max_completion_tokens": 70,
+        "max_tokens": 50,
+        "presence_penalty": 0.5,
+    },
+    "tools-and-results": {
+        "messages": [*QUESTION, {"role": "assistant", "content": "", "tool_calls": [CALL]}, {
+            "role": "tool", "tool_call_id": "c1", "content": "done"}],
+        "tools": [TOOL],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "parallel_tool_calls": False,
+    },
+    "json-schema": {
+        "messages": QUESTION,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "strict": True, "schema": SCHEMA}},
+    },
+    "json-object": {"messages": QUESTION, "response_format": {"type": "json_object"}, "tool_choice": "none"},
+    "images-and-file": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE"}},
+                ],
+            }
+        ]
+    },
+    "reasoning": {"messages": QUESTION, "reasoning_effort": "medium", "top_p": 0.9},
+    "thinking": {"messages": QUESTION, "thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 4096},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-3-5-haiku-20241022", "claude-opus-4-1"])
+@pytest.mark.parametrize("case", sorted(VARIED))
+def test_the_direct_steps_build_what_litellm_completion_builds(case: str, model: str) -> None:
+    """The fast path (litellm's steps called directly) sends the same params and betas as `litellm.completion`."""
+    body = VARIED[case]
+    before = orjson.dumps(body)
+    assert direct_request(dict(body), model) == raw_request(dict(body), model)
+    assert orjson.dumps(body) == before  # the caller's body (stored at intake) is left as it was
+
+
+def test_a_field_outside_the_direct_steps_still_translates_through_litellm_completion() -> None:
+    sent = params(messages=QUESTION, top_k=5)  # litellm's Anthropic extra, not an OpenAI field
+    assert sent["top_k"] == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:nonsense"}}]}]},
+        {"messages": [*QUESTION, {"role": "tool", "content": "no tool_call_id"}]},
+        {"messages": QUESTION, "response_format": {"type": "json_schema"}},
+    ],
+)
+def test_what_litellm_will_not_translate_is_refused_though_claudes_rules_pass_it(body: dict[str, Any]) -> None:
+    """Why intake keeps the whole translation: Claude's rules alone would accept these and the line would fail."""
+    with pytest.raises(ClaudeRefusal) as refused:
+        params(**body)
+    assert refused.value.message
+    assert "Traceback" not in refused.value.message
 
 
 def test_a_message_becomes_a_chat_completion_with_tool_calls() -> None:
