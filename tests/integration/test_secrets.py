@@ -108,7 +108,7 @@ def test_an_echoed_provider_key_appears_nowhere(tmp_path: Path, redis_url: str, 
         assert (by_webhook.status_code, batched.status_code) == (202, 202), (by_webhook.text, batched.text)
         wait_until_sync(lambda: bool(receiver.delivered()), timeout=60, what="the failed job's webhook")
         wait_until_sync(
-            lambda: "batch submission failed" in captured_log.getvalue(), timeout=60, what="a refused upload"
+            lambda: "batch submission stopped" in captured_log.getvalue(), timeout=60, what="a refused upload"
         )
         for call in receiver.calls:
             assert_clean(call.body.decode(), "a webhook")
