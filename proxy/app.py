@@ -72,14 +72,18 @@ def create_app(
     config: Config,
     *,
     background: list[BackgroundService] | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> RequestLogMiddleware:
-    """The API. `background` services (the in-process worker, the config reloader) run for the app's lifetime."""
+    """The API. `background` services (the in-process worker, the config reloader) run for the app's lifetime;
+    `stopping`, set by the server when it stops, ends held calls and long polls at once."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings, config)
         app.state.runtime = runtime
         tasks = [asyncio.create_task(service(runtime)) for service in background or []]
+        if stopping is not None:
+            tasks.append(asyncio.create_task(_relay(stopping, runtime.waiters.stopping)))
         try:
             yield
         finally:
@@ -96,6 +100,11 @@ def create_app(
     for router in routers():
         api.include_router(router)
     return RequestLogMiddleware(BatchgateApp(api, errors))
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 class AnswerUnexpected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -13,6 +14,7 @@ from proxy.settings import Config, Settings
 
 logger = logging.getLogger("batchgate")
 LISTEN_BACKLOG = 4096
+SYNC_SHUTDOWN_GRACE = 30  # seconds a synchronous call in flight may take to finish once the server stops
 
 
 class PortUnavailable(RuntimeError):
@@ -38,16 +40,32 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, which on stopping gives held calls `hold_grace` seconds before it ends them (their
+    clients retry and re-attach); synchronous calls in flight get uvicorn's whole graceful-shutdown time."""
+
+    def __init__(self, config: uvicorn.Config, *, stopping: asyncio.Event, hold_grace: float) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+        self.hold_grace = hold_grace
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().call_later(self.hold_grace, self.stopping.set)
+        await super().shutdown(sockets)
+
+
 def serve(settings: Settings, config: Config, listener: socket.socket | None = None) -> None:
-    """Run the API on `listener` (bound here from settings when not given) until SIGTERM/SIGINT; held
-    connections get `worker.drain_timeout` seconds to end before they are closed."""
+    """Run the API on `listener` (bound here from settings when not given) until SIGTERM/SIGINT. On stopping,
+    held calls get `worker.drain_timeout` seconds to end before they are ended (the client retries and
+    re-attaches); synchronous calls in flight get SYNC_SHUTDOWN_GRACE seconds (they cannot be handed back)."""
     listener = listener or bind_listener(settings.host, settings.port)
-    app = create_app(settings, config, background=background_services(settings))
+    stopping = asyncio.Event()
+    app = create_app(settings, config, background=background_services(settings), stopping=stopping)
     host, port = listener.getsockname()[:2]
     logger.info(
         "batchgate listening on http://%s:%s (worker %s)", host, port, "in-process" if settings.worker else "off"
     )
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app,
             loop="uvloop",
@@ -55,9 +73,11 @@ def serve(settings: Settings, config: Config, listener: socket.socket | None = N
             access_log=False,
             log_level="warning",
             timeout_keep_alive=75,
-            timeout_graceful_shutdown=max(1, round(config.worker.drain_timeout)),
+            timeout_graceful_shutdown=max(SYNC_SHUTDOWN_GRACE, round(config.worker.drain_timeout) + 1),
             backlog=LISTEN_BACKLOG,
-        )
+        ),
+        stopping=stopping,
+        hold_grace=config.worker.drain_timeout,
     )
     server.run(sockets=[listener])
 

@@ -42,6 +42,10 @@ async def _nothing() -> AsyncIterator[bytes]:
     yield b""  # pragma: no cover - makes this an async generator
 
 
+class ServerStopping(Exception):
+    """The server is stopping while a call is held (JobWaiters.stopping)."""
+
+
 class HeldResponse(StreamingResponse):
     """200 + JSON headers now, a space per heartbeat, then the ChatCompletion (or an error and a cut connection)."""
 
@@ -70,9 +74,9 @@ class HeldResponse(StreamingResponse):
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
             view = await self._wait(send, gone)
-        except asyncio.CancelledError:
-            # the server is stopping (uvicorn cancels what outlives worker.drain_timeout): end the connection
-            # unfinished, so the client sees a retryable connection error; its retry re-attaches to the job
+        except (asyncio.CancelledError, ServerStopping):
+            # the server is stopping: end the connection unfinished, so the client sees a retryable connection
+            # error; its retry (with its Idempotency-Key, or the SDK's marked retry) re-attaches to the job
             log.info("held call ended by shutdown; the job goes on", extra={"job_id": self.view.id})
             return
         finally:
@@ -104,8 +108,11 @@ class HeldResponse(StreamingResponse):
                 left = end - time.monotonic()
                 if view.is_final or left <= 0:
                     return view
-                if await _first(woken, gone, within=min(self.heartbeat, left)) is gone:
+                first = await _first(woken, gone, self.waiters.stopping, within=min(self.heartbeat, left))
+                if first is gone:
                     return None
+                if first is self.waiters.stopping:
+                    raise ServerStopping
                 if not woken.is_set() and not gone.is_set():
                     await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
 

@@ -47,6 +47,7 @@ class JobWaiters:
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.stopping = asyncio.Event()  # set when the server stops: held calls end now, long polls answer now
 
     @property
     def waiting(self) -> int:
@@ -71,8 +72,10 @@ class JobWaiters:
                 left = end - time.monotonic()
                 if view is None or view.is_final or left <= 0:
                     return view
+                if self.stopping.is_set():
+                    return view
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), timeout=left)
+                    await asyncio.wait_for(_either(woken, self.stopping), timeout=left)
 
     @contextlib.asynccontextmanager
     async def watching(self, job_id: str) -> AsyncIterator[asyncio.Event]:
@@ -182,3 +185,12 @@ class JobWaiters:
             return
         for event in self._listeners.get(channel, ()):
             event.set()
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
