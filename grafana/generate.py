@@ -249,7 +249,12 @@ SAVINGS = Board(
                 ),
                 Panel(
                     "Requests of unknown cost (range)",
-                    (Query(f"sum by (model) ({increase('batchgate_unknown_cost_requests_total')}) or vector(0)", "{{model}}"),),
+                    (
+                        Query(
+                            f"sum by (model) ({increase('batchgate_unknown_cost_requests_total')}) or vector(0)",
+                            "{{model}}",
+                        ),
+                    ),
                     description="Models with no price in litellm's map nor in the config: counted, never guessed.",
                 ),
             ),
@@ -309,7 +314,12 @@ OPERATIONS = Board(
                 ),
                 Panel(
                     "Capacity refusals (range)",
-                    (Query(f"sum by (queue) ({increase('batchgate_capacity_refusals_total')}) or vector(0)", "{{queue}}"),),
+                    (
+                        Query(
+                            f"sum by (queue) ({increase('batchgate_capacity_refusals_total')}) or vector(0)",
+                            "{{queue}}",
+                        ),
+                    ),
                     description="Batches the provider refused for its enqueued-token limit (retried, never failed).",
                 ),
             ),
