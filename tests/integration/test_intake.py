@@ -53,12 +53,11 @@ class Recorder:
             message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body"):  # kept before any answer: a caller never sees it first
+                    self.seen.append((scope["path"], b"".join(chunks)))
             return message
 
-        try:
-            await self.app(scope, recording, send)
-        finally:
-            self.seen.append((scope["path"], b"".join(chunks)))
+        await self.app(scope, recording, send)
 
     def bodies(self, path: str) -> list[bytes]:
         return [body for seen, body in self.seen if seen == path]
