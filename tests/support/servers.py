@@ -100,7 +100,13 @@ class ServerThread:
 
     def __init__(self, app: Any, *, port: int | None = None, **uvicorn_options: Any) -> None:
         self.port = port or free_port()
-        options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "access_log": False}
+        # a connection still open at stop (a held call, a long poll) is cut after 10 s, so the app's lifespan ends
+        options: dict[str, Any] = {
+            "log_level": "warning",
+            "lifespan": "on",
+            "access_log": False,
+            "timeout_graceful_shutdown": 10,
+        }
         options.update(uvicorn_options)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **options))
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -122,8 +128,13 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        """Stop the server and its event loop. A thread left running would keep its app's background work (an
+        in-process worker) alive against the shared test Redis, taking later tests' jobs: force it to end."""
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=20)
+        if self.thread.is_alive():
+            self.server.force_exit = True  # skips the lifespan; asyncio.run then cancels what is left
+            self.thread.join(timeout=20)
 
     def __enter__(self) -> ServerThread:
         return self.start()
