@@ -14,7 +14,8 @@ from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
-from proxy.policy.lanes import batch_blocker_for, lane_facts
+from proxy.policy.lanes import batch_blocker_for, dropped_fields_for, lane_facts
+from proxy.providers.lane_fields import ANTHROPIC_DROPPED
 from proxy.settings import Config, load_config
 
 
@@ -88,6 +89,7 @@ def explain(
         prompt_tokens_estimate=prompt_tokens,
         stream=stream,
         batch_blocker=batch_blocker_for(config, model, request_body),
+        dropped_fields=dropped_fields_for(config, model, request_body),
     )
     moment = now or datetime.now(UTC)
     lanes = lane_facts(config, model)
@@ -101,6 +103,8 @@ def explain(
         print(f"  batch:     never for this model: {lanes.no_batch_reason}", file=out)
     elif facts.batch_blocker is not None:
         print(f"  batch:     not for this request: its batch lane cannot carry {facts.batch_blocker}", file=out)
+    for name in facts.dropped_fields:
+        print(f"  dropped:   {name}: {ANTHROPIC_DROPPED[name]}, on every lane", file=out)
     _print_rules(config, facts, moment, decision, out)
     return 0
 

@@ -21,6 +21,11 @@ MAX_DEADLINE_AHEAD = 366 * 86_400.0
 
 def decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: datetime) -> Decision:
     """The lane, deadline and delivery of one call. Raises InvalidRequest for a bad X-Batch-Deadline."""
+    decision = _decide(policy, facts, lanes, now)
+    return dataclasses.replace(decision, dropped=facts.dropped_fields) if facts.dropped_fields else decision
+
+
+def _decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: datetime) -> Decision:
     raw_deadline = facts.headers.get(DEADLINE_HEADER)
     client_deadline = None if raw_deadline is None else parse_client_deadline(raw_deadline, now)
     rule = policy.first_match(facts, now)

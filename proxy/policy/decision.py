@@ -27,6 +27,8 @@ class Decision:
         (its deadline leaves no time for one); None otherwise.
     no_batch: why a call that asked for deferral could not use the batch lane, naming the model's provider
         ("mistral: batchgate does not speak its batch API yet"); rendered as `reason="..."` in the header.
+    dropped: request fields the model's provider answers without on every lane (`seed` on Claude), rendered as
+        `dropped="seed, ..."` so that nothing is dropped silently (docs/field-lanes.md).
     """
 
     deferred: bool
@@ -41,6 +43,7 @@ class Decision:
     max_wait: float | None = None
     rescue_reason: RescueReason | None = None
     no_batch: str | None = None
+    dropped: tuple[str, ...] = ()
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
@@ -52,6 +55,8 @@ class Decision:
                 parts.append(f"shadow_lane={self.shadow_lane}")
         if self.no_batch:
             parts.append(f'reason="{self.no_batch}"')
+        if self.dropped:
+            parts.append(f'dropped="{", ".join(self.dropped)}"')
         if self.deadline is not None:
             parts.append(f"deadline={format_instant(self.deadline)}")
         return "; ".join(parts)

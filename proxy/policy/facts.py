@@ -21,6 +21,7 @@ class RequestFacts:
     prompt_tokens_estimate: int = 0
     stream: bool = False
     batch_blocker: str | None = None  # the field the model's batch lane cannot carry (it then stays off batch)
+    dropped_fields: tuple[str, ...] = ()  # fields the model's provider answers without, on every lane
 
 
 @dataclass(frozen=True, slots=True)

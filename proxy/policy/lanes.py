@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.policy.facts import LaneFacts
-from proxy.providers.lane_fields import batch_blocker
+from proxy.providers.lane_fields import batch_blocker, dropped_fields
 from proxy.providers.registry import batch_api, no_batch_reason
 from proxy.settings import Config
 
@@ -30,3 +30,9 @@ def batch_blocker_for(config: Config, model_name: str, body: Mapping[str, Any]) 
     """The field of `body` the model's batch lane cannot carry as its sync lane does (None: it carries all)."""
     deployment = config.deployment(model_name)
     return None if deployment is None else batch_blocker(body, batch_api(deployment))
+
+
+def dropped_fields_for(config: Config, model_name: str, body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields of `body` the model's provider answers without on every lane (docs/field-lanes.md, "dropped")."""
+    deployment = config.deployment(model_name)
+    return () if deployment is None else dropped_fields(body, deployment.litellm_params.provider)

@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
+from proxy.providers import openai_shape
 from proxy.providers.base import ErrorClass, ProviderError, UpstreamResponse, UpstreamStream
 from proxy.providers.passed_headers import passed_headers
 from proxy.providers.redaction import Redactor
@@ -91,8 +92,12 @@ class OpenAICompletionClient:
         upstream_model: str,
         retry: RetryPolicy,
         extra_headers: Mapping[str, str] | None = None,
+        reshape: bool = False,
     ) -> None:
+        """`reshape`: make answers OpenAI-exact (proxy/providers/openai_shape.py), for OpenAI-shaped providers
+        other than OpenAI itself, whose answers are relayed byte for byte."""
         self._http = http
+        self._reshape = reshape
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._model = upstream_model
         self._retry = retry
@@ -125,7 +130,10 @@ class OpenAICompletionClient:
                 continue
             if status in RETRYABLE_STATUSES and await self._backoff(attempt, started, _retry_after(headers)):
                 continue
-            return UpstreamResponse(status, self._redactor.bytes(content), _kept_headers(headers))
+            content = self._redactor.bytes(content)
+            if self._reshape and status < 400:
+                content = openai_shape.completion_bytes(content)
+            return UpstreamResponse(status, content, _kept_headers(headers))
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
@@ -150,7 +158,10 @@ class OpenAICompletionClient:
                     content = self._redactor.bytes(await response.read())
                     yield UpstreamStream(response.status, _kept_headers(response.headers), _single_chunk(content))
                 else:
-                    yield UpstreamStream(response.status, _kept_headers(response.headers), response.content.iter_any())
+                    chunks: AsyncIterator[bytes] = response.content.iter_any()
+                    if self._reshape:
+                        chunks = openai_shape.stream_bytes(chunks)
+                    yield UpstreamStream(response.status, _kept_headers(response.headers), chunks)
             finally:
                 response.release()
             return

@@ -13,8 +13,12 @@ The rules, the same on every lane and provider path:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+import orjson
+
+from proxy.providers.stream_usage import SSE_EVENT_END
 
 
 def completion(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,6 +51,43 @@ def chunks(data: Mapping[str, Any], *, include_usage: bool) -> list[dict[str, An
     if not any(_carries_something(choice) for choice in _dicts(shaped.get("choices"))):
         return [{**shaped, "choices": [], "usage": usage}]
     return [{**shaped, "usage": None}, {**shaped, "choices": [], "usage": usage}]
+
+
+def completion_bytes(content: bytes) -> bytes:
+    """`completion` applied to a JSON answer body; a body that is not a JSON object (or too deep to walk) is
+    returned as it came, so the caller gets the upstream's own bytes rather than an error of ours."""
+    try:
+        data = orjson.loads(content)
+        return orjson.dumps(completion(data)) if isinstance(data, dict) else content
+    except (orjson.JSONDecodeError, RecursionError):
+        return content
+
+
+async def stream_bytes(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An SSE chat-completions stream (`data: {chunk}` events, then `data: [DONE]`) with every chunk made
+    OpenAI-exact by `chunks(..., include_usage=True)`; events that are not a JSON chunk pass through unchanged.
+    Used for OpenAI-shaped providers other than OpenAI (which are asked for usage on every stream)."""
+    pending = b""
+    async for received in chunks:
+        pending += received
+        *events, pending = SSE_EVENT_END.split(pending)
+        if events:
+            yield b"".join(_reshaped_event(event) for event in events)
+    if pending:
+        yield _reshaped_event(pending)
+
+
+def _reshaped_event(event: bytes) -> bytes:
+    if not event.startswith(b"data:"):
+        return event + b"\n\n"
+    payload = event[5:].strip()
+    try:
+        data = orjson.loads(payload)
+        if not isinstance(data, dict):
+            return event + b"\n\n"
+        return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks(data, include_usage=True))
+    except (orjson.JSONDecodeError, RecursionError):
+        return event + b"\n\n"
 
 
 def include_usage(body: Mapping[str, Any]) -> bool:

@@ -140,6 +140,7 @@ class ProviderRegistry:
                     api_key=api_key,
                     upstream_model=deployment.litellm_params.upstream_model,
                     retry=retry,
+                    reshape=deployment.litellm_params.provider != "openai",
                 )
             else:
                 self._completion[name] = self._litellm_client(deployment, simulator_url, retry, limits.upstream_timeout)

@@ -18,7 +18,7 @@ import orjson
 
 USAGE_KEY = b'"usage"'
 TAIL_BYTES = 8192
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+SSE_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # the end of one server-sent event
 _NULL_USAGE_LAST = b',"usage":null}'
 
 
@@ -78,7 +78,7 @@ class UsageTap:
         buffer = self._pending + chunk
         kept: list[bytes] = []
         start = 0
-        for end in _EVENT_END.finditer(buffer):
+        for end in SSE_EVENT_END.finditer(buffer):
             event = self._event(buffer[start : end.end()])
             start = end.end()
             if event:

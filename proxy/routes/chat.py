@@ -19,7 +19,7 @@ from proxy.errors import UPSTREAM_AUTH_CODE, UPSTREAM_AUTH_STATUS, UpstreamError
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
-from proxy.policy.lanes import batch_blocker_for, lane_facts
+from proxy.policy.lanes import batch_blocker_for, dropped_fields_for, lane_facts
 from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
 from proxy.providers.failures import upstream_failure
 from proxy.providers.passed_headers import passed_headers
@@ -74,6 +74,7 @@ def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mappi
         prompt_tokens_estimate=chat.prompt_tokens_estimate,
         stream=chat.stream,
         batch_blocker=batch_blocker_for(config, chat.model, chat.body),
+        dropped_fields=dropped_fields_for(config, chat.model, chat.body),
     )
     lanes = lane_facts(config, chat.model)
     return decide(config.policy, facts, lanes, datetime.now(UTC))

@@ -178,3 +178,28 @@ def sse_events(body: Mapping[str, Any], answer: Answer, *, chunk_chars: int) -> 
     if include_usage:
         yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage_json(answer)}) + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+def with_compatible_server_nulls(answer: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion as OpenAI-compatible servers write it: optional fields null instead of absent."""
+    for choice in answer["choices"]:
+        choice["message"].setdefault("tool_calls", None)
+        choice["message"]["function_call"] = None
+    answer["usage"]["prompt_tokens_details"] = None
+    answer["usage"]["completion_tokens_details"] = None
+    return answer
+
+
+def compatible_server_events(events: Iterator[bytes]) -> Iterator[bytes]:
+    """`sse_events` as some OpenAI-compatible servers send them: the usage asked for rides on the finishing
+    content chunk, no other chunk has a `usage` key, and no usage-only chunk follows."""
+    chunks = [orjson.loads(event[6:]) for event in events if event != b"data: [DONE]\n\n"]
+    usage = next((chunk["usage"] for chunk in chunks if chunk.get("usage")), None)
+    content = [chunk for chunk in chunks if chunk["choices"]]
+    for chunk in content:
+        chunk.pop("usage", None)
+    if usage is not None:
+        content[-1]["usage"] = {**usage, "prompt_tokens_details": None, "completion_tokens_details": None}
+    for chunk in content:
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"

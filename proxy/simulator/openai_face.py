@@ -24,7 +24,15 @@ from proxy.simulator.openai_batches import (
     check_input_file,
     result_lines,
 )
-from proxy.simulator.openai_chat import chat_problem, completion, response_tier, sse_events, store_problem
+from proxy.simulator.openai_chat import (
+    chat_problem,
+    compatible_server_events,
+    completion,
+    response_tier,
+    sse_events,
+    store_problem,
+    with_compatible_server_nulls,
+)
 from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.state import ResultFiles, SimulatorState, simulator_state
 from proxy.simulator.tool_use import last_user_text
@@ -163,9 +171,13 @@ async def chat_completions(request: Request) -> Response:
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     if body.get("stream"):
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)
+        if opts.compatible_server_nulls:
+            events = compatible_server_events(events)
         return StreamingResponse(_aiter(events), media_type="text/event-stream", headers=headers)
-    payload = orjson.dumps(completion(body["model"], answer, service_tier=response_tier(body)))
-    return Response(payload, media_type=JSON, headers=headers)
+    completed = completion(body["model"], answer, service_tier=response_tier(body))
+    if opts.compatible_server_nulls:
+        completed = with_compatible_server_nulls(completed)
+    return Response(orjson.dumps(completed), media_type=JSON, headers=headers)
 
 
 async def _aiter(events: Any) -> AsyncIterator[bytes]:

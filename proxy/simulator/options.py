@@ -73,6 +73,12 @@ class SimulatorOptions(BaseModel):
         description="wire flavour of the OpenAI face: openai, azure (capitalised statuses, ISO timestamps, null "
         "counts, no 24 h expiry, token limit and file cap answered at create/upload) or groq (24h..7d windows)",
     )
+    compatible_server_nulls: bool = Field(
+        default=False,
+        description="answer chat as OpenAI-compatible servers (vLLM and others) do, not as OpenAI does: optional "
+        "fields present as null (tool_calls, function_call, token details) and a stream's usage on its last "
+        "content chunk instead of a usage-only chunk",
+    )
     enqueued_token_limit: int | None = Field(
         default=DEFAULT_ENQUEUED_TOKEN_LIMIT,
         ge=1,

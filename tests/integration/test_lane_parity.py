@@ -46,6 +46,9 @@ PNG = (  # one transparent pixel
 )
 PDF = "data:application/pdf;base64,JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK"
 
+# case -> the fields Claude has no counterpart for, as X-Batchgate-Decision names them (docs/field-lanes.md)
+DROPPED = {"json-object": "response_format.type=json_object", "roles-and-options": "seed"}
+
 # name -> the request's fields besides model; each case's first user text names it, to find it upstream
 CASES: dict[str, dict[str, Any]] = {
     "tools-multi-turn": {
@@ -188,11 +191,12 @@ def recorded_stack(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, Reco
 
 def test_the_sync_and_batch_lanes_send_and_answer_alike(tmp_path: Path, redis_url: str) -> None:
     with recorded_stack(tmp_path, redis_url) as (stack, recorder), stack.client(timeout=90) as client:
-        sync_answers = {}
+        sync_answers, sync_decisions = {}, {}
         for name, fields in CASES.items():
             raw = client.chat.completions.with_raw_response.create(model=CLAUDE, **fields)
             assert raw.headers["x-batchgate-decision"].startswith("lane=sync"), name
             sync_answers[name] = orjson.loads(raw.content)
+            sync_decisions[name] = raw.headers["x-batchgate-decision"]
 
         def deferred(name: str) -> tuple[str, dict[str, Any]]:
             raw = client.chat.completions.with_raw_response.create(model=CLAUDE, extra_headers=DEFER, **CASES[name])
@@ -200,7 +204,8 @@ def test_the_sync_and_batch_lanes_send_and_answer_alike(tmp_path: Path, redis_ur
             return raw.headers["x-batchgate-decision"], orjson.loads(raw.content)
 
         with ThreadPoolExecutor(len(CASES)) as pool:
-            batch_answers = dict(zip(CASES, [answer for _, answer in pool.map(deferred, CASES)], strict=True))
+            batch_results = dict(zip(CASES, pool.map(deferred, CASES), strict=True))
+        batch_answers = {name: answer for name, (_, answer) in batch_results.items()}
 
         for name in CASES:
             sync_params, sync_headers = recorder.sync_call(name)
@@ -216,6 +221,12 @@ def test_the_sync_and_batch_lanes_send_and_answer_alike(tmp_path: Path, redis_ur
         tool_turn = recorder.sync_call("tools-multi-turn")[0]["messages"][1]["content"]
         assert all(block.get("text") != "" for block in tool_turn)
         assert sync_answers["roles-and-options"]["choices"][0]["message"]["content"]
+        # what Claude has no counterpart for is dropped on both lanes alike, and the decision says so
+        for name, dropped in DROPPED.items():
+            for decision in (sync_decisions[name], batch_results[name][0]):
+                assert f'dropped="{dropped}"' in decision, (name, decision)
+        assert "dropped=" not in sync_decisions["tools-multi-turn"]
+        assert "seed" not in recorder.sync_call("roles-and-options")[0]
 
         sent_before = len(recorder.seen)
         for name, (fields, param) in REFUSED.items():

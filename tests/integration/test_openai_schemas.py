@@ -17,7 +17,7 @@ import pytest
 from tests.integration.test_anthropic_stack import CLAUDE, anthropic_stack
 from tests.integration.test_tool_calls import QUESTION, TOOLS
 from tests.support.openai_schema import assert_valid, errors
-from tests.support.stack import MASTER_KEY, MODELS, Stack
+from tests.support.stack import MASTER_KEY, MODELS, PROVIDER_KEY, Stack, running_stack
 
 GPT = "gpt-4o-mini"
 PATHS = [GPT, CLAUDE]  # the fast OpenAI-shaped path, and litellm to Anthropic's Messages API
@@ -133,6 +133,33 @@ def test_error_answers_are_openai_exact(stack: Stack, http: httpx.Client, model:
     missing = http.get("/v1/deferred/dfr_doesnotexist")
     assert missing.status_code == 404
     assert_valid(ERROR, missing.json())
+
+
+def test_answers_of_a_compatible_server_are_made_openai_exact(tmp_path: Path, redis_url: str) -> None:
+    """An OpenAI-compatible server (here vLLM's shape: optional fields null, a stream's usage on its last content
+    chunk) is relayed on the fast path, and its answers are made OpenAI-exact on the way."""
+    models = {"vllm-model": "hosted_vllm/gpt-4o-mini"}
+    simulator = {"compatible_server_nulls": True}
+    with running_stack(tmp_path, redis_url, simulator=simulator, models=models) as compatible:
+        headers = {"authorization": f"Bearer {MASTER_KEY}"}
+        with httpx.Client(base_url=compatible.url, headers=headers, timeout=60) as client:
+            with compatible.simulator() as sim:
+                direct = {"authorization": f"Bearer {PROVIDER_KEY}"}
+                raw = sim.post("/v1/chat/completions", json=chat("gpt-4o-mini", "hi"), headers=direct).json()
+            assert errors(COMPLETION, raw)  # what the server itself sends is not OpenAI's shape
+            plain = answer(client, chat("vllm-model", "what is a batch?"))
+            assert_valid(COMPLETION, plain)
+            assert "function_call" not in plain["choices"][0]["message"]
+            for options in ({}, {"stream_options": {"include_usage": True}}):
+                chunks = stream(client, chat("vllm-model", "stream me an answer please", **options))
+                for chunk in chunks:
+                    assert_valid(CHUNK, chunk)
+                if options:
+                    *content, usage_chunk = chunks
+                    assert (usage_chunk["choices"], usage_chunk["usage"]["total_tokens"] > 0) == ([], True)
+                    assert all(chunk["usage"] is None and chunk["choices"] for chunk in content)
+                else:
+                    assert all("usage" not in chunk and chunk["choices"] for chunk in chunks)
 
 
 def test_models_are_openai_exact(http: httpx.Client) -> None:

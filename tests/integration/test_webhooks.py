@@ -21,6 +21,7 @@ from standardwebhooks.webhooks import Webhook
 
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
+from tests.support.openai_schema import assert_valid
 from tests.support.servers import ServerThread
 from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
 from tests.support.waiting import wait_until_sync
@@ -134,6 +135,7 @@ def test_a_receiver_failing_three_times_gets_one_logical_delivery(tmp_path: Path
         assert payload["id"] == job_id
         assert payload["status"] == "completed"
         assert payload["response"]["choices"][0]["message"]["content"] == expected_content(body)
+        assert_valid("CreateChatCompletionResponse", payload["response"])
         time.sleep(0.5)
         assert len(receiver.delivered()) == 1
 

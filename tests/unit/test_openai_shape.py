@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
 
 from proxy.providers import openai_shape
 from tests.support.openai_schema import assert_valid, errors
@@ -127,3 +131,38 @@ def test_include_usage_reads_stream_options() -> None:
     assert not openai_shape.include_usage({"stream_options": {"include_usage": False}})
     assert not openai_shape.include_usage({"stream_options": None})
     assert not openai_shape.include_usage({})
+
+
+def test_a_relayed_stream_is_reshaped_event_by_event_across_read_boundaries() -> None:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    last = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"total_tokens": 3}}
+    sent = (
+        b"data: "
+        + orjson.dumps(chunk)
+        + b"\n\ndata: "
+        + orjson.dumps(last)
+        + b"\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n"
+    )
+
+    async def reads(size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(sent), size):
+            yield sent[start : start + size]
+
+    async def relayed(size: int) -> bytes:
+        return b"".join([part async for part in openai_shape.stream_bytes(reads(size))])
+
+    for size in (1, 7, len(sent)):
+        events = asyncio.run(relayed(size)).split(b"\n\n")
+        assert events[-2:] == [b"data: [DONE]", b""]
+        assert events[3] == b": keep-alive"
+        first, content_end, usage = (orjson.loads(event.removeprefix(b"data: ")) for event in events[:3])
+        assert (first["usage"], first["choices"][0]["finish_reason"]) == (None, None)
+        assert (content_end["usage"], content_end["choices"][0]["finish_reason"]) == (None, "stop")
+        assert (usage["choices"], usage["usage"]) == ([], {"total_tokens": 3})
+
+
+def test_an_answer_that_is_not_a_json_object_is_relayed_as_it_came() -> None:
+    assert openai_shape.completion_bytes(b"not json") == b"not json"
+    assert openai_shape.completion_bytes(b"[1]") == b"[1]"
+    deep = b"[" * 2000 + b"]" * 2000
+    assert openai_shape.completion_bytes(deep) == deep

@@ -249,3 +249,23 @@ def test_explain_names_the_field_that_keeps_a_call_off_the_batch_lane(tmp_path: 
     body.write_text(json.dumps({"messages": [{"role": "user", "content": "?"}]}))
     code, text = run_explain(path, model="claude", headers=deadline, body=body)
     assert (code, "lane=batch" in text, "cannot carry" in text) == (0, True, False)
+
+
+def test_explain_names_the_fields_claude_answers_without(tmp_path: Path) -> None:
+    path = tmp_path / "claude.yaml"
+    path.write_text("model_list:\n  - model_name: claude\n    litellm_params: {model: anthropic/claude-haiku-4-5}\n")
+    body = tmp_path / "body.json"
+    request = {"messages": [{"role": "user", "content": "?"}], "seed": 3, "response_format": {"type": "json_object"}}
+    body.write_text(json.dumps(request))
+    code, text = run_explain(path, model="claude", headers=["X-Batch-Deadline: 24h"], body=body)
+    assert code == 0, text
+    assert 'lane=batch; rule=header; dropped="seed, response_format.type=json_object"' in text.splitlines()[0]
+    assert "  dropped:   seed: Anthropic has no seed, on every lane" in text
+    code, text = run_explain(path, model="claude", body=body)
+    assert (
+        text.splitlines()[0]
+        == 'X-Batchgate-Decision: lane=sync; rule=default; dropped="seed, response_format.type=json_object"'
+    )
+    body.write_text(json.dumps({**request, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}))
+    code, text = run_explain(path, model="claude", body=body)
+    assert 'dropped="seed"' in text
