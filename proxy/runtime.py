@@ -120,7 +120,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
     )
     runtime.events = events or Telemetry(metrics, runtime.accounting, prices=lambda: runtime.prices)
     mask_secrets_in_logs(secrets_to_mask(config, fallback_key))
-    if fallback_key:
+    if fallback_key and config.auth.master_key is None:
         logger.warning("no master key is set and every model is simulated: the development key from the README works")
     if runtime.keys.empty:
         logger.warning("no caller keys are configured: every request will be refused with 401")
