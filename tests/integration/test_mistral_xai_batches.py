@@ -188,7 +188,8 @@ async def test_an_input_the_provider_refuses_fails_the_batch(provider: Provider)
         created = await client.create(prepared.ref, metadata={LABEL: "dup"})
         info = await until_ended(client, created.batch_id)
         assert info.state is BatchState.FAILED
-        assert info.errors is not None and "duplicate" in info.errors
+        assert info.errors is not None
+        assert "duplicate" in info.errors
 
 
 # the whole stack: batchgate's API and worker, the official openai client as the caller
@@ -268,12 +269,15 @@ def test_deferred_calls_go_through_each_providers_batch_and_reconcile_with_its_b
                     Decimal(0),
                 )
                 assert charged == Decimal(billed[tier.value]["cost_usd"]), (provider.name, lane)
-            batch_price, list_price = prices.price(provider.litellm_model, Tier.BATCH), prices.price(
-                provider.litellm_model, Tier.SYNC
+            batch_price, list_price = (
+                prices.price(provider.litellm_model, Tier.BATCH),
+                prices.price(provider.litellm_model, Tier.SYNC),
             )
-            assert batch_price is not None and list_price is not None
+            assert batch_price is not None
+            assert list_price is not None
             assert batch_price.input < list_price.input  # billed at the provider's batch discount
         mistral_price = prices.price(MISTRAL.litellm_model, Tier.BATCH)
         mistral_list = prices.price(MISTRAL.litellm_model, Tier.SYNC)
-        assert mistral_price is not None and mistral_list is not None
+        assert mistral_price is not None
+        assert mistral_list is not None
         assert mistral_price.input * 2 == mistral_list.input  # no batch price in the map: Mistral's 50%
