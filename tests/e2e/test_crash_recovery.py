@@ -138,3 +138,40 @@ async def test_an_anthropic_submission_is_recovered_on_another_host(tmp_path: Pa
         [batch] = message_batches(env)  # created once, whichever host created it
         assert batch["request_counts"]["succeeded"] == len(bodies)
         assert not list((tmp_path / "host-b" / "batchgate-anthropic").glob("*.json"))
+
+
+FACES = {  # provider -> (model, simulator face, the face's batch listing, (items key, its line count))
+    "mistral": ("mistral-small-latest", "/mistral/v1", "/batch/jobs", ("data", "total_requests")),
+    "xai": ("grok-4.20-non-reasoning", "/xai/v1", "/batches", ("batches", "state.num_requests")),
+}
+
+
+def face_batches(env: DeferredEnv, provider: str) -> list[int]:
+    """The line count of every batch the provider's face holds."""
+    _, face, listing, (items, count) = FACES[provider]
+    page = httpx.get(env.simulator_url + face + listing, headers={"authorization": f"Bearer {PROVIDER_KEY}"}).json()
+    counts = []
+    for batch in page[items]:
+        value = batch
+        for key in count.split("."):
+            value = value[key]
+        counts.append(value)
+    return counts
+
+
+@pytest.mark.parametrize("provider", sorted(FACES))
+async def test_a_mistral_or_xai_batch_created_before_the_kill_is_found_not_sent_again(
+    tmp_path: Path, redis_url: str, provider: str
+) -> None:
+    model, face = FACES[provider][:2]
+
+    def models(url: str) -> list[dict[str, Any]]:
+        params = {"model": f"{provider}/{model}", "api_base": url + face, "api_key": PROVIDER_KEY}
+        return [{"model_name": model, "litellm_params": params}]
+
+    async with deferred_env(tmp_path, redis_url, models=models, **FAST_LEASES) as env:
+        bodies = [chat_body(model, f"{provider} {i}") for i in range(30)]
+        views = [await env.accept(body) for body in bodies]
+        await kill_at_then_recover(env, tmp_path, "after_create")
+        await assert_answered(env, bodies, views)
+        assert face_batches(env, provider) == [len(bodies)]  # created once, found again by its label
