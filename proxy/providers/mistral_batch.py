@@ -8,7 +8,7 @@ litellm's `llms/mistral/batches/transformation.py`):
 - a job: `id`, `status` (QUEUED, RUNNING, SUCCESS, FAILED, TIMEOUT_EXCEEDED, CANCELLATION_REQUESTED, CANCELLED),
   `created_at` (epoch s), `total_requests`, `succeeded_requests`, `failed_requests`, `output_file`, `error_file`,
   `errors` (`[{"message", "count"}]`), `metadata`, `input_files`;
-- `GET /v1/batch/jobs?page=&page_size=` answers `{"data": [...], "object": "list", "total": n}`;
+- `GET /v1/batch/jobs?page=&page_size=&created_after=` answers `{"data": [...], "object": "list", "total": n}`;
 - `POST /v1/batch/jobs/{id}/cancel`;
 - output and error files hold OpenAI-shaped lines (`{"custom_id", "response": {"status_code", "body"}}`).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from proxy.providers import lenient
@@ -87,12 +88,14 @@ class MistralBatchClient(OpenAIBatchClient):
         return job_info(json_or_raise(response))
 
     async def find_batches(self, metadata: Mapping[str, str], *, since: float, prepared: str) -> list[BatchInfo]:
-        """Jobs (newest first, back to `since`) whose metadata carries every given pair and whose input files
-        include `prepared`."""
+        """Jobs created since `since` (the provider filters by `created_after`, whatever order it lists in) whose
+        metadata carries every given pair and whose input files include `prepared`."""
         found: list[BatchInfo] = []
+        after = datetime.fromtimestamp(max(0.0, since - CLOCK_SKEW), UTC).isoformat()
         for page in range(MAX_PAGES):
+            params: dict[str, str | int] = {"page": page, "page_size": PAGE_SIZE, "created_after": after}
             with provider_errors():
-                response = await self._http.get("batch/jobs", params={"page": page, "page_size": PAGE_SIZE})
+                response = await self._http.get("batch/jobs", params=params)
             listing = json_or_raise(response)
             raw = listing.get("data")
             data = [item for item in (raw if isinstance(raw, list) else []) if isinstance(item, dict)]
@@ -105,12 +108,8 @@ class MistralBatchClient(OpenAIBatchClient):
                         found.append(job_info(item))
                     except ProviderError as exc:
                         log.warning("skipping an unreadable listed job: %s", exc)
-            oldest = lenient.timestamp(data[-1].get("created_at")) if data else None
             total = lenient.count(listing.get("total"))
-            seen = (page + 1) * PAGE_SIZE
-            if len(data) < PAGE_SIZE or (total is not None and seen >= total):
-                break
-            if oldest is not None and oldest < since - CLOCK_SKEW:
+            if len(data) < PAGE_SIZE or (total is not None and (page + 1) * PAGE_SIZE >= total):
                 break
         return found
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,13 +236,29 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
+def _created_after(raw: str | None) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest("'created_after' must be an ISO 8601 date-time.", param="created_after") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 @router.get("/batch/jobs")
 async def list_jobs(request: Request) -> Response:
-    """Jobs newest first, `page_size` per `page` (0-based), with the `total` across pages."""
+    """Jobs newest first, `page_size` per `page` (0-based), created at or after `created_after` (ISO 8601) when
+    given, with the `total` across pages."""
     state = simulator_state(request)
     openai_face.authorize(request, state.engine.options.api_key)
     page = _int_param(request, "page", 0, 0, 1_000_000)
     size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
-    jobs = [current for current in state.engine.batches_newest_first() if current.record.attributes.get("face") == FACE]
+    after = _created_after(request.query_params.get("created_after"))
+    jobs = [
+        current
+        for current in state.engine.batches_newest_first()
+        if current.record.attributes.get("face") == FACE and current.record.created_at >= after
+    ]
     data = [await _job_json(state, current) for current in jobs[page * size : (page + 1) * size]]
     return _json({"data": data, "object": "list", "total": len(jobs)})

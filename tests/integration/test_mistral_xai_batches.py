@@ -176,6 +176,9 @@ async def test_a_crashed_submission_finds_its_batch_again(provider: Provider) ->
             assert other.batch_id == second.batch_id
             assert await elsewhere.find_batches({LABEL: "first"}, since=since, prepared=second_ref) == []
             assert await elsewhere.find_batches({LABEL: "never-sent"}, since=since, prepared=first_ref) == []
+            if provider is MISTRAL:  # listed with created_after: a job from before `since` is not looked at
+                later = time.time() + 120
+                assert await elsewhere.find_batches({LABEL: "first"}, since=later, prepared=first_ref) == []
         finally:
             await elsewhere.aclose()
 
