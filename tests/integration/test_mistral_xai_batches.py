@@ -1,10 +1,11 @@
 """The Mistral and xAI batch adapters against their simulator faces, directly and through the whole stack: a
 batch's lifecycle and answers, per-line errors, a cancel, an expiry with half the lines done, finding a batch
-again after a crash, and deferred calls made with the official openai client reconciling exactly with the face's
-ledger (billed at the provider's batch price)."""
+again after a crash, the worker sending an expired batch's unfinished half again, and deferred calls made with the
+official openai client reconciling exactly with the face's ledger (billed at the provider's batch price)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -27,7 +29,8 @@ from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
-from tests.support.deferred_env import chat_body
+from proxy.worker.runner import Worker
+from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
 from tests.support.servers import ServerThread
 from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
@@ -284,3 +287,37 @@ def test_deferred_calls_go_through_each_providers_batch_and_reconcile_with_its_b
         assert mistral_price is not None
         assert mistral_list is not None
         assert mistral_price.input * 2 == mistral_list.input  # no batch price in the map: Mistral's 50%
+
+
+def face_batches(env: DeferredEnv, provider: Provider) -> list[tuple[int, int]]:
+    """(lines, succeeded) of every batch the provider's face holds, oldest first."""
+    listing, items = ("/batch/jobs", "data") if provider is MISTRAL else ("/batches", "batches")
+    page = httpx.get(
+        env.simulator_url + provider.prefix + listing, headers={"authorization": f"Bearer {PROVIDER_KEY}"}, timeout=10
+    ).json()
+    if provider is MISTRAL:
+        return [(job["total_requests"], job["succeeded_requests"]) for job in reversed(page[items])]
+    return [(batch["state"]["num_requests"], batch["state"]["num_success"]) for batch in reversed(page[items])]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_worker_sends_the_expired_half_again(tmp_path: Path, redis_url: str, provider: Provider) -> None:
+    def models(url: str) -> list[dict[str, Any]]:
+        params = {"model": provider.litellm_model, "api_base": url + provider.prefix, "api_key": PROVIDER_KEY}
+        return [{"model_name": provider.model, "litellm_params": params}]
+
+    knobs = {**FAST, "finish_fraction": 0.5, "expiry_s": 1.5}
+    async with deferred_env(tmp_path, redis_url, simulator=knobs, models=models) as env:
+        sent = [chat_body(provider.model, f"{provider.name} q{i}") for i in range(10)]
+        views = [await env.accept(body) for body in sent]
+        worker = asyncio.create_task(Worker(env.runtime, worker_id="w1").run(burst=True))
+        await wait_until(lambda: face_batches(env, provider), timeout=30, what="the first batch created")
+        env.configure_simulator(finish_fraction=1.0)
+        await asyncio.wait_for(worker, 90)
+        assert face_batches(env, provider) == [(10, 5), (5, 5)]  # only the expired half went again
+        finished = await env.store.jobs.get_many([view.id for view in views])
+        for body, view in zip(sent, finished, strict=True):
+            assert view is not None
+            assert view.status == "completed"
+            assert view.response is not None
+            assert orjson.loads(view.response)["choices"][0]["message"]["content"] == expected_content(body)
