@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from proxy.simulator.engine import expected_content
-from proxy.store.records import JobView
-from tests.support.deferred_env import CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
+from tests.support.deferred_env import CLAUDE, DeferredEnv, assert_answered, chat_body, claude_models, deferred_env
 from tests.support.servers import child_environment
 from tests.support.stack import PROVIDER_KEY
 
@@ -83,15 +80,6 @@ async def kill_at_then_recover(
         await wait_for_exit(second)
     finally:
         second.stderr.close()  # type: ignore[union-attr]
-
-
-async def assert_answered(env: DeferredEnv, bodies: list[dict[str, Any]], views: list[JobView]) -> None:
-    finished = await env.store.jobs.get_many([view.id for view in views])
-    for body, view in zip(bodies, finished, strict=True):
-        assert view is not None
-        assert view.status == "completed", view
-        assert view.response is not None
-        assert orjson.loads(view.response)["choices"][0]["message"]["content"] == expected_content(body)
 
 
 @pytest.mark.parametrize(

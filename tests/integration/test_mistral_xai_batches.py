@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import yaml
 
@@ -30,7 +29,7 @@ from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
 from proxy.worker.runner import Worker
-from tests.support.deferred_env import DeferredEnv, chat_body, deferred_env
+from tests.support.deferred_env import DeferredEnv, assert_answered, chat_body, deferred_env
 from tests.support.servers import ServerThread
 from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
@@ -315,9 +314,4 @@ async def test_the_worker_sends_the_expired_half_again(tmp_path: Path, redis_url
         env.configure_simulator(finish_fraction=1.0)
         await asyncio.wait_for(worker, 90)
         assert face_batches(env, provider) == [(10, 5), (5, 5)]  # only the expired half went again
-        finished = await env.store.jobs.get_many([view.id for view in views])
-        for body, view in zip(sent, finished, strict=True):
-            assert view is not None
-            assert view.status == "completed"
-            assert view.response is not None
-            assert orjson.loads(view.response)["choices"][0]["message"]["content"] == expected_content(body)
+        await assert_answered(env, sent, views)
