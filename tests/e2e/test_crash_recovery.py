@@ -43,7 +43,8 @@ def start_worker(
     return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-async def wait_for_marker(marker: Path, process: subprocess.Popen[bytes], within: float = 30) -> None:
+async def wait_for_marker(marker: Path, process: subprocess.Popen[bytes], within: float = 150) -> None:
+    """`within` is a hang detector, not a speed limit: a worker importing litellm on a loaded machine takes a minute."""
     end = time.monotonic() + within
     while not await asyncio.to_thread(marker.exists):
         if process.poll() is not None:
