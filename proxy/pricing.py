@@ -36,9 +36,11 @@ HALF = Decimal("0.5")
 #   azure     https://learn.microsoft.com/azure/ai-foundry/openai/how-to/batch ("50% less cost than global standard")
 #   anthropic https://docs.anthropic.com/en/docs/build-with-claude/batch-processing ("50% of standard API prices")
 #   groq      https://console.groq.com/docs/batch ("25% cost discount compared to synchronous APIs")
+#   mistral   https://docs.mistral.ai/capabilities/batch (batch requests are billed at 50% of the list price)
+#   xai       https://docs.x.ai/developers/advanced-api-usage/batch-api ("50% off standard pricing")
 # A provider not listed gets DEFAULT_BATCH_DISCOUNT. The config's `pricing.batch_discounts` overrides entries.
 BATCH_DISCOUNTS: Mapping[str, Decimal] = MappingProxyType(
-    {"openai": HALF, "azure": HALF, "anthropic": HALF, "groq": Decimal("0.25")}
+    {"openai": HALF, "azure": HALF, "anthropic": HALF, "groq": Decimal("0.25"), "mistral": HALF, "xai": HALF}
 )
 DEFAULT_BATCH_DISCOUNT = HALF
 

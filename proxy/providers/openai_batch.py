@@ -73,7 +73,7 @@ class OpenAIBatchClient:
             with os.fdopen(handle, "wb") as out:
                 count = 0
                 async for custom_id, body in requests:
-                    out.write(encode_line(custom_id, body, model=self._model))
+                    out.write(self.encode(custom_id, body))
                     count += 1
             if count == 0:
                 return PreparedInput("", 0)
@@ -91,6 +91,10 @@ class OpenAIBatchClient:
             return PreparedInput(file_id, count)
         finally:
             _remove(path)
+
+    def encode(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        """One line of the input file (the provider's line shape; raises ProviderError(BAD_LINE))."""
+        return encode_line(custom_id, body, model=self._model)
 
     async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
         payload: dict[str, Any] = {
@@ -171,9 +175,17 @@ def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes
     """One JSONL line of a batch input file (newline included): the body as a synchronous call sends it, with the
     upstream `model`, no streaming fields, and `metadata` only with `store: true`. A body that does not encode
     raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the batch or the worker."""
-    sent = {key: value for key, value in without_unstored_metadata(body).items() if key not in DROPPED_FIELDS}
-    sent["model"] = model
-    line = {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}
+    sent = {**sent_body(body), "model": model}
+    return dump_line({"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}, custom_id)
+
+
+def sent_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A body as a batch line carries it: no streaming fields, `metadata` only with `store: true`."""
+    return {key: value for key, value in without_unstored_metadata(body).items() if key not in DROPPED_FIELDS}
+
+
+def dump_line(line: Mapping[str, Any], custom_id: str) -> bytes:
+    """A JSONL line (newline included); ProviderError(BAD_LINE, custom_id=...) when it does not encode."""
     try:
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError

@@ -7,6 +7,8 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 | `openai`, `groq` | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient (Groq: under `/openai/v1`) |
 | other OpenAI-shaped (below) | OpenAICompletionClient | none: never deferred (`NO_BATCH_API` says why) |
 | `anthropic` | LitellmCompletionClient | AnthropicBatchClient (Message Batches) |
+| `mistral` | OpenAICompletionClient | MistralBatchClient (`/v1/batch/jobs`) |
+| `xai` | OpenAICompletionClient | XaiBatchClient (counters, paged results) |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
 
 Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
@@ -34,17 +36,23 @@ OPENAI_SHAPED_BASES: Mapping[str, str] = {
     "mistral": "https://api.mistral.ai/v1",
 }
 ANTHROPIC_BASE = "https://api.anthropic.com"
+# where the simulated upstream serves a provider whose batch API has its own paths (its face's prefix)
+SIMULATOR_FACES: Mapping[str, str] = {"mistral": "/mistral", "xai": "/xai"}
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 
-BatchApi = Literal["openai", "anthropic"]
+BatchApi = Literal["openai", "anthropic", "mistral", "xai"]
 # Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
-BATCH_APIS: Mapping[str, BatchApi] = {"openai": "openai", "groq": "openai", "anthropic": "anthropic"}
+BATCH_APIS: Mapping[str, BatchApi] = {
+    "openai": "openai",
+    "groq": "openai",
+    "anthropic": "anthropic",
+    "mistral": "mistral",  # /v1/batch/jobs (proxy/providers/mistral_batch.py)
+    "xai": "xai",  # counters, paged results (proxy/providers/xai_batch.py)
+}
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
 NO_BATCH_API: Mapping[str, str] = {
-    "mistral": NOT_SPOKEN,  # /v1/batch/jobs, its own statuses
     "together_ai": NOT_SPOKEN,  # its own job objects ({"job": ...})
     "fireworks_ai": NOT_SPOKEN,  # batch inference jobs over datasets
-    "xai": NOT_SPOKEN,  # batches with counters and no status, paged results
     "azure": NOT_SPOKEN,  # Global-Batch deployments, separate quota
     "hosted_vllm": "has no batch API",
     "deepseek": "has no batch API",  # its discount is off-peak hours, not batches
@@ -83,6 +91,14 @@ def encode_batch_line(
             custom_id, body, model=model, custom_id=custom_id, extra_params=litellm_extra(deployment)
         )
         return request, MAX_BODY_BYTES
+    if kind == "mistral":
+        from proxy.providers import mistral_batch  # noqa: PLC0415 - deferred calls only
+
+        return mistral_batch.encode_line(custom_id, body), mistral_batch.MAX_FILE_BYTES
+    if kind == "xai":
+        from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - the same lines
+
+        return encode_line(custom_id, body, model=model), MAX_FILE_BYTES
     return None
 
 
@@ -198,6 +214,18 @@ class ProviderRegistry:
                 timeout=self._batch_timeout,
                 extra_params=self._litellm_extra[model_name],
             )
+        elif kind == "mistral":
+            from proxy.providers.mistral_batch import MistralBatchClient  # noqa: PLC0415 - built on first use
+
+            client = MistralBatchClient(
+                base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
+            )
+        elif kind == "xai":
+            from proxy.providers.xai_batch import XaiBatchClient  # noqa: PLC0415 - built on first use
+
+            client = XaiBatchClient(
+                base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
+            )
         else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
 
@@ -225,7 +253,8 @@ def _endpoint(deployment: ModelDeployment, simulator_url: str | None) -> tuple[s
     params = deployment.litellm_params
     api_key = params.api_key.get_secret_value() if params.api_key else None
     if is_simulated(deployment) and simulator_url:
-        return simulator_url.rstrip("/") + "/v1", "sk-simulated"
+        face = SIMULATOR_FACES.get(params.provider, "")
+        return simulator_url.rstrip("/") + face + "/v1", "sk-simulated"
     if params.api_base:
         return params.api_base, api_key
     if params.provider not in OPENAI_SHAPED_BASES:

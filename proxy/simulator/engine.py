@@ -141,14 +141,16 @@ class Engine:
         *,
         token_limit: TokenLimitMode | None = None,
         expires: bool = True,
+        options: SimulatorOptions | None = None,
     ) -> BatchRecord:
         """Register a batch (linear in its lines: call it off the event loop for large inputs).
 
         With `token_limit`, a batch that would take its model's enqueued prompt tokens (the prompts of the
         model's batches not yet ended) over `options.token_limit(model)` is registered as failed with a
         `token_limit_exceeded` issue ("fail", OpenAI) or not registered at all: TokenLimitExceeded is raised
-        ("refuse", Azure fail-fast). With `expires=False` it never expires (Azure global batch)."""
-        opts = self.options
+        ("refuse", Azure fail-fast). With `expires=False` it never expires (Azure global batch). `options`: the
+        knobs the batch runs by (default: those in force), for a face whose provider has no finalizing phase."""
+        opts = options or self.options
         lines = []
         issues = list(issues)
         if not issues:
@@ -234,7 +236,7 @@ class Engine:
         current = view(record, self.clock())
         if current.status.is_terminal and not record.settled:
             record.settled = True
-            flavor = "anthropic" if record.attributes.get("face") == "anthropic" else record.options.flavor
+            flavor = str(record.attributes.get("face") or record.options.flavor)  # a face bills as its provider
             for line in current.finished:
                 if line.succeeded and line.answer is not None:
                     self.bill(line.model, Tier.BATCH, line.answer, flavor=flavor)

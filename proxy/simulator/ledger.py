@@ -25,9 +25,14 @@ HALF = Decimal("0.5")
 BATCH_SHARE: Mapping[str, Decimal] = {"groq": Decimal("0.75")}  # share of list billed for a batch line
 
 
+PREFIXED_FLAVORS = frozenset({"groq", "mistral", "xai"})  # providers the price map names `<provider>/<model>`
+
+
 def billed_name(model: str, flavor: str) -> str:
-    """The price-map name of `model` at the simulated provider (`groq/<model>` in the groq flavour)."""
-    return f"groq/{model}" if flavor == "groq" and not model.startswith("groq/") else model
+    """The price-map name of `model` at the simulated provider (`groq/<model>` in the groq flavour, the same for
+    the Mistral and xAI faces)."""
+    prefixed = flavor in PREFIXED_FLAVORS and not model.startswith(f"{flavor}/")
+    return f"{flavor}/{model}" if prefixed else model
 
 
 class Tier(StrEnum):

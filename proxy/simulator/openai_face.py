@@ -137,7 +137,8 @@ router = APIRouter(prefix="/v1")
 
 
 # registered as a plain Starlette route by app.py (FastAPI dependency resolution costs ~40 us per call)
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request, flavor: str | None = None) -> Response:
+    """`flavor`: the provider a face plays, which names the billed model (None: the OpenAI face's flavour)."""
     state = simulator_state(request)
     engine = state.engine
     opts = engine.options
@@ -167,7 +168,7 @@ async def chat_completions(request: Request) -> Response:
         finally:
             state.in_flight[label] -= 1
     answer = answer_for(body)
-    engine.bill(body["model"], tier, answer, flavor=opts.flavor)
+    engine.bill(body["model"], tier, answer, flavor=flavor or opts.flavor)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     if body.get("stream"):
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)
@@ -387,7 +388,7 @@ async def create_batch(request: Request) -> Response:
     return _json(await _batch_json(state, engine.batch(record.id)))
 
 
-async def _result_files(state: SimulatorState, current: BatchView) -> ResultFiles:
+async def result_files(state: SimulatorState, current: BatchView) -> ResultFiles:
     """The output and error files of an ended batch, written the first time anyone looks."""
     if not current.status.is_terminal:
         return None, None
@@ -413,7 +414,7 @@ def _write_result_files(state: SimulatorState, current: BatchView) -> ResultFile
 
 async def _batch_json(state: SimulatorState, current: BatchView) -> dict[str, Any]:
     render = azure_batch_object if current.record.options.flavor == "azure" else batch_object
-    return render(current, await _result_files(state, current))
+    return render(current, await result_files(state, current))
 
 
 def _view(state: SimulatorState, batch_id: str) -> BatchView:
@@ -460,8 +461,8 @@ async def list_batches(request: Request) -> Response:
     has_more = False
     skipping = after is not None
     for current in state.engine.batches_newest_first():
-        if current.record.attributes.get("face") == "anthropic":
-            continue  # Message Batches are listed by the Anthropic face, as the real providers keep them apart
+        if current.record.attributes.get("face"):
+            continue  # other faces' batches (Message Batches, Mistral jobs...) are listed by their own face
         if skipping:
             skipping = current.record.id != after
             continue

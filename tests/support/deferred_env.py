@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import yaml
 
 from proxy.auth import Caller
@@ -19,6 +20,7 @@ from proxy.policy.decision import Decision, ResolvedLane
 from proxy.policy.lanes import lane_facts
 from proxy.runtime import Runtime, build_runtime
 from proxy.settings import Config, Settings
+from proxy.simulator.engine import expected_content
 from proxy.store.records import JobView
 from proxy.store.store import Store
 from tests.support.stack import PROVIDER_KEY, config_document, simulator_server
@@ -73,6 +75,18 @@ class DeferredEnv:
         return await accept(
             self.store, config, caller, body, decision, idempotency_key=idempotency_key, events=self.runtime.events
         )
+
+
+async def assert_answered(env: DeferredEnv, bodies: list[dict[str, Any]], views: list[JobView]) -> list[JobView]:
+    """Every job completed with the simulator's answer to its body; the jobs as stored."""
+    found = await env.store.jobs.get_many([view.id for view in views])
+    finished = [view for view in found if view is not None]
+    assert len(finished) == len(views)
+    for body, view in zip(bodies, finished, strict=True):
+        assert view.status == "completed", view
+        assert view.response is not None
+        assert orjson.loads(view.response)["choices"][0]["message"]["content"] == expected_content(body)
+    return finished
 
 
 def chat_body(model: str, text: str) -> dict[str, Any]:

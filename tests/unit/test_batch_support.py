@@ -17,18 +17,21 @@ from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
 from proxy.providers.anthropic_batch import AnthropicBatchClient, encode_request
 from proxy.providers.base import ErrorClass, ProviderError
+from proxy.providers.mistral_batch import MistralBatchClient
+from proxy.providers.mistral_batch import encode_line as mistral_line
 from proxy.providers.openai_batch import OpenAIBatchClient, encode_line
 from proxy.providers.registry import ProviderRegistry
+from proxy.providers.xai_batch import XaiBatchClient
 from proxy.settings import Config
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PROVIDERS = {
     "gpt": ("openai/gpt-4o-mini", None),
     "claude": ("anthropic/claude-haiku-4-5", None),
-    "mistral": ("mistral/mistral-small-latest", "mistral: batchgate does not speak its batch API yet"),
+    "mistral": ("mistral/mistral-small-latest", None),  # /v1/batch/jobs (MistralBatchClient)
     "together": ("together_ai/meta-llama/Llama-3-8b", "together_ai: batchgate does not speak its batch API yet"),
     "fireworks": ("fireworks_ai/accounts/f/models/m", "fireworks_ai: batchgate does not speak its batch API yet"),
-    "grok": ("xai/grok-3-mini", "xai: batchgate does not speak its batch API yet"),
+    "grok": ("xai/grok-3-mini", None),  # counters and paged results (XaiBatchClient)
     "groq": ("groq/openai/gpt-oss-20b", None),  # OpenAI's batch shape, priced at Groq's own discount
     "vllm": ("hosted_vllm/llama", "hosted_vllm: has no batch API"),
     "deepseek": ("deepseek/deepseek-chat", "deepseek: has no batch API"),
@@ -52,7 +55,9 @@ def deferred(model: str) -> RequestFacts:
 
 
 @pytest.mark.parametrize(("name", "reason"), [(name, reason) for name, (_, reason) in PROVIDERS.items()])
-def test_only_openai_groq_and_anthropic_are_deferred_to_the_batch_lane(name: str, reason: str | None) -> None:
+def test_only_providers_whose_batch_api_batchgate_speaks_are_deferred_to_the_batch_lane(
+    name: str, reason: str | None
+) -> None:
     loaded = config()
     lanes = lane_facts(loaded, name)
     decision = decide(loaded.policy, deferred(name), lanes, NOW)
@@ -71,7 +76,7 @@ def test_only_openai_groq_and_anthropic_are_deferred_to_the_batch_lane(name: str
     assert header.isascii()
 
 
-@pytest.mark.parametrize("name", ["mistral", "vllm", "grok"])
+@pytest.mark.parametrize("name", ["together", "vllm", "fireworks"])
 def test_the_registry_builds_no_batch_client_and_says_why(name: str) -> None:
     registry = ProviderRegistry(config())
     assert not registry.batchable(name)
@@ -82,12 +87,20 @@ def test_the_registry_builds_no_batch_client_and_says_why(name: str) -> None:
     assert registry.batchable("gpt")
     assert registry.batchable("groq")
     assert registry.batchable("claude")
+    assert registry.batchable("mistral")
+    assert registry.batchable("grok")
+
+
+def test_mistral_and_xai_get_their_own_batch_clients() -> None:
+    registry = ProviderRegistry(config())
+    assert isinstance(registry.batch("mistral"), MistralBatchClient)
+    assert isinstance(registry.batch("grok"), XaiBatchClient)
 
 
 def test_a_synchronous_call_to_an_unbatchable_model_carries_no_reason() -> None:
     loaded = config()
-    plain = RequestFacts("alice", "team", "mistral")
-    decision = decide(loaded.policy, plain, lane_facts(loaded, "mistral"), NOW)
+    plain = RequestFacts("alice", "team", "together")
+    decision = decide(loaded.policy, plain, lane_facts(loaded, "together"), NOW)
     assert decision.header_value() == "lane=sync; rule=default"
 
 
@@ -135,8 +148,9 @@ def body(**fields: Any) -> dict[str, Any]:
     [
         lambda custom_id, chat: encode_line(custom_id, chat, model="gpt-4o-mini"),
         lambda custom_id, chat: encode_request(custom_id, chat, model="claude-haiku-4-5", custom_id=custom_id)[0],
+        mistral_line,
     ],
-    ids=["openai", "anthropic"],
+    ids=["openai", "anthropic", "mistral"],
 )
 def test_a_body_the_encoder_refuses_fails_its_own_line_only(encode: Any) -> None:
     deep = body(
