@@ -235,9 +235,10 @@ class Engine:
         if current.status.is_terminal and not record.settled:
             record.settled = True
             flavor = "anthropic" if record.attributes.get("face") == "anthropic" else record.options.flavor
+            billed_as = record.attributes.get("billed_as") or {}  # the Azure face: deployment -> billed name
             for line in current.finished:
                 if line.succeeded and line.answer is not None:
-                    self.bill(line.model, Tier.BATCH, line.answer, flavor=flavor)
+                    self.bill(billed_as.get(line.model, line.model), Tier.BATCH, line.answer, flavor=flavor)
         return current
 
     def reset(self) -> None:
