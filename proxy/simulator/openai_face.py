@@ -208,7 +208,7 @@ def _file_json(record: FileRecord, flavor: Flavor) -> dict[str, Any]:
     return record.as_openai(None if flavor == "azure" else FILE_TTL_S)
 
 
-def _upload_expiry(fields: dict[str, str], flavor: Flavor) -> int | None:
+def _upload_expiry(fields: dict[str, str], *, azure_range: bool) -> int | None:
     anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
         return None
@@ -216,7 +216,7 @@ def _upload_expiry(fields: dict[str, str], flavor: Flavor) -> int | None:
         accepted = expires_after_seconds(anchor, seconds, param="expires_after")
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="expires_after") from exc
-    problem = azure_auth.check_expiry(accepted, "expires_after") if flavor == "azure" else None
+    problem = azure_auth.check_expiry(accepted, "expires_after") if azure_range else None
     if problem:
         raise InvalidRequest(problem, param="expires_after")
     return accepted
@@ -258,7 +258,7 @@ async def upload_file(request: Request) -> Response:
         if upload.filename is None:
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")
         flavor = flavor_of(request, state.engine.options)
-        expires_after_s = _upload_expiry(upload.fields, flavor)
+        expires_after_s = _upload_expiry(upload.fields, azure_range=azure_auth.is_azure(request))
         _check_file_cap(state, purpose, expires_after_s, flavor)
     except BaseException:
         path.unlink(missing_ok=True)
@@ -327,7 +327,7 @@ def _window_accepted(window: str, flavor: Flavor) -> bool:
     return GROQ_WINDOW_HOURS[0] <= hours <= GROQ_WINDOW_HOURS[1]
 
 
-def _output_expiry(value: Any, flavor: Flavor) -> int | None:
+def _output_expiry(value: Any, *, azure_range: bool) -> int | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -336,13 +336,13 @@ def _output_expiry(value: Any, flavor: Flavor) -> int | None:
         accepted = expires_after_seconds(value.get("anchor"), value.get("seconds"), param="output_expires_after")
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="output_expires_after") from exc
-    problem = azure_auth.check_expiry(accepted, "output_expires_after") if flavor == "azure" else None
+    problem = azure_auth.check_expiry(accepted, "output_expires_after") if azure_range else None
     if problem:
         raise InvalidRequest(problem, param="output_expires_after")
     return accepted
 
 
-def _batch_request(body: Any, flavor: Flavor) -> dict[str, Any]:
+def _batch_request(body: Any, flavor: Flavor, *, azure_range: bool) -> dict[str, Any]:
     """The batch attributes of a valid create body (endpoint, input_file_id, completion_window, metadata,
     output_expires_after_s); InvalidRequest otherwise."""
     if not isinstance(body, dict):
@@ -368,7 +368,7 @@ def _batch_request(body: Any, flavor: Flavor) -> dict[str, Any]:
         "input_file_id": body["input_file_id"],
         "completion_window": body["completion_window"],
         "metadata": _metadata(body.get("metadata")),
-        "output_expires_after_s": _output_expiry(body.get("output_expires_after"), flavor),
+        "output_expires_after_s": _output_expiry(body.get("output_expires_after"), azure_range=azure_range),
     }
 
 
@@ -379,7 +379,7 @@ async def create_batch(request: Request) -> Response:
     opts = engine.options
     authorize(request, opts.api_key)
     flavor = flavor_of(request, opts)
-    attributes = _batch_request(await json_body(request), flavor)
+    attributes = _batch_request(await json_body(request), flavor, azure_range=azure_auth.is_azure(request))
     refusal = account_error(opts, batch_create=True)
     if refusal is not None:
         raise refusal
