@@ -4,6 +4,7 @@ synchronous calls through litellm, deferred calls answered from Global-Batch dep
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -243,3 +244,14 @@ def test_azure_models_answer_sync_and_deferred_calls_and_the_books_equal_the_bil
         by_lane = {row["lane"]: row for row in report["by_lane"]}
         assert Decimal(by_lane["batch"]["list_usd"]) > 0
         assert Decimal(by_lane["batch"]["paid_usd"]) == Decimal(by_lane["batch"]["list_usd"]) / 2  # Global Batch
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+async def test_a_key_the_resource_echoes_in_an_error_never_leaves_the_adapter(style: str) -> None:
+    async with azure_client(style, echo_credentials_in_errors=True) as (client, _):
+        with pytest.raises(ProviderError) as caught:
+            await client.create("file-missing", metadata={MARK: "x"})
+    assert caught.value.classification is ErrorClass.NOT_FOUND
+    assert "credential received" in caught.value.message  # the face did echo it (api-key or Bearer)
+    assert PROVIDER_KEY not in str(caught.value)
+    assert base64.b64encode(PROVIDER_KEY.encode()).decode() not in str(caught.value)
