@@ -23,7 +23,7 @@ from proxy.providers.openai_batch import OpenAIBatchClient
 from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
-from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
+from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings, wasted
 from tests.support.servers import ServerThread
 from tests.support.stack import PROVIDER_KEY, Stack, config_document, simulator_server
 from tests.support.waiting import wait_until
@@ -255,3 +255,42 @@ async def test_a_key_the_resource_echoes_in_an_error_never_leaves_the_adapter(st
     assert "credential received" in caught.value.message  # the face did echo it (api-key or Bearer)
     assert PROVIDER_KEY not in str(caught.value)
     assert base64.b64encode(PROVIDER_KEY.encode()).decode() not in str(caught.value)
+
+
+def test_a_stalled_azure_batch_is_bounded_by_the_deadline_and_a_refused_line_fails_its_job(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Azure never expires a batch: half its lines finish, the rest hang, and the deadline guard answers the jobs
+    synchronously and cancels the batch, whose finished half is billed as waste; the books still equal the bill.
+    Then a line Azure refuses fails its own job with the provider's error."""
+    with azure_stack(tmp_path, redis_url) as stack:
+        stack.configure_simulator(finish_fraction=0.5)
+        client = stack.client(timeout=60)
+        job_ids = []
+        for i in range(4):
+            raw = client.chat.completions.with_raw_response.create(
+                model="azure-v1",
+                messages=[{"role": "user", "content": f"stalled {i}"}],
+                max_tokens=40,
+                extra_headers={"X-Batch-Deadline": "20s", "Prefer": "respond-async"},
+            )
+            assert raw.http_response.status_code == 202, raw.http_response.text
+            job_ids.append(raw.http_response.json()["id"])
+        jobs = stack.final_jobs(job_ids, timeout=60)
+        # Azure's counts are null, so nothing says which lines ran: every job is answered by the guard in time
+        assert [(job["status"], job["lane"], job["rescued"]) for job in jobs] == [("completed", "sync", True)] * 4
+        for i, job in enumerate(jobs):
+            asked = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"stalled {i}"}]}
+            assert job["response"]["choices"][0]["message"]["content"] == expected_content(asked)
+        with stack.simulator() as sim:
+            [batch] = sim.get("/openai/v1/batches", headers={"authorization": f"Bearer {PROVIDER_KEY}"}).json()["data"]
+        assert batch["status"] in ("Cancelling", "Cancelled")
+        assert batch["expires_at"] is None
+        report = wasted(stack, "answered_elsewhere", 2)  # the cancelled batch still bills the half that ran
+        assert report["totals"]["requests"] == 4
+        assert_books_equal_the_bill(report, stack.ledger(), {"azure-v1": "azure/gpt-4o-mini"})
+
+        stack.configure_simulator(finish_fraction=1.0, line_400_rate=1.0)
+        [refused] = stack.final_jobs([defer(stack, "azure-legacy", "refused")], timeout=60)
+        assert (refused["status"], refused["lane"]) == ("failed", "batch")
+        assert refused["error"]["message"]
