@@ -67,6 +67,9 @@ class LitellmParams(StrictModel):
     input_cost_per_token_batches: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
     output_cost_per_token_batches: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
     cache_read_input_token_cost: float | None = Field(default=None, ge=0, json_schema_extra=LIVE)
+    # Azure: the Global-Batch deployment whose name is the `model` of every batch line (the real-time deployment
+    # in `model` cannot run batches); an azure model without one is never deferred
+    batch_deployment: str | None = Field(default=None, min_length=1)
 
     @field_validator("model")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,12 +17,17 @@ KEEPALIVE_EXPIRY = 2.0
 _REENCODED = frozenset({"content-length", "content-encoding", "transfer-encoding"})  # the body is decoded, masked
 
 
-def batch_http(*, base_url: str, headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
-    """A client for one provider account; the credentials in `headers` are masked out of every error answer."""
+def batch_http(
+    *, base_url: str, headers: dict[str, str], timeout: float, params: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
+    """A client for one provider account; the credentials in `headers` are masked out of every error answer.
+    `params` are sent as the query string of every call (merged with a call's own)."""
     transport = httpx.AsyncHTTPTransport(retries=2, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
     secrets = [value.removeprefix("Bearer ").strip() for value in headers.values()]
     masking = MaskingTransport(transport, Redactor(secrets))
-    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=masking)
+    return httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=timeout, transport=masking, params=dict(params or {})
+    )
 
 
 class MaskingTransport(httpx.AsyncBaseTransport):

@@ -45,7 +45,11 @@ MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
 class OpenAIBatchClient:
     """Files + batches for one deployment: `upstream_model` replaces each body's model; `completion_window` is
     sent with every batch (OpenAI accepts only "24h"); `file_expiry` (seconds, None: the provider's default) is
-    sent as the upload's `expires_after` and the batch's `output_expires_after`, both anchored at `created_at`."""
+    sent as the upload's `expires_after` and the batch's `output_expires_after`, both anchored at `created_at`.
+
+    OpenAI-shaped providers that differ only in how they are addressed give `auth_headers` (instead of
+    `Authorization: Bearer <api_key>`), `params` (a query string sent with every call, e.g. Azure's
+    `api-version`) and `endpoint` (the batch's endpoint and every line's `url`)."""
 
     def __init__(
         self,
@@ -56,9 +60,16 @@ class OpenAIBatchClient:
         timeout: float = 60.0,
         completion_window: str = "24h",
         file_expiry: int | None = DEFAULT_FILE_EXPIRY,
+        auth_headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        endpoint: str = CHAT_ENDPOINT,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = batch_http(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout)
+        if auth_headers is not None:
+            headers = dict(auth_headers)
+        else:
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = batch_http(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout, params=params)
+        self._endpoint = endpoint
         self._model = upstream_model
         self._completion_window = completion_window
         self._file_expiry = file_expiry
@@ -94,12 +105,12 @@ class OpenAIBatchClient:
 
     def encode(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
         """One line of the input file (the provider's line shape; raises ProviderError(BAD_LINE))."""
-        return encode_line(custom_id, body, model=self._model)
+        return encode_line(custom_id, body, model=self._model, url=self._endpoint)
 
     async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
         payload: dict[str, Any] = {
             "input_file_id": prepared,
-            "endpoint": CHAT_ENDPOINT,
+            "endpoint": self._endpoint,
             "completion_window": self._completion_window,
             "metadata": dict(metadata),
         }
@@ -171,12 +182,12 @@ class OpenAIBatchClient:
         await self._http.aclose()
 
 
-def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes:
+def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str, url: str = CHAT_ENDPOINT) -> bytes:
     """One JSONL line of a batch input file (newline included): the body as a synchronous call sends it, with the
     upstream `model`, no streaming fields, and `metadata` only with `store: true`. A body that does not encode
     raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the batch or the worker."""
     sent = {**sent_body(body), "model": model}
-    return dump_line({"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}, custom_id)
+    return dump_line({"custom_id": custom_id, "method": "POST", "url": url, "body": sent}, custom_id)
 
 
 def sent_body(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 | `anthropic` | LitellmCompletionClient | AnthropicBatchClient (Message Batches) |
 | `mistral` | OpenAICompletionClient | MistralBatchClient (`/v1/batch/jobs`) |
 | `xai` | OpenAICompletionClient | XaiBatchClient (counters, paged results) |
+| `azure` | LitellmCompletionClient | OpenAIBatchClient at the Azure resource (azure_batch), with `batch_deployment` |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
 
 Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
@@ -40,7 +41,7 @@ ANTHROPIC_BASE = "https://api.anthropic.com"
 SIMULATOR_FACES: Mapping[str, str] = {"mistral": "/mistral", "xai": "/xai"}
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 
-BatchApi = Literal["openai", "anthropic", "mistral", "xai"]
+BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure"]
 # Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
 BATCH_APIS: Mapping[str, BatchApi] = {
     "openai": "openai",
@@ -49,11 +50,12 @@ BATCH_APIS: Mapping[str, BatchApi] = {
     "mistral": "mistral",  # /v1/batch/jobs (proxy/providers/mistral_batch.py)
     "xai": "xai",  # counters, paged results (proxy/providers/xai_batch.py)
 }
+# Azure's batches run on a Global-Batch deployment: an azure model is batchable once `batch_deployment` names one
+AZURE_NO_DEPLOYMENT = "no batch_deployment (the Global-Batch deployment its batch lines name) is configured"
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
 NO_BATCH_API: Mapping[str, str] = {
     "together_ai": NOT_SPOKEN,  # its own job objects ({"job": ...})
     "fireworks_ai": NOT_SPOKEN,  # batch inference jobs over datasets
-    "azure": NOT_SPOKEN,  # Global-Batch deployments, separate quota
     "hosted_vllm": "has no batch API",
     "deepseek": "has no batch API",  # its discount is off-peak hours, not batches
 }
@@ -61,14 +63,19 @@ NO_BATCH_API: Mapping[str, str] = {
 
 def batch_api(deployment: ModelDeployment) -> BatchApi | None:
     """The batch API a deployment's provider offers batchgate, or None when its calls can only go synchronously."""
-    return BATCH_APIS.get(deployment.litellm_params.provider)
+    params = deployment.litellm_params
+    if params.provider == "azure":
+        return "azure" if params.batch_deployment else None
+    return BATCH_APIS.get(params.provider)
 
 
 def no_batch_reason(deployment: ModelDeployment) -> str | None:
     """Why a deployment's calls are never deferred to the batch lane, naming its provider (None: batchable)."""
     provider = deployment.litellm_params.provider
-    if provider in BATCH_APIS:
+    if batch_api(deployment) is not None:
         return None
+    if provider == "azure":
+        return f"azure: {AZURE_NO_DEPLOYMENT}"
     return f"{provider}: {NO_BATCH_API.get(provider, NOT_SPOKEN)}"
 
 
@@ -84,6 +91,12 @@ def encode_batch_line(
         from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - deferred calls only
 
         return encode_line(custom_id, body, model=model), MAX_FILE_BYTES
+    if kind == "azure":
+        from proxy.providers.azure_batch import AZURE_CHAT_ENDPOINT  # noqa: PLC0415
+        from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
+
+        batch_model = deployment.litellm_params.batch_deployment or model
+        return encode_line(custom_id, body, model=batch_model, url=AZURE_CHAT_ENDPOINT), MAX_FILE_BYTES
     if kind == "anthropic":
         from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
 
@@ -109,10 +122,10 @@ def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
 
 def is_simulated(deployment: ModelDeployment) -> bool:
     """A deployment with no provider key and no explicit api_base is served by the simulated upstream (which
-    speaks OpenAI's and Anthropic's wire formats; other providers often take their credentials from the
+    speaks OpenAI's, Azure's and Anthropic's wire formats; other providers often take their credentials from the
     environment, so they are never simulated)."""
     params = deployment.litellm_params
-    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider == "anthropic"
+    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "azure")
     return simulable and params.api_key is None and params.api_base is None
 
 
@@ -136,6 +149,7 @@ class ProviderRegistry:
         self._no_batch: dict[str, str | None] = {}
         self._batch_settings: dict[str, tuple[str, str, int]] = {}
         self._litellm_extra: dict[str, dict[str, Any]] = {}
+        self._batch_deployments: dict[str, str | None] = {}
         for deployment in config.model_list:
             name = deployment.model_name
             knobs = config.batch_knobs(name)
@@ -147,6 +161,7 @@ class ProviderRegistry:
             self._batch_apis[name] = batch_api(deployment)
             self._no_batch[name] = no_batch_reason(deployment)
             self._litellm_extra[name] = litellm_extra(deployment)
+            self._batch_deployments[name] = deployment.litellm_params.batch_deployment
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
                 self._endpoints[name] = (base_url, api_key)
@@ -168,7 +183,8 @@ class ProviderRegistry:
 
         params = deployment.litellm_params
         api_base, api_key = _litellm_endpoint(deployment, simulator_url)
-        self._endpoints[deployment.model_name] = (api_base or ANTHROPIC_BASE, api_key)
+        default_base = "" if params.provider == "azure" else ANTHROPIC_BASE  # azure: the resource, from config
+        self._endpoints[deployment.model_name] = (api_base or default_base, api_key)
         return LitellmCompletionClient(
             model=params.model,
             api_base=api_base,
@@ -204,7 +220,9 @@ class ProviderRegistry:
             )
         base_url, api_key = self._endpoints[model_name]
         upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
-        if kind == "anthropic":
+        if kind == "azure":
+            client = self._azure_batch(model_name, file_expiry)
+        elif kind == "anthropic":
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
             client = AnthropicBatchClient(
@@ -239,6 +257,27 @@ class ProviderRegistry:
             )
         self._batch[model_name] = client
         return client
+
+    def _azure_batch(self, model_name: str, file_expiry: int) -> BatchClient:
+        """The Azure resource's batch client: the endpoint style its `api_version` picks, as litellm does."""
+        from proxy.providers.azure_batch import azure_batch_client, azure_endpoint  # noqa: PLC0415
+
+        base_url, api_key = self._endpoints[model_name]
+        if not base_url:
+            raise ProviderError(
+                501,
+                f"Model `{model_name}` has no batch lane: azure batches need the resource's api_base.",
+                classification=ErrorClass.BAD_REQUEST,
+            )
+        version = self._litellm_extra[model_name].get("api_version")
+        endpoint = azure_endpoint(base_url, api_key=api_key, api_version=str(version) if version else None)
+        upstream_model, _, _ = self._batch_settings[model_name]
+        return azure_batch_client(
+            endpoint,
+            batch_deployment=self._batch_deployments.get(model_name) or upstream_model,
+            timeout=self._batch_timeout,
+            file_expiry=file_expiry,
+        )
 
     def secrets(self) -> list[str]:
         return [key for _, key in self._endpoints.values() if key]

@@ -237,9 +237,10 @@ class Engine:
         if current.status.is_terminal and not record.settled:
             record.settled = True
             flavor = str(record.attributes.get("face") or record.options.flavor)  # a face bills as its provider
+            billed_as = record.attributes.get("billed_as") or {}  # the Azure face: deployment -> billed name
             for line in current.finished:
                 if line.succeeded and line.answer is not None:
-                    self.bill(line.model, Tier.BATCH, line.answer, flavor=flavor)
+                    self.bill(billed_as.get(line.model, line.model), Tier.BATCH, line.answer, flavor=flavor)
         return current
 
     def reset(self) -> None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from proxy.errors import ApiError, Conflict, InvalidRequest, NotFound, Unauthorized
+from proxy.simulator import azure_auth
 from proxy.simulator.answers import answer_for
 from proxy.simulator.batches import BatchView
 from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault, TokenLimitExceeded
@@ -33,7 +34,7 @@ from proxy.simulator.openai_chat import (
     store_problem,
     with_compatible_server_nulls,
 )
-from proxy.simulator.options import SimulatorOptions
+from proxy.simulator.options import Flavor, SimulatorOptions
 from proxy.simulator.state import ResultFiles, SimulatorState, simulator_state
 from proxy.simulator.tool_use import last_user_text
 from proxy.simulator.uploads import receive_upload
@@ -66,6 +67,9 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def authorize(request: Request, api_key: str | None) -> None:
+    if azure_auth.is_azure(request):
+        azure_auth.authorize(request, api_key)
+        return
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -124,6 +128,11 @@ def account_error(opts: SimulatorOptions, *, batch_create: bool = False) -> Prov
     return None
 
 
+def flavor_of(request: Request, opts: SimulatorOptions) -> Flavor:
+    """The provider a request plays: Azure at Azure's paths, else the face's configured flavour."""
+    return "azure" if azure_auth.is_azure(request) else opts.flavor
+
+
 async def json_body(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
@@ -133,7 +142,7 @@ async def json_body(request: Request) -> Any:
         ) from exc
 
 
-router = APIRouter(prefix="/v1")
+router = APIRouter()  # mounted at /v1 (OpenAI) and at Azure's /openai/v1 and /openai (proxy/simulator/app.py)
 
 
 # registered as a plain Starlette route by app.py (FastAPI dependency resolution costs ~40 us per call)
@@ -144,6 +153,9 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
     opts = engine.options
     authorize(request, opts.api_key)
     body = await json_body(request)
+    deployment = request.path_params.get("deployment")
+    if deployment is not None and isinstance(body, dict):  # Azure's legacy path names the deployment
+        body["model"] = deployment
     problem = chat_problem(body) or (store_problem(body) if opts.metadata_requires_store else None)
     if problem:
         raise InvalidRequest(problem[0], param=problem[1])
@@ -168,7 +180,10 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
         finally:
             state.in_flight[label] -= 1
     answer = answer_for(body)
-    engine.bill(body["model"], tier, answer, flavor=flavor or opts.flavor)
+    if azure_auth.is_azure(request):
+        engine.bill(azure_billed_name(body["model"], opts), tier, answer)
+    else:
+        engine.bill(body["model"], tier, answer, flavor=flavor or opts.flavor)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     if body.get("stream"):
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)
@@ -196,25 +211,34 @@ def _file(state: SimulatorState, file_id: str) -> FileRecord:
     return record
 
 
-def _file_json(state: SimulatorState, record: FileRecord) -> dict[str, Any]:
+def azure_billed_name(deployment: str, opts: SimulatorOptions) -> str:
+    """The price-map name Azure bills a deployment's work under: `azure/<the model it serves>`."""
+    return f"azure/{opts.azure_deployments.get(deployment, deployment)}"
+
+
+def _file_json(record: FileRecord, flavor: Flavor) -> dict[str, Any]:
     """A file object; Azure files without an explicit expiry never expire (`expires_at: null`)."""
-    return record.as_openai(None if state.engine.options.flavor == "azure" else FILE_TTL_S)
+    return record.as_openai(None if flavor == "azure" else FILE_TTL_S)
 
 
-def _upload_expiry(fields: dict[str, str]) -> int | None:
+def _upload_expiry(fields: dict[str, str], *, azure_range: bool) -> int | None:
     anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
         return None
     try:
-        return expires_after_seconds(anchor, seconds, param="expires_after")
+        accepted = expires_after_seconds(anchor, seconds, param="expires_after")
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="expires_after") from exc
+    problem = azure_auth.check_expiry(accepted, "expires_after") if azure_range else None
+    if problem:
+        raise InvalidRequest(problem, param="expires_after")
+    return accepted
 
 
-def _check_file_cap(state: SimulatorState, purpose: str, expires_after_s: int | None) -> None:
+def _check_file_cap(state: SimulatorState, purpose: str, expires_after_s: int | None, flavor: Flavor) -> None:
     """Azure: only `max_files_without_expiry` batch files per resource may lack an expiry."""
     opts = state.engine.options
-    if opts.flavor != "azure" or purpose != "batch" or expires_after_s is not None:
+    if flavor != "azure" or purpose != "batch" or expires_after_s is not None:
         return
     if state.files.count_without_expiry(purpose) >= opts.max_files_without_expiry:
         raise InvalidRequest(
@@ -246,20 +270,22 @@ async def upload_file(request: Request) -> Response:
             raise InvalidRequest(f"The simulator only accepts purpose 'batch', got {purpose!r}.", param="purpose")
         if upload.filename is None:
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")
-        expires_after_s = _upload_expiry(upload.fields)
-        _check_file_cap(state, purpose, expires_after_s)
+        flavor = flavor_of(request, state.engine.options)
+        expires_after_s = _upload_expiry(upload.fields, azure_range=azure_auth.is_azure(request))
+        _check_file_cap(state, purpose, expires_after_s, flavor)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     record = state.files.register(file_id, filename=upload.filename, purpose=purpose, expires_after_s=expires_after_s)
-    return _json(_file_json(state, record))
+    return _json(_file_json(record, flavor))
 
 
 @router.get("/files")
 async def list_files(request: Request) -> Response:
     state = simulator_state(request)
     authorize(request, state.engine.options.api_key)
-    data = [_file_json(state, record) for record in reversed(state.files.all())]
+    flavor = flavor_of(request, state.engine.options)
+    data = [_file_json(record, flavor) for record in reversed(state.files.all())]
     return _json({"object": "list", "data": data, "has_more": False})
 
 
@@ -267,7 +293,7 @@ async def list_files(request: Request) -> Response:
 async def retrieve_file(request: Request, file_id: str) -> Response:
     state = simulator_state(request)
     authorize(request, state.engine.options.api_key)
-    return _json(_file_json(state, _file(state, file_id)))
+    return _json(_file_json(_file(state, file_id), flavor_of(request, state.engine.options)))
 
 
 @router.delete("/files/{file_id}")
@@ -304,8 +330,8 @@ def _metadata(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
-def _window_accepted(window: str, opts: SimulatorOptions) -> bool:
-    if opts.flavor != "groq":
+def _window_accepted(window: str, flavor: Flavor) -> bool:
+    if flavor != "groq":
         return window in COMPLETION_WINDOWS
     unit, number = window[-1:], window[:-1]
     if unit not in ("h", "d") or not number.isdigit():
@@ -314,18 +340,22 @@ def _window_accepted(window: str, opts: SimulatorOptions) -> bool:
     return GROQ_WINDOW_HOURS[0] <= hours <= GROQ_WINDOW_HOURS[1]
 
 
-def _output_expiry(value: Any) -> int | None:
+def _output_expiry(value: Any, *, azure_range: bool) -> int | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise InvalidRequest("'output_expires_after' must be an object.", param="output_expires_after")
     try:
-        return expires_after_seconds(value.get("anchor"), value.get("seconds"), param="output_expires_after")
+        accepted = expires_after_seconds(value.get("anchor"), value.get("seconds"), param="output_expires_after")
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="output_expires_after") from exc
+    problem = azure_auth.check_expiry(accepted, "output_expires_after") if azure_range else None
+    if problem:
+        raise InvalidRequest(problem, param="output_expires_after")
+    return accepted
 
 
-def _batch_request(body: Any, opts: SimulatorOptions) -> dict[str, Any]:
+def _batch_request(body: Any, flavor: Flavor, *, azure_range: bool) -> dict[str, Any]:
     """The batch attributes of a valid create body (endpoint, input_file_id, completion_window, metadata,
     output_expires_after_s); InvalidRequest otherwise."""
     if not isinstance(body, dict):
@@ -333,14 +363,14 @@ def _batch_request(body: Any, opts: SimulatorOptions) -> dict[str, Any]:
     for key in ("input_file_id", "endpoint", "completion_window"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key)
-    endpoints = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if opts.flavor == "azure" else (CHAT_ENDPOINT,)
+    endpoints = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if flavor == "azure" else (CHAT_ENDPOINT,)
     if body["endpoint"] not in endpoints:
         raise InvalidRequest(
             f"The simulator supports only endpoint {CHAT_ENDPOINT!r}, got {body['endpoint']!r}.",
             param="endpoint",
         )
-    if not _window_accepted(body["completion_window"], opts):
-        supported = "'24h' to '7d'" if opts.flavor == "groq" else "'24h'"
+    if not _window_accepted(body["completion_window"], flavor):
+        supported = "'24h' to '7d'" if flavor == "groq" else "'24h'"
         raise InvalidRequest(
             f"Invalid value for 'completion_window': {body['completion_window']!r}. Supported values are: {supported}.",
             param="completion_window",
@@ -351,7 +381,7 @@ def _batch_request(body: Any, opts: SimulatorOptions) -> dict[str, Any]:
         "input_file_id": body["input_file_id"],
         "completion_window": body["completion_window"],
         "metadata": _metadata(body.get("metadata")),
-        "output_expires_after_s": _output_expiry(body.get("output_expires_after")),
+        "output_expires_after_s": _output_expiry(body.get("output_expires_after"), azure_range=azure_range),
     }
 
 
@@ -361,7 +391,8 @@ async def create_batch(request: Request) -> Response:
     engine = state.engine
     opts = engine.options
     authorize(request, opts.api_key)
-    attributes = _batch_request(await json_body(request), opts)
+    flavor = flavor_of(request, opts)
+    attributes = _batch_request(await json_body(request), flavor, azure_range=azure_auth.is_azure(request))
     refusal = account_error(opts, batch_create=True)
     if refusal is not None:
         raise refusal
@@ -372,7 +403,10 @@ async def create_batch(request: Request) -> Response:
         check_input_file, source.path, endpoint=attributes["endpoint"], options=opts
     )
     batch_id = f"batch_{new_file_id().removeprefix('file-')}"
-    azure = opts.flavor == "azure"
+    azure = flavor == "azure"
+    if azure_auth.is_azure(request):  # listed at Azure's paths only, billed as Azure bills its deployments
+        attributes["face"] = "azure"
+        attributes["billed_as"] = {line.model: azure_billed_name(line.model, opts) for line in requests}
     try:
         record = await asyncio.to_thread(
             engine.create_batch,
@@ -413,7 +447,8 @@ def _write_result_files(state: SimulatorState, current: BatchView) -> ResultFile
 
 
 async def _batch_json(state: SimulatorState, current: BatchView) -> dict[str, Any]:
-    render = azure_batch_object if current.record.options.flavor == "azure" else batch_object
+    azure = current.record.options.flavor == "azure" or current.record.attributes.get("face") == "azure"
+    render = azure_batch_object if azure else batch_object
     return render(current, await result_files(state, current))
 
 
@@ -460,9 +495,10 @@ async def list_batches(request: Request) -> Response:
     page: list[BatchView] = []
     has_more = False
     skipping = after is not None
+    face = "azure" if azure_auth.is_azure(request) else None
     for current in state.engine.batches_newest_first():
-        if current.record.attributes.get("face"):
-            continue  # other faces' batches (Message Batches, Mistral jobs...) are listed by their own face
+        if current.record.attributes.get("face") != face:
+            continue  # each face lists its own batches (Message Batches, Mistral jobs, Azure's...)
         if skipping:
             skipping = current.record.id != after
             continue

@@ -106,6 +106,11 @@ class SimulatorOptions(BaseModel):
     metadata_requires_store: bool = Field(
         default=True, description="chat `metadata` without `store: true` is refused (400; in a batch, that line)"
     )
+    azure_deployments: dict[str, str] = Field(
+        default_factory=dict,
+        description="Azure paths: deployment name -> the model it serves, which names its price in the ledger as "
+        "azure/<model> (a deployment not listed serves the model of its own name) (JSON)",
+    )
     max_files_without_expiry: int = Field(
         default=DEFAULT_FILES_WITHOUT_EXPIRY,
         ge=0,

@@ -164,3 +164,43 @@ async def test_a_mistral_or_xai_batch_created_before_the_kill_is_found_not_sent_
         await kill_at_then_recover(env, tmp_path, "after_create")
         await assert_answered(env, bodies, views)
         assert face_batches(env, provider) == [len(bodies)]  # created once, found again by its label
+
+
+AZURE_BATCH_DEPLOYMENT = "gpt-4o-mini-batch"
+
+
+def azure_models(simulator_url: str) -> list[dict[str, Any]]:
+    """gpt-4o-mini on the simulator's Azure face (v1 endpoint), batched on a Global-Batch deployment."""
+    params = {"model": "azure/gpt-4o-mini", "api_base": simulator_url, "api_key": PROVIDER_KEY, "api_version": "v1",
+              "batch_deployment": AZURE_BATCH_DEPLOYMENT}  # fmt: skip
+    return [{"model_name": "gpt-4o-mini", "litellm_params": params}]
+
+
+def azure_batches(env: DeferredEnv) -> list[dict[str, Any]]:
+    response = httpx.get(
+        env.simulator_url + "/openai/v1/batches", params={"limit": 100}, headers={"authorization": "Bearer sk-x"}
+    )
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data
+
+
+def env_ledger(env: DeferredEnv) -> dict[str, Any]:
+    ledger: dict[str, Any] = httpx.get(env.simulator_url + "/_sim/ledger").json()
+    return ledger
+
+
+@pytest.mark.parametrize("stage", ["after_upload", "after_create"])
+async def test_an_azure_submission_is_recovered_once(tmp_path: Path, redis_url: str, stage: str) -> None:
+    """Azure lists its batches with ISO timestamps and null counts: the restarted worker still finds the batch the
+    killed one created (by its metadata and input file), and no line runs twice."""
+    simulator = {"azure_deployments": {AZURE_BATCH_DEPLOYMENT: "gpt-4o-mini"}}
+    async with deferred_env(tmp_path, redis_url, simulator=simulator, models=azure_models, **FAST_LEASES) as env:
+        bodies = [chat_body("gpt-4o-mini", f"azure {stage} {i}") for i in range(30)]
+        views = [await env.accept(body) for body in bodies]
+        await kill_at_then_recover(env, tmp_path, stage)
+        await assert_answered(env, [{**body, "model": AZURE_BATCH_DEPLOYMENT} for body in bodies], views)
+        listed = azure_batches(env)
+        ours = [batch["metadata"]["batchgate_batch"] for batch in listed]
+        assert len(set(ours)) == len(ours), "a batch was created twice"
+        billed = env_ledger(env)["models"]["azure/gpt-4o-mini"]["batch"]
+        assert billed["requests"] == len(bodies), "a job was sent twice"
