@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from proxy.providers.base import ErrorClass, ProviderError, UpstreamResponse, UpstreamStream
 from proxy.providers.passed_headers import passed_headers
@@ -70,6 +71,7 @@ class SharedSession:
                 connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=60),
                 timeout=self._timeout,
                 skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies; the real jar filters every call
             )
         return self._session
 
@@ -93,7 +95,7 @@ class OpenAICompletionClient:
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._url = URL(base_url.rstrip("/") + "/chat/completions")  # parsed once, not on every call
         self._model = upstream_model
         self._retry = retry
         self._redactor = Redactor([api_key] if api_key else [])
