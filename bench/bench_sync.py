@@ -33,7 +33,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "sk-bench-master"
+KEY = "sk-bench-master-6f1c2a9e4b7d8035e1f2a3b4c5d6e7f8"  # LiteLLM refuses to start on a weak key
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the plot of Hamlet."}]}
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -157,7 +157,9 @@ def full_stack(workdir: Path, *, workers: int = 1, litellm: str | None = None) -
         if litellm:
             port = free_port()
             litellm_config = workdir / "litellm.yaml"
-            litellm_config.write_text(yaml.safe_dump({"model_list": model_list(sim_url)}))
+            litellm_config.write_text(
+                yaml.safe_dump({"model_list": model_list(sim_url), "general_settings": {"master_key": KEY}})
+            )
             child = stack_.enter_context(
                 process(
                     [litellm, "--config", str(litellm_config), "--port", str(port), "--num_workers", "1"],
