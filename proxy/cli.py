@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (BATCHGATE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (BATCHGATE_PORT, default 8080)")
     serve.add_argument("--no-worker", action="store_true", help="run the API only")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes sharing the port (default 1); the batch worker still runs once, in the first",
+    )
     serve.set_defaults(handler=run_serve)
 
     worker = commands.add_parser("worker", help="run the worker only (submitter, poller, rescuer, deliveries)")
@@ -136,7 +142,7 @@ def run_serve(args: argparse.Namespace) -> int:
     exit_on_signal()
     try:
         with listener, embedded_defaults(settings, config) as effective:
-            serve(effective, config, listener)
+            serve(effective, config, listener, processes=max(1, args.workers))
     except DataDirInUse as exc:
         print(f"batchgate: {exc}", file=sys.stderr)
         return 1

@@ -8,9 +8,12 @@ an OpenAI client parses it like any other error. `batchgate serve` passes this c
 
 from __future__ import annotations
 
+import asyncio
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.errors import JSON_MEDIA_TYPE, error_bytes
+from proxy.write_coalescing import CoalescingTransport
 
 MALFORMED_CODE = "invalid_http_request"
 
@@ -27,7 +30,11 @@ def malformed_http_answer(message: str, default_headers: list[tuple[bytes, bytes
 
 
 class OpenAIErrorHttpToolsProtocol(HttpToolsProtocol):
-    """httptools-based HTTP/1.1, as `http="httptools"` gives, with the malformed-request answer above."""
+    """httptools-based HTTP/1.1, as `http="httptools"` gives, with the malformed-request answer above, and
+    an answer's headers and body sent in one write (proxy/write_coalescing.py)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(malformed_http_answer(msg, list(self.server_state.default_headers)))

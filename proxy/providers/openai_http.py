@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from proxy.providers import openai_shape
 from proxy.providers.base import ErrorClass, ProviderError, UpstreamResponse, UpstreamStream
@@ -71,6 +72,7 @@ class SharedSession:
                 connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=60),
                 timeout=self._timeout,
                 skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies; the real jar filters every call
             )
         return self._session
 
@@ -98,7 +100,7 @@ class OpenAICompletionClient:
         other than OpenAI itself, whose answers are relayed byte for byte."""
         self._http = http
         self._reshape = reshape
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._url = URL(base_url.rstrip("/") + "/chat/completions")  # parsed once, not on every call
         self._model = upstream_model
         self._retry = retry
         self._redactor = Redactor([api_key] if api_key else [])

@@ -1,4 +1,5 @@
-"""`batchgate serve` refusing to start, clearly: its port taken, or its embedded-Redis data directory in use."""
+"""`batchgate serve` starting and stopping: refusing clearly (port taken, data directory in use), draining held
+calls, and several serving processes."""
 
 from __future__ import annotations
 
@@ -135,3 +136,60 @@ def test_stopping_serve_ends_a_held_connection_within_drain_timeout(
         assert any(job_id.encode() in key for key in client.keys("*"))  # the job outlives the connection
     finally:
         client.close()
+
+
+def _forked_servers(pid: int) -> list[int]:
+    """The children of `pid` that run `serve` too (forked serving processes, not Redis or the simulator)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return [child for child in children if b"serve" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")]
+
+
+def test_serve_with_two_processes_answers_and_stops_them_both(tmp_path: Path, repo_root: Path, redis_url: str) -> None:
+    """`serve --workers 2`: one forked serving process beside the first; calls are answered; SIGTERM stops both
+    (exit 0, no orphan left behind)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini"}}],
+                "auth": {"master_key": "sk-test-master-0000"},
+            }
+        )
+    )
+    port = free_port()
+    env = {name: value for name, value in child_environment().items() if not name.startswith("BATCHGATE_")}
+    env.update({"BATCHGATE_CONFIG": str(config), "BATCHGATE_PORT": str(port), "BATCHGATE_REDIS_URL": redis_url})
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--no-worker", "--workers", "2"],
+            cwd=repo_root,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=START_TIMEOUT)
+        forked = _forked_servers(process.pid)
+        assert len(forked) == 1, forked
+        for _ in range(6):  # a fresh connection each: either process may take it
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                answer = http.post(
+                    "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": "Bearer sk-test-master-0000"},
+                )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["object"] == "chat.completion"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log_path.read_text(errors="replace")
+    assert process.returncode == 0, text[-2000:]
+    assert "Traceback" not in text, text[-4000:]
+    assert not Path(f"/proc/{forked[0]}").exists()  # stopped and reaped by the first process before it exited
