@@ -7,6 +7,7 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 | `openai`, `groq` | OpenAICompletionClient (raw bytes, aiohttp) | OpenAIBatchClient (Groq: under `/openai/v1`) |
 | other OpenAI-shaped (below) | OpenAICompletionClient | none: never deferred (`NO_BATCH_API` says why) |
 | `anthropic` | LitellmCompletionClient | AnthropicBatchClient (Message Batches) |
+| `gemini` | LitellmCompletionClient | GeminiBatchClient (Gemini API Batch Mode) |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
 
 Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
@@ -15,6 +16,7 @@ with another shape sent to the OpenAI adapter fails every batch until the deadli
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -34,11 +36,18 @@ OPENAI_SHAPED_BASES: Mapping[str, str] = {
     "mistral": "https://api.mistral.ai/v1",
 }
 ANTHROPIC_BASE = "https://api.anthropic.com"
+GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"  # litellm's default for `gemini/...`
+GEMINI_KEY_ENV = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # where litellm finds a Gemini key the config does not give
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 
-BatchApi = Literal["openai", "anthropic"]
+BatchApi = Literal["openai", "anthropic", "gemini"]
 # Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
-BATCH_APIS: Mapping[str, BatchApi] = {"openai": "openai", "groq": "openai", "anthropic": "anthropic"}
+BATCH_APIS: Mapping[str, BatchApi] = {
+    "openai": "openai",
+    "groq": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",  # Gemini API Batch Mode (gemini_batch.py)
+}
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
 NO_BATCH_API: Mapping[str, str] = {
     "mistral": NOT_SPOKEN,  # /v1/batch/jobs, its own statuses
@@ -83,6 +92,11 @@ def encode_batch_line(
             custom_id, body, model=model, custom_id=custom_id, extra_params=litellm_extra(deployment)
         )
         return request, MAX_BODY_BYTES
+    if kind == "gemini":
+        from proxy.providers import gemini_batch  # noqa: PLC0415 - deferred calls only
+
+        line = gemini_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+        return line, gemini_batch.MAX_FILE_BYTES
     return None
 
 
@@ -93,10 +107,10 @@ def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
 
 def is_simulated(deployment: ModelDeployment) -> bool:
     """A deployment with no provider key and no explicit api_base is served by the simulated upstream (which
-    speaks OpenAI's and Anthropic's wire formats; other providers often take their credentials from the
+    speaks OpenAI's, Anthropic's and Gemini's wire formats; other providers often take their credentials from the
     environment, so they are never simulated)."""
     params = deployment.litellm_params
-    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider == "anthropic"
+    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "gemini")
     return simulable and params.api_key is None and params.api_base is None
 
 
@@ -151,7 +165,8 @@ class ProviderRegistry:
 
         params = deployment.litellm_params
         api_base, api_key = _litellm_endpoint(deployment, simulator_url)
-        self._endpoints[deployment.model_name] = (api_base or ANTHROPIC_BASE, api_key)
+        default_base = GEMINI_BASE if params.provider == "gemini" else ANTHROPIC_BASE
+        self._endpoints[deployment.model_name] = (api_base or default_base, api_key)
         return LitellmCompletionClient(
             model=params.model,
             api_base=api_base,
@@ -193,6 +208,16 @@ class ProviderRegistry:
             client = AnthropicBatchClient(
                 base_url=base_url,
                 api_key=api_key,
+                upstream_model=upstream_model,
+                timeout=self._batch_timeout,
+                extra_params=self._litellm_extra[model_name],
+            )
+        elif kind == "gemini":
+            from proxy.providers.gemini_batch import GeminiBatchClient  # noqa: PLC0415 - built on first use
+
+            client = GeminiBatchClient(
+                base_url=base_url,
+                api_key=api_key or _gemini_env_key(),
                 upstream_model=upstream_model,
                 timeout=self._batch_timeout,
                 extra_params=self._litellm_extra[model_name],
@@ -241,8 +266,14 @@ def _litellm_endpoint(deployment: ModelDeployment, simulator_url: str | None) ->
     params = deployment.litellm_params
     api_key = params.api_key.get_secret_value() if params.api_key else None
     if is_simulated(deployment) and simulator_url:
-        return simulator_url.rstrip("/"), "sk-simulated"
+        root = simulator_url.rstrip("/")
+        return (root + "/v1beta" if params.provider == "gemini" else root), "sk-simulated"
     base = params.api_base
     if base and params.provider == "anthropic":
         base = base.rstrip("/").removesuffix("/v1")
     return base, api_key
+
+
+def _gemini_env_key() -> str | None:
+    """The Gemini key litellm's sync lane would use when the config gives none (read when the client is built)."""
+    return next((os.environ[name] for name in GEMINI_KEY_ENV if os.environ.get(name)), None)

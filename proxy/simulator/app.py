@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from proxy.errors import ApiError, error_bytes
-from proxy.simulator import anthropic_face, control, openai_face
+from proxy.simulator import anthropic_face, control, gemini_face, openai_face
 from proxy.simulator.echo import EchoCredentialsInErrors
 from proxy.simulator.engine import Engine
 from proxy.simulator.files import FileStore
@@ -66,6 +66,7 @@ def create_simulator_app(
     app.include_router(openai_face.router)
     app.add_route("/v1/messages", anthropic_face.messages, methods=["POST"])
     app.include_router(anthropic_face.router)
+    app.include_router(gemini_face.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
