@@ -251,8 +251,8 @@ def _line_requests(entries: list[tuple[str, Any]], model: str) -> list[LineReque
     parsed = []
     for key, request in entries:
         problem = request_problem(request)
-        body = chat_body(request, f"gemini/{model}") if problem is None else {"model": f"gemini/{model}"}
-        parsed.append(LineRequest.from_body(key, body, problem=problem))
+        answer = answer_for(chat_body(request, model)) if problem is None else None
+        parsed.append(LineRequest(key, f"gemini/{model}", answer, problem))  # billed by its price-map name
     return parsed
 
 
