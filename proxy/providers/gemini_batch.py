@@ -310,8 +310,8 @@ class GeminiBatchClient:
         operation = await self._operation(batch_id)
         output = _output(operation)
         listed = lenient.mapping(output.get("inlinedResponses")).get("inlinedResponses")
-        for entry in listed if isinstance(listed, list) else []:
-            entry = lenient.mapping(entry)
+        for raw in listed if isinstance(listed, list) else []:
+            entry = lenient.mapping(raw)
             key = lenient.identifier(lenient.mapping(entry.get("metadata")).get("key"))
             yield key, entry
 
@@ -395,9 +395,10 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     error = lenient.mapping(payload.get("error")) if isinstance(payload, dict) else {}
     message = lenient.text(error.get("message")) or response.text[:500]
     code = lenient.text(error.get("status"))
+    details = error.get("details")
     reasons = {
         lenient.text(detail.get("reason"))
-        for detail in (error.get("details") if isinstance(error.get("details"), list) else [])
+        for detail in (details if isinstance(details, list) else [])
         if isinstance(detail, dict)
     }
     account = code in ACCOUNT_STATUSES or bool(reasons & ACCOUNT_REASONS)
@@ -459,7 +460,7 @@ def result_line(key: str | None, item: Mapping[str, Any], model: str) -> ResultL
     if isinstance(response, dict):
         try:
             body = chat_completion(response, model=model)
-        except Exception as exc:  # litellm raises many types for a response it cannot read  # noqa: BLE001
+        except Exception as exc:  # litellm raises many types for a response it cannot read
             log.warning("an unreadable Gemini batch response for %s: %s", key, exc)
             return _errored(key, 502, "The provider's answer could not be read.", "malformed_response")
         return ResultLine(key, LineOutcome.SUCCEEDED, 200, body, request_id=lenient.text(response.get("responseId")))

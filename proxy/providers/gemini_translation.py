@@ -142,7 +142,7 @@ def chat_completion(response: Mapping[str, Any], *, model: str) -> dict[str, Any
     )
     logging_obj.optional_params = {}  # the response transformation reads the call's params from the logger
     raw = httpx.Response(200, content=orjson.dumps(response), headers={"content-type": "application/json"})
-    converted = VertexGeminiConfig().transform_google_generate_content_to_openai_model_response(
+    converted: Any = VertexGeminiConfig().transform_google_generate_content_to_openai_model_response(
         completion_response=dict(response),
         model_response=ModelResponse(),
         model=upstream,

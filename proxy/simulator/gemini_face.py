@@ -119,20 +119,25 @@ def request_problem(request: Any) -> str | None:
     unknown = sorted(set(request) - REQUEST_FIELDS)
     if unknown:
         return f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
-    contents = request.get("contents")
-    if not isinstance(contents, list) or not contents:
-        return "* GenerateContentRequest.contents: contents is not specified"
-    for index, content in enumerate(contents):
-        if not isinstance(content, dict):
-            return f"* GenerateContentRequest.contents[{index}]: must be an object"
-        if content.get("role", "user") not in ROLES:
-            return f"Please use a valid role: user, model. (contents[{index}].role)"
-        parts = content.get("parts")
-        if not isinstance(parts, list) or not parts:
-            return f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty."
     config = _field(request, "generationConfig", "generation_config")
     if config is not None and not isinstance(config, dict):
         return "Invalid JSON payload received. generationConfig must be an object."
+    return _contents_problem(request.get("contents"))
+
+
+def _contents_problem(contents: Any) -> str | None:
+    if not isinstance(contents, list) or not contents:
+        return "* GenerateContentRequest.contents: contents is not specified"
+    for index, content in enumerate(contents):
+        problem = None
+        if not isinstance(content, dict):
+            problem = "must be an object"
+        elif content.get("role", "user") not in ROLES:
+            problem = "Please use a valid role: user, model."
+        elif not isinstance(content.get("parts"), list) or not content["parts"]:
+            problem = "contents.parts must not be empty."
+        if problem is not None:
+            return f"* GenerateContentRequest.contents[{index}]: {problem}"
     return None
 
 
@@ -200,6 +205,10 @@ async def models_call(request: Request, target: str) -> Response:
         return await create_batch(request, state, model)
     if method not in ("generateContent", "streamGenerateContent"):
         return error(404, f"Method {method!r} not found for models/{model}.")
+    return await generate(request, state, model, stream=method == "streamGenerateContent")
+
+
+async def generate(request: Request, state: SimulatorState, model: str, *, stream: bool) -> Response:
     try:
         payload = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
@@ -216,7 +225,7 @@ async def models_call(request: Request, target: str) -> Response:
     answer = answer_for(chat_body(payload, model))
     engine.bill(f"gemini/{model}", Tier.SYNC, answer)
     response = generate_response(answer, model)
-    if method == "generateContent":
+    if not stream:
         return _json(response)
     chunks = list(stream_chunks(response, chunk_chars=engine.options.stream_chunk_chars))
     if request.query_params.get("alt") == "sse":
@@ -262,8 +271,8 @@ def _inline_entries(input_config: Mapping[str, Any]) -> list[tuple[str, Any]] | 
     if not isinstance(items, list) or not items:
         return "* BatchGenerateContentRequest.batch.input_config.requests: requests must not be empty."
     entries = []
-    for index, item in enumerate(items):
-        item = lenient_mapping(item)
+    for index, raw in enumerate(items):
+        item = lenient_mapping(raw)
         key = lenient_mapping(item.get("metadata")).get("key")
         entries.append((str(key) if key is not None else str(index), item.get("request")))
     return entries
@@ -280,10 +289,9 @@ def _file_entries(state: SimulatorState, file_name: str) -> list[tuple[str, Any]
             if not raw.strip():
                 continue
             try:
-                line = orjson.loads(raw)
+                line = lenient_mapping(orjson.loads(raw))
             except orjson.JSONDecodeError:
                 return f"Invalid JSON on line {number} of {file_name}."
-            line = lenient_mapping(line)
             key = line.get("key")
             entries.append((str(key) if key is not None else str(number - 1), line.get("request")))
     return entries or f"{file_name} has no requests."
@@ -395,9 +403,7 @@ async def operation(state: SimulatorState, current: BatchView) -> dict[str, Any]
         file_id = await _responses_file(state, current)
         output: dict[str, Any] = {"@type": OUTPUT_TYPE, "responsesFile": f"files/{file_id}"} if file_id else {}
     else:
-        inlined = [
-            {**_entry(line, model), "metadata": {"key": line.custom_id}} for line in _finished_in_order(current)
-        ]
+        inlined = [{**_entry(line, model), "metadata": {"key": line.custom_id}} for line in _finished_in_order(current)]
         output = {"@type": OUTPUT_TYPE, "inlinedResponses": {"inlinedResponses": inlined}}
     if output:
         body["response"] = output
@@ -509,18 +515,29 @@ async def upload(request: Request) -> Response:
     command = request.headers.get("x-goog-upload-command", "").replace(" ", "")
     upload_id = request.query_params.get("upload_id")
     if upload_id is None:
-        if request.headers.get("x-goog-upload-protocol") != "resumable" or command != "start":
-            return error(400, "Upload protocol must be resumable and the first command `start`.")
-        declared = request.headers.get("x-goog-upload-header-content-length", "")
-        if not declared.isdigit():
-            return error(400, "X-Goog-Upload-Header-Content-Length is required.")
-        if int(declared) > state.engine.options.max_file_bytes:
-            return error(400, f"File size exceeds the limit of {state.engine.options.max_file_bytes} bytes.")
+        return await _start_upload(request, state, command)
+    return await _finish_upload(request, state, command, upload_id)
+
+
+async def _start_upload(request: Request, state: SimulatorState, command: str) -> Response:
+    if request.headers.get("x-goog-upload-protocol") != "resumable" or command != "start":
+        return error(400, "Upload protocol must be resumable and the first command `start`.")
+    declared = request.headers.get("x-goog-upload-header-content-length", "")
+    if not declared.isdigit():
+        return error(400, "X-Goog-Upload-Header-Content-Length is required.")
+    if int(declared) > state.engine.options.max_file_bytes:
+        return error(400, f"File size exceeds the limit of {state.engine.options.max_file_bytes} bytes.")
+    try:
         meta = lenient_mapping(lenient_mapping(orjson.loads(await request.body() or b"{}")).get("file"))
-        upload_id = uuid.uuid4().hex
-        state.gemini_uploads[upload_id] = (int(declared), str(meta.get("displayName") or "upload.jsonl"))
-        url = f"{str(request.base_url).rstrip('/')}/upload/v1beta/files?upload_id={upload_id}&upload_protocol=resumable"
-        return _json({}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"})
+    except orjson.JSONDecodeError:
+        return error(400, "Invalid JSON payload received.")
+    upload_id = uuid.uuid4().hex
+    state.gemini_uploads[upload_id] = (int(declared), str(meta.get("displayName") or "upload.jsonl"))
+    url = f"{str(request.base_url).rstrip('/')}/upload/v1beta/files?upload_id={upload_id}&upload_protocol=resumable"
+    return _json({}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"})
+
+
+async def _finish_upload(request: Request, state: SimulatorState, command: str, upload_id: str) -> Response:
     session = state.gemini_uploads.pop(upload_id, None)
     if session is None:
         return error(404, "No such upload session.")

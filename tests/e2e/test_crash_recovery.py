@@ -157,9 +157,8 @@ async def test_a_gemini_submission_is_recovered_on_another_host(tmp_path: Path, 
         views = [await env.accept(body) for body in bodies]
         await kill_at_then_recover(env, tmp_path, stage, hosts=(tmp_path / "host-a", tmp_path / "host-b"))
         await assert_answered(env, bodies, views)
-        response = httpx.get(
-            env.simulator_url + "/v1beta/batches", params={"pageSize": 100}, headers={"x-goog-api-key": PROVIDER_KEY}
-        )
+        async with httpx.AsyncClient(headers={"x-goog-api-key": PROVIDER_KEY}) as http:
+            response = await http.get(env.simulator_url + "/v1beta/batches", params={"pageSize": 100})
         [batch] = response.json()["operations"]  # created once, whichever host created it
         assert batch["metadata"]["batchStats"]["successfulRequestCount"] == str(len(bodies))
         assert not list((tmp_path / "host-b" / "batchgate-gemini").glob("*.jsonl"))

@@ -40,7 +40,9 @@ async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[
         yield custom_id, body
 
 
-def gemini_client(url: str, staging: Path, *, key: str = PROVIDER_KEY, inline_max: int | None = None) -> GeminiBatchClient:
+def gemini_client(
+    url: str, staging: Path, *, key: str = PROVIDER_KEY, inline_max: int | None = None
+) -> GeminiBatchClient:
     limits = {} if inline_max is None else {"inline_max_bytes": inline_max}
     return GeminiBatchClient(
         base_url=url + "/v1beta", api_key=key, upstream_model=GEMINI, timeout=10, staging_dir=staging, **limits
@@ -115,7 +117,8 @@ async def test_a_batch_completes_with_openai_shaped_answers(tmp_path: Path, path
         await client.cleanup(prepared.ref)
         if path == "file":  # the uploaded input is deleted upstream
             name = prepared.ref.split("-", 2)[2]
-            gone = httpx.get(f"{url}/v1beta/{name}", headers={"x-goog-api-key": PROVIDER_KEY})
+            async with httpx.AsyncClient() as http:
+                gone = await http.get(f"{url}/v1beta/{name}", headers={"x-goog-api-key": PROVIDER_KEY})
             assert gone.status_code == 404
         await client.cleanup(prepared.ref)  # missing is fine
 
@@ -151,7 +154,7 @@ async def test_per_line_errors_keep_their_status_and_an_openai_error_body(tmp_pa
 
 async def test_an_invalid_request_fails_its_own_line(tmp_path: Path) -> None:
     """A request litellm translates but the API refuses (here: an unknown field, sent through extra params)."""
-    async with batch_client(tmp_path) as (client, url):
+    async with batch_client(tmp_path) as (_, url):
         strict = GeminiBatchClient(
             base_url=url + "/v1beta", api_key=PROVIDER_KEY, upstream_model=GEMINI, staging_dir=tmp_path / "s2",
             extra_params={"extra_body": {"notAField": 1}},
@@ -180,7 +183,8 @@ async def test_cancel_ends_the_batch_with_only_finished_lines_answered(tmp_path:
         info = await until_ended(client, created.batch_id)
         assert (info.state, info.completed, info.total) == (BatchState.CANCELLED, 3, 6)
         lines = await lines_of(client, info)
-        assert len(lines) == 3 and all(line.outcome is LineOutcome.SUCCEEDED for line in lines)
+        assert len(lines) == 3
+        assert all(line.outcome is LineOutcome.SUCCEEDED for line in lines)
         with pytest.raises(ProviderError) as caught:
             await client.cancel(created.batch_id)
         assert caught.value.status == 400
@@ -205,7 +209,8 @@ async def test_the_key_is_checked_and_a_bad_one_is_an_account_problem(tmp_path: 
                 await other.aclose()
             assert caught.value.status == status
             assert caught.value.classification is ErrorClass.ACCOUNT_PROBLEM
-        by_query = httpx.get(f"{url}/v1beta/batches", params={"key": PROVIDER_KEY})
+        async with httpx.AsyncClient() as http:
+            by_query = await http.get(f"{url}/v1beta/batches", params={"key": PROVIDER_KEY})
         assert by_query.status_code == 200
 
 

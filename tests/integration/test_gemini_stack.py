@@ -94,14 +94,17 @@ def test_sync_calls_plain_and_streamed_return_openai_shapes(stack: Stack) -> Non
 def test_deferred_calls_are_answered_from_a_gemini_batch_and_reconcile(stack: Stack) -> None:
     requests = [body(f"defer me to a gemini batch {i}") for i in range(3)]
     with stack.client(timeout=60) as client:
-        raws = [client.chat.completions.with_raw_response.create(**request, extra_headers=DEFER) for request in requests]
+        raws = [
+            client.chat.completions.with_raw_response.create(**request, extra_headers=DEFER) for request in requests
+        ]
     for raw, request in zip(raws, requests, strict=True):
         completion = raw.parse()
         assert raw.status_code == 200
         assert raw.headers["x-batchgate-job"].startswith("dfr_")
         assert isinstance(completion, openai.types.chat.ChatCompletion)
         assert completion.choices[0].message.content == expected_content(request)
-        assert completion.usage is not None and completion.usage.prompt_tokens > 0
+        assert completion.usage is not None
+        assert completion.usage.prompt_tokens > 0
     operations = gemini_batches(stack)
     assert {op["metadata"]["state"] for op in operations} == {"BATCH_STATE_SUCCEEDED"}
     assert sum(int(op["metadata"]["batchStats"]["successfulRequestCount"]) for op in operations) == 3
