@@ -11,7 +11,6 @@ step litellm's sync answer goes through. tests/unit/test_gemini_translation.py c
 
 from __future__ import annotations
 
-import copy
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -20,11 +19,10 @@ import httpx
 import orjson
 
 from proxy.providers.litellm_completion import import_litellm, public_message
+from proxy.providers.litellm_inputs import NOT_SENT, NOT_SENT_EXTRA, checked_inputs
 from proxy.providers.upstream_body import without_unstored_metadata
 
 PROVIDER_PREFIX = "gemini/"
-# Never sent upstream by either lane: batchgate's own keys and the stream switches (a batch line is one answer).
-NOT_SENT = frozenset({"model", "stream", "stream_options"})
 # The chat fields the direct steps take as `litellm.completion` would (its named OpenAI params).
 FAST_FIELDS = frozenset(
     {
@@ -33,10 +31,6 @@ FAST_FIELDS = frozenset(
         "parallel_tool_calls", "logprobs", "top_logprobs",
     }
 )  # fmt: skip
-# Deployment params that are litellm's own settings, never part of the translated request.
-NOT_SENT_EXTRA = frozenset(
-    {"api_base", "api_key", "api_version", "timeout", "stream_timeout", "max_retries", "rpm", "tpm"}
-)
 
 
 class GeminiRefusal(ValueError):
@@ -59,22 +53,10 @@ def generate_request(body: Mapping[str, Any], *, model: str, extra_params: Mappi
 def direct_request(call: dict[str, Any], model: str) -> dict[str, Any]:
     """The steps `litellm.completion` runs for a Gemini call, called directly (see the module docstring)."""
     from litellm.llms.vertex_ai.gemini.transformation import transform_request_body  # noqa: PLC0415
-    from litellm.utils import (  # noqa: PLC0415
-        get_optional_params,
-        validate_and_fix_openai_messages,
-        validate_and_fix_openai_tools,
-        validate_chat_completion_tool_choice,
-        validate_openai_optional_params,
-    )
+    from litellm.utils import get_optional_params  # noqa: PLC0415
 
     try:
-        messages = validate_and_fix_openai_messages(messages=copy.deepcopy(call.pop("messages", None) or []))
-        if "tools" in call:
-            call["tools"] = validate_and_fix_openai_tools(tools=call["tools"])
-        if "tool_choice" in call:
-            call["tool_choice"] = validate_chat_completion_tool_choice(tool_choice=call["tool_choice"], model=model)
-        if "stop" in call:
-            call["stop"] = validate_openai_optional_params(stop=call["stop"])
+        messages = checked_inputs(call, model)
         optional = get_optional_params(
             model=model, custom_llm_provider="gemini", drop_params=True, messages=messages, **call
         )

@@ -69,6 +69,7 @@ def create_simulator_app(
     app.include_router(gemini_face.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(gemini_face.GoogleError, gemini_face.google_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoCredentialsInErrors, state=state)

@@ -19,15 +19,15 @@ import asyncio
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from proxy.simulator.answers import Answer, answer_for
 from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status
-from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault
+from proxy.simulator.engine import BatchNotCancellable, Fault
 from proxy.simulator.ledger import Tier
 from proxy.simulator.state import SimulatorState, simulator_state
 
@@ -97,6 +97,31 @@ def _unauthorized(request: Request, state: SimulatorState) -> Response | None:
     if expected is not None and key != expected:
         return error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
     return None
+
+
+class GoogleError(Exception):
+    """An error answer raised from a dependency (the app renders `response` as it is)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def google_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GoogleError)
+    return exc.response
+
+
+def keyed_state(request: Request) -> SimulatorState:
+    """The simulator's state for a call that presents an accepted key; GoogleError otherwise."""
+    state = simulator_state(request)
+    refused = _unauthorized(request, state)
+    if refused is not None:
+        raise GoogleError(refused)
+    return state
+
+
+Keyed = Annotated[SimulatorState, Depends(keyed_state)]
 
 
 def _iso(moment: float | None) -> str | None:
@@ -195,11 +220,7 @@ def _fault_response(fault: Fault) -> Response:
 
 
 @router.post("/v1beta/models/{target}")
-async def models_call(request: Request, target: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def models_call(request: Request, target: str, state: Keyed) -> Response:
     model, _, method = target.partition(":")
     if method == "batchGenerateContent":
         return await create_batch(request, state, model)
@@ -412,12 +433,7 @@ async def operation(state: SimulatorState, current: BatchView) -> dict[str, Any]
 
 
 def _view(state: SimulatorState, batch_id: str) -> BatchView | None:
-    if not batch_id.startswith(BATCH_PREFIX):
-        return None
-    try:
-        return state.engine.batch(batch_id)
-    except BatchNotFound:
-        return None
+    return state.engine.batch_of_face(batch_id, BATCH_PREFIX)
 
 
 def _batch_not_found(batch_id: str) -> Response:
@@ -425,11 +441,7 @@ def _batch_not_found(batch_id: str) -> Response:
 
 
 @router.get("/v1beta/batches/{batch_id}")
-async def get_batch(request: Request, batch_id: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def get_batch(request: Request, batch_id: str, state: Keyed) -> Response:
     current = _view(state, batch_id)
     if current is None:
         return _batch_not_found(batch_id)
@@ -437,11 +449,7 @@ async def get_batch(request: Request, batch_id: str) -> Response:
 
 
 @router.post("/v1beta/batches/{target}")
-async def batch_action(request: Request, target: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def batch_action(request: Request, target: str, state: Keyed) -> Response:
     batch_id, _, method = target.partition(":")
     if method != "cancel":
         return error(404, f"Method {method!r} not found for batches.")
@@ -455,22 +463,14 @@ async def batch_action(request: Request, target: str) -> Response:
 
 
 @router.delete("/v1beta/batches/{batch_id}")
-async def delete_batch(request: Request, batch_id: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def delete_batch(request: Request, batch_id: str, state: Keyed) -> Response:
     if _view(state, batch_id) is None:
         return _batch_not_found(batch_id)
     return _json({})  # the record stays in the engine: it is the ledger's history
 
 
 @router.get("/v1beta/batches")
-async def list_batches(request: Request) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def list_batches(request: Request, state: Keyed) -> Response:
     raw_size = request.query_params.get("pageSize", str(DEFAULT_PAGE))
     raw_token = request.query_params.get("pageToken", "0")
     if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE or not raw_token.isdigit():
@@ -506,12 +506,8 @@ def _file_object(state: SimulatorState, file_id: str) -> dict[str, Any] | None:
 
 
 @router.post("/upload/v1beta/files")
-async def upload(request: Request) -> Response:
+async def upload(request: Request, state: Keyed) -> Response:
     """The resumable upload: `start` (answers the upload URL), then `upload, finalize` at that URL."""
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
     command = request.headers.get("x-goog-upload-command", "").replace(" ", "")
     upload_id = request.query_params.get("upload_id")
     if upload_id is None:
@@ -559,21 +555,13 @@ async def _finish_upload(request: Request, state: SimulatorState, command: str, 
 
 
 @router.get("/v1beta/files/{file_id}")
-async def get_file(request: Request, file_id: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def get_file(request: Request, file_id: str, state: Keyed) -> Response:
     found = _file_object(state, file_id)
     return _json(found) if found is not None else error(404, f"File files/{file_id} not found.")
 
 
 @router.delete("/v1beta/files/{file_id}")
-async def delete_file(request: Request, file_id: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def delete_file(request: Request, file_id: str, state: Keyed) -> Response:
     if _file_object(state, file_id) is None:
         return error(404, f"File files/{file_id} not found.")
     state.files.delete(file_id)
@@ -581,11 +569,7 @@ async def delete_file(request: Request, file_id: str) -> Response:
 
 
 @router.get("/download/v1beta/files/{target}")
-async def download(request: Request, target: str) -> Response:
-    state = simulator_state(request)
-    refused = _unauthorized(request, state)
-    if refused is not None:
-        return refused
+async def download(request: Request, target: str, state: Keyed) -> Response:
     file_id, _, method = target.partition(":")
     record = state.files.get(file_id)
     if method != "download" or request.query_params.get("alt") != "media":
