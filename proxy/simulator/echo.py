@@ -12,14 +12,14 @@ from proxy.simulator.state import SimulatorState
 
 
 def presented_credential(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The key in `Authorization: Bearer <key>` or `x-api-key: <key>`, if any."""
+    """The key in `Authorization: Bearer <key>`, `x-api-key: <key>` or `x-goog-api-key: <key>`, if any."""
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"authorization":
             scheme, _, key = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and key.strip():
                 return key.strip()
-        if lowered == b"x-api-key" and value.strip():
+        if lowered in (b"x-api-key", b"x-goog-api-key") and value.strip():
             return value.decode("latin-1").strip()
     return None
 

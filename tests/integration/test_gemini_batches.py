@@ -214,6 +214,15 @@ async def test_the_key_is_checked_and_a_bad_one_is_an_account_problem(tmp_path: 
         assert by_query.status_code == 200
 
 
+async def test_a_provider_echoing_the_key_never_gets_it_into_an_error(tmp_path: Path) -> None:
+    async with batch_client(tmp_path, echo_credentials_in_errors=True) as (client, _):
+        with pytest.raises(ProviderError) as caught:
+            await client.retrieve("batches/gembatch-unknown")
+        assert caught.value.status == 404
+        assert "credential received" in caught.value.message  # the face did echo it
+        assert PROVIDER_KEY not in str(caught.value)
+
+
 async def test_a_crashed_submission_finds_its_batch_again_on_any_host(tmp_path: Path) -> None:
     """Another host (its own staging directory, no shared state) finds the batch by its display name."""
     async with batch_client(tmp_path, turnaround_s=60.0, finish_fraction=0.0) as (client, url):
