@@ -16,8 +16,9 @@ Wire format (https://ai.google.dev/api/batch-api, v1beta; key in `x-goog-api-key
 
 `prepare` stages the translated requests (gemini_translation.py, the sync lane's translation) as JSONL on local
 disk. A batch whose inline call fits the inline limit stays staged (ref `staged-<name>-<count>`, sent inline by
-`create` and then deleted; a ref staged on another host is NOT_FOUND and is prepared again); a larger one is
-uploaded at once (ref `uploaded-<count>-files/<id>`, usable from any host, deleted by `cleanup`).
+`create` and then deleted; a ref staged on another host is NOT_FOUND and is prepared again; an inline call the
+provider still finds too large goes as a file); a larger one is uploaded at once (ref
+`uploaded-<count>-files/<id>`, usable from any host, deleted by `cleanup`).
 
 Batches carry no metadata, but a display name: `batchgate-<digest of the metadata>`. `find_batches` lists the
 batches created since the submission began and takes those with that display name: exact, on any host.
@@ -67,6 +68,8 @@ LIST_PAGE = 100
 MAX_LIST_PAGES = 20
 CLOCK_SKEW = 60.0
 READ_CHUNK = 1 << 20
+PAYLOAD_TOO_LARGE = "payload size exceeds the limit"  # Google's 400 for an inline call over its limit
+UPLOADED_SUFFIX = ".uploaded"  # beside a staged input that went as a file: the file's name
 INLINE_HEAD = b'{"batch":{"displayName":%b,"inputConfig":{"requests":{"requests":['
 INLINE_TAIL = b"]}}}}"
 INLINE_ENTRY_OVERHEAD = len(b'{"request":,"metadata":{"key":}},')
@@ -241,15 +244,26 @@ class GeminiBatchClient:
         display = display_name(metadata)
         uploaded = UPLOADED.match(prepared)
         if uploaded is not None:
-            payload = orjson.dumps({"batch": {"displayName": display, "inputConfig": {"fileName": uploaded["file"]}}})
-            return await self._create(payload, metadata)
+            return await self._create_from_file(uploaded["file"], display, metadata)
         staged = self._staged_path(prepared)
         if not staged.exists():  # staged by another host or already sent: the submitter prepares it again
             raise ProviderError(404, f"No staged batch input {prepared!r} on this host.", code="not_found")
         payload = await asyncio.to_thread(_inline_body, staged, display)  # at most the inline limit
-        info = await self._create(payload, metadata)
+        try:
+            info = await self._create(payload, metadata)
+        except ProviderError as exc:
+            if exc.status != 400 or PAYLOAD_TOO_LARGE not in exc.message:
+                raise
+            # the provider measures its inline limit its own way: send the same input as a file instead
+            file_name = await self._upload(staged, staged.stat().st_size, display)
+            staged.with_suffix(UPLOADED_SUFFIX).write_text(file_name)  # for `cleanup` on this host
+            info = await self._create_from_file(file_name, display, metadata)
         staged.unlink(missing_ok=True)
         return info
+
+    async def _create_from_file(self, file_name: str, display: str, metadata: Mapping[str, str]) -> BatchInfo:
+        payload = orjson.dumps({"batch": {"displayName": display, "inputConfig": {"fileName": file_name}}})
+        return await self._create(payload, metadata)
 
     async def _create(self, payload: bytes, metadata: Mapping[str, str]) -> BatchInfo:
         with provider_errors():
@@ -261,15 +275,25 @@ class GeminiBatchClient:
         return batch_info(_json(response), metadata=metadata)
 
     async def cleanup(self, prepared: str) -> None:
-        """Remove a staged input never sent, or delete an uploaded input file (missing is fine)."""
+        """Remove a staged input never sent, or delete an uploaded input file (missing is fine). A staged input
+        that went as a file after all (see `create`) has its file deleted when cleaned up on the same host; on
+        another, the file is left to expire upstream (48 h)."""
         if STAGED.match(prepared):
-            self._staged_path(prepared).unlink(missing_ok=True)
+            staged = self._staged_path(prepared)
+            staged.unlink(missing_ok=True)
+            note = staged.with_suffix(UPLOADED_SUFFIX)
+            file_name = note.read_text().strip() if note.exists() else None
+            if file_name:
+                await self._delete_file(file_name)
+            note.unlink(missing_ok=True)
             return
         uploaded = UPLOADED.match(prepared)
-        if uploaded is None:
-            return
+        if uploaded is not None:
+            await self._delete_file(uploaded["file"])
+
+    async def _delete_file(self, file_name: str) -> None:
         with provider_errors():
-            response = await self._http.delete(uploaded["file"])
+            response = await self._http.delete(file_name)
         if response.status_code != 404:
             _json(response)
 

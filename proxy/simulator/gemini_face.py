@@ -554,6 +554,13 @@ async def _finish_upload(request: Request, state: SimulatorState, command: str, 
     return _json({"file": _file_object(state, file_id)}, {"x-goog-upload-status": "final"})
 
 
+@router.get("/v1beta/files")
+async def list_files(state: Keyed) -> Response:
+    """Every Gemini-face file (one page: the simulator holds few)."""
+    files = [_file_object(state, record.id) for record in state.files.all() if record.purpose == FILE_PURPOSE]
+    return _json({"files": [found for found in files if found is not None]})
+
+
 @router.get("/v1beta/files/{file_id}")
 async def get_file(request: Request, file_id: str, state: Keyed) -> Response:
     found = _file_object(state, file_id)

@@ -123,13 +123,33 @@ async def test_a_batch_completes_with_openai_shaped_answers(tmp_path: Path, path
         await client.cleanup(prepared.ref)  # missing is fine
 
 
-async def test_an_inline_call_over_the_limit_is_refused_by_the_face(tmp_path: Path) -> None:
-    """The face is as strict as the API: the adapter must not send an oversized inline call."""
-    async with batch_client(tmp_path, gemini_inline_max_bytes=256) as (client, _):
-        with pytest.raises(ProviderError) as caught:
-            await submit(client, 8)
-        assert (caught.value.status, caught.value.code) == (400, "INVALID_ARGUMENT")
-        assert "payload size exceeds the limit" in caught.value.message
+async def test_an_inline_call_the_provider_finds_too_large_goes_as_a_file(tmp_path: Path) -> None:
+    """The face refuses an inline call over its limit (400, as the API does); the adapter then sends the same
+    input through the Files API, and deletes that file when the input is cleaned up."""
+    too_large = {"contents": [{"parts": [{"text": "y" * 300}]}]}
+    inline = {"batch": {"displayName": "x", "inputConfig": {"requests": {"requests": [{"request": too_large}]}}}}
+    async with (
+        batch_client(tmp_path, gemini_inline_max_bytes=256) as (client, url),
+        httpx.AsyncClient(base_url=url, headers={"x-goog-api-key": PROVIDER_KEY}) as http,
+    ):
+        refused = await http.post(f"/v1beta/models/{GEMINI}:batchGenerateContent", json=inline)
+        assert refused.status_code == 400
+        assert "payload size exceeds the limit" in refused.json()["error"]["message"]
+        prepared = await prepare(client, 8)
+        assert prepared.ref.startswith("staged-")
+        created = await client.create(prepared.ref, metadata={BATCH_KEY: "b1"})
+        info = await until_ended(client, created.batch_id)
+        assert info.output_file_id is not None
+        assert info.output_file_id.startswith("files/")
+        assert_answers(await lines_of(client, info), "b1", 8)
+
+        async def input_files() -> list[dict[str, Any]]:
+            listed: list[dict[str, Any]] = (await http.get("/v1beta/files")).json()["files"]
+            return [found for found in listed if "responses" not in found["displayName"]]
+
+        assert len(await input_files()) == 1
+        await client.cleanup(prepared.ref)
+        assert await input_files() == []
 
 
 async def test_per_line_errors_keep_their_status_and_an_openai_error_body(tmp_path: Path) -> None:
