@@ -117,3 +117,22 @@ def test_deferred_calls_are_answered_from_a_gemini_batch_and_reconcile(stack: St
     assert totals["completion_tokens"] == ledger["batch"]["output_tokens"]
     assert Decimal(totals["paid_usd"]) == Decimal(ledger["batch"]["cost_usd"])  # exactly what the face billed
     assert Decimal(totals["paid_usd"]) * 2 == Decimal(totals["list_usd"])  # Gemini's batch discount: 50%
+
+
+def test_deferred_calls_go_through_the_files_api_when_inline_is_too_large(stack: Stack) -> None:
+    stack.configure_simulator(gemini_inline_max_bytes=256)
+    requests = [body(f"a deferred call sent as a file {i}") for i in range(3)]
+    with stack.client(timeout=60) as client:
+        answers = [client.chat.completions.create(**request, extra_headers=DEFER) for request in requests]
+    for completion, request in zip(answers, requests, strict=True):
+        assert completion.choices[0].message.content == expected_content(request)
+    operations = gemini_batches(stack)
+    assert all(op["response"]["responsesFile"].startswith("files/") for op in operations)
+    assert sum(int(op["metadata"]["batchStats"]["successfulRequestCount"]) for op in operations) == 3
+
+    def no_input_left() -> bool:
+        with stack.simulator() as sim:
+            files = sim.get("/v1beta/files", headers={"x-goog-api-key": PROVIDER_KEY}).json()["files"]
+        return not [found for found in files if "responses" not in found["displayName"]]
+
+    wait_until_sync(no_input_left, timeout=20, what="the uploaded inputs deleted")
