@@ -295,3 +295,16 @@ def gemini_batches(simulator_url: str) -> list[dict[str, Any]]:
     )
     operations: list[dict[str, Any]] = response.json()["operations"]
     return operations
+
+
+async def test_worker_fails_the_job_of_a_refused_line_with_its_error(tmp_path: Path, redis_url: str) -> None:
+    async with deferred_env(tmp_path, redis_url, simulator={**FAST, "line_400_rate": 1.0}, models=gemini_models) as env:
+        refused = await env.accept(chat_body(GEMINI, "this line is refused"))
+        await asyncio.wait_for(Worker(env.runtime, worker_id="w1").run(burst=True), 90)
+        [view] = await env.store.jobs.get_many([refused.id])
+        assert view is not None
+        assert (view.status, view.attempts) == ("failed", 0)
+        assert view.error is not None
+        assert (view.error["type"], view.error["code"]) == ("invalid_request_error", "INVALID_ARGUMENT")
+        [operation] = gemini_batches(env.simulator_url)
+        assert operation["metadata"]["batchStats"]["failedRequestCount"] == "1"
