@@ -166,6 +166,8 @@ class ProviderRegistry:
         params = deployment.litellm_params
         api_base, api_key = _litellm_endpoint(deployment, simulator_url)
         default_base = GEMINI_BASE if params.provider == "gemini" else ANTHROPIC_BASE
+        if params.provider == "gemini" and api_key is None:  # the key litellm would read: masked, and for batches
+            api_key = _gemini_env_key()
         self._endpoints[deployment.model_name] = (api_base or default_base, api_key)
         return LitellmCompletionClient(
             model=params.model,
@@ -217,7 +219,7 @@ class ProviderRegistry:
 
             client = GeminiBatchClient(
                 base_url=base_url,
-                api_key=api_key or _gemini_env_key(),
+                api_key=api_key,
                 upstream_model=upstream_model,
                 timeout=self._batch_timeout,
                 extra_params=self._litellm_extra[model_name],

@@ -171,3 +171,22 @@ async def test_the_registry_builds_a_gemini_batch_client() -> None:
         assert type(client).__name__ == "GeminiBatchClient"
     finally:
         await registry.aclose()
+
+
+async def test_a_gemini_key_from_the_environment_serves_both_lanes_and_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "env-gemini-key-123")
+    config = Config.model_validate(
+        {
+            "model_list": [
+                {"model_name": "g", "litellm_params": {"model": f"gemini/{MODEL}", "api_base": "http://x/v1beta"}}
+            ]
+        }
+    )
+    registry = ProviderRegistry(config)
+    try:
+        assert registry.secrets() == ["env-gemini-key-123"]
+    finally:
+        await registry.aclose()
