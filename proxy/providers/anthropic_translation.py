@@ -19,7 +19,6 @@ sent: litellm leaves them out, and an empty assistant text beside tool calls bec
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +28,11 @@ import orjson
 
 from proxy.providers.claude_rules import ClaudeRefusal, refusal
 from proxy.providers.litellm_completion import import_litellm, public_message
+from proxy.providers.litellm_inputs import NOT_SENT, NOT_SENT_EXTRA, checked_inputs
 from proxy.providers.upstream_body import without_unstored_metadata
 
 PROVIDER_PREFIX = "anthropic/"
 BETA_HEADER = "anthropic-beta"
-# Never sent upstream by either lane: batchgate's own keys and the stream switches (a batch line is one answer).
-NOT_SENT = frozenset({"model", "stream", "stream_options"})
 # The chat fields the direct steps take as `litellm.completion` would (its named OpenAI params).
 FAST_FIELDS = frozenset(
     {
@@ -43,10 +41,6 @@ FAST_FIELDS = frozenset(
         "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "thinking",
     }
 )  # fmt: skip
-# Deployment params that are litellm's own settings, never part of the translated request.
-NOT_SENT_EXTRA = frozenset(
-    {"api_base", "api_key", "api_version", "timeout", "stream_timeout", "max_retries", "rpm", "tpm"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +71,10 @@ def direct_request(call: dict[str, Any], model: str) -> MessagesRequest:
     """The steps `litellm.completion` runs for an Anthropic call, called directly (see the module docstring)."""
     from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta  # noqa: PLC0415
     from litellm.llms.anthropic.chat.transformation import AnthropicConfig  # noqa: PLC0415
-    from litellm.utils import (  # noqa: PLC0415
-        get_optional_params,
-        validate_and_fix_openai_messages,
-        validate_and_fix_openai_tools,
-        validate_chat_completion_tool_choice,
-        validate_openai_optional_params,
-    )
+    from litellm.utils import get_optional_params  # noqa: PLC0415
 
     try:
-        messages = validate_and_fix_openai_messages(messages=copy.deepcopy(call.pop("messages", None) or []))
-        if "tools" in call:
-            call["tools"] = validate_and_fix_openai_tools(tools=call["tools"])
-        if "tool_choice" in call:
-            call["tool_choice"] = validate_chat_completion_tool_choice(tool_choice=call["tool_choice"], model=model)
-        if "stop" in call:
-            call["stop"] = validate_openai_optional_params(stop=call["stop"])
+        messages = checked_inputs(call, model)
         config = AnthropicConfig()
         messages = config.translate_developer_role_to_system_role(messages=messages)
         optional = get_optional_params(

@@ -10,6 +10,7 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 | `mistral` | OpenAICompletionClient | MistralBatchClient (`/v1/batch/jobs`) |
 | `xai` | OpenAICompletionClient | XaiBatchClient (counters, paged results) |
 | `azure` | LitellmCompletionClient | OpenAIBatchClient at the Azure resource (azure_batch), with `batch_deployment` |
+| `gemini` | LitellmCompletionClient | GeminiBatchClient (Gemini API Batch Mode) |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
 
 Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
@@ -18,6 +19,7 @@ with another shape sent to the OpenAI adapter fails every batch until the deadli
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -39,9 +41,11 @@ OPENAI_SHAPED_BASES: Mapping[str, str] = {
 ANTHROPIC_BASE = "https://api.anthropic.com"
 # where the simulated upstream serves a provider whose batch API has its own paths (its face's prefix)
 SIMULATOR_FACES: Mapping[str, str] = {"mistral": "/mistral", "xai": "/xai"}
+GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"  # litellm's default for `gemini/...`
+GEMINI_KEY_ENV = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # where litellm finds a Gemini key the config does not give
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 
-BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure"]
+BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure", "gemini"]
 # Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
 BATCH_APIS: Mapping[str, BatchApi] = {
     "openai": "openai",
@@ -49,6 +53,7 @@ BATCH_APIS: Mapping[str, BatchApi] = {
     "anthropic": "anthropic",
     "mistral": "mistral",  # /v1/batch/jobs (proxy/providers/mistral_batch.py)
     "xai": "xai",  # counters, paged results (proxy/providers/xai_batch.py)
+    "gemini": "gemini",  # Gemini API Batch Mode (gemini_batch.py)
 }
 # Azure's batches run on a Global-Batch deployment: an azure model is batchable once `batch_deployment` names one
 AZURE_NO_DEPLOYMENT = "no batch_deployment (the Global-Batch deployment its batch lines name) is configured"
@@ -87,7 +92,7 @@ def encode_batch_line(
     ProviderError(BAD_LINE) when the body cannot be written as one."""
     kind = batch_api(deployment)
     model = deployment.litellm_params.upstream_model
-    if kind == "openai":
+    if kind in ("openai", "xai"):  # xAI's batch input is OpenAI's line shape
         from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - deferred calls only
 
         return encode_line(custom_id, body, model=model), MAX_FILE_BYTES
@@ -108,10 +113,11 @@ def encode_batch_line(
         from proxy.providers import mistral_batch  # noqa: PLC0415 - deferred calls only
 
         return mistral_batch.encode_line(custom_id, body), mistral_batch.MAX_FILE_BYTES
-    if kind == "xai":
-        from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - the same lines
+    if kind == "gemini":
+        from proxy.providers import gemini_batch  # noqa: PLC0415 - deferred calls only
 
-        return encode_line(custom_id, body, model=model), MAX_FILE_BYTES
+        line = gemini_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+        return line, gemini_batch.MAX_FILE_BYTES
     return None
 
 
@@ -122,10 +128,10 @@ def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
 
 def is_simulated(deployment: ModelDeployment) -> bool:
     """A deployment with no provider key and no explicit api_base is served by the simulated upstream (which
-    speaks OpenAI's, Azure's and Anthropic's wire formats; other providers often take their credentials from the
-    environment, so they are never simulated)."""
+    speaks OpenAI's, Azure's, Anthropic's and Gemini's wire formats; other providers often take their credentials
+    from the environment, so they are never simulated)."""
     params = deployment.litellm_params
-    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "azure")
+    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "azure", "gemini")
     return simulable and params.api_key is None and params.api_base is None
 
 
@@ -183,7 +189,9 @@ class ProviderRegistry:
 
         params = deployment.litellm_params
         api_base, api_key = _litellm_endpoint(deployment, simulator_url)
-        default_base = "" if params.provider == "azure" else ANTHROPIC_BASE  # azure: the resource, from config
+        default_base = {"azure": "", "gemini": GEMINI_BASE}.get(params.provider, ANTHROPIC_BASE)  # azure: from config
+        if params.provider == "gemini" and api_key is None:  # the key litellm would read: masked, and for batches
+            api_key = _gemini_env_key()
         self._endpoints[deployment.model_name] = (api_base or default_base, api_key)
         return LitellmCompletionClient(
             model=params.model,
@@ -243,6 +251,16 @@ class ProviderRegistry:
 
             client = XaiBatchClient(
                 base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
+            )
+        elif kind == "gemini":
+            from proxy.providers.gemini_batch import GeminiBatchClient  # noqa: PLC0415 - built on first use
+
+            client = GeminiBatchClient(
+                base_url=base_url,
+                api_key=api_key,
+                upstream_model=upstream_model,
+                timeout=self._batch_timeout,
+                extra_params=self._litellm_extra[model_name],
             )
         else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
@@ -310,8 +328,14 @@ def _litellm_endpoint(deployment: ModelDeployment, simulator_url: str | None) ->
     params = deployment.litellm_params
     api_key = params.api_key.get_secret_value() if params.api_key else None
     if is_simulated(deployment) and simulator_url:
-        return simulator_url.rstrip("/"), "sk-simulated"
+        root = simulator_url.rstrip("/")
+        return (root + "/v1beta" if params.provider == "gemini" else root), "sk-simulated"
     base = params.api_base
     if base and params.provider == "anthropic":
         base = base.rstrip("/").removesuffix("/v1")
     return base, api_key
+
+
+def _gemini_env_key() -> str | None:
+    """The Gemini key litellm's sync lane would use when the config gives none (read when the client is built)."""
+    return next((os.environ[name] for name in GEMINI_KEY_ENV if os.environ.get(name)), None)

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from proxy.simulator.answers import Answer, answer_for
 from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status
-from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault
+from proxy.simulator.engine import BatchNotCancellable, Fault
 from proxy.simulator.ledger import Tier
 from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.state import SimulatorState, simulator_state
@@ -362,12 +362,7 @@ async def create_batch(request: Request) -> Response:
 
 
 def _anthropic_view(state: SimulatorState, batch_id: str) -> BatchView | None:
-    if not batch_id.startswith(BATCH_PREFIX):
-        return None
-    try:
-        return state.engine.batch(batch_id)
-    except BatchNotFound:
-        return None
+    return state.engine.batch_of_face(batch_id, BATCH_PREFIX)
 
 
 def _not_found(batch_id: str) -> Response:

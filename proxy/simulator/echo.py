@@ -12,14 +12,14 @@ from proxy.simulator.state import SimulatorState
 
 
 def presented_credential(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The key in `Authorization: Bearer <key>`, `x-api-key: <key>` or (Azure) `api-key: <key>`, if any."""
+    """The key in `Authorization: Bearer <key>`, `x-api-key`, (Azure) `api-key` or (Gemini) `x-goog-api-key`."""
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"authorization":
             scheme, _, key = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and key.strip():
                 return key.strip()
-        if lowered in (b"x-api-key", b"api-key") and value.strip():
+        if lowered in (b"x-api-key", b"api-key", b"x-goog-api-key") and value.strip():
             return value.decode("latin-1").strip()
     return None
 

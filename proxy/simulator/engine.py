@@ -213,6 +213,12 @@ class Engine:
             raise BatchNotFound(batch_id)
         return self._settled_view(record)
 
+    def batch_of_face(self, batch_id: str, prefix: str) -> BatchView | None:
+        """A batch a face created (its ids start with `prefix`), or None when there is no such batch."""
+        if not batch_id.startswith(prefix) or batch_id not in self._batches:
+            return None
+        return self.batch(batch_id)
+
     def cancel_batch(self, batch_id: str) -> BatchView:
         current = self.batch(batch_id)
         if current.status is Status.CANCELLING:

@@ -124,6 +124,11 @@ class SimulatorOptions(BaseModel):
         default=True, description="Claude 4.5 and later refuse `temperature` and `top_p` together (400)"
     )
     claude_nonempty_text: bool = Field(default=True, description="Claude refuses empty text content blocks (400)")
+    gemini_inline_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1,
+        description="Gemini face: the largest inline batchGenerateContent call (400 above it; a file is needed)",
+    )
 
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 

@@ -23,6 +23,7 @@ class SimulatorState:
     result_files_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rates: RateWindow = field(default_factory=RateWindow)  # for the rate-limit headers of chat answers
     in_flight: Counter[str] = field(default_factory=Counter)  # last user text -> synchronous calls being answered
+    gemini_uploads: dict[str, tuple[int, str]] = field(default_factory=dict)  # upload id -> (bytes, name)
 
 
 def simulator_state(request: Request) -> SimulatorState:

@@ -18,7 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.deferred_env import CLAUDE, DeferredEnv, assert_answered, chat_body, claude_models, deferred_env
+from tests.support.deferred_env import (
+    CLAUDE,
+    GEMINI,
+    DeferredEnv,
+    assert_answered,
+    chat_body,
+    claude_models,
+    deferred_env,
+    gemini_models,
+)
 from tests.support.servers import child_environment
 from tests.support.stack import PROVIDER_KEY
 
@@ -204,3 +213,19 @@ async def test_an_azure_submission_is_recovered_once(tmp_path: Path, redis_url: 
         assert len(set(ours)) == len(ours), "a batch was created twice"
         billed = env_ledger(env)["models"]["azure/gpt-4o-mini"]["batch"]
         assert billed["requests"] == len(bodies), "a job was sent twice"
+
+
+@pytest.mark.parametrize("stage", ["after_upload", "after_create"])
+async def test_a_gemini_submission_is_recovered_on_another_host(tmp_path: Path, redis_url: str, stage: str) -> None:
+    """An inline input staged on the first host is prepared again; a batch created there is found upstream by
+    its display name."""
+    async with deferred_env(tmp_path, redis_url, models=gemini_models, **FAST_LEASES) as env:
+        bodies = [chat_body(GEMINI, f"{stage} {i}") for i in range(30)]
+        views = [await env.accept(body) for body in bodies]
+        await kill_at_then_recover(env, tmp_path, stage, hosts=(tmp_path / "host-a", tmp_path / "host-b"))
+        await assert_answered(env, bodies, views)
+        async with httpx.AsyncClient(headers={"x-goog-api-key": PROVIDER_KEY}) as http:
+            response = await http.get(env.simulator_url + "/v1beta/batches", params={"pageSize": 100})
+        [batch] = response.json()["operations"]  # created once, whichever host created it
+        assert batch["metadata"]["batchStats"]["successfulRequestCount"] == str(len(bodies))
+        assert not list((tmp_path / "host-b" / "batchgate-gemini").glob("*.jsonl"))

@@ -137,3 +137,12 @@ def claude_models(simulator_url: str) -> list[dict[str, Any]]:
     """One Anthropic model on the simulator's Anthropic face."""
     params = {"model": f"anthropic/{CLAUDE}", "api_base": simulator_url, "api_key": PROVIDER_KEY}
     return [{"model_name": CLAUDE, "litellm_params": params}]
+
+
+GEMINI = "gemini-2.5-flash"  # in litellm's price map with batch prices
+
+
+def gemini_models(simulator_url: str) -> list[dict[str, Any]]:
+    """One Gemini model on the simulator's Gemini face (the v1beta root is the api_base litellm takes)."""
+    params = {"model": f"gemini/{GEMINI}", "api_base": simulator_url + "/v1beta", "api_key": PROVIDER_KEY}
+    return [{"model_name": GEMINI, "litellm_params": params}]

@@ -33,6 +33,7 @@ PROVIDERS = {
     "fireworks": ("fireworks_ai/accounts/f/models/m", "fireworks_ai: batchgate does not speak its batch API yet"),
     "grok": ("xai/grok-3-mini", None),  # counters and paged results (XaiBatchClient)
     "groq": ("groq/openai/gpt-oss-20b", None),  # OpenAI's batch shape, priced at Groq's own discount
+    "gemini": ("gemini/gemini-2.5-flash", None),  # Gemini API Batch Mode
     "vllm": ("hosted_vllm/llama", "hosted_vllm: has no batch API"),
     "deepseek": ("deepseek/deepseek-chat", "deepseek: has no batch API"),
     "bedrock": ("bedrock/anthropic.claude-3-haiku", "bedrock: batchgate does not speak its batch API yet"),

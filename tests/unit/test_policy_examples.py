@@ -106,3 +106,11 @@ def test_auto_lane(deadline: str, lane: str) -> None:
 
 def test_auto_lane_untagged_is_sync() -> None:
     assert not decision_for("auto-lane.yaml").deferred
+
+
+def test_gemini_calls_of_a_team_go_to_gemini_batches() -> None:
+    evals = decision_for("gemini.yaml", caller_name="evals-bot", team="evals", model="gemini-2.5-flash")
+    assert (evals.deferred, evals.lane, evals.rule) == (True, "batch", "evals-to-gemini-batch")
+    assert evals.deadline == MONDAY_NOON + timedelta(hours=12)
+    web = decision_for("gemini.yaml", caller_name="web-app", team="web", model="gemini-2.5-flash")
+    assert (web.deferred, web.lane) == (False, "sync")

@@ -1,0 +1,138 @@
+"""A `gemini/...` model behind batchgate, over real HTTP with the official openai client: synchronous calls
+(plain and streamed) through litellm to the simulator's Gemini face, deferred calls answered from a Gemini
+batch, and the savings ledger reconciling exactly with what the face billed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from proxy.app import create_app
+from proxy.settings import Settings, load_config
+from proxy.simulator.engine import expected_content
+from proxy.worker.process import run_in_app
+from tests.support.deferred_env import GEMINI, gemini_models
+from tests.support.servers import ServerThread
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.waiting import wait_until_sync
+
+FAST_SIMULATOR = {"turnaround_s": 1.2, "validating_s": 0.1, "finalizing_s": 0.1, "api_key": PROVIDER_KEY}
+DEFER = {"X-Batch-Deadline": "1h"}
+BILLED = f"gemini/{GEMINI}"  # the face bills litellm's price-map name
+
+
+@contextlib.contextmanager
+def gemini_stack(tmp_path: Path, redis_url: str, **sections: Any) -> Iterator[Stack]:
+    """Simulator (only PROVIDER_KEY accepted) + batchgate with the in-process worker."""
+    with simulator_server(**FAST_SIMULATOR) as upstream:
+        document = config_document(upstream.url, **sections)
+        document["model_list"] = gemini_models(upstream.url)
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(yaml.safe_dump(document))
+        settings = Settings(config=config_path, redis_url=redis_url)
+        app = create_app(settings, load_config(config_path), background=[run_in_app])
+        with ServerThread(app) as proxy:
+            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    with gemini_stack(tmp_path, redis_url, delivery={"default": "hold", "hold_heartbeat": 0.25, "max_wait": 30}) as s:
+        yield s
+
+
+def body(text: str) -> dict[str, Any]:
+    return {
+        "model": GEMINI,
+        "messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": text}],
+    }
+
+
+def gemini_batches(stack: Stack) -> list[dict[str, Any]]:
+    with stack.simulator() as client:
+        page = client.get("/v1beta/batches", params={"pageSize": 100}, headers={"x-goog-api-key": PROVIDER_KEY})
+    page.raise_for_status()
+    operations: list[dict[str, Any]] = page.json().get("operations", [])
+    return operations
+
+
+def savings_totals(stack: Stack, requests: int) -> dict[str, Any] | None:
+    response = httpx.get(f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    totals: dict[str, Any] = response.json()["totals"]
+    return totals if totals["requests"] >= requests else None
+
+
+def test_sync_calls_plain_and_streamed_return_openai_shapes(stack: Stack) -> None:
+    request = body("what is a batch?")
+    with stack.client(timeout=60) as client:
+        raw = client.chat.completions.with_raw_response.create(**request)
+        chunks = list(client.chat.completions.create(**request, stream=True))
+    completion = raw.parse()
+    assert raw.headers["x-batchgate-decision"].startswith("lane=sync")
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == expected_content(request)
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == expected_content(request)
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    billed = stack.ledger()["models"][BILLED]["sync"]
+    assert billed["requests"] == 2
+    assert billed["input_tokens"] == 2 * completion.usage.prompt_tokens
+    assert gemini_batches(stack) == []
+
+
+def test_deferred_calls_are_answered_from_a_gemini_batch_and_reconcile(stack: Stack) -> None:
+    requests = [body(f"defer me to a gemini batch {i}") for i in range(3)]
+    with stack.client(timeout=60) as client:
+        raws = [
+            client.chat.completions.with_raw_response.create(**request, extra_headers=DEFER) for request in requests
+        ]
+    for raw, request in zip(raws, requests, strict=True):
+        completion = raw.parse()
+        assert raw.status_code == 200
+        assert raw.headers["x-batchgate-job"].startswith("dfr_")
+        assert isinstance(completion, openai.types.chat.ChatCompletion)
+        assert completion.choices[0].message.content == expected_content(request)
+        assert completion.usage is not None
+        assert completion.usage.prompt_tokens > 0
+    operations = gemini_batches(stack)
+    assert {op["metadata"]["state"] for op in operations} == {"BATCH_STATE_SUCCEEDED"}
+    assert sum(int(op["metadata"]["batchStats"]["successfulRequestCount"]) for op in operations) == 3
+    ledger = stack.ledger()["models"][BILLED]
+    assert ledger["sync"]["requests"] == 0
+    assert ledger["batch"]["requests"] == 3
+    totals = wait_until_sync(lambda: savings_totals(stack, 3), timeout=10, what="the batch lines in the savings")
+    assert totals["unknown_cost_requests"] == 0
+    assert totals["prompt_tokens"] == ledger["batch"]["input_tokens"]
+    assert totals["completion_tokens"] == ledger["batch"]["output_tokens"]
+    assert Decimal(totals["paid_usd"]) == Decimal(ledger["batch"]["cost_usd"])  # exactly what the face billed
+    assert Decimal(totals["paid_usd"]) * 2 == Decimal(totals["list_usd"])  # Gemini's batch discount: 50%
+
+
+def test_deferred_calls_go_through_the_files_api_when_inline_is_too_large(stack: Stack) -> None:
+    stack.configure_simulator(gemini_inline_max_bytes=256)
+    requests = [body(f"a deferred call sent as a file {i}") for i in range(3)]
+    with stack.client(timeout=60) as client:
+        answers = [client.chat.completions.create(**request, extra_headers=DEFER) for request in requests]
+    for completion, request in zip(answers, requests, strict=True):
+        assert completion.choices[0].message.content == expected_content(request)
+    operations = gemini_batches(stack)
+    assert all(op["response"]["responsesFile"].startswith("files/") for op in operations)
+    assert sum(int(op["metadata"]["batchStats"]["successfulRequestCount"]) for op in operations) == 3
+
+    def no_input_left() -> bool:
+        with stack.simulator() as sim:
+            files = sim.get("/v1beta/files", headers={"x-goog-api-key": PROVIDER_KEY}).json()["files"]
+        return not [found for found in files if "responses" not in found["displayName"]]
+
+    wait_until_sync(no_input_left, timeout=20, what="the uploaded inputs deleted")
