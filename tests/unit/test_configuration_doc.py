@@ -118,6 +118,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
     "pricing.batch_discounts": "tests/integration/test_config_scope_reload.py::"
     "test_a_reload_swaps_the_batch_discount_table_into_the_price_book",
+    "limits.redis_idle_timeout": "tests/integration/test_redis_pool_idle.py::"
+    "test_a_burst_of_connections_closes_once_idle",
 }
 
 NOT_YET_MAPPED = frozenset(
