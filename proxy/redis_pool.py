@@ -4,6 +4,10 @@ redis-py's `ConnectionPool` keeps every connection it opened until the pool is c
 Its free connections are a stack (a release pushes, a get pops the most recent), so the bottom of the stack holds
 the connections idle longest: `close_idle` takes those idle past `idle_timeout` off the pool and disconnects
 them. A reaper task runs while the pool holds free connections, started by a release, ended by `disconnect`.
+
+A closed pool (`aclose`, which `Redis.aclose` calls) stays closed: redis-py's would open a new connection for a
+command that comes after the close (a background task that outlived its runtime), and nothing would ever close
+that socket; this one raises ConnectionError instead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 MIN_CHECK_INTERVAL = 0.01  # seconds
 
@@ -29,6 +34,13 @@ class IdleClosingPool(redis.asyncio.ConnectionPool):
         self.idle_timeout = idle_timeout
         self._released_at: dict[AbstractConnection, float] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if self._closed:
+            raise RedisConnectionError("the Redis connection pool is closed")
+        connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return connection
 
     async def release(self, connection: AbstractConnection) -> None:
         self._released_at[connection] = time.monotonic()
@@ -60,6 +72,10 @@ class IdleClosingPool(redis.asyncio.ConnectionPool):
             self._reaper.cancel()
             self._reaper = None
         await super().disconnect(inuse_connections)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await super().aclose()
 
     async def _reap(self) -> None:
         interval = max(self.idle_timeout / 4, MIN_CHECK_INTERVAL)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio
+import redis.exceptions
 
 from proxy.redis_pool import IdleClosingPool
 from proxy.runtime import build_runtime, close_runtime
@@ -54,4 +56,8 @@ async def test_a_burst_of_connections_closes_once_idle(redis_url: str, redis_cli
         assert await ours() == 1
     finally:
         await close_runtime(runtime)
+    assert await ours() == 0
+    # a command after the close (a task that outlived its runtime) fails; it does not open a socket nobody closes
+    with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+        await client.set("late", "write")
     assert await ours() == 0
