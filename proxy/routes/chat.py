@@ -50,7 +50,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     decision = decide_for(config, caller, chat, request.headers)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
-    request.state.decision_header = decision_header[DECISION_HEADER]  # for an error answer (refused_decision)
+    request.state.decision_header = decision_header[DECISION_HEADER]  # for an error answer (error_decision)
     sync_accounting.note_decision(runtime, request, decision)
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
