@@ -64,7 +64,9 @@ class BatchgateApp:
         except ClientDisconnect:
             return None  # nobody is left to answer
         except Exception as exc:
-            return self.errors.response(exc, request_id=scope.get("state", {}).get("request_id"))
+            error = self.errors.answer(exc, request_id=scope.get("state", {}).get("request_id"))
+            error.headers[chat.DECISION_HEADER] = chat.error_decision(request, error)
+            return error_response(error)
 
 
 def create_app(
@@ -138,7 +140,9 @@ class AnswerUnexpected:
 
 
 def _method_not_allowed() -> Response:
-    return error_response(MethodNotAllowed("Method not allowed.", headers={"allow": "POST"}))
+    refused = MethodNotAllowed("Method not allowed.", headers={"allow": "POST"})
+    refused.headers[chat.DECISION_HEADER] = chat.refused_decision(refused)
+    return error_response(refused)
 
 
 def install_error_handlers(app: FastAPI, errors: ErrorMap | None = None) -> None:

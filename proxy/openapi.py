@@ -103,7 +103,7 @@ def chat_operation(models: Iterable[str]) -> dict[str, Any]:
         "summary": "Create a chat completion: answered now, or deferred to a batch lane",
         "parameters": [
             _header(DEADLINE_HEADER, "A duration (4h, 1h30m) or an RFC 3339 time: the call may be deferred."),
-            _header(PREFER_HEADER, "RFC 7240: respond-async, wait=N (seconds)."),
+            _header(PREFER_HEADER, "RFC 7240: respond-async, wait=N (seconds, 0-2147483648; else 400)."),
             _header("X-Batch-Callback-Url", "Deliver the deferred answer to this URL as a signed webhook."),
             _header("Idempotency-Key", "A retry with the same key attaches to the first call's job."),
         ],

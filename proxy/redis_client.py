@@ -22,12 +22,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from proxy.redis_pool import IdleClosingPool
+
 POOL_SIZE = 512  # connections per cluster node
 # Single server: a plain pool with a high cap. A blocking pool (wait for a free connection) cost ~10% of the
 # API's CPU on the accept path (measured: 1,250 vs 2,000 accepted/s); past this cap a request gets a 503.
 SINGLE_SERVER_POOL_SIZE = 4096
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 DEFAULT_PORT = 6379
+DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a single-server pool keeps a free connection open (limits.redis_idle_timeout)
 
 EncodableArg = str | bytes | int | float
 
@@ -40,17 +43,22 @@ def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3)
 
 
-def connect_redis(url: str) -> redis.asyncio.Redis:
+def connect_redis(url: str, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> redis.asyncio.Redis:
     """A client for `url`: a cluster client for the `+cluster` schemes, else a single-server client.
 
     A RedisCluster serves the same commands, pipelines, scripts and pub/sub that batchgate uses, so it is
-    returned under the `Redis` type the rest of the code is written against.
+    returned under the `Redis` type the rest of the code is written against. The single-server pool closes a
+    connection left unused for `idle_timeout` seconds (redis_pool.py), so it shrinks back after a burst. The
+    cluster client keeps its connections: redis-py's ClusterNode hands its free connections out in turn (a
+    queue, not a stack), so under any steady traffic none of them is idle, and it has no hook to tell when one
+    was last used; its size is bounded by POOL_SIZE per node.
     """
     if is_cluster_url(url):
         return cast(redis.asyncio.Redis, connect_cluster(url))
     # A dropped connection is retried (the first command after a Redis restart meets a dead pooled connection).
-    pool = redis.asyncio.ConnectionPool.from_url(
+    pool = IdleClosingPool.from_url(
         url,
+        idle_timeout=idle_timeout,
         max_connections=SINGLE_SERVER_POOL_SIZE,
         health_check_interval=30,
         retry=_retry(),

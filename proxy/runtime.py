@@ -89,9 +89,9 @@ class Runtime:
         mask_secrets_in_logs(secrets_to_mask(config, self.fallback_master_key))
 
 
-def connect_redis(url: str) -> redis.asyncio.Redis:
+def connect_redis(url: str, *, idle_timeout: float = redis_client.DEFAULT_IDLE_TIMEOUT) -> redis.asyncio.Redis:
     """The client for `url` (a single server, or a Redis Cluster for `redis+cluster://`): see redis_client.py."""
-    return redis_client.connect_redis(url)
+    return redis_client.connect_redis(url, idle_timeout=idle_timeout)
 
 
 def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | None = None) -> Runtime:
@@ -101,7 +101,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
     every_model_simulated = all(is_simulated(deployment) for deployment in config.model_list)
     simulated = bool(settings.simulator_url) and any(is_simulated(d) for d in config.model_list)
     fallback_key = DEV_MASTER_KEY if simulated and every_model_simulated else None
-    client = connect_redis(settings.redis_url)
+    client = connect_redis(settings.redis_url, idle_timeout=config.limits.redis_idle_timeout)
     store = Store.create(client)
     metrics = Metrics(None, **known_labels(config))
     runtime = Runtime(

@@ -155,6 +155,7 @@ class LimitsConfig(StrictModel):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     upstream_timeout: Seconds = 600.0
     upstream_connect_timeout: Seconds = 10.0
+    redis_idle_timeout: Seconds = Field(default=60.0, gt=0)  # a pooled Redis connection unused this long closes
 
 
 class WorkerConfig(StrictModel):

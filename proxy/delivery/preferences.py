@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.errors import InvalidRequest
+
 PREFER_HEADER = "prefer"
+PREFER_PARAM = "Prefer"
 APPLIED_HEADER = "Preference-Applied"
-MAX_DELTA_SECONDS = 2_147_483_648  # RFC 9111 §1.2.2: a larger delta-seconds is read as this
-MAX_WAIT_DIGITS = len(str(MAX_DELTA_SECONDS))  # more digits than this is larger anyway
+MAX_DELTA_SECONDS = 2_147_483_648  # RFC 9111 §1.2.2: the largest delta-seconds a recipient must hold
+MAX_WAIT_DIGITS = len(str(MAX_DELTA_SECONDS))  # more significant digits than this is larger anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +28,10 @@ class Preferences:
 def parse_prefer(values: list[str]) -> Preferences:
     """Every `Prefer` header line, comma-separated preferences each; the first occurrence of a name wins (§2).
 
-    `wait` must be a non-negative integer of ASCII digits (delta-seconds); a larger one than MAX_DELTA_SECONDS
-    counts as that (RFC 9111 §1.2.2), and callers clamp it to `delivery.max_wait`. A malformed value (`wait=²`,
-    `wait=-1`) is ignored, as RFC 7240 asks of preferences a server does not understand, rather than refusing
-    the call.
+    `wait` must be delta-seconds: ASCII digits (optionally quoted), at most MAX_DELTA_SECONDS; callers then cap
+    it at `delivery.max_wait`. Raises InvalidRequest (400, param "Prefer", code "invalid_prefer") for a malformed
+    (`wait=²`, `wait=-1`, `wait=1.5`, `wait=`) or larger `wait`, so a caller's typo is not silently read as
+    "no wait". Preferences batchgate does not know are ignored (RFC 7240 §2).
     """
     respond_async = False
     wait: float | None = None
@@ -40,19 +43,32 @@ def parse_prefer(values: list[str]) -> Preferences:
             if not name or name in seen:
                 continue
             seen.add(name)
-            token = token.strip().strip('"')
             if name == "respond-async":
                 respond_async = True
-            elif name == "wait" and token.isascii() and token.isdigit():
-                wait = _delta_seconds(token)
+            elif name == "wait":
+                wait = _delta_seconds(_unquoted(token.strip()))
     return Preferences(respond_async=respond_async, wait=wait)
 
 
+def _unquoted(token: str) -> str:
+    if len(token) >= 2 and token[0] == token[-1] == '"':
+        return token[1:-1]
+    return token
+
+
 def _delta_seconds(digits: str) -> float:
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidRequest(
+            "Prefer: wait must be a whole number of seconds written in ASCII digits (e.g. wait=30).",
+            param=PREFER_PARAM, code="invalid_prefer",
+        )  # fmt: skip
     significant = digits.lstrip("0")
-    if len(significant) > MAX_WAIT_DIGITS:
-        return float(MAX_DELTA_SECONDS)
-    return float(min(int(significant or "0"), MAX_DELTA_SECONDS))
+    if len(significant) > MAX_WAIT_DIGITS or int(significant or "0") > MAX_DELTA_SECONDS:
+        raise InvalidRequest(
+            f"Prefer: wait may be at most {MAX_DELTA_SECONDS} seconds (it is then capped at delivery.max_wait).",
+            param=PREFER_PARAM, code="invalid_prefer",
+        )  # fmt: skip
+    return float(int(significant or "0"))
 
 
 def applied(*, respond_async: bool = False, wait: float | None = None) -> dict[str, str]:

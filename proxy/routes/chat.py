@@ -15,7 +15,13 @@ from starlette.responses import Response, StreamingResponse
 
 from proxy import sync_accounting
 from proxy.auth import Caller
-from proxy.errors import UPSTREAM_AUTH_CODE, UPSTREAM_AUTH_STATUS, UpstreamError, provider_error_object
+from proxy.errors import (
+    UPSTREAM_AUTH_CODE,
+    UPSTREAM_AUTH_STATUS,
+    ApiError,
+    UpstreamError,
+    provider_error_object,
+)
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
@@ -44,6 +50,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     decision = decide_for(config, caller, chat, request.headers)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
+    request.state.decision_header = decision_header[DECISION_HEADER]  # for an error answer (error_decision)
     sync_accounting.note_decision(runtime, request, decision)
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
@@ -61,6 +68,20 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
         response = _as_response(upstream)
     response.headers.update(decision_header)
     return response
+
+
+def error_decision(request: Request, error: ApiError) -> str:
+    """`X-Batchgate-Decision` of an error answer: the policy's decision when a lane answered with the error (an
+    upstream error passed on), else `lane=none; reason=<error code>`: the call was refused before any lane took
+    it (401, 400, 413, a store outage, a 500 of batchgate's own)."""
+    decided: str | None = getattr(request.state, "decision_header", None)
+    if decided is not None and isinstance(error, UpstreamError):
+        return decided
+    return refused_decision(error)
+
+
+def refused_decision(error: ApiError) -> str:
+    return f"lane=none; reason={error.code or error.error_type}"
 
 
 def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mapping[str, str]) -> Decision:

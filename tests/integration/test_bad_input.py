@@ -124,21 +124,21 @@ def _dumps_deep(body: dict[str, Any]) -> bytes:
     ).encode()
 
 
-def test_prefer_wait_in_superscript_digits_is_ignored_not_a_500(http: httpx.Client) -> None:
-    # RFC 7240 §2: a preference the server does not understand is ignored; `²` is not a delta-seconds digit
-    response = http.post("/v1/chat/completions", json=BODY, headers={**DEFER, "Prefer": "wait=²".encode()})
-    assert response.status_code == 202, response.text
-    assert "preference-applied" not in response.headers
-    assert response.json()["object"] == "chat.completion.deferred"
+@pytest.mark.parametrize("wait", ["²", "9" * 5000, "2147483649", "-1", "1.5", ""])
+def test_a_malformed_or_out_of_range_prefer_wait_is_a_400_and_makes_no_job(http: httpx.Client, wait: str) -> None:
+    before = http.get("/v1/deferred", params={"limit": 100}).json()["data"]
+    response = http.post("/v1/chat/completions", json=BODY, headers={**DEFER, "Prefer": f"wait={wait}".encode()})
+    assert assert_openai_error(response, 400, "Prefer")["code"] == "invalid_prefer"
+    assert http.get("/v1/deferred", params={"limit": 100}).json()["data"] == before
 
 
-def test_prefer_wait_of_5000_digits_is_clamped_not_a_500(http: httpx.Client) -> None:
-    # RFC 9111 §1.2.2: a delta-seconds too large to hold counts as 2^31; the wait is then capped at max_wait (0)
-    response = http.post("/v1/chat/completions", json=BODY, headers={**DEFER, "Prefer": "wait=" + "9" * 5000})
-    assert response.status_code == 202, response.text
-    assert response.headers["preference-applied"] == "wait=0"
-    job = response.json()
-    polled = http.get(f"/v1/deferred/{job['id']}", headers={"Prefer": "wait=" + "9" * 5000})
+def test_a_malformed_prefer_wait_on_a_poll_is_a_400(http: httpx.Client) -> None:
+    job = http.post("/v1/chat/completions", json=BODY, headers={**DEFER, "Prefer": "respond-async"}).json()
+    for wait in ["²", "9" * 5000]:
+        polled = http.get(f"/v1/deferred/{job['id']}", headers={"Prefer": f"wait={wait}".encode()})
+        assert assert_openai_error(polled, 400, "Prefer")["code"] == "invalid_prefer"
+    # the largest delta-seconds is still accepted, and capped at delivery.max_wait (0 here)
+    polled = http.get(f"/v1/deferred/{job['id']}", headers={"Prefer": "wait=2147483648"})
     assert polled.status_code == 200
     assert polled.headers["preference-applied"] == "wait=0"
 

@@ -18,7 +18,7 @@ from proxy.jobs.service import accept
 from proxy.policy.decide import choose_lane, sync_reason
 from proxy.policy.decision import Decision, ResolvedLane
 from proxy.policy.lanes import lane_facts
-from proxy.runtime import Runtime, build_runtime
+from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
 from proxy.simulator.engine import expected_content
 from proxy.store.records import JobView
@@ -126,8 +126,7 @@ async def env_on(tmp_path: Path, redis_url: str, simulator_url: str, **sections:
     try:
         yield DeferredEnv(runtime, runtime.store, simulator_url, path, redis_url)
     finally:
-        await runtime.providers.aclose()
-        await runtime.redis.aclose()
+        await close_runtime(runtime)  # as the app does: the ledger writer first, so none of it outlives Redis
 
 
 CLAUDE = "claude-haiku-4-5-20251001"
