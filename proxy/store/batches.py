@@ -57,14 +57,21 @@ class BatchStore(StorePart):
         )
         return batch_id
 
-    async def claim_jobs(self, tag: str, batch_id: str, *, limit: int, byte_budget: int) -> list[str]:
-        """Move up to `limit` jobs (most urgent first, within `byte_budget`) from the queue into the batch."""
+    async def claim_jobs(
+        self, tag: str, batch_id: str, *, limit: int, byte_budget: int, by_deadline: bool = False
+    ) -> list[str]:
+        """Move up to `limit` jobs (most urgent first, within `byte_budget`) from the queue into the batch;
+        `by_deadline`: earliest deadline first (jobs without one last, by flush-by score), how held work is
+        taken when capacity lets only part of the queue in."""
         taken: list[str] = []
         spent = 0
         while len(taken) < limit:
             chunk = min(CLAIM_CHUNK, limit - len(taken))
             # read the candidates, then claim them in one script that is given every job key (Redis Cluster)
-            candidates = [decoded(raw) for raw in await self.redis.zrange(keys.pending(tag), 0, chunk - 1)]
+            if by_deadline:
+                candidates = await self.queued_by_deadline(tag, chunk)
+            else:
+                candidates = [decoded(raw) for raw in await self.redis.zrange(keys.pending(tag), 0, chunk - 1)]
             if not candidates:
                 break
             ids = await self.scripts.claim_for_batch(
@@ -79,6 +86,27 @@ class BatchStore(StorePart):
             if len(candidates) < chunk or len(ids) < len(candidates) or spent >= byte_budget:
                 break
         return taken
+
+    async def queued_by_deadline(self, tag: str, limit: int) -> list[str]:
+        """Up to `limit` queued jobs, earliest deadline first, then those without a deadline by flush-by score.
+
+        Walks the deadline index (every unfinished job, queued or not) page by page, keeping the queued ones; the
+        jobs it skips are those in open batches or the sync lane, few while capacity holds the queue back."""
+        found: list[str] = []
+        start = 0
+        while len(found) < limit:
+            page = [decoded(raw) for raw in await self.redis.zrange(keys.deadlines(tag), start, start + READ_CHUNK - 1)]
+            if not page:
+                break
+            scores = await self.redis.zmscore(keys.pending(tag), page)
+            found.extend(job_id for job_id, score in zip(page, scores, strict=True) if score is not None)
+            start += READ_CHUNK
+        if len(found) >= limit:
+            return found[:limit]
+        chosen = set(found)
+        rest = await self.redis.zrange(keys.pending(tag), 0, limit + len(chosen) - 1)
+        found.extend(job_id for job_id in map(decoded, rest) if job_id not in chosen)
+        return found[:limit]
 
     async def get(self, tag: str, batch_id: str) -> BatchRecord | None:
         raw = raw_hash(await self.redis.hgetall(keys.batch(tag, batch_id)))

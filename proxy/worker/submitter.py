@@ -67,6 +67,7 @@ class Submitter:
                         ids = await ctx.store.batches.claim_jobs(
                             tag, batch_id, limit=knobs.max_requests,
                             byte_budget=self.capacity.claim_bytes(knobs.max_bytes, headroom),
+                            by_deadline=headroom is not None,  # capacity lets part in: earliest deadline first
                         )  # fmt: skip
                         if not ids:
                             await ctx.store.batches.close(tag, batch_id, retention=60)

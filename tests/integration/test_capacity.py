@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio
 
@@ -124,3 +125,35 @@ async def test_a_refused_batch_keeps_its_upload_and_spends_no_attempt(
             assert set(states[1:]) == {"failed"}  # refused after the create: the same input created again
             assert len(states) >= 3
         assert len({batch["input_file_id"] for batch in ours}) == 1  # every attempt created from the one upload
+
+
+def batch_custom_ids(env: DeferredEnv, batch: dict[str, Any]) -> list[str]:
+    """The job ids a provider batch answered, read from its output file."""
+    response = httpx.get(
+        f"{env.simulator_url}/v1/files/{batch['output_file_id']}/content",
+        headers={"authorization": "Bearer sk-x"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [orjson.loads(line)["custom_id"] for line in response.content.splitlines() if line.strip()]
+
+
+async def test_held_work_is_submitted_in_deadline_order(tmp_path: Path, redis_url: str) -> None:
+    """Capacity lets three jobs in at a time; nine jobs with mixed deadlines arrive shuffled: each batch created
+    upstream holds the earliest deadlines still waiting, whatever the order of arrival."""
+    simulator = {**FAST, "enqueued_token_limits": {MODEL: LIMIT}}
+    arrival = [4, 8, 1, 6, 0, 7, 3, 5, 2]  # deadline rank of the n-th job to arrive
+    async with deferred_env(tmp_path, redis_url, simulator=simulator, batching={"enqueued_token_limit": LIMIT}) as env:
+        rank_of = {}
+        for i, rank in enumerate(arrival):
+            view = await env.accept(chat_body(MODEL, prompt(i)), deadline_in=3600.0 * (rank + 1))
+            rank_of[view.id] = rank
+        await asyncio.wait_for(Worker(env.runtime, worker_id="w1").run(burst=True), 120)
+        finished = await env.store.jobs.get_many(list(rank_of))
+        assert [(view.status, view.lane) if view else None for view in finished] == [("completed", "batch")] * 9
+        batches = await asyncio.to_thread(env.provider_batches)
+        oldest_first = [batch for batch in reversed(batches) if batch["status"] == "completed"]
+        ranks = [sorted(rank_of[job] for job in await asyncio.to_thread(batch_custom_ids, env, batch))
+                 for batch in oldest_first]  # fmt: skip
+    assert len(ranks) >= 3, ranks  # capacity held part of the queue back
+    assert [rank for batch in ranks for rank in batch] == list(range(9)), ranks  # earliest deadline first
