@@ -85,11 +85,12 @@ class BatchStore(StorePart):
         taken: list[str] = []
         spent = 0
         tokens_left = token_budget
+        scanned = 0
         while len(taken) < limit:
             chunk = min(CLAIM_CHUNK, limit - len(taken))
             # read the candidates, then claim them in one script that is given every job key (Redis Cluster)
             if by_deadline:
-                candidates = await self.queued_by_deadline(tag, chunk)
+                candidates, scanned = await self.queued_by_deadline(tag, chunk, start=scanned)
             else:
                 candidates = [decoded(raw) for raw in await self.redis.zrange(keys.pending(tag), 0, chunk - 1)]
             if tokens_left is not None:
@@ -122,26 +123,33 @@ class BatchStore(StorePart):
             costs[job_id] = int(tokens or 0) or int(size or 0)
         return costs
 
-    async def queued_by_deadline(self, tag: str, limit: int) -> list[str]:
-        """Up to `limit` queued jobs, earliest deadline first, then those without a deadline by flush-by score.
+    async def queued_by_deadline(self, tag: str, limit: int, *, start: int = 0) -> tuple[list[str], int]:
+        """Up to `limit` queued jobs, earliest deadline first, then those without a deadline by flush-by score;
+        and where in the deadline index to go on from (`start` of the next call: a claim's later rounds skip the
+        jobs it already took, which stay in the index).
 
         Walks the deadline index (every unfinished job, queued or not) page by page, keeping the queued ones; the
         jobs it skips are those in open batches or the sync lane, few while capacity holds the queue back."""
         found: list[str] = []
-        start = 0
+        position = start
         while len(found) < limit:
-            page = [decoded(raw) for raw in await self.redis.zrange(keys.deadlines(tag), start, start + READ_CHUNK - 1)]
+            page = [
+                decoded(raw)
+                for raw in await self.redis.zrange(keys.deadlines(tag), position, position + READ_CHUNK - 1)
+            ]
             if not page:
                 break
             scores = await self.redis.zmscore(keys.pending(tag), page)
-            found.extend(job_id for job_id, score in zip(page, scores, strict=True) if score is not None)
-            start += READ_CHUNK
-        if len(found) >= limit:
-            return found[:limit]
+            for offset, (job_id, score) in enumerate(zip(page, scores, strict=True)):
+                if score is not None:
+                    found.append(job_id)
+                    if len(found) == limit:
+                        return found, position + offset + 1
+            position += len(page)
         chosen = set(found)
         rest = await self.redis.zrange(keys.pending(tag), 0, limit + len(chosen) - 1)
         found.extend(job_id for job_id in map(decoded, rest) if job_id not in chosen)
-        return found[:limit]
+        return found[:limit], position
 
     async def get(self, tag: str, batch_id: str) -> BatchRecord | None:
         raw = raw_hash(await self.redis.hgetall(keys.batch(tag, batch_id)))
