@@ -52,6 +52,13 @@ QUOTA_MESSAGE = (
     "error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
 )
 
+# OpenAI's answer to a restricted key without the scope a call needs (403, `code` null)
+FILES_READ_FORBIDDEN = (
+    "You have insufficient permissions for this operation. Missing scopes: api.files.read. Check that you have the "
+    "correct role in your organization (Reader, Writer, Owner) and project (Member, Owner), and if you're using a "
+    "restricted API key, that it has the necessary scopes."
+)
+
 
 class ProviderError(ApiError):
     """An error the simulated provider answers with (injected faults), any status."""
@@ -309,6 +316,8 @@ async def delete_file(request: Request, file_id: str) -> Response:
 async def file_content(request: Request, file_id: str) -> Response:
     state = simulator_state(request)
     authorize(request, state.engine.options.api_key)
+    if state.engine.options.files_read_forbidden:
+        raise ProviderError(403, FILES_READ_FORBIDDEN, error_type="invalid_request_error", code=None)
     return FileResponse(_file(state, file_id).path, media_type="application/octet-stream")
 
 

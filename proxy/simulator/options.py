@@ -94,6 +94,11 @@ class SimulatorOptions(BaseModel):
         default=False,
         description="account at its billing hard limit: batch create answers 400, chat 429 insufficient_quota",
     )
+    files_read_forbidden: bool = Field(
+        default=False,
+        description="file downloads (`GET /v1/files/{id}/content`: batch results) answer 403, as for a restricted "
+        "key without the api.files.read scope",
+    )
     invalid_body_fails_batch: bool = Field(
         default=True,
         description="a batch line whose body the endpoint refuses fails the whole batch (else only that line, 400)",

@@ -19,7 +19,7 @@ from proxy.store.records import decoded
 @dataclass(frozen=True, slots=True)
 class AccountProblem:
     """Why submission to `group` stopped: the provider's `code` (e.g. `insufficient_quota`, or `http_401` when
-    it gave none), its `message` and HTTP `status`; `where` names the call (upload, create, poll, batch);
+    it gave none), its `message` and HTTP `status`; `where` names the call (upload, create, poll, results, batch);
     `since` when first seen and `probe_at` when a submission may next be tried (epoch seconds)."""
 
     group: str

@@ -20,6 +20,17 @@ READ_CHUNK = 500
 MARK_CHUNK = 1000
 
 
+def within(job_ids: list[str], costs: dict[str, int], budget: int) -> list[str]:
+    """The longest head of `job_ids` whose costs sum to at most `budget`."""
+    head: list[str] = []
+    for job_id in job_ids:
+        budget -= costs[job_id]
+        if budget < 0:
+            break
+        head.append(job_id)
+    return head
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     count: int
@@ -57,14 +68,34 @@ class BatchStore(StorePart):
         )
         return batch_id
 
-    async def claim_jobs(self, tag: str, batch_id: str, *, limit: int, byte_budget: int) -> list[str]:
-        """Move up to `limit` jobs (most urgent first, within `byte_budget`) from the queue into the batch."""
+    async def claim_jobs(
+        self,
+        tag: str,
+        batch_id: str,
+        *,
+        limit: int,
+        byte_budget: int,
+        by_deadline: bool = False,
+        token_budget: int | None = None,
+    ) -> list[str]:
+        """Move up to `limit` jobs (most urgent first, within `byte_budget`) from the queue into the batch;
+        `by_deadline`: earliest deadline first (jobs without one last, by flush-by score), how held work is
+        taken when capacity lets only part of the queue in; `token_budget`: the estimated prompt tokens the
+        jobs may hold together (none is taken when the first does not fit)."""
         taken: list[str] = []
         spent = 0
+        tokens_left = token_budget
+        scanned = 0
         while len(taken) < limit:
             chunk = min(CLAIM_CHUNK, limit - len(taken))
             # read the candidates, then claim them in one script that is given every job key (Redis Cluster)
-            candidates = [decoded(raw) for raw in await self.redis.zrange(keys.pending(tag), 0, chunk - 1)]
+            if by_deadline:
+                candidates, scanned = await self.queued_by_deadline(tag, chunk, start=scanned)
+            else:
+                candidates = [decoded(raw) for raw in await self.redis.zrange(keys.pending(tag), 0, chunk - 1)]
+            if tokens_left is not None:
+                costs = await self._tokens_of(candidates)
+                candidates = within(candidates, costs, tokens_left)
             if not candidates:
                 break
             ids = await self.scripts.claim_for_batch(
@@ -75,10 +106,50 @@ class BatchStore(StorePart):
             if not ids:
                 break
             taken.extend(raw.decode() for raw in ids)
+            if tokens_left is not None:
+                tokens_left -= sum(costs[raw.decode()] for raw in ids)
             spent = int(await self.redis.hget(keys.batch(tag, batch_id), "bytes") or 0)
             if len(candidates) < chunk or len(ids) < len(candidates) or spent >= byte_budget:
                 break
         return taken
+
+    async def _tokens_of(self, job_ids: list[str]) -> dict[str, int]:
+        """Each job's estimated line tokens (a job stored without the estimate counts its bytes: never less)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), "tokens", "size")
+        costs = {}
+        for job_id, (tokens, size) in zip(job_ids, await pipe.execute(), strict=True):
+            costs[job_id] = int(tokens or 0) or int(size or 0)
+        return costs
+
+    async def queued_by_deadline(self, tag: str, limit: int, *, start: int = 0) -> tuple[list[str], int]:
+        """Up to `limit` queued jobs, earliest deadline first, then those without a deadline by flush-by score;
+        and where in the deadline index to go on from (`start` of the next call: a claim's later rounds skip the
+        jobs it already took, which stay in the index).
+
+        Walks the deadline index (every unfinished job, queued or not) page by page, keeping the queued ones; the
+        jobs it skips are those in open batches or the sync lane, few while capacity holds the queue back."""
+        found: list[str] = []
+        position = start
+        while len(found) < limit:
+            page = [
+                decoded(raw)
+                for raw in await self.redis.zrange(keys.deadlines(tag), position, position + READ_CHUNK - 1)
+            ]
+            if not page:
+                break
+            scores = await self.redis.zmscore(keys.pending(tag), page)
+            for offset, (job_id, score) in enumerate(zip(page, scores, strict=True)):
+                if score is not None:
+                    found.append(job_id)
+                    if len(found) == limit:
+                        return found, position + offset + 1
+            position += len(page)
+        chosen = set(found)
+        rest = await self.redis.zrange(keys.pending(tag), 0, limit + len(chosen) - 1)
+        found.extend(job_id for job_id in map(decoded, rest) if job_id not in chosen)
+        return found[:limit], position
 
     async def get(self, tag: str, batch_id: str) -> BatchRecord | None:
         raw = raw_hash(await self.redis.hgetall(keys.batch(tag, batch_id)))

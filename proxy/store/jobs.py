@@ -27,10 +27,16 @@ from proxy.store.records import (
     raw_hash,
 )
 from proxy.store.scripts import Scripts
+from proxy.token_estimate import ASCII_CHARS_PER_TOKEN, estimate_tokens
 
 LINE_OVERHEAD = 120  # bytes a JSONL line adds around the body: custom_id, method, url
 MAX_OWNER_READS = 16  # an owner changes a few times in a job's life: a loop longer than this is a bug
 OWNER_FIELDS = ("owner", "status")
+
+
+def line_tokens(body: bytes) -> int:
+    """Estimated prompt tokens of the batch line carrying `body` (the enqueued-token limit counts them)."""
+    return estimate_tokens(body) + -(-LINE_OVERHEAD // ASCII_CHARS_PER_TOKEN)
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -116,7 +122,7 @@ class JobStore(StorePart):
         body = orjson.dumps(job.body)
         batch_lane = job.lane == "batch"
         size = len(body) + LINE_OVERHEAD
-        fields = encode_new_job(job, body=body, created_at=now, size=size)
+        fields = encode_new_job(job, body=body, created_at=now, size=size, tokens=line_tokens(body))
         queue = keys.pending(tag) if batch_lane else keys.sync_queue(tag)
         pipe = ScriptPipeline(self.redis)  # three slots on a cluster: registry (groups, all jobs), caller, the group
         if job.model not in self._registered_groups:

@@ -62,8 +62,11 @@ class NewJob:
     max_wait: float | None = None  # the policy rule's, for this job's flush; None: the queue's
 
 
-def encode_new_job(job: NewJob, *, body: bytes, created_at: float, size: int) -> list[str | bytes | float | int]:
-    """The field/value pairs of a new job's hash (the enqueue script adds `id`)."""
+def encode_new_job(
+    job: NewJob, *, body: bytes, created_at: float, size: int, tokens: int = 0
+) -> list[str | bytes | float | int]:
+    """The field/value pairs of a new job's hash (the enqueue script adds `id`); `tokens`: its line's estimated
+    prompt tokens (proxy/token_estimate.py)."""
     batch_lane = job.lane == "batch"
     return [
         "caller", job.caller, "team", job.team, "model", job.model, "body", body,
@@ -71,7 +74,7 @@ def encode_new_job(job: NewJob, *, body: bytes, created_at: float, size: int) ->
         "lane", job.lane, "delivery", job.delivery, "callback_url", job.callback_url or "",
         "created_at", repr(created_at), "attempts", 0, "status", "queued",
         "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
-        "max_wait", "" if job.max_wait is None else repr(job.max_wait),
+        "max_wait", "" if job.max_wait is None else repr(job.max_wait), "tokens", tokens,
     ]  # fmt: skip
 
 
@@ -167,6 +170,7 @@ class BatchRecord:
     lines: int
     cancel_requested: bool
     ended_at: float | None
+    tokens: int = 0  # estimated prompt tokens of its input, set when prepared (0: not yet known)
 
     @property
     def progress(self) -> float | None:
@@ -219,4 +223,5 @@ class BatchRecord:
             lines=int(_text(raw, "lines", "0") or 0),
             cancel_requested=_text(raw, "cancel_requested") == "1",
             ended_at=_number(raw, "ended_at"),
+            tokens=int(_text(raw, "tokens", "0") or 0),
         )

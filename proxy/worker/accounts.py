@@ -19,7 +19,12 @@ from proxy.worker.context import WorkerContext
 log = logging.getLogger("batchgate.worker.accounts")
 
 ACCOUNT_ERROR_TYPE = "provider_account_problem"
-HOLD_OWNER = "account"  # owner of a queued job taken out of its queue to be answered with the account problem
+HOLD_OWNER = "account"
+# which recorded problems a successful read call proves over, by the call (AccountProblem.where)
+READ_PROVES = {
+    "poll": frozenset({"poll"}),
+    "results": frozenset({"poll", "results"}),
+}  # owner of a queued job taken out of its queue to be answered with the account problem
 
 
 def is_account_problem(exc: ProviderError) -> bool:
@@ -65,6 +70,19 @@ class AccountStop:
         """Whether submission to the group is stopped now (a problem whose probe is not yet due)."""
         problem = await self.ctx.store.accounts.get(group)
         return problem is not None and self.ctx.clock() < problem.probe_at
+
+    async def call_worked(self, group: str, *, where: str) -> None:
+        """A poll (`where="poll"`) or a results download (`"results"`) succeeded: a problem that call itself met
+        is over (a results download also proves the poll). A problem met on upload or create (quota, billing)
+        waits for a submission to prove it gone."""
+        problem = await self.ctx.store.accounts.get(group)
+        if problem is None or problem.where not in READ_PROVES[where]:
+            return
+        if await self.ctx.store.accounts.clear(group):
+            log.warning(
+                "provider account problem cleared: the %s call works again; batch submission resumed", where,
+                extra={"group": group, "code": problem.code},
+            )  # fmt: skip
 
     async def submitted(self, group: str) -> None:
         """A batch was created: the provider takes work again, so any recorded problem is over."""

@@ -12,12 +12,12 @@ organisation; a batch that would go over is refused with `token_limit_exceeded`,
   is remembered in the store for REPORT_TTL;
 - jobs held too long are still answered in time: the deadline guard moves them to the synchronous lane.
 
-Estimator: a job costs ceil(its JSONL line bytes / 4) tokens (the bytes the store already counts per job, so the
-estimate is free at claim time). Against tiktoken (litellm.token_counter, gpt-4o-mini) on 400-character English
-prompts it over-estimates 1.7x (the line's JSON and ~5 characters a token): safe, at the cost of using ~60% of the
-limit. Text that tokenises densely (CJK: ~3 bytes a token) is under-estimated, and the provider's refusal then
-backs the batch off. litellm.token_counter costs ~0.5 ms a message on the shared bench machine (bench/RESULTS.md):
-too much to run per job on every claim.
+Estimator (proxy/token_estimate.py): a job costs the estimated tokens of its batch line, computed once at accept
+(1/3 token per ASCII character, 1 per other character, 4 per emoji-class character) and stored with the job, so
+claiming in tokens is free; a prepared batch records the sum of its lines. It never fell below litellm's count
+on English, digits, code, CJK, Hangul, Thai, Devanagari or emoji (1.0x-3.4x over), where bytes / 4 under-counted
+CJK (0.75x) and emoji (0.67x), and a batch the provider refuses while our estimate says it fits would wait for
+capacity without end. litellm.token_counter costs ~0.23 ms a line: too much to run per job on every claim.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from dataclasses import replace
 from proxy.jobs.timing import flush_by
 from proxy.providers.base import BatchClient, BatchInfo, BatchState, ProviderError
 from proxy.store.records import BatchRecord
+from proxy.token_estimate import ASCII_CHARS_PER_TOKEN
 from proxy.worker.context import WorkerContext
 
 log = logging.getLogger("batchgate.worker.capacity")
 
-BYTES_PER_TOKEN = 4
 CAPACITY_CODE = "token_limit_exceeded"
 # Usage tier 1 batch queue limit of gpt-4o-mini-class models, per model (OpenAI rate-limits guide; Azure's global
 # batch has its own quota, of the same order for a default deployment). Anthropic caps requests, not tokens.
@@ -43,8 +43,9 @@ _LIMIT = re.compile(r"Limit:\s*([\d,]+)")
 
 
 def estimated_tokens(record: BatchRecord) -> int:
-    """Prompt tokens a batch holds upstream, estimated from its JSONL bytes."""
-    return -(-record.size // BYTES_PER_TOKEN)
+    """Prompt tokens a batch holds upstream: its lines' estimate once prepared; before that, its JSONL bytes
+    (never fewer than the tokens they hold)."""
+    return record.tokens or record.size
 
 
 def reported_limit(message: str | None) -> int | None:
@@ -90,18 +91,14 @@ class Capacity:
         return None if budget is None else budget - enqueued
 
     async def room(self, tag: str, group: str) -> int | None:
-        """The headroom, or 0 while it is smaller than the queue's average job: no batch is built that would
-        only be refused (a claim always takes at least one job)."""
+        """The headroom, or 0 while it is smaller than the queue's average job (its bytes at the ASCII rate): no
+        batch is built that would only be refused (the claim takes only jobs that fit the headroom)."""
         headroom = await self.headroom(tag, group)
         if headroom is None or headroom <= 0:
             return headroom
         stats = await self.ctx.store.batches.queue_stats(tag)
         average = stats.bytes / stats.count if stats.count else 0
-        return headroom if headroom * BYTES_PER_TOKEN >= average else 0
-
-    def claim_bytes(self, max_bytes: int, headroom: int | None) -> int:
-        """The byte budget of the next claim: the batch's byte limit, or what fits the token headroom."""
-        return max_bytes if headroom is None else max(1, min(max_bytes, headroom * BYTES_PER_TOKEN))
+        return headroom if headroom * ASCII_CHARS_PER_TOKEN >= average else 0
 
     async def refused(self, record: BatchRecord, message: str | None) -> None:
         """A batch the provider refused for its enqueued-token limit (on create, or failed upstream after the

@@ -51,22 +51,35 @@ class Poller:
         if not record.jobs_marked:
             await self.submitter.mark_submitted(tag, batch_id)
         assert record.provider_batch_id is not None
+        accounts = self.submitter.accounts
         try:
             info = await ctx.runtime.batch_client(record.group).retrieve(record.provider_batch_id)
+        except ProviderError as exc:
+            await self._call_failed(record, exc, where="poll")
+            return
+        await accounts.call_worked(record.group, where="poll")
+        try:
             await ctx.checkpoint("while_polling")
             if info.state.is_terminal:
                 if await self.submitter.capacity.batch_failed(record, info):
                     return
                 await self._end(record, info)
+                await accounts.call_worked(record.group, where="results")
             else:
                 await self._wait(record, info)
-        except ProviderError as exc:
-            if exc.classification is ErrorClass.NOT_FOUND:
-                await self._lost(record)
-                return
-            if exc.classification is ErrorClass.ACCOUNT_PROBLEM:
-                await self.submitter.accounts.report_error(record.group, exc, where="poll")
-            await self._retry_later(record, exc)
+        except ProviderError as exc:  # fetching the results
+            await self._call_failed(record, exc, where="results")
+
+    async def _call_failed(self, record: BatchRecord, exc: ProviderError, *, where: str) -> None:
+        """A poll or a results download failed. An account problem (a 401/403: key revoked, scope missing; quota)
+        stops submission and is reported like one on create; the batch stays open upstream and here, and its jobs
+        wait (no attempt spent) until the call works again or the deadline guard answers them."""
+        if exc.classification is ErrorClass.NOT_FOUND:
+            await self._lost(record)
+            return
+        if exc.classification is ErrorClass.ACCOUNT_PROBLEM:
+            await self.submitter.accounts.report_error(record.group, exc, where=where)
+        await self._retry_later(record, exc)
 
     async def _wait(self, record: BatchRecord, info: BatchInfo) -> None:
         ctx = self.ctx

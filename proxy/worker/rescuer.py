@@ -3,6 +3,9 @@
 For each group it reads the jobs whose deadline falls within reach (the deadlines ZSET), estimates when their
 batch will end (the batch's age against the model's turnaround estimate, its progress once it is overdue) and
 moves every job at risk to the sync queue. A batch with nothing left worth waiting for is cancelled upstream.
+
+A job still queued at that point was held back (the model's batch capacity was spent): it is sent at the flex
+tier when the model has one and flex still meets the deadline (half price, like the batch), else at list price.
 """
 
 from __future__ import annotations
@@ -64,11 +67,12 @@ class Rescuer:
                 if await self._answer_stopped(job_id, owner, group, stopped) and owner and owner != HOLD_OWNER:
                     emptied.add(owner)
                 continue
-            if await ctx.store.outcomes.to_sync(job_id, expected_owner=owner, reason=why):
+            lane = "sync" if owner else self.overflow_lane(group, now=now, deadline=deadline)
+            if await ctx.store.outcomes.to_sync(job_id, expected_owner=owner, reason=why, lane=lane):
                 log.info(
                     "deadline guard: job sent synchronously",
                     extra={"job": job_id, "group": group, "batch": owner or None, "reason": why.value,
-                           "seconds_left": round(deadline - now, 3)},
+                           "lane": lane, "seconds_left": round(deadline - now, 3)},
                 )  # fmt: skip
                 ctx.events.rescue(job_id=job_id, group=group, reason=why)
                 if owner:
@@ -76,6 +80,15 @@ class Rescuer:
         for batch_id in emptied:
             self.cancel_later(tag, group, batch_id)
         return bool(emptied)
+
+    def overflow_lane(self, group: str, *, now: float, deadline: float) -> str:
+        """The lane of a queued job that can no longer wait for a batch (batch capacity held it back): `flex`
+        (OpenAI `service_tier: "flex"`, batch price) when the model has a flex tier and its turnaround still
+        meets the deadline, else `sync` at list price. A flex call refused for capacity falls back to list price
+        in the sync lane."""
+        ctx = self.ctx
+        need = ctx.worker_config.flex_turnaround + ctx.worker_config.safety_margin
+        return "flex" if ctx.supports_flex(group) and now + need <= deadline else "sync"
 
     async def _answer_stopped(self, job_id: str, owner: str, group: str, problem: AccountProblem) -> bool:
         """Fail a job at risk whose provider has an account problem, with an error naming it; True if answered."""

@@ -22,6 +22,7 @@ import redis
 
 from proxy.providers.base import BatchClient, ErrorClass, ProviderError
 from proxy.store import keys
+from proxy.store.jobs import line_tokens
 from proxy.store.outcomes import Answer
 from proxy.store.records import BatchRecord
 from proxy.worker.accounts import AccountStop, is_account_problem
@@ -66,7 +67,8 @@ class Submitter:
                     try:
                         ids = await ctx.store.batches.claim_jobs(
                             tag, batch_id, limit=knobs.max_requests,
-                            byte_budget=self.capacity.claim_bytes(knobs.max_bytes, headroom),
+                            byte_budget=knobs.max_bytes, token_budget=headroom,
+                            by_deadline=headroom is not None,  # capacity lets part in: earliest deadline first
                         )  # fmt: skip
                         if not ids:
                             await ctx.store.batches.close(tag, batch_id, retention=60)
@@ -181,13 +183,15 @@ class Submitter:
             return await self._nothing_to_send(record)
         await ctx.checkpoint("before_upload")
         order: list[str] = []
-        prepared = await client.prepare(self._requests(record, ids, order), metadata=self._metadata(record))
+        tokens: list[int] = []
+        prepared = await client.prepare(self._requests(record, ids, order, tokens), metadata=self._metadata(record))
         if prepared.requests == 0:
             return await self._nothing_to_send(record)
         await ctx.store.batches.record_lines(record.tag, record.id, order)
         moved = await ctx.store.batches.advance(
-            record.tag, record.id, expected="building", state="uploaded", file_id=prepared.ref, lines=prepared.requests
-        )
+            record.tag, record.id, expected="building", state="uploaded", file_id=prepared.ref, lines=prepared.requests,
+            tokens=sum(tokens),
+        )  # fmt: skip
         if moved:
             await ctx.checkpoint("after_upload")
         else:
@@ -200,13 +204,15 @@ class Submitter:
         return False
 
     async def _requests(
-        self, record: BatchRecord, ids: list[str], order: list[str]
+        self, record: BatchRecord, ids: list[str], order: list[str], tokens: list[int]
     ) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
         """The `(job id, request body)` pairs of the jobs the batch still owns, read in chunks; each id is appended
-        to `order` as it is handed out (line n of the input is `order[n - 1]`)."""
+        to `order` as it is handed out (line n of the input is `order[n - 1]`), its line's estimated tokens to
+        `tokens`."""
         async for chunk in self.ctx.store.batches.bodies(record.id, ids):
             for job_id, raw in chunk:
                 order.append(job_id)
+                tokens.append(line_tokens(raw))
                 yield job_id, orjson.loads(raw)
 
     @staticmethod

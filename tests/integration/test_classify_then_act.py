@@ -23,7 +23,7 @@ from proxy.config_watch import watch_config
 from proxy.simulator.engine import expected_content
 from proxy.worker.accounts import caller_code
 from proxy.worker.process import run_in_app
-from tests.support.stack import PROVIDER_KEY, Stack, running_stack
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, running_stack
 from tests.support.waiting import wait_until_sync
 
 MODEL = "gpt-4o-mini"
@@ -50,9 +50,9 @@ async def defer(stack: Stack, bodies: list[dict[str, Any]], deadline: str) -> li
         return list(await asyncio.gather(*(one(request) for request in bodies)))
 
 
-def provider_batches(stack: Stack) -> list[dict[str, Any]]:
+def provider_batches(stack: Stack, key: str = PROVIDER_KEY) -> list[dict[str, Any]]:
     with stack.simulator() as client:
-        page = client.get("/v1/batches", params={"limit": 100}, headers={"authorization": f"Bearer {PROVIDER_KEY}"})
+        page = client.get("/v1/batches", params={"limit": 100}, headers={"authorization": f"Bearer {key}"})
     page.raise_for_status()
     batches: list[dict[str, Any]] = page.json()["data"]
     return batches
@@ -205,3 +205,59 @@ def test_an_azure_shaped_batch_runs_start_to_finish_through_the_worker(stack_fac
         [batch] = provider_batches(stack)
         assert batch["status"] == "Completed"  # the Azure spelling, read leniently
         assert ledger(stack)["batch"]["requests"] == 3
+
+
+ROTATED_KEY = "sk-rotated-elsewhere-0000"
+READ_CASES = {
+    # the key is revoked upstream while the batch runs: retrieving it answers 401 invalid_api_key
+    "retrieve_401": ({"api_key": ROTATED_KEY}, {"api_key": PROVIDER_KEY}, "poll", "invalid_api_key"),
+    # a restricted key without the files-read scope: the batch ends, its results download answers 403, code null
+    "results_403": ({"files_read_forbidden": True}, {"files_read_forbidden": False}, "results", "http_403"),
+}
+
+
+def job_statuses(stack: Stack, job_ids: list[str]) -> list[str]:
+    with httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10) as http:
+        return [http.get(f"/v1/deferred/{job_id}").json()["status"] for job_id in job_ids]
+
+
+def account_gauge(stack: Stack, code: str) -> str | None:
+    text = httpx.get(stack.url + "/metrics", timeout=10).text
+    line = f'batchgate_provider_account_problem{{code="{code}",group="{MODEL}"}} 1.0'
+    return line if line in text else None
+
+
+@pytest.mark.parametrize("case", list(READ_CASES))
+def test_a_401_or_403_on_poll_or_results_stops_the_account_keeps_the_jobs_and_resumes(
+    stack_factory: Any, case: str
+) -> None:
+    broken, fixed, where, code = READ_CASES[case]
+    listing_key = str(broken.get("api_key", PROVIDER_KEY))
+    with stack_factory(simulator={"turnaround_s": 2.0}, worker={"account_probe_interval": 600}) as stack:
+        job_ids = asyncio.run(defer(stack, [body("read one"), body("read two")], deadline="1h"))
+        wait_until_sync(lambda: provider_batches(stack), timeout=30, interval=0.05, what="the batch created upstream")
+        stack.configure_simulator(**broken)
+
+        def reported() -> dict[str, Any] | None:
+            problems = readiness(stack).json().get("account_problems") or []
+            return problems[0] if problems else None
+
+        problem = wait_until_sync(reported, timeout=30, interval=0.05, what=f"readyz reporting the {where} problem")
+        assert (problem["group"], problem["code"], problem["where"]) == (MODEL, code, where)
+        assert readiness(stack).json()["degraded"] is True
+        wait_until_sync(lambda: account_gauge(stack, code), timeout=10, interval=0.2, what="the account gauge")
+        wait_until_sync(
+            lambda: [batch for batch in provider_batches(stack, listing_key) if batch["status"] == "completed"],
+            timeout=30, interval=0.1, what="the batch ended upstream",
+        )  # fmt: skip
+        assert reported() is not None  # still stopped: the calls keep failing
+        assert job_statuses(stack, job_ids) == ["submitted"] * 2  # waiting on their batch, none failed
+        stack.configure_simulator(**fixed)  # the operator restored the key's access
+        jobs = stack.final_jobs(job_ids, timeout=30)
+        assert [(job["status"], job["lane"]) for job in jobs] == [("completed", "batch")] * 2
+        wait_until_sync(lambda: reported() is None, timeout=10, interval=0.05, what="the problem cleared")
+        assert "degraded" not in readiness(stack).json()
+        assert [batch["status"] for batch in provider_batches(stack)] == ["completed"]  # the one batch, never again
+        tiers = ledger(stack)
+        assert tiers["batch"]["requests"] == 2
+        assert tiers.get("sync", {}).get("requests", 0) == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import redis.asyncio
 
 from proxy.providers.base import BatchState
 from proxy.providers.openai_batch import batch_info
 from proxy.simulator.engine import TokenLimitExceeded
 from proxy.store import keys
+from proxy.store.jobs import line_tokens
 from proxy.store.records import NewJob
 from proxy.store.store import Store
 from proxy.worker.capacity import estimated_tokens, refused_for_capacity, reported_limit
@@ -45,8 +47,12 @@ async def test_claimed_bytes_give_the_estimate_and_a_reported_limit_is_remembere
     assert await store.batches.claim_jobs(tag, batch_id, limit=10, byte_budget=10**6) == [view.id]
     [record] = await store.batches.open_records(tag)
     size = int(await redis_client.hget(keys.job(view.id), "size"))
-    assert (record.id, record.size, estimated_tokens(record)) == (batch_id, size, -(-size // 4))
-    assert estimated_tokens(record) > 100  # at least the prompt's 400 bytes / 4
+    assert (record.id, record.size, estimated_tokens(record)) == (batch_id, size, size)  # not prepared: bytes
+    tokens = int(await redis_client.hget(keys.job(view.id), "tokens"))
+    assert tokens == line_tokens(orjson.dumps(body)) > 400 // 3  # at least the prompt's 400 characters / 3
+    await store.batches.update(tag, batch_id, tokens=tokens)  # as the submitter records it once prepared
+    [record] = await store.batches.open_records(tag)
+    assert estimated_tokens(record) == tokens
 
     assert await store.batches.reported_token_limit(tag) is None
     await store.batches.report_token_limit(tag, 90_000, ttl=60)
@@ -66,3 +72,21 @@ async def test_a_capacity_requeue_spends_no_attempt(redis_client: redis.asyncio.
     assert requeued is not None
     assert (requeued.status, requeued.owner, requeued.attempts) == ("queued", "", 0)
     assert (await store.batches.queue_stats(tag)).count == 1
+
+
+async def test_a_claim_takes_only_the_jobs_that_fit_the_token_budget(redis_client: redis.asyncio.Redis) -> None:
+    store = Store.create(redis_client)
+    ids = []
+    for i, text in enumerate(("x" * 300, "这是一个问题" * 50, "y" * 300)):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+        job = NewJob(caller="a", team="t", model=MODEL, body=body, lane="batch")
+        view, _ = await store.jobs.accept(job, flush_by=i + 1)
+        ids.append(view.id)
+    tag = keys.tag_of_job(ids[0])
+    costs = [int(await redis_client.hget(keys.job(job_id), "tokens")) for job_id in ids]
+    cjk_bytes = int(await redis_client.hget(keys.job(ids[1]), "size"))
+    assert costs[1] >= 300 > cjk_bytes / 4  # a token per CJK character, where bytes / 4 said ~0.75
+    first = await store.batches.open_batch(tag, MODEL, look_again_in=30)
+    assert await store.batches.claim_jobs(tag, first, limit=10, byte_budget=10**6, token_budget=costs[0] - 1) == []
+    taken = await store.batches.claim_jobs(tag, first, limit=10, byte_budget=10**6, token_budget=sum(costs) - 1)
+    assert taken == ids[:2]  # in queue order, up to the budget
