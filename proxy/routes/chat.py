@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from proxy import sync_accounting
 from proxy.auth import Caller
 from proxy.errors import UPSTREAM_AUTH_CODE, UPSTREAM_AUTH_STATUS, UpstreamError, provider_error_object
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
@@ -41,7 +42,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     payload, size = await read_json_body(request, config.limits.max_body_bytes)
     chat = parse_chat_request(payload, size, config)
     request.state.model = chat.model
-    decision = decide_for(config, caller, chat, request.headers)
+    decision = decide_for(config, caller, chat, request.headers, runtime.turnarounds)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
     sync_accounting.note_decision(runtime, request, decision)
@@ -63,7 +64,13 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     return response
 
 
-def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mapping[str, str]) -> Decision:
+def decide_for(
+    config: Config,
+    caller: Caller,
+    chat: ChatRequest,
+    headers: Mapping[str, str],
+    turnarounds: TurnaroundBook | None = None,
+) -> Decision:
     facts = RequestFacts(
         caller_name=caller.name,
         team=caller.team,
@@ -75,7 +82,8 @@ def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mappi
         stream=chat.stream,
         batch_blocker=batch_blocker_for(config, chat.model, chat.body),
     )
-    lanes = lane_facts(config, chat.model)
+    learned = turnarounds.need(chat.model) if turnarounds is not None else None  # None: the configured estimate
+    lanes = lane_facts(config, chat.model, batch_turnaround=learned)
     return decide(config.policy, facts, lanes, datetime.now(UTC))
 
 
