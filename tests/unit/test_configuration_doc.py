@@ -118,6 +118,14 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_a_job_requeued_after_a_failed_line_is_due_again_by_its_rules_max_wait",
     "pricing.batch_discounts": "tests/integration/test_config_scope_reload.py::"
     "test_a_reload_swaps_the_batch_discount_table_into_the_price_book",
+    "worker.turnaround_min_batches": "tests/unit/test_turnaround.py::"
+    "test_until_enough_batches_are_seen_the_configured_estimate_answers",
+    "worker.turnaround_half_life": "tests/integration/test_learned_turnaround.py::"
+    "test_observations_are_shared_through_redis_and_decay_with_the_half_life",
+    "worker.turnaround_confidence": "tests/unit/test_turnaround.py::"
+    "test_the_guard_keeps_a_job_while_its_batch_ends_in_time_at_the_confidence_and_not_after",
+    "worker.stall_quantile": "tests/integration/test_learned_turnaround.py::"
+    "test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_deadline",
 }
 
 NOT_YET_MAPPED = frozenset(
