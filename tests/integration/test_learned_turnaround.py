@@ -31,7 +31,8 @@ async def test_observations_are_shared_through_redis_and_decay_with_the_half_lif
         await store.turnarounds.observe(MODEL, ("1-99", ALL), bucket=bucket_of(1000.0), half_life=3600.0)
     other_worker = TurnaroundBook(Store.create(redis_client, clock=lambda: now[0]), lambda: config)
     slow = (await other_worker.fresh(MODEL))[ALL]
-    assert slow.learned and slow.seen == 10
+    assert slow.learned
+    assert slow.seen == 10
     assert 800 < slow.quantile(0.5) < 1100
     now[0] += 10 * 3600.0  # ten half-lives: the ten slow batches now weigh less than one new one
     for _ in range(5):
@@ -40,7 +41,8 @@ async def test_observations_are_shared_through_redis_and_decay_with_the_half_lif
     assert bands[ALL].seen == 15
     assert bands[ALL].quantile(0.99) < 30
     assert bands["1-99"].quantile(0.5) > 800  # a band keeps its own batches
-    assert bands["100-999"].learned and not bands["1000-9999"].learned
+    assert bands["100-999"].learned
+    assert not bands["1000-9999"].learned
 
 
 async def test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_deadline(
@@ -75,7 +77,8 @@ async def test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_
         for view, done in zip(views, finished, strict=True):
             assert done is not None
             assert (done.status, done.lane, done.rescued) == ("completed", "batch", False)
-            assert done.finished_at is not None and view.deadline is not None
+            assert done.finished_at is not None
+            assert view.deadline is not None
             assert done.finished_at < view.deadline
             assert done.attempts == 0  # the stall was the provider's, not the job's
         registry = env.runtime.metrics.registry

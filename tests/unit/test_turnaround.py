@@ -74,9 +74,11 @@ def test_remaining_time_is_conditional_on_the_batch_not_having_ended() -> None:
     dist = learned([60.0] * 90 + [3 * HOUR] * 10)  # 90% end in a minute, the rest take 3 hours
     assert dist.quantile(0.5) < 80
     fresh = dist.remaining(0.0, 0.5)
-    assert fresh is not None and fresh < 80
+    assert fresh is not None
+    assert fresh < 80
     late = dist.remaining(10 * 60.0, 0.5)  # 10 minutes in and still running: it is one of the slow ones
-    assert late is not None and late > 2 * HOUR
+    assert late is not None
+    assert late > 2 * HOUR
     assert dist.remaining(10 * HOUR, 0.99) is None  # older than anything seen: the distribution cannot say
 
 
