@@ -16,7 +16,9 @@ once), the rest are deferrable with deadlines of 1-4 h (20%) or 4-24 h (80%), lo
 Arms: `fixed` (turnaround_estimate 1 h + safety margin 10 min, batchgate's behaviour before issue 16: the learned
 distribution never takes over) and `learned` (worker.turnaround_confidence, default 0.99; `learned90` uses 0.9).
 Reported per arm: the share of the deferrable list cost saved, deadlines met, forfeited savings and waste, the
-ledger against the simulator's bill, lanes, rescues and stalled batches.
+ledger against the simulator's bill, lanes, rescues and stalled batches. The figures are taken before the workers
+are stopped; a worker that does not stop within STOP_WAIT is cancelled (a lease keeper whose cancellation was
+swallowed by a Redis call can keep a finished batch look waiting: see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ MODELS = ("gpt-4o-mini", "gpt-5-mini")
 TEAMS = ("research", "support", "analytics")
 URGENT_TEAM = "urgent"
 ARMS = {"fixed": None, "learned": 0.99, "learned90": 0.9}
+STOP_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -274,14 +277,17 @@ async def main(args: argparse.Namespace) -> None:
                 while not await all_final(arm):  # noqa: ASYNC110 - the jobs live in Redis: nothing to wait on here
                     await asyncio.sleep(1.0)
             elapsed = time.monotonic() - started
-            stop.set()
-            await asyncio.gather(*workers)
             print(
                 f"calls {args.calls} per arm, compression {args.compression:g}x, seed {args.seed}, arrivals "
-                f"{arrivals:.0f} s, all answered after {elapsed:.0f} s"
+                f"{arrivals:.0f} s, all answered after {elapsed:.0f} s",
+                flush=True,
             )
             for arm in arms:
-                print(arm.name, await outcome(arm))
+                print(arm.name, await outcome(arm), flush=True)
+            stop.set()
+            _, stuck = await asyncio.wait(workers, timeout=STOP_WAIT)
+            for task in stuck:  # see the module docstring: a lease keeper can swallow its cancellation
+                task.cancel()
         finally:
             for arm in arms:
                 await close_runtime(arm.runtime)

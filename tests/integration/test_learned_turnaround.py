@@ -83,4 +83,11 @@ async def test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_
             assert done.attempts == 0  # the stall was the provider's, not the job's
         registry = env.runtime.metrics.registry
         assert registry.get_sample_value("batchgate_batches_stalled_total", {"queue": MODEL}) == 1
-        assert (await load_turnarounds(env.store, env.runtime.config, MODEL))[ALL].seen == 4  # the cancelled one
+        learned_from = (await load_turnarounds(env.store, env.runtime.config, MODEL))[ALL].seen
+        assert learned_from == 4  # three seeded and the completed batch: the cancelled one says nothing
+        watcher = Worker(env.runtime, worker_id="w2").queue_watch
+        assert await watcher.refresh(await env.store.batches.groups(), force=True)
+        labels = {"queue": MODEL, "band": "all", "quantile": "0.99"}
+        learned_p99 = registry.get_sample_value("batchgate_batch_turnaround_learned_seconds", labels)
+        assert learned_p99 is not None
+        assert 0 < learned_p99 < 5
