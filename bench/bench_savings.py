@@ -63,6 +63,7 @@ TEAMS = ("research", "support", "analytics")
 URGENT_TEAM = "urgent"
 ARMS = {"fixed": None, "learned": 0.99, "learned90": 0.9}
 STOP_WAIT = 30.0
+LEDGER_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ async def outcome(arm: Arm) -> dict[str, Any]:
     waste_usd = sum(Decimal(row["waste_usd"]) for row in deferrable)
     forfeited_usd = sum(Decimal(row["forfeited_usd"]) for row in deferrable)
     totals = report["totals"]
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=LEDGER_TIMEOUT) as client:  # the simulator prices every line: slow
         bill = (await client.get(arm.simulator_url + "/_sim/ledger")).json()["totals"]["cost_usd"]
     charged = Decimal(totals["paid_usd"]) + Decimal(totals["waste_usd"])
     registry = runtime.metrics.registry
