@@ -106,6 +106,8 @@ class QueueStats:
     batches_by_state: Mapping[str, int] = field(default_factory=dict)
     oldest_open_batch_created_at: float | None = None
     turnaround_estimate_seconds: float | None = None
+    # learned batch turnaround (proxy/jobs/turnaround.py): (band, quantile) -> seconds, learned bands only
+    turnaround_quantiles: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +153,15 @@ class QueueCollector(Collector):
             "Configured expected batch turnaround (batch.turnaround_estimate)",
             labels=["queue"],
         )
+        learned = GaugeMetricFamily(
+            "batchgate_batch_turnaround_learned_seconds",
+            "Learned batch turnaround (submission to end) at a quantile, per batch-size band (`all`: every size)",
+            labels=["queue", "band", "quantile"],
+        )
         for stats in snapshot.queues:
             queue = self._queue_label(stats.queue)
+            for (band, quantile), seconds in stats.turnaround_quantiles.items():
+                learned.add_metric([queue, band, quantile], seconds)
             depth.add_metric([queue], stats.depth)
             oldest.add_metric([queue], _age(now, stats.oldest_enqueued_at))
             open_age.add_metric([queue], _age(now, stats.oldest_open_batch_created_at))
@@ -164,7 +173,7 @@ class QueueCollector(Collector):
             "batchgate_queue_snapshot_age_seconds", "Seconds since the worker last read the queues from Redis"
         )
         snapshot_age.add_metric([], max(now - snapshot.taken_at, 0.0))
-        yield from (depth, oldest, batches, open_age, turnaround, snapshot_age)
+        yield from (depth, oldest, batches, open_age, turnaround, learned, snapshot_age)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -275,6 +284,12 @@ class Metrics:
             "batchgate_batches_finished",
             "Provider batches ingested, by final state",
             ["queue", "state"],
+            registry=r,
+        )
+        self.batches_stalled = Counter(
+            "batchgate_batches_stalled",
+            "Provider batches declared stalled (no progress past the learned turnaround) and cancelled",
+            ["queue"],
             registry=r,
         )
         self.webhook_deliveries = Counter(
@@ -405,6 +420,9 @@ class Metrics:
         queue, state = self.model(queue), state if state in BATCH_STATES else OTHER
         self.batch_turnaround.labels(queue, state).observe(max(turnaround_seconds, 0.0))
         self.batches_finished.labels(queue, state).inc()
+
+    def record_batch_stalled(self, *, queue: str) -> None:
+        self.batches_stalled.labels(self.model(queue)).inc()
 
     def record_capacity(self, *, queue: str, enqueued: int, budget: int | None) -> None:
         """A queue's enqueued-token count and budget as the submitter last read them (budget None: unlimited,

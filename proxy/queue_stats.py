@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.jobs.turnaround_book import REPORTED_QUANTILES, load_turnarounds
 from proxy.metrics import Metrics, QueueSnapshot, QueueStats
 from proxy.settings import Config
 from proxy.store.records import BatchRecord
@@ -127,8 +128,14 @@ def open_batch(record: BatchRecord, group: str) -> OpenBatch:
     )
 
 
-def snapshot_of(views: list[QueueView], config: Config | None, taken_at: float) -> QueueSnapshot:
-    """The metrics' view of the queues (gauges rendered by `proxy.metrics.QueueCollector`)."""
+def snapshot_of(
+    views: list[QueueView],
+    config: Config | None,
+    taken_at: float,
+    turnarounds: Mapping[str, Mapping[tuple[str, str], float]] | None = None,
+) -> QueueSnapshot:
+    """The metrics' view of the queues (gauges rendered by `proxy.metrics.QueueCollector`); `turnarounds`: each
+    group's learned turnaround quantiles, (band, quantile) -> seconds."""
     return QueueSnapshot(
         taken_at=taken_at,
         queues=tuple(
@@ -141,10 +148,19 @@ def snapshot_of(views: list[QueueView], config: Config | None, taken_at: float) 
                 turnaround_estimate_seconds=(
                     config.batch_knobs(view.group).turnaround_estimate if config is not None else None
                 ),
+                turnaround_quantiles=(turnarounds or {}).get(view.group, {}),
             )
             for view in views
         ),
     )
+
+
+async def learned_quantiles(store: Store, config: Config, group: str) -> dict[tuple[str, str], float]:
+    """(band, quantile) -> seconds of every band of `group` whose turnaround is learned."""
+    bands = await load_turnarounds(store, config, group)
+    return {
+        (band, str(q)): dist.quantile(q) for band, dist in bands.items() if dist.learned for q in REPORTED_QUANTILES
+    }
 
 
 class QueueWatch:
@@ -176,7 +192,9 @@ class QueueWatch:
             return False
         self._next = now + self._interval
         views = await read_queues(self._store, groups)
-        self._metrics.update_queues(snapshot_of(views, self._config(), time.time()))
+        config = self._config()
+        turnarounds = {view.group: await learned_quantiles(self._store, config, view.group) for view in views}
+        self._metrics.update_queues(snapshot_of(views, config, time.time(), turnarounds))
         problems = await self._store.accounts.all()
         self._metrics.set_account_problems((problem.group, problem.code) for problem in problems)
         return True

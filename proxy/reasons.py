@@ -27,6 +27,8 @@ class RescueReason(StrEnum):
     """Its line failed transiently (or went missing from a completed batch) with no time left for another batch."""
     FLEX_UNAVAILABLE = "flex_unavailable"
     """A flex job whose flex call was refused for capacity (429): answered at list price."""
+    BATCH_STALLED = "batch_stalled"
+    """Its batch showed no progress past what the learned turnaround allows, and no new batch fits the deadline."""
 
 
 class FailureReason(StrEnum):

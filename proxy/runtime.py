@@ -14,6 +14,7 @@ from proxy.auth import KeyRing
 from proxy.config_scope import RestartRequired, static_difference
 from proxy.delivery.waiting import JobWaiters
 from proxy.events import NullEvents, WorkerEvents
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.logs import mask_secrets_in_logs
 from proxy.metrics import Metrics, known_labels
 from proxy.pricing import PriceBook
@@ -57,6 +58,7 @@ class Runtime:
     simulated: bool = False
     fallback_master_key: str | None = None
     started_at: float = 0.0
+    turnarounds: TurnaroundBook | None = None  # the learned batch turnarounds, cached (set by build_runtime)
 
     def completion_client(self, model_name: str) -> CompletionClient:
         return self.providers.completion(model_name)
@@ -118,6 +120,7 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         fallback_master_key=fallback_key,
         started_at=time.time(),
     )
+    runtime.turnarounds = TurnaroundBook(store, lambda: runtime.config)
     runtime.events = events or Telemetry(metrics, runtime.accounting, prices=lambda: runtime.prices)
     mask_secrets_in_logs(secrets_to_mask(config, fallback_key))
     if fallback_key and config.auth.master_key is None:

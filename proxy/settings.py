@@ -173,6 +173,14 @@ class WorkerConfig(StrictModel):
     # after a provider account problem (quota, billing, 401/403) stopped batch submission: how often one submission
     # is tried again as a probe (its success clears the problem)
     account_probe_interval: Seconds = 60.0
+    # learned turnaround (proxy/jobs/turnaround.py): a batch lane fits, and a waiting job stays, while its batch
+    # ends before the deadline with this confidence; until `turnaround_min_batches` batches of a group were seen
+    # its configured turnaround_estimate is used instead
+    turnaround_confidence: float = Field(default=0.99, gt=0, lt=1)
+    turnaround_min_batches: int = Field(default=20, ge=1)
+    turnaround_half_life: Seconds = 3 * 86400.0
+    # a running batch with no finished line past this quantile of its learned turnaround is declared stalled
+    stall_quantile: float = Field(default=0.995, gt=0, lt=1)
 
 
 class WebhookConfig(StrictModel):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.accounting import Accounting
+from proxy.jobs.turnaround_book import load_turnarounds, turnaround_json
 from proxy.queue_stats import read_queues
 from proxy.settings import DEV_MASTER_KEY, Config
 from proxy.store.store import Store
@@ -52,8 +53,17 @@ async def collect_status(
         "savings": report.to_json(),
         "reconciliation": reconciliation,
         "queues": [view.to_json(now, with_ids=with_ids) for view in views],
-        "models": models_json(config) if config is not None else [],
+        "models": await _with_turnarounds(store, config, models_json(config)) if config is not None else [],
     }
+
+
+async def _with_turnarounds(store: Store, config: Config, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each model's entry with its learned batch turnaround (`turnaround`: quantiles in seconds, per band)."""
+    confidence = config.worker.turnaround_confidence
+    for entry in models:
+        bands = await load_turnarounds(store, config, entry["model"])
+        entry["turnaround"] = turnaround_json(bands, confidence=confidence)
+    return models
 
 
 def models_json(config: Config) -> list[dict[str, Any]]:
@@ -134,6 +144,7 @@ def render_status(document: dict[str, Any], *, source: str) -> str:
             f"  {queue['model']:<16} waiting {queue['waiting']:>5} (oldest {seconds_text(queue['oldest_age_seconds'])})"
             f"  sync lane {queue['sync_waiting'] + queue['sync_running']:>3}  open batches: {batches}"
         )
+    lines.extend(turnaround_lines(document.get("models") or []))
     in_flight = [batch for queue in document["queues"] for batch in queue["batches"]]
     lines.append("In-flight batches")
     if not in_flight:
@@ -147,6 +158,22 @@ def render_status(document: dict[str, Any], *, source: str) -> str:
             f" done ({progress})  {batch['jobs']} jobs  age {seconds_text(batch['age_seconds'])}"
         )
     return "\n".join(lines)
+
+
+def turnaround_lines(models: list[dict[str, Any]]) -> list[str]:
+    """Each model's batch turnaround: learned quantiles, or the configured estimate until enough batches."""
+    lines = ["Batch turnaround"] if models else []
+    for model in models:
+        turnaround = model.get("turnaround")
+        if not turnaround:
+            continue
+        quantiles = "  ".join(f"{name} {seconds_text(value)}" for name, value in turnaround["seconds"].items())
+        source = "learned" if turnaround["learned"] else "estimate (not yet learned)"
+        lines.append(
+            f"  {model['model']:<16} {source:<26} {quantiles}  at {turnaround['confidence']:.0%}:"
+            f" {seconds_text(turnaround['at_confidence_seconds'])}  batches seen {turnaround['batches_seen']}"
+        )
+    return lines
 
 
 def reconciliation_lines(kept: dict[str, Any]) -> list[str]:

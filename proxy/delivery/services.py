@@ -9,6 +9,7 @@ import redis.asyncio
 
 from proxy.delivery.waiting import JobWaiters
 from proxy.events import WorkerEvents
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.metrics import Metrics
 from proxy.settings import Config
 from proxy.store.store import Store
@@ -36,3 +37,6 @@ class DeliveryServices(WebhookServices, Protocol):
     def store(self) -> Store: ...
     @property
     def waiters(self) -> JobWaiters: ...
+    @property
+    def turnarounds(self) -> TurnaroundBook | None:
+        """The learned batch turnarounds (a job's flush time and ETA); None: the configured estimates."""

@@ -26,6 +26,9 @@ def job_object(view: JobView) -> dict[str, Any]:
         "deadline": format_instant(datetime.fromtimestamp(view.deadline).astimezone()) if view.deadline else None,
         "lane": view.lane,
     }
+    if view.eta is not None and view.eta_p90 is not None and view.lane == "batch" and not view.rescued:
+        rendered["eta"] = int(view.eta)  # when its batch is expected to end (unix seconds), and pessimistically
+        rendered["eta_p90"] = int(view.eta_p90)
     if view.rescued:
         rendered["rescued"] = True
     if view.finished_at is not None:

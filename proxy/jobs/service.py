@@ -16,6 +16,7 @@ from proxy.auth import Caller
 from proxy.errors import Conflict, InvalidRequest, NotFound
 from proxy.events import WorkerEvents
 from proxy.jobs.timing import flush_by
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.providers.base import BatchClient, ProviderError
 from proxy.reasons import RescueReason
 from proxy.settings import Config
@@ -60,19 +61,25 @@ async def accept(
     fingerprint: str = "",
     attach: bool = True,
     events: WorkerEvents | None = None,
+    turnarounds: TurnaroundBook | None = None,
 ) -> JobView:
     """Write the job durably on the decided lane (once per Idempotency-Key and caller); return it as stored.
 
     Its queue must be flushed by the rule's `max_wait` (else the queue's) or, sooner, by the last moment a batch
     still meets its deadline. `fingerprint` and `attach` as in JobStore.accept. Raises Conflict when the
     Idempotency-Key belongs to another model's job, or to a job that has expired; Unprocessable (422) when it was
-    first used with another body.
+    first used with another body. `turnarounds`: the learned turnaround, for the flush time and the job's ETA (None:
+    the configured estimate, no ETA).
     """
     model = str(body["model"])
     knobs = config.batch_knobs(model)
     margin = config.worker.safety_margin
     now = store.clock()
+    turnaround = turnarounds.need(model) if turnarounds is not None else knobs.turnaround_estimate
     deadline = decision.deadline.timestamp() if decision.deadline is not None else None
+    max_wait = decision.max_wait if decision.max_wait is not None else knobs.max_wait
+    due = flush_by(now, deadline=deadline, max_wait=max_wait, turnaround=turnaround, margin=margin)
+    eta = turnarounds.eta(model, start=max(now, due)) if turnarounds is not None and decision.lane == "batch" else None
     if decision.lane == "sync":
         log.info(
             "deferred call goes to the sync lane: %s", decision.reason, extra={"model": model, "caller": caller.name}
@@ -87,9 +94,9 @@ async def accept(
         delivery=decision.delivery or config.delivery.default,
         callback_url=decision.callback_url,
         max_wait=decision.max_wait,
+        eta=eta.eta if eta is not None else None,
+        eta_p90=eta.eta_p90 if eta is not None else None,
     )
-    max_wait = decision.max_wait if decision.max_wait is not None else knobs.max_wait
-    due = flush_by(now, deadline=deadline, max_wait=max_wait, turnaround=knobs.turnaround_estimate, margin=margin)
     view, created = await store.jobs.accept(
         job,
         flush_by=due,

@@ -22,6 +22,7 @@ from proxy.errors import (
     UpstreamError,
     provider_error_object,
 )
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
@@ -47,7 +48,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     payload, size = await read_json_body(request, config.limits.max_body_bytes)
     chat = parse_chat_request(payload, size, config)
     request.state.model = chat.model
-    decision = decide_for(config, caller, chat, request.headers)
+    decision = decide_for(config, caller, chat, request.headers, runtime.turnarounds)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
     request.state.decision_header = decision_header[DECISION_HEADER]  # for an error answer (error_decision)
@@ -84,7 +85,13 @@ def refused_decision(error: ApiError) -> str:
     return f"lane=none; reason={error.code or error.error_type}"
 
 
-def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mapping[str, str]) -> Decision:
+def decide_for(
+    config: Config,
+    caller: Caller,
+    chat: ChatRequest,
+    headers: Mapping[str, str],
+    turnarounds: TurnaroundBook | None = None,
+) -> Decision:
     facts = RequestFacts(
         caller_name=caller.name,
         team=caller.team,
@@ -97,7 +104,8 @@ def decide_for(config: Config, caller: Caller, chat: ChatRequest, headers: Mappi
         batch_blocker=batch_blocker_for(config, chat.model, chat.body),
         dropped_fields=dropped_fields_for(config, chat.model, chat.body),
     )
-    lanes = lane_facts(config, chat.model)
+    learned = turnarounds.need(chat.model) if turnarounds is not None else None  # None: the configured estimate
+    lanes = lane_facts(config, chat.model, batch_turnaround=learned)
     return decide(config.policy, facts, lanes, datetime.now(UTC))
 
 

@@ -6,6 +6,7 @@ engine, and render what it answers back into their own shapes.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -132,6 +133,15 @@ class Engine:
 
     # batches
 
+    def _drawn(self, opts: SimulatorOptions) -> SimulatorOptions:
+        """The knobs of one new batch: its own turnaround (turnaround_sigma) and whether it stalls (stall_rate)."""
+        changes: dict[str, Any] = {}
+        if opts.turnaround_sigma > 0:
+            changes["turnaround_s"] = opts.turnaround_s * math.exp(self._rng.gauss(0.0, opts.turnaround_sigma))
+        if opts.stall_rate > 0 and self._rng.random() < opts.stall_rate:
+            changes["finish_fraction"] = 0.0
+        return opts.updated(changes) if changes else opts
+
     def create_batch(
         self,
         batch_id: str,
@@ -150,7 +160,7 @@ class Engine:
         `token_limit_exceeded` issue ("fail", OpenAI) or not registered at all: TokenLimitExceeded is raised
         ("refuse", Azure fail-fast). With `expires=False` it never expires (Azure global batch). `options`: the
         knobs the batch runs by (default: those in force), for a face whose provider has no finalizing phase."""
-        opts = options or self.options
+        opts = self._drawn(options or self.options)
         lines = []
         issues = list(issues)
         if not issues:

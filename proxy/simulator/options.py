@@ -47,6 +47,15 @@ class SimulatorOptions(BaseModel):
 
     # batches (all durations in seconds of compressed time)
     turnaround_s: float = Field(default=3.0, ge=0, description="batch creation -> completed, end to end")
+    turnaround_sigma: float = Field(
+        default=0.0,
+        ge=0,
+        description="when > 0, each batch's turnaround is drawn log-normally: median turnaround_s, this sigma (of "
+        "the log; 1.08 gives p90 = 4 x median, p99 = 12 x median, as published batch turnarounds spread)",
+    )
+    stall_rate: Rate = Field(
+        default=0.0, ge=0, le=1, description="share of batches that stall: no line finishes until expiry or cancel"
+    )
     validating_s: float = Field(default=0.2, ge=0, description="time spent in `validating` (within turnaround)")
     finalizing_s: float = Field(default=0.2, ge=0, description="time spent in `finalizing` (within turnaround)")
     expiry_s: float = Field(default=86400.0, gt=0, description="batch creation -> expired, if not finished")

@@ -181,10 +181,14 @@ class BatchStore(StorePart):
             flat = await self.scripts.bodies(keys=[keys.job(job_id) for job_id in chunk], args=[batch_id, *chunk])
             yield [(decoded(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    async def mark_submitted(self, tag: str, batch_id: str, job_ids: list[str]) -> None:
+    async def mark_submitted(
+        self, tag: str, batch_id: str, job_ids: list[str], *, eta: tuple[float, float] | None = None
+    ) -> None:
+        """The batch's jobs show `submitted` (and, given, the batch's ETA: median and 90th percentile, unix s)."""
+        args = [batch_id, *((repr(eta[0]), repr(eta[1])) if eta is not None else ())]
         for start in range(0, len(job_ids), MARK_CHUNK):
             chunk = job_ids[start : start + MARK_CHUNK]
-            await self.scripts.mark_submitted(keys=[keys.job(job_id) for job_id in chunk], args=[batch_id])
+            await self.scripts.mark_submitted(keys=[keys.job(job_id) for job_id in chunk], args=args)
         await self.update(tag, batch_id, jobs_marked="1")
 
     async def due(self, tag: str, *, limit: int = 20) -> list[str]:

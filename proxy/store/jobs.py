@@ -150,7 +150,7 @@ class JobStore(StorePart):
             created_at=self.clock(), deadline=job.deadline, lane=job.lane, delivery=job.delivery,
             callback_url=job.callback_url, owner="" if job.lane == "batch" else SYNC_OWNER, batch=None,
             attempts=0, batch_failures=0, rescued=False, rescue_reason=None, finished_at=None, response=None,
-            error=None, max_wait=job.max_wait,
+            error=None, max_wait=job.max_wait, eta=job.eta, eta_p90=job.eta_p90,
         )  # fmt: skip
 
     async def get(self, job_id: str) -> JobView | None:

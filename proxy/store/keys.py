@@ -205,3 +205,8 @@ def batch_lines(tag: str, batch_id: str) -> str:
 def reconciliation() -> str:
     """HASH: the last per-batch reconciliation of recorded against billed usage (see worker/reconcile.py)."""
     return f"{PREFIX}:{{acct}}:reconciliation"
+
+
+def turnaround(tag: str, band: str) -> str:
+    """HASH of a group's learned batch turnaround for one batch-size band (proxy/store/turnarounds.py)."""
+    return f"{PREFIX}:{{{tag}}}:turnaround:{band}"

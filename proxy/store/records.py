@@ -60,6 +60,8 @@ class NewJob:
     delivery: str = "async"
     callback_url: str | None = None
     max_wait: float | None = None  # the policy rule's, for this job's flush; None: the queue's
+    eta: float | None = None  # when its batch is expected to end (unix seconds): median, and 90th percentile
+    eta_p90: float | None = None
 
 
 def encode_new_job(
@@ -75,6 +77,7 @@ def encode_new_job(
         "created_at", repr(created_at), "attempts", 0, "status", "queued",
         "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
         "max_wait", "" if job.max_wait is None else repr(job.max_wait), "tokens", tokens,
+        "eta", "" if job.eta is None else repr(job.eta), "eta_p90", "" if job.eta_p90 is None else repr(job.eta_p90),
     ]  # fmt: skip
 
 
@@ -103,6 +106,8 @@ class JobView:
     error: dict[str, Any] | None
     upstream_request_id: str | None = None
     max_wait: float | None = None
+    eta: float | None = None
+    eta_p90: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -141,6 +146,8 @@ class JobView:
             error=orjson.loads(error) if error else None,
             upstream_request_id=_text(raw, "upstream_request_id") or None,
             max_wait=_number(raw, "max_wait"),
+            eta=_number(raw, "eta"),
+            eta_p90=_number(raw, "eta_p90"),
         )
 
 

@@ -136,7 +136,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: job keys…   ARGV: batch id  (marks the batch's jobs `submitted`, in chunks)
+# KEYS: job keys…   ARGV: batch id[, eta, eta_p90]  (marks the batch's jobs `submitted`, in chunks, with its ETA)
 MARK_SUBMITTED = (
     FINAL
     + """
@@ -145,6 +145,9 @@ for i = 1, #KEYS do
   local cur = redis.call('HMGET', KEYS[i], 'owner', 'status')
   if cur[1] == ARGV[1] and not final(cur[2]) then
     redis.call('HSET', KEYS[i], 'status', 'submitted')
+    if ARGV[2] then
+      redis.call('HSET', KEYS[i], 'eta', ARGV[2], 'eta_p90', ARGV[3])
+    end
     n = n + 1
   end
 end

@@ -18,6 +18,7 @@ from proxy.store.ledger import LedgerStore
 from proxy.store.outcomes import Outcomes
 from proxy.store.scripts import Scripts
 from proxy.store.snapshots import QueueSnapshots
+from proxy.store.turnarounds import TurnaroundStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Store:
     leases: LeaseStore
     holds: HoldOutcomes
     accounts: AccountProblems
+    turnarounds: TurnaroundStore
     clock: Callable[[], float]
 
     @classmethod
@@ -50,5 +52,6 @@ class Store:
             leases=LeaseStore(client, scripts),
             holds=HoldOutcomes(client),
             accounts=AccountProblems(client, scripts, clock=clock),
+            turnarounds=TurnaroundStore(client, scripts, clock=clock),
             clock=clock,
         )

@@ -168,7 +168,7 @@ class Capacity:
                 job.created_at,
                 deadline=job.deadline,
                 max_wait=max_wait,
-                turnaround=knobs.turnaround_estimate,
+                turnaround=ctx.turnaround(record.group),
                 margin=margin,
             )
             await ctx.store.outcomes.requeue(job_id, owner=record.id, score=score, count_attempt=False)

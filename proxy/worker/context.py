@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from proxy.events import WorkerEvents
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.metrics import Metrics
 from proxy.pricing import PriceBook
 from proxy.providers.base import BatchClient, CompletionClient
@@ -62,6 +63,7 @@ class WorkerContext:
     leases: Leases
     events: WorkerEvents
     worker_id: str
+    turnarounds: TurnaroundBook
     clock: Callable[[], float] = time.time
     pause_at: str | None = None
     pause_marker: Path | None = None
@@ -75,6 +77,10 @@ class WorkerContext:
 
     def knobs(self, group: str) -> BatchKnobs:
         return self.runtime.config.batch_knobs(group)
+
+    def turnaround(self, group: str) -> float:
+        """Seconds a batch of `group` started now needs at the configured confidence (learned, else estimated)."""
+        return self.turnarounds.need(group)
 
     def supports_flex(self, group: str) -> bool:
         deployment = self.runtime.config.deployment(group)

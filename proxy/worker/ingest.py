@@ -195,13 +195,13 @@ class Ingester:
             capacity = rescue is RescueReason.BATCH_EXPIRED and job.deadline is not None
             exhausted = job.batch_failures >= 1 if batch_failure else job.attempts + 1 >= MAX_ATTEMPTS and not capacity
             if not exhausted and batch_lane_fits(
-                now, deadline=job.deadline, turnaround=knobs.turnaround_estimate, margin=margin
+                now, deadline=job.deadline, turnaround=ctx.turnaround(record.group), margin=margin
             ):
                 score = flush_by(
                     now,
                     deadline=job.deadline,
                     max_wait=job.max_wait if job.max_wait is not None else knobs.max_wait,
-                    turnaround=knobs.turnaround_estimate,
+                    turnaround=ctx.turnaround(record.group),
                     margin=margin,
                 )
                 if await ctx.store.outcomes.requeue(

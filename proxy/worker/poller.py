@@ -16,11 +16,15 @@ from proxy.store.records import BatchRecord
 from proxy.worker.context import WorkerContext
 from proxy.worker.ingest import Ingester
 from proxy.worker.reconcile import reconcile
+from proxy.worker.stalls import handle_stall
 from proxy.worker.submitter import Submitter
 
 log = logging.getLogger("batchgate.worker.poller")
 
 BACKOFF = 1.5
+# the ends a batch's turnaround is learned from: finished, or given up by the provider (its window is its tail);
+# a batch we cancelled says nothing of how long it would have taken
+LEARNED_FROM = frozenset({BatchState.COMPLETED, BatchState.EXPIRED})
 
 
 class Poller:
@@ -69,6 +73,15 @@ class Poller:
                 await self._wait(record, info)
         except ProviderError as exc:  # fetching the results
             await self._call_failed(record, exc, where="results")
+            return
+        if not info.state.is_terminal:
+            try:
+                if await handle_stall(ctx, record, info):  # its cancel is looked at soon, its lines ingested
+                    await ctx.store.batches.schedule(
+                        tag, batch_id, at=ctx.clock() + ctx.worker_config.poll_interval_min
+                    )
+            except ProviderError as exc:  # cancelling the stalled batch
+                await self._call_failed(record, exc, where="poll")
 
     async def _call_failed(self, record: BatchRecord, exc: ProviderError, *, where: str) -> None:
         """A poll or a results download failed. An account problem (a 401/403: key revoked, scope missing; quota)
@@ -93,10 +106,14 @@ class Poller:
 
     async def _end(self, record: BatchRecord, info: BatchInfo) -> None:
         ctx = self.ctx
+        turnaround = ctx.clock() - (record.submitted_at or record.created_at)
         tally = await self.ingester.ingest(record, info)
         await reconcile(ctx, record, info, tally.recorded)
         await ctx.store.batches.update(record.tag, record.id, provider_state=info.state.value)
         await ctx.store.batches.close(record.tag, record.id, retention=ctx.worker_config.result_ttl)
+        if info.state in LEARNED_FROM and not record.cancel_requested and record.submitted_at:
+            # after the close: a crash in between loses one observation rather than counting it twice
+            await ctx.turnarounds.observe(record.group, jobs=record.jobs, seconds=turnaround)
         await self._cleanup(record)
         log.info(
             "batch ended",
@@ -111,7 +128,7 @@ class Poller:
             succeeded=tally.succeeded,
             retried=tally.retried,
             failed=tally.failed,
-            turnaround=ctx.clock() - (record.submitted_at or record.created_at),
+            turnaround=turnaround,
         )
 
     async def _cleanup(self, record: BatchRecord) -> None:

@@ -1,8 +1,9 @@
 """The deadline guard: a job that its batch will not answer in time goes to the synchronous lane.
 
 For each group it reads the jobs whose deadline falls within reach (the deadlines ZSET), estimates when their
-batch will end (the batch's age against the model's turnaround estimate, its progress once it is overdue) and
-moves every job at risk to the sync queue. A batch with nothing left worth waiting for is cancelled upstream.
+batch will end at the configured confidence (the learned turnaround given the batch's age, proxy/jobs/turnaround.py;
+until learned, the turnaround estimate; past all that, the batch's own pace) and moves every job at risk to the
+sync queue. A batch with nothing left worth waiting for is cancelled upstream.
 
 A job still queued at that point was held back (the model's batch capacity was spent): it is sent at the flex
 tier when the model has one and flex still meets the deadline (half price, like the batch), else at list price.
@@ -14,6 +15,8 @@ import logging
 from collections.abc import Callable
 
 from proxy.jobs.timing import at_risk, flush_slack, remaining_estimate
+from proxy.jobs.turnaround import ALL, Turnaround
+from proxy.jobs.turnaround_book import for_batch
 from proxy.reasons import RescueReason
 from proxy.store.accounts import AccountProblem
 from proxy.store.outcomes import Answer
@@ -25,6 +28,7 @@ from proxy.worker.ingest import report_finished
 log = logging.getLogger("batchgate.worker.rescuer")
 
 WINDOW = 500
+REACH_QUANTILE = 0.9999  # how far ahead deadlines are looked at: a running batch's conditional need can exceed p99
 
 
 # (tag, group, batch id): have cancel_if_pointless run in a task of its own, off the guard's path
@@ -40,9 +44,12 @@ class Rescuer:
         """One pass of the guard over a group; True when a job left a batch for the sync lane."""
         ctx = self.ctx
         now = ctx.clock()
-        turnaround = ctx.knobs(group).turnaround_estimate
+        bands = await ctx.turnarounds.fresh(group)
+        confidence = ctx.worker_config.turnaround_confidence
+        turnaround = bands[ALL].quantile(confidence)
         margin = ctx.worker_config.safety_margin
-        horizon = now + margin + turnaround + flush_slack(turnaround)
+        reach = max(turnaround, *(dist.quantile(REACH_QUANTILE) for dist in bands.values()))
+        horizon = now + margin + reach + flush_slack(reach)
         entries = await ctx.store.outcomes.near_deadline(tag, until=horizon, limit=WINDOW)
         if not entries:
             return False
@@ -56,7 +63,7 @@ class Rescuer:
             if owner:
                 if owner not in batches:
                     batches[owner] = await ctx.store.batches.get(tag, owner)
-                remaining = self._batch_remaining(batches[owner], now, turnaround)
+                remaining = self._batch_remaining(batches[owner], now, bands, confidence)
                 why = RescueReason.DEADLINE_AT_RISK_IN_BATCH
             else:
                 remaining = turnaround
@@ -109,8 +116,20 @@ class Rescuer:
         return True
 
     @staticmethod
-    def _batch_remaining(record: BatchRecord | None, now: float, turnaround: float) -> float:
+    def _batch_remaining(
+        record: BatchRecord | None, now: float, bands: dict[str, Turnaround], confidence: float
+    ) -> float:
+        """Seconds the job's batch still needs at `confidence`, given that it has not ended yet."""
         if record is None or record.state != "submitted":
-            return turnaround  # not yet running upstream
+            return bands[ALL].quantile(confidence)  # not yet running upstream
         started = record.submitted_at or record.created_at
-        return remaining_estimate(now, started_at=started, turnaround=turnaround, progress=record.progress)
+        dist = for_batch(bands, record.jobs)
+        if not dist.learned:
+            return remaining_estimate(now, started_at=started, turnaround=dist.prior, progress=record.progress)
+        if record.progress is not None and record.progress >= 1:
+            return 0.0
+        left = dist.remaining(now - started, confidence)
+        if left is not None:
+            return left
+        # older than every batch seen: only its own pace can tell (none known: the safety margin alone)
+        return remaining_estimate(now, started_at=started, turnaround=0.0, progress=record.progress)

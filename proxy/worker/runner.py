@@ -24,6 +24,7 @@ from functools import partial
 from proxy.delivery.webhooks.deliverer import WebhookDeliverer
 from proxy.events import WorkerEvents
 from proxy.jobs.service import cancel_if_pointless
+from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.queue_stats import QueueWatch
 from proxy.store.store import Store
 from proxy.worker.context import WorkerContext, WorkerServices, new_worker_id, pause_from_environment
@@ -67,6 +68,7 @@ class Worker:
             leases=Leases(store.leases, owner=owner, ttl=runtime.config.worker.lease),
             events=events or runtime.events,
             worker_id=owner,
+            turnarounds=TurnaroundBook(store, lambda: runtime.config),
             clock=clock,
             pause_at=pause_at,
             pause_marker=marker,

@@ -277,5 +277,11 @@ class Submitter:
         """Jobs of a submitted batch show `submitted`; then the batch is polled."""
         ctx = self.ctx
         ids = job_ids if job_ids is not None else await ctx.store.batches.job_ids(tag, batch_id)
-        await ctx.store.batches.mark_submitted(tag, batch_id, ids)
+        record = await ctx.store.batches.get(tag, batch_id)
+        eta = None
+        if record is not None and record.submitted_at is not None:
+            started = record.submitted_at
+            forecast = ctx.turnarounds.eta(record.group, start=started, jobs=len(ids))
+            eta = (forecast.eta, forecast.eta_p90)
+        await ctx.store.batches.mark_submitted(tag, batch_id, ids, eta=eta)
         await ctx.store.batches.schedule(tag, batch_id, at=ctx.clock() + ctx.worker_config.poll_interval_min)

@@ -83,7 +83,7 @@ class FailedBatch(Generic[C]):
     async def _room_for_another_batch(self, record: BatchRecord) -> bool:
         """Whether any job of the batch can still wait for another batch before its deadline."""
         ctx = self.ctx
-        turnaround, margin = ctx.knobs(record.group).turnaround_estimate, ctx.worker_config.safety_margin
+        turnaround, margin = ctx.turnaround(record.group), ctx.worker_config.safety_margin
         now = ctx.clock()
         views = await ctx.store.jobs.get_many(await ctx.store.batches.job_ids(record.tag, record.id))
         return any(

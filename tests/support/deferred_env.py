@@ -61,19 +61,30 @@ class DeferredEnv:
         caller: Caller = ALICE,
         idempotency_key: str | None = None,
     ) -> JobView:
-        """Accept a job as the chat route does: with a deadline, the policy's choose_lane settles the lane."""
+        """Accept a job as the chat route does: with a deadline, the policy's choose_lane settles the lane (at the
+        learned turnaround, once learned)."""
         config = self.runtime.config
+        turnarounds = self.runtime.turnarounds
+        assert turnarounds is not None
+        await turnarounds.fresh(str(body["model"]))
         deadline, reason, rescue_reason = None, "test", None
         if deadline_in is not None:
             deadline = datetime.now(UTC) + timedelta(seconds=deadline_in)
-            lanes = lane_facts(config, str(body["model"]))
+            lanes = lane_facts(config, str(body["model"]), batch_turnaround=turnarounds.need(str(body["model"])))
             lane, reason = choose_lane(lane, deadline_in, lanes)
             rescue_reason = sync_reason(lane, lanes)
         decision = Decision(
             deferred=True, lane=lane, rule="test", reason=reason, deadline=deadline, rescue_reason=rescue_reason
         )
         return await accept(
-            self.store, config, caller, body, decision, idempotency_key=idempotency_key, events=self.runtime.events
+            self.store,
+            config,
+            caller,
+            body,
+            decision,
+            idempotency_key=idempotency_key,
+            events=self.runtime.events,
+            turnarounds=turnarounds,
         )
 
 

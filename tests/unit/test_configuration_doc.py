@@ -122,6 +122,14 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_azure_models_answer_sync_and_deferred_calls_and_the_books_equal_the_bill",
     "limits.redis_idle_timeout": "tests/integration/test_redis_pool_idle.py::"
     "test_a_burst_of_connections_closes_once_idle",
+    "worker.turnaround_min_batches": "tests/unit/test_turnaround.py::"
+    "test_until_enough_batches_are_seen_the_configured_estimate_answers",
+    "worker.turnaround_half_life": "tests/integration/test_learned_turnaround.py::"
+    "test_observations_are_shared_through_redis_and_decay_with_the_half_life",
+    "worker.turnaround_confidence": "tests/unit/test_turnaround.py::"
+    "test_the_guard_keeps_a_job_while_its_batch_ends_in_time_at_the_confidence_and_not_after",
+    "worker.stall_quantile": "tests/integration/test_learned_turnaround.py::"
+    "test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_deadline",
 }
 
 NOT_YET_MAPPED = frozenset(

@@ -1,0 +1,135 @@
+"""A process's view of the learned turnarounds: read from the store, kept for a few seconds, and the numbers the
+decisions use (the turnaround a batch needs at the configured confidence, a job's ETA, a stall)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.jobs.turnaround import ALL, BANDS, TOP_BAND, Turnaround, band_of, bucket_of
+from proxy.settings import Config
+from proxy.store.store import Store
+
+REFRESH = 5.0  # seconds a loaded distribution is used before it is read again
+BAND_NAMES = (ALL, *(name for _, name in BANDS), TOP_BAND)
+ETA_QUANTILE = 0.5
+ETA_P90_QUANTILE = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Eta:
+    """When a job's batch is expected to end (unix seconds): the median and a pessimistic 90th percentile."""
+
+    eta: float
+    eta_p90: float
+
+
+class TurnaroundBook:
+    def __init__(
+        self, store: Store, config: Callable[[], Config], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self._cache: dict[str, tuple[float, dict[str, Turnaround]]] = {}
+        self._loading: dict[str, asyncio.Task[dict[str, Turnaround]]] = {}
+
+    async def fresh(self, group: str) -> dict[str, Turnaround]:
+        """Every band's turnaround of `group`, read again when the cached copy is older than REFRESH."""
+        cached = self._cache.get(group)
+        if cached is not None and self.clock() - cached[0] < REFRESH:
+            return cached[1]
+        return await self._load(group)
+
+    def cached(self, group: str) -> dict[str, Turnaround]:
+        """What is known without waiting; a stale or missing copy is reloaded in the background (the hot path
+        never waits for Redis here). Priors until the first load has completed."""
+        cached = self._cache.get(group)
+        if cached is None or self.clock() - cached[0] >= REFRESH:
+            self._load_later(group)
+        return cached[1] if cached is not None else {band: self._prior(group) for band in BAND_NAMES}
+
+    def need(self, group: str) -> float:
+        """Seconds a batch of `group` started now takes at the configured confidence (cached, see `cached`)."""
+        return self.cached(group)[ALL].quantile(self.config().worker.turnaround_confidence)
+
+    async def observe(self, group: str, *, jobs: int, seconds: float) -> None:
+        """Learn from one ended batch of `jobs` requests that took `seconds` from submission to its end."""
+        await self.store.turnarounds.observe(
+            group,
+            (band_of(jobs), ALL),
+            bucket=bucket_of(max(0.0, seconds)),
+            half_life=self.config().worker.turnaround_half_life,
+        )
+        self._cache.pop(group, None)
+
+    def eta(self, group: str, *, start: float, elapsed: float = 0.0, jobs: int | None = None) -> Eta:
+        """The ETA of a job whose batch starts (or started `elapsed` seconds before) `start + elapsed`."""
+        dist = for_batch(self.cached(group), jobs)
+        now = start + elapsed
+        median = dist.remaining(elapsed, ETA_QUANTILE) if elapsed > 0 else dist.quantile(ETA_QUANTILE)
+        p90 = dist.remaining(elapsed, ETA_P90_QUANTILE) if elapsed > 0 else dist.quantile(ETA_P90_QUANTILE)
+        return Eta(now + (median or 0.0), now + (p90 or 0.0))
+
+    def _prior(self, group: str) -> Turnaround:
+        config = self.config()
+        return Turnaround(
+            config.batch_knobs(group).turnaround_estimate, min_batches=config.worker.turnaround_min_batches
+        )
+
+    async def _load(self, group: str) -> dict[str, Turnaround]:
+        bands = await load_turnarounds(self.store, self.config(), group)
+        self._cache[group] = (self.clock(), bands)
+        return bands
+
+    def _load_later(self, group: str) -> None:
+        if group in self._loading:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self._load(group))
+        except RuntimeError:
+            return  # no loop (a synchronous caller such as `policy explain`): priors it is
+        self._loading[group] = task
+        task.add_done_callback(lambda done: self._loaded(group, done))
+
+    def _loaded(self, group: str, task: asyncio.Task[dict[str, Turnaround]]) -> None:
+        self._loading.pop(group, None)
+        if not task.cancelled():
+            task.exception()  # a failed read is retried on the next use; the cached copy stays meanwhile
+
+
+def for_batch(bands: dict[str, Turnaround], jobs: int | None) -> Turnaround:
+    """The distribution a batch of `jobs` requests is judged by: its band's once learned, else the group's."""
+    if jobs is not None:
+        band = bands.get(band_of(jobs))
+        if band is not None and band.learned:
+            return band
+    return bands[ALL]
+
+
+REPORTED_QUANTILES = (0.5, 0.9, 0.99)
+
+
+async def load_turnarounds(store: Store, config: Config, group: str) -> dict[str, Turnaround]:
+    """Every band's learned turnaround of `group`, straight from the store (the status report, the gauges)."""
+    prior = config.batch_knobs(group).turnaround_estimate
+    minimum = config.worker.turnaround_min_batches
+    counts = await store.turnarounds.load(group, BAND_NAMES)
+    return {band: Turnaround(prior, found.weights, found.seen, minimum) for band, found in counts.items()}
+
+
+def turnaround_json(bands: dict[str, Turnaround], *, confidence: float) -> dict[str, object]:
+    """A group's turnaround as the status document shows it: seconds per quantile, per band seen."""
+
+    def one(dist: Turnaround) -> dict[str, object]:
+        quantiles = {f"p{round(q * 100)}": round(dist.quantile(q), 3) for q in REPORTED_QUANTILES}
+        return {"learned": dist.learned, "batches_seen": dist.seen, "seconds": quantiles}
+
+    return {
+        **one(bands[ALL]),
+        "confidence": confidence,
+        "at_confidence_seconds": round(bands[ALL].quantile(confidence), 3),
+        "bands": {band: one(dist) for band, dist in bands.items() if band != ALL and dist.seen},
+    }
