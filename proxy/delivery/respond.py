@@ -88,6 +88,7 @@ async def respond_deferred(
         fingerprint=identity.fingerprint,
         attach=identity.attach,
         events=runtime.events,
+        group=chat.group,
     )
     if preferences.respond_async:
         return accepted_response(view, applied(respond_async=True))

@@ -1,4 +1,5 @@
-"""A job as callers see it: the `chat.completion.deferred` object (202 body, GET, list entries, webhooks)."""
+"""A job as callers see it: the `chat.completion.deferred` object (202 body, GET, list entries, webhooks); a job of
+another endpoint is its endpoint's (`embedding.deferred`, with `endpoint` and its ordinary answer inside)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 
 from proxy.durations import format_instant
+from proxy.endpoints import Endpoint, split_group
 from proxy.errors import caller_facing_error
 from proxy.store.records import JobView
 
@@ -17,15 +19,18 @@ OBJECT = "chat.completion.deferred"
 
 def job_object(view: JobView) -> dict[str, Any]:
     """The job object; `response` is embedded verbatim (the provider's bytes, never re-encoded)."""
+    model, endpoint = split_group(view.model)
     rendered: dict[str, Any] = {
         "id": view.id,
-        "object": OBJECT,
+        "object": endpoint.deferred_object,
         "status": view.status,
-        "model": view.model,
+        "model": model,
         "created_at": int(view.created_at),
         "deadline": format_instant(datetime.fromtimestamp(view.deadline).astimezone()) if view.deadline else None,
         "lane": view.lane,
     }
+    if endpoint is not Endpoint.CHAT_COMPLETIONS:
+        rendered["endpoint"] = endpoint.value
     if view.rescued:
         rendered["rescued"] = True
     if view.finished_at is not None:

@@ -60,15 +60,17 @@ async def accept(
     fingerprint: str = "",
     attach: bool = True,
     events: WorkerEvents | None = None,
+    group: str | None = None,
 ) -> JobView:
     """Write the job durably on the decided lane (once per Idempotency-Key and caller); return it as stored.
 
     Its queue must be flushed by the rule's `max_wait` (else the queue's) or, sooner, by the last moment a batch
     still meets its deadline. `fingerprint` and `attach` as in JobStore.accept. Raises Conflict when the
     Idempotency-Key belongs to another model's job, or to a job that has expired; Unprocessable (422) when it was
-    first used with another body.
+    first used with another body. `group` is the job's queue group (proxy/endpoints.py; default: the body's
+    model, a chat call).
     """
-    model = str(body["model"])
+    model = group or str(body["model"])
     knobs = config.batch_knobs(model)
     margin = config.worker.safety_margin
     now = store.clock()

@@ -13,6 +13,7 @@ from proxy.durations import format_instant, parse_instant
 from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
+from proxy.endpoints import Endpoint, queue_group
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
 from proxy.policy.lanes import batch_blocker_for, lane_facts
 from proxy.settings import Config, load_config
@@ -62,6 +63,7 @@ def explain(
     out: TextIO,
     stream: bool = False,
     body: Path | None = None,
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS,
 ) -> int:
     """Print the decision for one imagined request, the rule that made it, and why earlier ones missed.
     `body` is a JSON chat-completions body: the fields its model's batch lane cannot carry keep it off batch."""
@@ -88,9 +90,10 @@ def explain(
         prompt_tokens_estimate=prompt_tokens,
         stream=stream,
         batch_blocker=batch_blocker_for(config, model, request_body),
+        endpoint=endpoint,
     )
     moment = now or datetime.now(UTC)
-    lanes = lane_facts(config, model)
+    lanes = lane_facts(config, queue_group(model, endpoint))
     try:
         decision = decide(config.policy, facts, lanes, moment)
     except InvalidRequest as exc:
@@ -208,6 +211,13 @@ def add_arguments(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     explain_parser.add_argument("--prompt-tokens", type=int, default=0, help="estimated prompt tokens")
     explain_parser.add_argument("--stream", action="store_true", help="the request streams")
     explain_parser.add_argument("--body", type=Path, help="a JSON chat-completions body (fields can force sync)")
+    explain_parser.add_argument(
+        "--endpoint",
+        type=Endpoint,
+        choices=list(Endpoint),
+        default=Endpoint.CHAT_COMPLETIONS,
+        help="the endpoint called (default: chat_completions)",
+    )
     explain_parser.add_argument("--now", type=parse_instant, help="RFC 3339 time to decide at (default: now)")
     explain_parser.set_defaults(handler=_run_explain)
 
@@ -234,4 +244,5 @@ def _run_explain(args: argparse.Namespace) -> int:
         out=sys.stdout,
         stream=args.stream,
         body=args.body,
+        endpoint=args.endpoint,
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from proxy.durations import format_instant
+from proxy.endpoints import Endpoint
 from proxy.reasons import RescueReason
 
 ResolvedLane = Literal["sync", "batch", "flex"]
@@ -41,6 +42,7 @@ class Decision:
     max_wait: float | None = None
     rescue_reason: RescueReason | None = None
     no_batch: str | None = None
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS  # shown in the header when it is not chat
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
@@ -50,6 +52,8 @@ class Decision:
             parts.append("shadow=true")
             if self.shadow_lane:
                 parts.append(f"shadow_lane={self.shadow_lane}")
+        if self.endpoint is not Endpoint.CHAT_COMPLETIONS:
+            parts.append(f"endpoint={self.endpoint.value}")
         if self.no_batch:
             parts.append(f'reason="{self.no_batch}"')
         if self.deadline is not None:

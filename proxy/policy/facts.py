@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from proxy.endpoints import Endpoint
+
 DEADLINE_HEADER = "x-batch-deadline"
 
 
@@ -21,6 +23,7 @@ class RequestFacts:
     prompt_tokens_estimate: int = 0
     stream: bool = False
     batch_blocker: str | None = None  # the field the model's batch lane cannot carry (it then stays off batch)
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,9 @@ DEFAULT_FILE_EXPIRY = 7 * 24 * 3600  # seconds; OpenAI takes 3600..2592000
 UNFINISHED_CODES = {"batch_expired": LineOutcome.EXPIRED, "batch_cancelled": LineOutcome.CANCELLED}
 DROPPED_FIELDS = ("stream", "stream_options")
 MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
+# "/v1/embeddings batches are also restricted to a maximum of 50,000 embedding inputs across all requests in the
+# batch" (OpenAI's API reference, POST /v1/batches, `endpoint`)
+MAX_EMBEDDING_INPUTS = 50_000
 
 
 class OpenAIBatchClient:
@@ -56,12 +59,14 @@ class OpenAIBatchClient:
         timeout: float = 60.0,
         completion_window: str = "24h",
         file_expiry: int | None = DEFAULT_FILE_EXPIRY,
+        endpoint: str = CHAT_ENDPOINT,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = batch_http(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout)
         self._model = upstream_model
         self._completion_window = completion_window
         self._file_expiry = file_expiry
+        self._endpoint = endpoint
 
     async def prepare(
         self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], *, metadata: Mapping[str, str]
@@ -73,7 +78,7 @@ class OpenAIBatchClient:
             with os.fdopen(handle, "wb") as out:
                 count = 0
                 async for custom_id, body in requests:
-                    out.write(encode_line(custom_id, body, model=self._model))
+                    out.write(encode_line(custom_id, body, model=self._model, url=self._endpoint))
                     count += 1
             if count == 0:
                 return PreparedInput("", 0)
@@ -95,7 +100,7 @@ class OpenAIBatchClient:
     async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
         payload: dict[str, Any] = {
             "input_file_id": prepared,
-            "endpoint": CHAT_ENDPOINT,
+            "endpoint": self._endpoint,
             "completion_window": self._completion_window,
             "metadata": dict(metadata),
         }
@@ -167,13 +172,14 @@ class OpenAIBatchClient:
         await self._http.aclose()
 
 
-def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes:
+def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str, url: str = CHAT_ENDPOINT) -> bytes:
     """One JSONL line of a batch input file (newline included): the body as a synchronous call sends it, with the
-    upstream `model`, no streaming fields, and `metadata` only with `store: true`. A body that does not encode
-    raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the batch or the worker."""
+    upstream `model`, no streaming fields, and `metadata` only with `store: true`; `url` is the batch's endpoint.
+    A body that does not encode raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the
+    batch or the worker."""
     sent = {key: value for key, value in without_unstored_metadata(body).items() if key not in DROPPED_FIELDS}
     sent["model"] = model
-    line = {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": sent}
+    line = {"custom_id": custom_id, "method": "POST", "url": url, "body": sent}
     try:
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
@@ -184,6 +190,15 @@ def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes
             classification=ErrorClass.BAD_LINE,
             custom_id=custom_id,
         ) from None
+
+
+def embedding_inputs(body: Mapping[str, Any]) -> int:
+    """How many embedding inputs a `/v1/embeddings` body carries (what OpenAI's per-batch limit counts): one for a
+    string or a token array, else the array's length."""
+    value = body.get("input")
+    if not isinstance(value, list) or not value or isinstance(value[0], int):
+        return 1
+    return len(value)
 
 
 def _list(value: Any) -> list[Any]:

@@ -80,7 +80,8 @@ class SharedSession:
 
 
 class OpenAICompletionClient:
-    """Chat completions against one OpenAI-shaped deployment (OpenAI, vLLM, Groq, the simulator, ...)."""
+    """Chat completions against one OpenAI-shaped deployment (OpenAI, vLLM, Groq, the simulator, ...); with
+    `path="/embeddings"` the same raw relay serves the embeddings endpoint."""
 
     def __init__(
         self,
@@ -91,9 +92,10 @@ class OpenAICompletionClient:
         upstream_model: str,
         retry: RetryPolicy,
         extra_headers: Mapping[str, str] | None = None,
+        path: str = "/chat/completions",
     ) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._url = base_url.rstrip("/") + path
         self._model = upstream_model
         self._retry = retry
         self._redactor = Redactor([api_key] if api_key else [])

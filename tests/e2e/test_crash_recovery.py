@@ -19,9 +19,13 @@ import httpx
 import orjson
 import pytest
 
+from proxy.endpoints import Endpoint, queue_group
+from proxy.jobs.service import accept
+from proxy.policy.decision import Decision
+from proxy.simulator.embeddings import embedding_answer, vector
 from proxy.simulator.engine import expected_content
 from proxy.store.records import JobView
-from tests.support.deferred_env import CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
+from tests.support.deferred_env import ALICE, CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
 from tests.support.servers import child_environment
 from tests.support.stack import PROVIDER_KEY
 
@@ -138,3 +142,38 @@ async def test_an_anthropic_submission_is_recovered_on_another_host(tmp_path: Pa
         [batch] = message_batches(env)  # created once, whichever host created it
         assert batch["request_counts"]["succeeded"] == len(bodies)
         assert not list((tmp_path / "host-b" / "batchgate-anthropic").glob("*.json"))
+
+
+def embedding_models(simulator_url: str) -> list[dict[str, Any]]:
+    return [
+        {"model_name": EMBEDDER, "litellm_params": {"model": f"openai/{EMBEDDER}", "api_base": simulator_url + "/v1",
+                                                     "api_key": PROVIDER_KEY}},
+    ]  # fmt: skip
+
+
+EMBEDDER = "text-embedding-3-small"
+
+
+async def test_a_killed_worker_loses_no_embeddings_batch(tmp_path: Path, redis_url: str) -> None:
+    """An embeddings batch (its own queue, batch endpoint /v1/embeddings) killed after its upload: each job answered
+    once with its own vectors, the batch created once."""
+    async with deferred_env(tmp_path, redis_url, models=embedding_models, **FAST_LEASES) as env:
+        bodies = [{"model": EMBEDDER, "input": [f"text {i}", f"more {i}"], "dimensions": 4} for i in range(12)]
+        decision = Decision(deferred=True, lane="batch", rule="test", reason="test")
+        views = [
+            await accept(env.store, env.runtime.config, ALICE, body, decision, group=queue_group(EMBEDDER, Endpoint.EMBEDDINGS))
+            for body in bodies
+        ]
+        await kill_at_then_recover(env, tmp_path, "after_upload")
+        finished = await env.store.jobs.get_many([view.id for view in views])
+        for body, view in zip(bodies, finished, strict=True):
+            assert view is not None and view.status == "completed", view
+            assert view.response is not None
+            answer = orjson.loads(view.response)
+            assert answer["usage"]["prompt_tokens"] == embedding_answer(body).prompt_tokens
+            spec = embedding_answer(body).embedding
+            assert spec is not None
+            assert [item["embedding"] for item in answer["data"]] == [vector(d, 4) for d in spec.digests]
+        batches = env.provider_batches()
+        assert len(batches) == 1 and batches[0]["endpoint"] == "/v1/embeddings"
+        assert batches[0]["request_counts"]["total"] == len(bodies)
