@@ -369,11 +369,7 @@ OPERATIONS = Board(
                 ),
                 Panel(
                     "Requests, by endpoint and lane",
-                    (
-                        Query(
-                            f"sum by (endpoint, lane) ({rate('batchgate_requests_total')})", "{{endpoint}} {{lane}}"
-                        ),
-                    ),
+                    (Query(f"sum by (endpoint, lane) ({rate('batchgate_requests_total')})", "{{endpoint}} {{lane}}"),),
                     unit="reqps",
                 ),
                 Panel(

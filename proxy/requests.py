@@ -239,9 +239,7 @@ def check_batch_line(chat: ChatRequest, config: Config) -> None:
     if deployment is None:
         return
     try:
-        encoded = encode_batch_line(
-            deployment, chat.body, custom_id=new_job_id(chat.group), endpoint=chat.endpoint
-        )
+        encoded = encode_batch_line(deployment, chat.body, custom_id=new_job_id(chat.group), endpoint=chat.endpoint)
     except ProviderError as exc:
         raise InvalidRequest(exc.message, param=_largest_field(chat.body), code="invalid_batch_line") from None
     if encoded is None:

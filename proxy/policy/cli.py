@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.durations import format_instant, parse_instant
+from proxy.endpoints import Endpoint, queue_group
 from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
-from proxy.endpoints import Endpoint, queue_group
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
 from proxy.policy.lanes import batch_blocker_for, lane_facts
 from proxy.settings import Config, load_config

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from proxy import sync_accounting
 from proxy.auth import Caller
+from proxy.embedding_requests import parse_embeddings_request
 from proxy.endpoints import Endpoint
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
@@ -25,7 +26,6 @@ from proxy.policy.lanes import lane_facts
 from proxy.providers.base import ProviderError
 from proxy.providers.failures import upstream_failure
 from proxy.requests import ChatRequest, check_batch_line, read_json_body
-from proxy.embedding_requests import parse_embeddings_request
 from proxy.routes.chat import DECISION_HEADER, as_response
 from proxy.routes.dependencies import RuntimeDep
 from proxy.settings import Config

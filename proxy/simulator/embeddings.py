@@ -42,7 +42,10 @@ def embedding_problem(body: Any) -> tuple[str, str | None] | None:
         return "The request body must be a JSON object.", None
     if not isinstance(body.get("model"), str) or not body["model"]:
         return "you must provide a model parameter", "model"
-    value = body.get("input")
+    return _input_problem(body.get("input")) or _options_problem(body)
+
+
+def _input_problem(value: Any) -> tuple[str, str | None] | None:
     if isinstance(value, str):
         return ("'input' cannot be an empty string.", "input") if not value else None
     if not isinstance(value, list) or not value or len(value) > MAX_INPUTS:
@@ -52,8 +55,10 @@ def embedding_problem(body: Any) -> tuple[str, str | None] | None:
         or all(_is_token(item) for item in value)
         or all(isinstance(item, list) and item and all(_is_token(token) for token in item) for item in value)
     )
-    if not shapes_ok:
-        return "'input' is not a valid embedding input.", "input"
+    return None if shapes_ok else ("'input' is not a valid embedding input.", "input")
+
+
+def _options_problem(body: Mapping[str, Any]) -> tuple[str, str | None] | None:
     if body.get("encoding_format", "float") not in ("float", "base64"):
         return "encoding_format must be 'float' or 'base64'.", "encoding_format"
     dimensions = body.get("dimensions")
@@ -68,16 +73,14 @@ def embedding_answer(body: Mapping[str, Any]) -> Answer:
     inputs = inputs_of(body)
     tokens = sum(len(item) if isinstance(item, list) else count_tokens(item) for item in inputs)
     dimensions = body.get("dimensions") or MODEL_DIMENSIONS.get(model.rsplit("/", 1)[-1], DEFAULT_DIMENSIONS)
-    digests = tuple(
-        hashlib.sha256(orjson.dumps([model, item])).hexdigest() for item in inputs
-    )
+    digests = tuple(hashlib.sha256(orjson.dumps([model, item])).hexdigest() for item in inputs)
     spec = EmbeddingSpec(digests, int(dimensions), str(body.get("encoding_format") or "float"))
     return Answer(content="", prompt_tokens=tokens, completion_tokens=0, finish_reason="stop", embedding=spec)
 
 
 def vector(digest: str, dimensions: int) -> list[float]:
     """A unit vector seeded by `digest`."""
-    rng = random.Random(digest)  # noqa: S311 - deterministic test data, not security
+    rng = random.Random(digest)
     raw = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
     norm = math.sqrt(sum(value * value for value in raw)) or 1.0
     return [value / norm for value in raw]

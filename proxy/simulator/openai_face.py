@@ -345,7 +345,7 @@ def _batch_request(body: Any, opts: SimulatorOptions) -> dict[str, Any]:
     for key in ("input_file_id", "endpoint", "completion_window"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key)
-    endpoints = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if opts.flavor == "azure" else (CHAT_ENDPOINT,)
+    endpoints: tuple[str, ...] = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if opts.flavor == "azure" else (CHAT_ENDPOINT,)
     endpoints += (EMBEDDINGS_ENDPOINT,) if opts.flavor == "openai" else ()
     if body["endpoint"] not in endpoints:
         raise InvalidRequest(

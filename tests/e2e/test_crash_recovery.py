@@ -161,13 +161,16 @@ async def test_a_killed_worker_loses_no_embeddings_batch(tmp_path: Path, redis_u
         bodies = [{"model": EMBEDDER, "input": [f"text {i}", f"more {i}"], "dimensions": 4} for i in range(12)]
         decision = Decision(deferred=True, lane="batch", rule="test", reason="test")
         views = [
-            await accept(env.store, env.runtime.config, ALICE, body, decision, group=queue_group(EMBEDDER, Endpoint.EMBEDDINGS))
+            await accept(
+                env.store, env.runtime.config, ALICE, body, decision, group=queue_group(EMBEDDER, Endpoint.EMBEDDINGS)
+            )
             for body in bodies
         ]
         await kill_at_then_recover(env, tmp_path, "after_upload")
         finished = await env.store.jobs.get_many([view.id for view in views])
         for body, view in zip(bodies, finished, strict=True):
-            assert view is not None and view.status == "completed", view
+            assert view is not None, view
+            assert view.status == "completed", view
             assert view.response is not None
             answer = orjson.loads(view.response)
             assert answer["usage"]["prompt_tokens"] == embedding_answer(body).prompt_tokens
@@ -175,5 +178,6 @@ async def test_a_killed_worker_loses_no_embeddings_batch(tmp_path: Path, redis_u
             assert spec is not None
             assert [item["embedding"] for item in answer["data"]] == [vector(d, 4) for d in spec.digests]
         batches = env.provider_batches()
-        assert len(batches) == 1 and batches[0]["endpoint"] == "/v1/embeddings"
+        assert len(batches) == 1
+        assert batches[0]["endpoint"] == "/v1/embeddings"
         assert batches[0]["request_counts"]["total"] == len(bodies)

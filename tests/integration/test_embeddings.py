@@ -57,7 +57,8 @@ def test_sync_lane_single_and_array_input(stack: Stack) -> None:
     single = client.embeddings.with_raw_response.create(model=EMBEDDER, input="the sky", dimensions=DIMENSIONS)
     assert single.headers["x-batchgate-decision"].startswith("lane=sync; rule=default; endpoint=embeddings")
     one = single.parse()
-    assert one.object == "list" and one.model == EMBEDDER
+    assert one.object == "list"
+    assert one.model == EMBEDDER
     assert [item.index for item in one.data] == [0]
     assert len(one.data[0].embedding) == DIMENSIONS
     assert one.usage.prompt_tokens == one.usage.total_tokens == 2  # ceil(7 bytes / 4)
@@ -95,20 +96,23 @@ def test_deferred_by_header_each_answer_its_own(stack: Stack) -> None:
         )
         assert raw.http_response.status_code == 202, raw.http_response.text
         job = raw.http_response.json()
-        assert job["object"] == "embedding.deferred" and job["endpoint"] == "embeddings"
+        assert job["object"] == "embedding.deferred"
+        assert job["endpoint"] == "embeddings"
         assert job["model"] == EMBEDDER
         assert "endpoint=embeddings" in raw.headers["x-batchgate-decision"]
         job_ids.append(job["id"])
     jobs = stack.final_jobs(job_ids)
     for text, job in zip(texts, jobs, strict=True):
-        assert job["status"] == "completed" and job["lane"] == "batch", job
+        assert job["status"] == "completed", job
+        assert job["lane"] == "batch", job
         response = job["response"]
         assert_valid("CreateEmbeddingResponse", response)
         direct = client.embeddings.create(
             model=EMBEDDER, input=[text, text.upper()], dimensions=DIMENSIONS, encoding_format="float"
         )
         assert [item["embedding"] for item in response["data"]] == vectors(direct)
-    batches = stack.simulator().get("/v1/batches", headers={"authorization": "Bearer x"}).json()["data"]
+    with stack.simulator() as simulator:
+        batches = simulator.get("/v1/batches", headers={"authorization": "Bearer x"}).json()["data"]
     assert {batch["endpoint"] for batch in batches} == {"/v1/embeddings"}
 
 
@@ -117,9 +121,11 @@ def test_deferred_by_policy_rule_held_long_polled_and_webhook(stack: Stack) -> N
     # held: the rule defers it, the connection is held and the answer is an ordinary CreateEmbeddingResponse
     held = beta.embeddings.with_raw_response.create(model=EMBEDDER, input="held call", dimensions=DIMENSIONS)
     decision = held.headers["x-batchgate-decision"]
-    assert "rule=team-beta-embeddings" in decision and "lane=batch" in decision, decision
+    assert "rule=team-beta-embeddings" in decision, decision
+    assert "lane=batch" in decision, decision
     answer = held.parse()
-    assert answer.object == "list" and len(answer.data[0].embedding) == DIMENSIONS
+    assert answer.object == "list"
+    assert len(answer.data[0].embedding) == DIMENSIONS
     sync = stack.client().embeddings.create(model=EMBEDDER, input="held call", dimensions=DIMENSIONS)
     assert vectors(answer) == vectors(sync)
     # the rule names embeddings only: the same team's chat call stays synchronous
@@ -141,7 +147,8 @@ def test_deferred_by_policy_rule_held_long_polled_and_webhook(stack: Stack) -> N
         job_id = hooked.http_response.json()["id"]
         wait_until_sync(lambda: bool(receiver.delivered()), timeout=40, interval=0.1, what="the webhook")
     job = receiver.delivered()[0].verified
-    assert job["id"] == job_id and job["object"] == "embedding.deferred"
+    assert job["id"] == job_id
+    assert job["object"] == "embedding.deferred"
     assert job["response"]["data"][0]["object"] == "embedding"
 
 
@@ -169,5 +176,6 @@ def test_mixed_workload_reconciles_with_the_simulator_ledger(stack: Stack) -> No
     ledger = stack.ledger()
     assert_books_equal_the_bill(report, ledger)
     embedded = ledger["models"][EMBEDDER]
-    assert embedded["batch"]["input_tokens"] == 3 * 3 and embedded["batch"]["output_tokens"] == 0
+    assert embedded["batch"]["input_tokens"] == 3 * 3
+    assert embedded["batch"]["output_tokens"] == 0
     assert Decimal(embedded["batch"]["cost_usd"]) > 0

@@ -47,8 +47,10 @@ def test_queue_groups_name_the_endpoint_and_read_back() -> None:
     assert queue_group("embed", Endpoint.EMBEDDINGS) == "embed#embeddings"
     assert split_group("embed#embeddings") == ("embed", Endpoint.EMBEDDINGS)
     assert split_group("odd#name") == ("odd#name", Endpoint.CHAT_COMPLETIONS)
-    assert model_of("embed#embeddings") == "embed" and endpoint_of("mini") is Endpoint.CHAT_COMPLETIONS
-    assert config().deployment("embed#embeddings") is config().deployment("embed")
+    assert model_of("embed#embeddings") == "embed"
+    assert endpoint_of("mini") is Endpoint.CHAT_COMPLETIONS
+    cfg = config()
+    assert cfg.deployment("embed#embeddings") is cfg.deployment("embed")
 
 
 @pytest.mark.parametrize("value", ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
@@ -71,7 +73,8 @@ def test_an_embeddings_batch_line_goes_to_the_embeddings_url_as_sent() -> None:
     deployment = config().deployment("embed")
     assert deployment is not None
     encoded = encode_batch_line(deployment, body, custom_id="job-1", endpoint=Endpoint.EMBEDDINGS)
-    assert encoded is not None and orjson.loads(encoded[0])["url"] == "/v1/embeddings"
+    assert encoded is not None
+    assert orjson.loads(encoded[0])["url"] == "/v1/embeddings"
     assert batch_input_limit(deployment, Endpoint.EMBEDDINGS) == 50_000
     assert batch_input_limit(deployment, Endpoint.CHAT_COMPLETIONS) is None
     assert [embedding_inputs({"input": value}) for value in ("a", [1, 2], ["a", "b", "c"], [[1], [2]])] == [1, 1, 3, 2]
@@ -81,7 +84,8 @@ def test_embeddings_have_no_flex_and_anthropic_keeps_them_on_the_sync_lane_with_
     cfg = config()
     assert lane_facts(cfg, "mini").supports_flex
     embed = lane_facts(cfg, "embed#embeddings")
-    assert embed.batchable and not embed.supports_flex
+    assert embed.batchable
+    assert not embed.supports_flex
     claude_chat = lane_facts(cfg, "claude")
     assert claude_chat.batchable
     claude = lane_facts(cfg, "claude#embeddings")
@@ -89,7 +93,8 @@ def test_embeddings_have_no_flex_and_anthropic_keeps_them_on_the_sync_lane_with_
     assert claude.no_batch_reason == "anthropic: its batch API does not take /v1/embeddings"
     facts = RequestFacts("k", "t", "claude", headers={"x-batch-deadline": "2h"}, endpoint=Endpoint.EMBEDDINGS)
     decision = decide(cfg.policy, facts, claude, NOW)
-    assert decision.lane == "sync" and decision.no_batch == claude.no_batch_reason
+    assert decision.lane == "sync"
+    assert decision.no_batch == claude.no_batch_reason
 
 
 def test_a_rule_without_endpoints_matches_chat_only_and_one_can_name_embeddings() -> None:
@@ -103,7 +108,8 @@ def test_a_rule_without_endpoints_matches_chat_only_and_one_can_name_embeddings(
     assert chat.rule == "everything-waits"
     facts = RequestFacts("k", "t", "embed", endpoint=Endpoint.EMBEDDINGS)
     embedded = decide(cfg.policy, facts, lane_facts(cfg, "embed#embeddings"), NOW)
-    assert embedded.rule == "embeddings-wait" and embedded.lane == "batch"
+    assert embedded.rule == "embeddings-wait"
+    assert embedded.lane == "batch"
     misses = [condition.describe_miss(facts, NOW) for condition in cfg.policy.rules[0].match.conditions]
     assert any("matches chat_completions only" in miss for miss in misses if not miss.startswith("team"))
 
@@ -117,19 +123,21 @@ def test_metrics_carry_the_endpoint_as_a_label_of_its_own() -> None:
     labels = {"lane": "batch", "outcome": "completed", "model": "embed", "team": "t", "endpoint": "embeddings"}
     assert registry.get_sample_value("batchgate_requests_total", labels) == 1
     metrics.record_batch_submitted(queue="embed#embeddings", size=3)
-    assert registry.get_sample_value("batchgate_batch_size_count", {"queue": "embed#embeddings"}) == 1
+    assert registry.get_sample_value("batchgate_batch_size_requests_count", {"queue": "embed#embeddings"}) == 1
 
 
 def test_the_simulator_embeds_deterministically_with_honest_usage() -> None:
     body = {"model": "text-embedding-3-small", "input": ["abcdefgh", "x"], "dimensions": 5}
     answer = embedding_answer(body)
-    assert answer.prompt_tokens == 2 + 1 and answer.completion_tokens == 0
+    assert answer.prompt_tokens == 2 + 1
+    assert answer.completion_tokens == 0
     shaped = embedding_response("text-embedding-3-small", answer)
     assert [len(item["embedding"]) for item in shaped["data"]] == [5, 5]
     assert shaped == embedding_response("text-embedding-3-small", embedding_answer(body))
     assert shaped["data"][0]["embedding"] != shaped["data"][1]["embedding"]
     large = embedding_answer({"model": "text-embedding-3-large", "input": "a"}).embedding
-    assert large is not None and large.dimensions == 3072
+    assert large is not None
+    assert large.dimensions == 3072
 
 
 def test_the_simulator_fails_an_embeddings_batch_over_50000_inputs(tmp_path: Path) -> None:
