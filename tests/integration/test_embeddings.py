@@ -179,3 +179,25 @@ def test_mixed_workload_reconciles_with_the_simulator_ledger(stack: Stack) -> No
     assert embedded["batch"]["input_tokens"] == 3 * 3
     assert embedded["batch"]["output_tokens"] == 0
     assert Decimal(embedded["batch"]["cost_usd"]) > 0
+
+
+def test_an_embeddings_queue_is_split_at_50000_inputs_per_batch(tmp_path: Path, redis_url: str) -> None:
+    """25 calls of 2,048 inputs each (51,200) flushed together make two batches, none over OpenAI's limit (the
+    simulator fails a batch over it, as OpenAI does)."""
+    batching = {"max_wait": "1h", "max_requests": 25, "turnaround_estimate": "5s"}
+    with running_stack(tmp_path, redis_url, background=[run_in_app], models=MODELS, batching=batching) as stack:
+        client = stack.client()
+        deferred = {"X-Batch-Deadline": "24h", "Prefer": "respond-async"}
+        ids = [
+            client.embeddings.with_raw_response.create(
+                model=EMBEDDER, input=[f"w{n}"] * 2048, dimensions=1, extra_headers=deferred
+            ).http_response.json()["id"]
+            for n in range(25)
+        ]
+        jobs = stack.final_jobs(ids, timeout=60)
+        assert all(job["status"] == "completed" for job in jobs), [job.get("error") for job in jobs]
+        assert all(len(job["response"]["data"]) == 2048 for job in jobs)
+        with stack.simulator() as simulator:
+            batches = simulator.get("/v1/batches", headers={"authorization": "Bearer x"}).json()["data"]
+    assert sorted(batch["request_counts"]["total"] for batch in batches) == [1, 24]
+    assert all(batch["status"] == "completed" for batch in batches)
