@@ -16,6 +16,7 @@ from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
 from proxy.policy.lanes import batch_blocker_for, lane_facts
+from proxy.policy.matchers import Condition, EndpointCondition
 from proxy.settings import Config, load_config
 
 
@@ -36,13 +37,16 @@ def check(path: Path, out: TextIO) -> int:
 def warnings(config: Config) -> list[str]:
     """Valid but probably unintended: rules that can never match, globs that name no configured model."""
     found: list[str] = []
-    catch_all = next((rule.name for rule in config.policy.rules if not rule.match.conditions), None)
     names = [deployment.model_name for deployment in config.model_list]
-    seen_catch_all = False
+    covered: dict[Endpoint, str] = {}  # endpoint -> the first rule matching every call to it
     for index, rule in enumerate(config.policy.rules):
-        if seen_catch_all:
+        endpoints = _endpoints(rule.match.conditions)
+        if all(endpoint in covered for endpoint in endpoints):
+            catch_all = covered[next(iter(sorted(endpoints)))]
             found.append(f"policy.rules[{index}] ({rule.name}) is never reached: {catch_all} matches all")
-        seen_catch_all = seen_catch_all or not rule.match.conditions
+        if all(isinstance(condition, EndpointCondition) for condition in rule.match.conditions):
+            for endpoint in endpoints:
+                covered.setdefault(endpoint, rule.name)
         for pattern in rule.match.models:
             if not fnmatch.filter(names, pattern):
                 found.append(f"policy.rules[{index}].match.models: {pattern!r} names no model in model_list")
@@ -106,6 +110,14 @@ def explain(
         print(f"  batch:     not for this request: its batch lane cannot carry {facts.batch_blocker}", file=out)
     _print_rules(config, facts, moment, decision, out)
     return 0
+
+
+def _endpoints(conditions: tuple[Condition, ...]) -> frozenset[Endpoint]:
+    """The endpoints a rule's conditions let through."""
+    for condition in conditions:
+        if isinstance(condition, EndpointCondition):
+            return condition.endpoints
+    return frozenset(Endpoint)
 
 
 def _body(path: Path | None) -> dict[str, Any]:

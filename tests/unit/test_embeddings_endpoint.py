@@ -15,6 +15,7 @@ from proxy.embedding_requests import check_input
 from proxy.endpoints import Endpoint, endpoint_of, model_of, queue_group, split_group
 from proxy.errors import InvalidRequest
 from proxy.metrics import Metrics
+from proxy.policy.cli import warnings
 from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
@@ -152,3 +153,18 @@ def test_the_simulator_fails_an_embeddings_batch_over_50000_inputs(tmp_path: Pat
     _, issues = check_input_file(path, endpoint="/v1/embeddings", options=SimulatorOptions())
     assert [issue.code for issue in issues] == ["too_many_embedding_inputs"]
     assert issues[0].line == lines
+
+
+def test_a_chat_catch_all_leaves_an_embeddings_rule_reachable() -> None:
+    cfg = config(
+        rules=[
+            {"name": "all-chat", "lane": "batch", "deadline": "2h"},
+            {"name": "embeddings", "match": {"endpoints": ["embeddings"]}, "lane": "batch", "deadline": "2h"},
+            {"name": "chat-again", "match": {"endpoints": ["chat_completions"]}, "lane": "sync"},
+            {"name": "never", "match": {"endpoints": ["embeddings", "chat_completions"]}, "lane": "sync"},
+        ]
+    )
+    assert warnings(cfg) == [
+        "policy.rules[2] (chat-again) is never reached: all-chat matches all",
+        "policy.rules[3] (never) is never reached: all-chat matches all",
+    ]
