@@ -25,7 +25,8 @@ from tests.support.waiting import wait_until_sync
 
 EMBEDDER = "text-embedding-3-small"
 CHAT = "gpt-4o-mini"
-MODELS = {CHAT: f"openai/{CHAT}", EMBEDDER: f"openai/{EMBEDDER}"}
+LITELLM_EMBEDDER = "embedder-via-litellm"  # a provider with no raw path: litellm.aembedding
+MODELS = {CHAT: f"openai/{CHAT}", EMBEDDER: f"openai/{EMBEDDER}", LITELLM_EMBEDDER: f"litellm_proxy/{EMBEDDER}"}
 POLICY = {
     "rules": [
         {"name": "team-beta-embeddings", "match": {"teams": ["beta"], "endpoints": ["embeddings"]},
@@ -69,6 +70,9 @@ def test_sync_lane_single_and_array_input(stack: Stack) -> None:
     assert many.usage.prompt_tokens == 2 + 2 + 3
     tokens = client.embeddings.create(model=EMBEDDER, input=[[1, 2, 3], [4]], dimensions=DIMENSIONS)
     assert tokens.usage.prompt_tokens == 4
+    via_litellm = client.embeddings.create(model=LITELLM_EMBEDDER, input=["the sky", "the sea"], dimensions=DIMENSIONS)
+    assert vectors(via_litellm) == vectors(many)[:2]
+    assert via_litellm.usage.prompt_tokens == 4
     # the raw bytes of an OpenAI-shaped provider, in OpenAI's schema (floats asked for)
     with http(stack) as raw:
         answer = raw.post("/v1/embeddings", json={"model": EMBEDDER, "input": ["a", "b"], "encoding_format": "float"})
