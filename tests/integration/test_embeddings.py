@@ -179,6 +179,14 @@ def test_mixed_workload_reconciles_with_the_simulator_ledger(stack: Stack) -> No
     assert report["totals"]["unknown_cost_requests"] == 0
     ledger = stack.ledger()
     assert_books_equal_the_bill(report, ledger)
+    assert {(row["model"], row["endpoint"]) for row in report["rows"]} == {
+        (CHAT, "chat_completions"),
+        (EMBEDDER, "embeddings"),
+    }
+    assert {row["endpoint"]: row["requests"] for row in report["by_endpoint"]} == {
+        "chat_completions": 3,
+        "embeddings": 4,
+    }
     embedded = ledger["models"][EMBEDDER]
     assert embedded["batch"]["input_tokens"] == 3 * 3
     assert embedded["batch"]["output_tokens"] == 0

@@ -3,6 +3,7 @@ the simulator's 50,000-input limit on an embeddings batch."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from proxy.embedding_requests import check_input
 from proxy.endpoints import Endpoint, endpoint_of, model_of, queue_group, split_group
 from proxy.errors import InvalidRequest
 from proxy.metrics import Metrics
-from proxy.policy.cli import warnings
+from proxy.policy.cli import explain, warnings
 from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
@@ -168,3 +169,23 @@ def test_a_chat_catch_all_leaves_an_embeddings_rule_reachable() -> None:
         "policy.rules[2] (chat-again) is never reached: all-chat matches all",
         "policy.rules[3] (never) is never reached: all-chat matches all",
     ]
+
+
+def test_policy_explain_says_why_anthropic_embeddings_stay_synchronous(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "model_list:\n"
+        "  - {model_name: claude, litellm_params: {model: anthropic/claude-haiku-4-5-20251001}}\n"
+        "auth: {master_key: sk-master}\n"
+    )
+    out = io.StringIO()
+    code = explain(
+        path, key=None, team=None, model="claude", headers=["X-Batch-Deadline: 2h"], metadata=[], user=None,
+        prompt_tokens=0, now=NOW, out=out, endpoint=Endpoint.EMBEDDINGS,
+    )  # fmt: skip
+    assert code == 0
+    assert "batch:     never for this model: anthropic: its batch API does not take /v1/embeddings" in out.getvalue()
+    chat = io.StringIO()
+    explain(path, key=None, team=None, model="claude", headers=["X-Batch-Deadline: 2h"], metadata=[], user=None,
+            prompt_tokens=0, now=NOW, out=chat)  # fmt: skip
+    assert "never for this model" not in chat.getvalue()
