@@ -368,6 +368,11 @@ OPERATIONS = Board(
                     unit="reqps",
                 ),
                 Panel(
+                    "Requests, by endpoint and lane",
+                    (Query(f"sum by (endpoint, lane) ({rate('batchgate_requests_total')})", "{{endpoint}} {{lane}}"),),
+                    unit="reqps",
+                ),
+                Panel(
                     "Policy decisions, by lane",
                     (Query(f"sum by (lane) ({rate('batchgate_policy_decisions_total')})", "{{lane}}"),),
                     unit="reqps",

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from proxy.endpoints import endpoint_of, model_of
 from proxy.pricing import Cost, Usage
 from proxy.store.ledger import HOUR, Bucket, LedgerStore, bucket_of
 
@@ -167,9 +168,10 @@ class SavingsReport:
         return _sum(self.shadow_rows.values() if shadow else self.rows.values())
 
     def by(self, dimension: str) -> dict[str, Totals]:
+        """Totals per team, model, endpoint or lane (a row's `model` is its queue group: proxy/endpoints.py)."""
         grouped: dict[str, Totals] = {}
         for key, totals in self.rows.items():
-            grouped.setdefault(getattr(key, dimension), Totals()).merge(totals)
+            grouped.setdefault(_dimension(key, dimension), Totals()).merge(totals)
         return dict(sorted(grouped.items()))
 
     def to_json(self) -> dict[str, Any]:
@@ -178,7 +180,11 @@ class SavingsReport:
 
         def rows(source: Mapping[RowKey, Totals]) -> list[dict[str, Any]]:
             ordered = sorted(source.items(), key=lambda item: (item[0].team, item[0].model, item[0].lane))
-            return [{"team": k.team, "model": k.model, "lane": k.lane, **t.to_json()} for k, t in ordered]
+            return [
+                {"team": k.team, "model": model_of(k.model), "endpoint": endpoint_of(k.model).value, "lane": k.lane,
+                 **t.to_json()}
+                for k, t in ordered
+            ]  # fmt: skip
 
         return {
             "object": "savings_report",
@@ -189,10 +195,20 @@ class SavingsReport:
             "totals": self.total().to_json(),
             "by_team": dimension("team"),
             "by_model": dimension("model"),
+            "by_endpoint": dimension("endpoint"),
             "by_lane": dimension("lane"),
             "rows": rows(self.rows),
             "shadow": {"totals": self.total(shadow=True).to_json(), "rows": rows(self.shadow_rows)},
         }
+
+
+def _dimension(key: RowKey, name: str) -> str:
+    if name == "model":
+        return model_of(key.model)
+    if name == "endpoint":
+        return endpoint_of(key.model).value
+    value: str = getattr(key, name)
+    return value
 
 
 def _sum(parts: Iterable[Totals]) -> Totals:

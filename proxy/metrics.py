@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.endpoints import Endpoint, endpoint_of, model_of, queue_group
 from proxy.pricing import Cost, Usage
 from proxy.reasons import RescueReason, WasteReason, WebhookOutcome
 from proxy.settings import Config
@@ -196,13 +197,16 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.model = LabelGuard(models)
+        self.queue = LabelGuard(queue_groups(models))  # a queue is a model's, or a model's endpoint's
         self.team = LabelGuard(teams)
         self.rule = LabelGuard(rules)
         r = self.registry
         self.requests = Counter(
-            "batchgate_requests", "Finished requests", ["lane", "outcome", "model", "team"], registry=r
+            "batchgate_requests", "Finished requests", ["lane", "outcome", "model", "team", "endpoint"], registry=r
         )
-        self.tokens = Counter("batchgate_tokens", "Tokens of finished requests", ["kind", "lane", "model"], registry=r)
+        self.tokens = Counter(
+            "batchgate_tokens", "Tokens of finished requests", ["kind", "lane", "model", "endpoint"], registry=r
+        )
         self.list_usd = Counter(
             "batchgate_list_usd", "What finished requests cost at synchronous list prices", _COST, registry=r
         )
@@ -328,13 +332,15 @@ class Metrics:
             "batchgate_capacity_refusals", "Batches the provider refused for its enqueued-token limit", ["queue"],
             registry=r,
         )  # fmt: skip
-        self.queues = QueueCollector(self.model)
+        self.queues = QueueCollector(self.queue)
         r.register(self.queues)
         self._initialise_series()
 
     def set_known(self, *, models: Iterable[str], teams: Iterable[str], rules: Iterable[str] = ()) -> None:
         """Adopt the label sets of a (re)loaded config."""
+        models = list(models)
         self.model.replace(models)
+        self.queue.replace(queue_groups(models))
         self.team.replace(teams)
         self.rule.replace(rules)
         self._initialise_series()
@@ -363,11 +369,12 @@ class Metrics:
 
     def record_finished(self, *, lane: str, outcome: str, model: str, team: str, usage: Usage, cost: Cost) -> None:
         """One finished request: its count, tokens and money."""
-        lane, model, team = _lane(lane), self.model(model), self.team(team)
-        self.requests.labels(lane, outcome if outcome in OUTCOMES else OTHER, model, team).inc()
-        self.tokens.labels("input", lane, model).inc(usage.prompt_tokens)
-        self.tokens.labels("output", lane, model).inc(usage.completion_tokens)
-        self.tokens.labels("cached", lane, model).inc(usage.cached_tokens)
+        endpoint = endpoint_of(model).value
+        lane, model, team = _lane(lane), self._model(model), self.team(team)
+        self.requests.labels(lane, outcome if outcome in OUTCOMES else OTHER, model, team, endpoint).inc()
+        self.tokens.labels("input", lane, model, endpoint).inc(usage.prompt_tokens)
+        self.tokens.labels("output", lane, model, endpoint).inc(usage.completion_tokens)
+        self.tokens.labels("cached", lane, model, endpoint).inc(usage.cached_tokens)
         if not cost.known:
             self.unknown_cost.labels(model).inc()
             return
@@ -378,22 +385,22 @@ class Metrics:
     def record_shadow(self, *, model: str, team: str, lane: str, cost: Cost) -> None:
         """A shadow-mode request: what it would have saved in `lane` (it was paid at list, counted apart)."""
         if cost.known:
-            self.shadow_saved_usd.labels(self.model(model), self.team(team), _lane(lane)).inc(float(cost.saved_usd))
+            self.shadow_saved_usd.labels(self._model(model), self.team(team), _lane(lane)).inc(float(cost.saved_usd))
 
     def record_waste(self, *, model: str, team: str, lane: str, reason: str, cost: Cost) -> None:
         """A billed answer no job took, at the price of the lane that billed it."""
         if cost.known:
             reason = reason if reason in WASTE_REASONS else OTHER
-            self.waste_usd.labels(self.model(model), self.team(team), _lane(lane), reason).inc(float(cost.paid_usd))
+            self.waste_usd.labels(self._model(model), self.team(team), _lane(lane), reason).inc(float(cost.paid_usd))
 
     def record_forfeited(self, *, model: str, team: str, reason: str, usd: Decimal) -> None:
         """A rescue's paid price above the lane it left (`reason`: its RescueReason)."""
         reason = reason if reason in RESCUE_REASONS else OTHER
-        self.forfeited_usd.labels(self.model(model), self.team(team), reason).inc(max(float(usd), 0.0))
+        self.forfeited_usd.labels(self._model(model), self.team(team), reason).inc(max(float(usd), 0.0))
 
     def record_reconciliation(self, *, model: str, difference_usd: Decimal, matched: bool, checked: bool) -> None:
         result = "unchecked" if not checked else "matched" if matched else "mismatched"
-        model = self.model(model)
+        model = self._model(model)
         self.reconciliations.labels(model, result).inc()
         self.reconciliation_difference_usd.labels(model).inc(abs(float(difference_usd)))
 
@@ -405,7 +412,7 @@ class Metrics:
             return
         self.deadline_margin.labels(lane).observe(deadline_margin)
         if deadline_margin < 0:
-            self.deadline_misses.labels(lane, self.model(model)).inc()
+            self.deadline_misses.labels(lane, self._model(model)).inc()
 
     def record_decision(self, *, lane: str, rule: str) -> None:
         self.decisions.labels(_lane(lane), self.rule(rule)).inc()
@@ -414,10 +421,10 @@ class Metrics:
         self.rescues.labels(reason.value).inc()
 
     def record_batch_submitted(self, *, queue: str, size: int) -> None:
-        self.batch_size.labels(self.model(queue)).observe(size)
+        self.batch_size.labels(self.queue(queue)).observe(size)
 
     def record_batch_finished(self, *, queue: str, state: str, turnaround_seconds: float) -> None:
-        queue, state = self.model(queue), state if state in BATCH_STATES else OTHER
+        queue, state = self.queue(queue), state if state in BATCH_STATES else OTHER
         self.batch_turnaround.labels(queue, state).observe(max(turnaround_seconds, 0.0))
         self.batches_finished.labels(queue, state).inc()
 
@@ -427,14 +434,14 @@ class Metrics:
     def record_capacity(self, *, queue: str, enqueued: int, budget: int | None) -> None:
         """A queue's enqueued-token count and budget as the submitter last read them (budget None: unlimited,
         no budget or headroom series)."""
-        queue = self.model(queue)
+        queue = self.queue(queue)
         self.enqueued_tokens.labels(queue).set(enqueued)
         if budget is not None:
             self.enqueued_token_budget.labels(queue).set(budget)
             self.enqueued_token_headroom.labels(queue).set(budget - enqueued)
 
     def record_capacity_refusal(self, queue: str) -> None:
-        self.capacity_refusals.labels(self.model(queue)).inc()
+        self.capacity_refusals.labels(self.queue(queue)).inc()
 
     def record_webhook(self, outcome: WebhookOutcome) -> None:
         self.webhook_deliveries.labels(outcome.value).inc()
@@ -460,10 +467,19 @@ class Metrics:
         self.account_problems.clear()
         for group, code in problems:
             label = code if code in ACCOUNT_PROBLEM_CODES else OTHER
-            self.account_problems.labels(self.model(group), label).set(1)
+            self.account_problems.labels(self.queue(group), label).set(1)
+
+    def _model(self, name: str) -> str:
+        """The `model` label of a model name or of a queue group (its model: the endpoint is a label of its own)."""
+        return self.model(model_of(name))
 
 
 _COST = ["model", "team", "lane"]
+
+
+def queue_groups(models: Iterable[str]) -> list[str]:
+    """The `queue` label values of some models: each model's own (chat) and its embeddings queue."""
+    return [group for model in models for group in (model, queue_group(model, Endpoint.EMBEDDINGS))]
 
 
 def _lane(lane: str) -> str:

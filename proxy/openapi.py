@@ -16,10 +16,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from proxy.delivery.preferences import PREFER_HEADER
+from proxy.embedding_requests import ENCODING_FORMATS, MAX_INPUTS
+from proxy.endpoints import Endpoint
 from proxy.policy.facts import DEADLINE_HEADER
 from proxy.requests import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE, SERVICE_TIERS
 
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = Endpoint.EMBEDDINGS.path
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -119,6 +122,47 @@ def chat_operation(models: Iterable[str]) -> dict[str, Any]:
     }
 
 
+def embeddings_request_schema(models: Iterable[str]) -> dict[str, Any]:
+    """The embeddings body batchgate validates (`proxy/embedding_requests.py`, OpenAI's CreateEmbeddingRequest)."""
+    tokens = {"type": "array", "minItems": 1, "items": {"type": "integer"}}
+    many = {"minItems": 1, "maxItems": MAX_INPUTS}
+    return {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "enum": sorted(models)},
+            "input": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", **many, "items": {"type": "string", "minLength": 1}},
+                    {"type": "array", **many, "items": {"type": "integer"}},
+                    {"type": "array", **many, "items": tokens},
+                ]
+            },
+            "encoding_format": {"type": "string", "enum": sorted(ENCODING_FORMATS)},
+            "dimensions": {"type": "integer", "minimum": 1},
+            "user": {"type": "string"},
+        },
+    }
+
+
+def embeddings_operation(models: Iterable[str]) -> dict[str, Any]:
+    operation = chat_operation(models)
+    return {
+        **operation,
+        "operationId": "create_embedding",
+        "summary": "Create embeddings: answered now, or deferred to a batch lane",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": embeddings_request_schema(models)}},
+        },
+        "responses": {
+            **operation["responses"],
+            "200": {"description": "The CreateEmbeddingResponse", "content": {"application/json": {}}},
+        },
+    }
+
+
 def openapi_document(api: FastAPI, models: Iterable[str]) -> dict[str, Any]:
     """The description of every route `api` serves plus the chat route; `models` are the configured names."""
     document = get_openapi(title="batchgate", version=version("batchgate"), routes=api.routes)
@@ -131,6 +175,7 @@ def openapi_document(api: FastAPI, models: Iterable[str]) -> dict[str, Any]:
     document["security"] = [{"bearer": []}]
     paths = document.setdefault("paths", {})
     paths[CHAT_PATH] = {"post": chat_operation(models)}
+    paths[EMBEDDINGS_PATH] = {"post": embeddings_operation(models)}
     for path, operations in paths.items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})

@@ -23,6 +23,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
 
+from proxy.endpoints import model_of
 from proxy.settings import Config, LitellmParams
 
 Lane = Literal["sync", "batch", "flex"]
@@ -286,6 +287,8 @@ class PriceBook:
         return cls(price_map, configured, batch_discounts=discounts)
 
     def prices(self, model: str) -> ModelPrices | None:
+        """The prices of a configured model (or of its queue group, `proxy/endpoints.py`)."""
+        model = model_of(model)
         if model in self._resolved:
             return self._resolved[model]
         entry = _map_entry(self._map, model)

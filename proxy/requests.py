@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from proxy.endpoints import Endpoint, queue_group
 from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from proxy.providers.base import ProviderError
 from proxy.providers.registry import encode_batch_line
@@ -54,10 +55,18 @@ _TYPED_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """A validated call body; `endpoint` says which endpoint it was sent to (chat unless stated)."""
+
     body: dict[str, Any]
     model: str
     stream: bool
     size: int
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS
+
+    @property
+    def group(self) -> str:
+        """Its queue group: the model's name for chat, `<model>#<endpoint>` else (proxy/endpoints.py)."""
+        return queue_group(self.model, self.endpoint)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -105,7 +114,7 @@ async def read_json_body(request: Request, max_bytes: int) -> tuple[Any, int]:
 def parse_chat_request(payload: Any, size: int, config: Config) -> ChatRequest:
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    _check_depth(payload)
+    check_depth(payload)
     model = payload.get("model")
     if model is None:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
@@ -171,10 +180,10 @@ def _check_scalars(payload: dict[str, Any]) -> None:
             param="service_tier",
             code="invalid_value",
         )
-    _check_metadata(payload.get("metadata"))
+    check_metadata(payload.get("metadata"))
 
 
-def _check_metadata(metadata: Any) -> None:
+def check_metadata(metadata: Any) -> None:
     """OpenAI's `metadata`: an object of at most 16 string pairs, keys up to 64 characters, values up to 512."""
     if metadata is None:
         return
@@ -196,7 +205,7 @@ def _check_metadata(metadata: Any) -> None:
             )
 
 
-def _check_depth(payload: dict[str, Any]) -> None:
+def check_depth(payload: dict[str, Any]) -> None:
     """Refuse a body nested deeper than MAX_DEPTH levels, naming the top-level field that goes too deep."""
     for name, value in payload.items():
         if isinstance(value, dict | list) and _deeper_than(value, MAX_DEPTH - 1):
@@ -230,7 +239,7 @@ def check_batch_line(chat: ChatRequest, config: Config) -> None:
     if deployment is None:
         return
     try:
-        encoded = encode_batch_line(deployment, chat.body, custom_id=new_job_id(chat.model))
+        encoded = encode_batch_line(deployment, chat.body, custom_id=new_job_id(chat.group), endpoint=chat.endpoint)
     except ProviderError as exc:
         raise InvalidRequest(exc.message, param=_largest_field(chat.body), code="invalid_batch_line") from None
     if encoded is None:

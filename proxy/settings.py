@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from proxy.durations import parse_duration
+from proxy.endpoints import model_of
 from proxy.errors import ConfigError
 from proxy.policy.model import PolicyConfig
 
@@ -248,6 +249,8 @@ class Config(StrictModel):
         return [secret.get_secret_value() for secret in found if secret is not None]
 
     def deployment(self, model_name: str) -> ModelDeployment | None:
+        """The deployment of a model name or of a queue group (`proxy/endpoints.py`); None when unknown."""
+        model_name = model_of(model_name)
         for deployment in self.model_list:
             if deployment.model_name == model_name:
                 return deployment

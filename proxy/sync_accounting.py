@@ -103,7 +103,7 @@ def _finished(
     started = getattr(request.state, STARTED, None)
     return FinishedRequest(
         team=caller.team,
-        model=chat.model,
+        model=chat.group,
         lane=decision.lane,
         outcome=outcome,
         at=time.time(),

@@ -89,6 +89,7 @@ async def respond_deferred(
         attach=identity.attach,
         events=runtime.events,
         turnarounds=runtime.turnarounds,
+        group=chat.group,
     )
     if preferences.respond_async:
         return accepted_response(view, applied(respond_async=True))

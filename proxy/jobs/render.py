@@ -1,4 +1,5 @@
-"""A job as callers see it: the `chat.completion.deferred` object (202 body, GET, list entries, webhooks)."""
+"""A job as callers see it: the `chat.completion.deferred` object (202 body, GET, list entries, webhooks); a job of
+another endpoint is its endpoint's (`embedding.deferred`, with `endpoint` and its ordinary answer inside)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 
 from proxy.durations import format_instant
+from proxy.endpoints import Endpoint, split_group
 from proxy.errors import caller_facing_error
 from proxy.store.records import JobView
 
@@ -17,11 +19,12 @@ OBJECT = "chat.completion.deferred"
 
 def job_object(view: JobView) -> dict[str, Any]:
     """The job object; `response` is embedded verbatim (the provider's bytes, never re-encoded)."""
+    model, endpoint = split_group(view.model)
     rendered: dict[str, Any] = {
         "id": view.id,
-        "object": OBJECT,
+        "object": endpoint.deferred_object,
         "status": view.status,
-        "model": view.model,
+        "model": model,
         "created_at": int(view.created_at),
         "deadline": format_instant(datetime.fromtimestamp(view.deadline).astimezone()) if view.deadline else None,
         "lane": view.lane,
@@ -29,6 +32,8 @@ def job_object(view: JobView) -> dict[str, Any]:
     if view.eta is not None and view.eta_p90 is not None and view.lane == "batch" and not view.rescued:
         rendered["eta"] = int(view.eta)  # when its batch is expected to end (unix seconds), and pessimistically
         rendered["eta_p90"] = int(view.eta_p90)
+    if endpoint is not Endpoint.CHAT_COMPLETIONS:
+        rendered["endpoint"] = endpoint.value
     if view.rescued:
         rendered["rescued"] = True
     if view.finished_at is not None:

@@ -62,6 +62,7 @@ async def accept(
     attach: bool = True,
     events: WorkerEvents | None = None,
     turnarounds: TurnaroundBook | None = None,
+    group: str | None = None,
 ) -> JobView:
     """Write the job durably on the decided lane (once per Idempotency-Key and caller); return it as stored.
 
@@ -69,9 +70,10 @@ async def accept(
     still meets its deadline. `fingerprint` and `attach` as in JobStore.accept. Raises Conflict when the
     Idempotency-Key belongs to another model's job, or to a job that has expired; Unprocessable (422) when it was
     first used with another body. `turnarounds`: the learned turnaround, for the flush time and the job's ETA (None:
-    the configured estimate, no ETA).
+    the configured estimate, no ETA). `group` is the job's queue group (proxy/endpoints.py; default: the body's
+    model, a chat call).
     """
-    model = str(body["model"])
+    model = group or str(body["model"])
     knobs = config.batch_knobs(model)
     margin = config.worker.safety_margin
     now = store.clock()

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.durations import format_instant, parse_instant
+from proxy.endpoints import Endpoint, queue_group
 from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
 from proxy.policy.lanes import batch_blocker_for, dropped_fields_for, lane_facts
+from proxy.policy.matchers import Condition, EndpointCondition
 from proxy.providers.lane_fields import ANTHROPIC_DROPPED
 from proxy.settings import Config, load_config
 
@@ -36,13 +38,16 @@ def check(path: Path, out: TextIO) -> int:
 def warnings(config: Config) -> list[str]:
     """Valid but probably unintended: rules that can never match, globs that name no configured model."""
     found: list[str] = []
-    catch_all = next((rule.name for rule in config.policy.rules if not rule.match.conditions), None)
     names = [deployment.model_name for deployment in config.model_list]
-    seen_catch_all = False
+    covered: dict[Endpoint, str] = {}  # endpoint -> the first rule matching every call to it
     for index, rule in enumerate(config.policy.rules):
-        if seen_catch_all:
+        endpoints = _endpoints(rule.match.conditions)
+        if all(endpoint in covered for endpoint in endpoints):
+            catch_all = covered[next(iter(sorted(endpoints)))]
             found.append(f"policy.rules[{index}] ({rule.name}) is never reached: {catch_all} matches all")
-        seen_catch_all = seen_catch_all or not rule.match.conditions
+        if all(isinstance(condition, EndpointCondition) for condition in rule.match.conditions):
+            for endpoint in endpoints:
+                covered.setdefault(endpoint, rule.name)
         for pattern in rule.match.models:
             if not fnmatch.filter(names, pattern):
                 found.append(f"policy.rules[{index}].match.models: {pattern!r} names no model in model_list")
@@ -63,6 +68,7 @@ def explain(
     out: TextIO,
     stream: bool = False,
     body: Path | None = None,
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS,
 ) -> int:
     """Print the decision for one imagined request, the rule that made it, and why earlier ones missed.
     `body` is a JSON chat-completions body: the fields its model's batch lane cannot carry keep it off batch."""
@@ -90,9 +96,10 @@ def explain(
         stream=stream,
         batch_blocker=batch_blocker_for(config, model, request_body),
         dropped_fields=dropped_fields_for(config, model, request_body),
+        endpoint=endpoint,
     )
     moment = now or datetime.now(UTC)
-    lanes = lane_facts(config, model)
+    lanes = lane_facts(config, queue_group(model, endpoint))
     try:
         decision = decide(config.policy, facts, lanes, moment)
     except InvalidRequest as exc:
@@ -107,6 +114,14 @@ def explain(
         print(f"  dropped:   {name}: {ANTHROPIC_DROPPED[name]}, on every lane", file=out)
     _print_rules(config, facts, moment, decision, out)
     return 0
+
+
+def _endpoints(conditions: tuple[Condition, ...]) -> frozenset[Endpoint]:
+    """The endpoints a rule's conditions let through."""
+    for condition in conditions:
+        if isinstance(condition, EndpointCondition):
+            return condition.endpoints
+    return frozenset(Endpoint)
 
 
 def _body(path: Path | None) -> dict[str, Any]:
@@ -212,6 +227,13 @@ def add_arguments(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     explain_parser.add_argument("--prompt-tokens", type=int, default=0, help="estimated prompt tokens")
     explain_parser.add_argument("--stream", action="store_true", help="the request streams")
     explain_parser.add_argument("--body", type=Path, help="a JSON chat-completions body (fields can force sync)")
+    explain_parser.add_argument(
+        "--endpoint",
+        type=Endpoint,
+        choices=list(Endpoint),
+        default=Endpoint.CHAT_COMPLETIONS,
+        help="the endpoint called (default: chat_completions)",
+    )
     explain_parser.add_argument("--now", type=parse_instant, help="RFC 3339 time to decide at (default: now)")
     explain_parser.set_defaults(handler=_run_explain)
 
@@ -238,4 +260,5 @@ def _run_explain(args: argparse.Namespace) -> int:
         out=sys.stdout,
         stream=args.stream,
         body=args.body,
+        endpoint=args.endpoint,
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from proxy.durations import format_instant
+from proxy.endpoints import Endpoint
 from proxy.reasons import RescueReason
 
 ResolvedLane = Literal["sync", "batch", "flex"]
@@ -44,6 +45,7 @@ class Decision:
     rescue_reason: RescueReason | None = None
     no_batch: str | None = None
     dropped: tuple[str, ...] = ()
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS  # shown in the header when it is not chat
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
@@ -53,6 +55,8 @@ class Decision:
             parts.append("shadow=true")
             if self.shadow_lane:
                 parts.append(f"shadow_lane={self.shadow_lane}")
+        if self.endpoint is not Endpoint.CHAT_COMPLETIONS:
+            parts.append(f"endpoint={self.endpoint.value}")
         if self.no_batch:
             parts.append(f'reason="{self.no_batch}"')
         if self.dropped:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from proxy.endpoints import Endpoint
+
 DEADLINE_HEADER = "x-batch-deadline"
 
 
@@ -22,6 +24,7 @@ class RequestFacts:
     stream: bool = False
     batch_blocker: str | None = None  # the field the model's batch lane cannot carry (it then stays off batch)
     dropped_fields: tuple[str, ...] = ()  # fields the model's provider answers without, on every lane
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS
 
 
 @dataclass(frozen=True, slots=True)

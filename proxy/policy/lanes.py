@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from proxy.endpoints import Endpoint, endpoint_of
 from proxy.policy.facts import LaneFacts
 from proxy.providers.lane_fields import batch_blocker, dropped_fields
 from proxy.providers.registry import batch_api, no_batch_reason
@@ -12,13 +13,16 @@ from proxy.settings import Config
 
 
 def lane_facts(config: Config, model_name: str, *, batch_turnaround: float | None = None) -> LaneFacts:
-    """The lanes of a configured model; `batch_turnaround` overrides the configured estimate."""
+    """The lanes of a configured model, or of a queue group (`proxy/endpoints.py`: an endpoint other than chat has
+    no flex tier, and the batch lane only where its provider's batch API takes it); `batch_turnaround` overrides
+    the configured estimate."""
     deployment = config.deployment(model_name)
+    endpoint = endpoint_of(model_name)
     estimate = config.batch_knobs(model_name).turnaround_estimate
-    no_batch = no_batch_reason(deployment) if deployment is not None else None
+    no_batch = no_batch_reason(deployment, endpoint) if deployment is not None else None
     return LaneFacts(
         batch_turnaround=estimate if batch_turnaround is None else batch_turnaround,
-        supports_flex=bool(deployment and deployment.supports_flex),
+        supports_flex=bool(deployment and deployment.supports_flex and endpoint is Endpoint.CHAT_COMPLETIONS),
         flex_turnaround=config.worker.flex_turnaround,
         safety_margin=config.worker.safety_margin,
         batchable=no_batch is None,

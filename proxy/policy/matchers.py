@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from proxy.endpoints import Endpoint
 from proxy.policy.facts import RequestFacts
 
 _DAY_LABELS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -181,3 +182,22 @@ class WindowCondition:
         spans = "; ".join(window.describe() for window in self.windows)
         stamp = local.strftime("%a %H:%M") + " " + first.zone_name
         return f"time {stamp} is outside the windows ({spans})"
+
+
+class EndpointCondition:
+    """The call's endpoint is one of those listed; a rule that lists none matches chat completions only, so a
+    rule written for chat never defers another endpoint's calls by surprise."""
+
+    __slots__ = ("endpoints", "stated")
+
+    def __init__(self, endpoints: Sequence[Endpoint], *, stated: bool) -> None:
+        self.endpoints = frozenset(endpoints) if stated else frozenset({Endpoint.CHAT_COMPLETIONS})
+        self.stated = stated
+
+    def holds(self, facts: RequestFacts, now: datetime) -> bool:
+        return facts.endpoint in self.endpoints
+
+    def describe_miss(self, facts: RequestFacts, now: datetime) -> str:
+        listed = sorted(endpoint.value for endpoint in self.endpoints)
+        unstated = "" if self.stated else " (a rule without `endpoints` matches chat_completions only)"
+        return f"endpoint {facts.endpoint.value!r} is not one of {listed}{unstated}"

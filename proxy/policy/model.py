@@ -22,9 +22,11 @@ from pydantic import (
 )
 
 from proxy.durations import parse_duration
+from proxy.endpoints import Endpoint
 from proxy.policy.facts import RequestFacts
 from proxy.policy.matchers import (
     Condition,
+    EndpointCondition,
     GlobCondition,
     MappingCondition,
     TokenCondition,
@@ -155,6 +157,9 @@ class RuleMatch(StrictModel):
     users: Globs = Field(default_factory=list)
     prompt_tokens: TokenRange | None = None
     windows: list[TimeWindow] = Field(default_factory=list)
+    endpoints: list[Endpoint] = Field(
+        default_factory=list, description="chat_completions, embeddings; unset = chat_completions only"
+    )
 
     @field_validator("headers")
     @classmethod
@@ -178,6 +183,7 @@ class RuleMatch(StrictModel):
             conditions.append(TokenCondition(self.prompt_tokens.min, self.prompt_tokens.max))
         if self.windows:
             conditions.append(WindowCondition(tuple(window.spec() for window in self.windows)))
+        conditions.append(EndpointCondition(tuple(self.endpoints), stated=bool(self.endpoints)))
         return tuple(conditions)
 
 

@@ -146,7 +146,7 @@ class LitellmCompletionClient:
                 if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
                     continue
                 return failure
-            headers = {**from_litellm(_hidden_headers(response)), **JSON_HEADERS}
+            headers = {**from_litellm(hidden_headers(response)), **JSON_HEADERS}
             content = orjson.dumps(openai_shape.completion(_data(response)), default=str)
             return UpstreamResponse(200, self._redactor.bytes(content), headers)
 
@@ -170,7 +170,7 @@ class LitellmCompletionClient:
                     continue
                 yield UpstreamStream(failure.status, failure.headers, _single(failure.body))
                 return
-            headers = {**from_litellm(_hidden_headers(chunks)), **SSE_HEADERS}
+            headers = {**from_litellm(hidden_headers(chunks)), **SSE_HEADERS}
             yield UpstreamStream(200, headers, self._sse(chunks, include_usage=openai_shape.include_usage(body)))
             return
 
@@ -267,7 +267,7 @@ def _provider_message(text: str) -> str | None:
     return message if isinstance(message, str) and message and not _NOT_FOR_CALLERS.search(message) else None
 
 
-def _hidden_headers(result: Any) -> Mapping[str, Any] | None:
+def hidden_headers(result: Any) -> Mapping[str, Any] | None:
     hidden = getattr(result, "_hidden_params", None)
     headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
     return headers if isinstance(headers, Mapping) else None

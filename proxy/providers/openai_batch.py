@@ -40,6 +40,9 @@ DEFAULT_FILE_EXPIRY = 7 * 24 * 3600  # seconds; OpenAI takes 3600..2592000
 UNFINISHED_CODES = {"batch_expired": LineOutcome.EXPIRED, "batch_cancelled": LineOutcome.CANCELLED}
 DROPPED_FIELDS = ("stream", "stream_options")
 MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
+# "/v1/embeddings batches are also restricted to a maximum of 50,000 embedding inputs across all requests in the
+# batch" (OpenAI's API reference, POST /v1/batches, `endpoint`)
+MAX_EMBEDDING_INPUTS = 50_000
 
 
 class OpenAIBatchClient:
@@ -73,6 +76,7 @@ class OpenAIBatchClient:
         self._model = upstream_model
         self._completion_window = completion_window
         self._file_expiry = file_expiry
+        self._endpoint = endpoint
 
     async def prepare(
         self, requests: AsyncIterable[tuple[str, Mapping[str, Any]]], *, metadata: Mapping[str, str]
@@ -184,8 +188,9 @@ class OpenAIBatchClient:
 
 def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str, url: str = CHAT_ENDPOINT) -> bytes:
     """One JSONL line of a batch input file (newline included): the body as a synchronous call sends it, with the
-    upstream `model`, no streaming fields, and `metadata` only with `store: true`. A body that does not encode
-    raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the batch or the worker."""
+    upstream `model`, no streaming fields, and `metadata` only with `store: true`; `url` is the batch's endpoint.
+    A body that does not encode raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the
+    batch or the worker."""
     sent = {**sent_body(body), "model": model}
     return dump_line({"custom_id": custom_id, "method": "POST", "url": url, "body": sent}, custom_id)
 
@@ -207,6 +212,15 @@ def dump_line(line: Mapping[str, Any], custom_id: str) -> bytes:
             classification=ErrorClass.BAD_LINE,
             custom_id=custom_id,
         ) from None
+
+
+def embedding_inputs(body: Mapping[str, Any]) -> int:
+    """How many embedding inputs a `/v1/embeddings` body carries (what OpenAI's per-batch limit counts): one for a
+    string or a token array, else the array's length."""
+    value = body.get("input")
+    if not isinstance(value, list) or not value or isinstance(value[0], int):
+        return 1
+    return len(value)
 
 
 def _list(value: Any) -> list[Any]:

@@ -83,7 +83,8 @@ class SharedSession:
 
 
 class OpenAICompletionClient:
-    """Chat completions against one OpenAI-shaped deployment (OpenAI, vLLM, Groq, the simulator, ...)."""
+    """Chat completions against one OpenAI-shaped deployment (OpenAI, vLLM, Groq, the simulator, ...); with
+    `path="/embeddings"` the same raw relay serves the embeddings endpoint."""
 
     def __init__(
         self,
@@ -95,12 +96,13 @@ class OpenAICompletionClient:
         retry: RetryPolicy,
         extra_headers: Mapping[str, str] | None = None,
         reshape: bool = False,
+        path: str = "/chat/completions",
     ) -> None:
         """`reshape`: make answers OpenAI-exact (proxy/providers/openai_shape.py), for OpenAI-shaped providers
         other than OpenAI itself, whose answers are relayed byte for byte."""
         self._http = http
         self._reshape = reshape
-        self._url = URL(base_url.rstrip("/") + "/chat/completions")  # parsed once, not on every call
+        self._url = URL(base_url.rstrip("/") + path)  # parsed once, not on every call
         self._model = upstream_model
         self._retry = retry
         self._redactor = Redactor([api_key] if api_key else [])

@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from proxy.endpoints import Endpoint, queue_group, split_group
 from proxy.errors import InvalidRequest
 from proxy.providers.base import BatchClient, CompletionClient, ErrorClass, ProviderError
 from proxy.providers.openai_http import OpenAICompletionClient, RetryPolicy, SharedSession
@@ -64,6 +65,9 @@ NO_BATCH_API: Mapping[str, str] = {
     "hosted_vllm": "has no batch API",
     "deepseek": "has no batch API",  # its discount is off-peak hours, not batches
 }
+# Providers whose batch API (as batchgate speaks it) takes each endpoint besides chat; a provider not listed keeps
+# that endpoint's calls on the sync lane. Anthropic's Message Batches take only messages.
+ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {Endpoint.EMBEDDINGS: frozenset({"openai"})}
 
 
 def batch_api(deployment: ModelDeployment) -> BatchApi | None:
@@ -74,28 +78,36 @@ def batch_api(deployment: ModelDeployment) -> BatchApi | None:
     return BATCH_APIS.get(params.provider)
 
 
-def no_batch_reason(deployment: ModelDeployment) -> str | None:
-    """Why a deployment's calls are never deferred to the batch lane, naming its provider (None: batchable)."""
+def no_batch_reason(deployment: ModelDeployment, endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS) -> str | None:
+    """Why a deployment's calls to `endpoint` are never deferred to the batch lane, naming its provider (None:
+    batchable)."""
     provider = deployment.litellm_params.provider
-    if batch_api(deployment) is not None:
-        return None
-    if provider == "azure":
-        return f"azure: {AZURE_NO_DEPLOYMENT}"
-    return f"{provider}: {NO_BATCH_API.get(provider, NOT_SPOKEN)}"
+    if batch_api(deployment) is None:
+        if provider == "azure":
+            return f"azure: {AZURE_NO_DEPLOYMENT}"
+        return f"{provider}: {NO_BATCH_API.get(provider, NOT_SPOKEN)}"
+    takes = ENDPOINT_BATCH_PROVIDERS.get(endpoint)
+    if takes is not None and provider not in takes:
+        return f"{provider}: its batch API does not take {endpoint.path}"
+    return None
 
 
 def encode_batch_line(
-    deployment: ModelDeployment, body: Mapping[str, Any], *, custom_id: str
+    deployment: ModelDeployment,
+    body: Mapping[str, Any],
+    *,
+    custom_id: str,
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS,
 ) -> tuple[bytes, int] | None:
     """The batch line (OpenAI) or Message Batch request (Anthropic) the deployment's batch adapter writes for
     `body`, and the provider's byte limit for one; None when the deployment has no batch lane. Raises
     ProviderError(BAD_LINE) when the body cannot be written as one."""
-    kind = batch_api(deployment)
+    kind = batch_api(deployment) if no_batch_reason(deployment, endpoint) is None else None
     model = deployment.litellm_params.upstream_model
     if kind in ("openai", "xai"):  # xAI's batch input is OpenAI's line shape
         from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - deferred calls only
 
-        return encode_line(custom_id, body, model=model), MAX_FILE_BYTES
+        return encode_line(custom_id, body, model=model, url=endpoint.path), MAX_FILE_BYTES
     if kind == "azure":
         from proxy.providers.azure_batch import AZURE_CHAT_ENDPOINT  # noqa: PLC0415
         from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
@@ -119,6 +131,25 @@ def encode_batch_line(
         line = gemini_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
         return line, gemini_batch.MAX_FILE_BYTES
     return None
+
+
+def batch_input_limit(deployment: ModelDeployment | None, endpoint: Endpoint) -> int | None:
+    """The most inputs one provider batch of `endpoint` may carry across all its lines (OpenAI: 50,000 embedding
+    inputs), or None when only the line count is limited."""
+    if deployment is None or endpoint is not Endpoint.EMBEDDINGS or batch_api(deployment) != "openai":
+        return None
+    from proxy.providers.openai_batch import MAX_EMBEDDING_INPUTS  # noqa: PLC0415 - deferred calls only
+
+    return MAX_EMBEDDING_INPUTS
+
+
+def batch_inputs(body: Mapping[str, Any], endpoint: Endpoint) -> int:
+    """How many inputs `body` counts against `batch_input_limit` (1 for a chat call)."""
+    if endpoint is not Endpoint.EMBEDDINGS:
+        return 1
+    from proxy.providers.openai_batch import embedding_inputs  # noqa: PLC0415 - deferred calls only
+
+    return embedding_inputs(body)
 
 
 def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
@@ -153,6 +184,7 @@ class ProviderRegistry:
         self._endpoints: dict[str, tuple[str, str | None]] = {}
         self._batch_apis: dict[str, BatchApi | None] = {}
         self._no_batch: dict[str, str | None] = {}
+        self._endpoint_batches: dict[str, dict[Endpoint, str | None]] = {}
         self._batch_settings: dict[str, tuple[str, str, int]] = {}
         self._litellm_extra: dict[str, dict[str, Any]] = {}
         self._batch_deployments: dict[str, str | None] = {}
@@ -166,6 +198,9 @@ class ProviderRegistry:
             )
             self._batch_apis[name] = batch_api(deployment)
             self._no_batch[name] = no_batch_reason(deployment)
+            self._endpoint_batches[name] = {
+                endpoint: no_batch_reason(deployment, endpoint) for endpoint in ENDPOINT_BATCH_PROVIDERS
+            }
             self._litellm_extra[name] = litellm_extra(deployment)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
@@ -181,6 +216,9 @@ class ProviderRegistry:
                 )
             else:
                 self._completion[name] = self._litellm_client(deployment, simulator_url, retry, limits.upstream_timeout)
+            self._completion[queue_group(name, Endpoint.EMBEDDINGS)] = self._embedding_client(
+                deployment, simulator_url, retry, limits.upstream_timeout
+            )
 
     def _litellm_client(
         self, deployment: ModelDeployment, simulator_url: str | None, retry: RetryPolicy, timeout: float
@@ -202,11 +240,39 @@ class ProviderRegistry:
             extra_params=litellm_extra(deployment),
         )
 
+    def _embedding_client(
+        self, deployment: ModelDeployment, simulator_url: str | None, retry: RetryPolicy, timeout: float
+    ) -> CompletionClient:
+        """The deployment's client for `/v1/embeddings`: raw bytes for OpenAI-shaped providers, else litellm."""
+        params = deployment.litellm_params
+        if params.provider in OPENAI_SHAPED_BASES:
+            base_url, api_key = _endpoint(deployment, simulator_url)
+            return OpenAICompletionClient(
+                http=self._http,
+                base_url=base_url,
+                api_key=api_key,
+                upstream_model=params.upstream_model,
+                retry=retry,
+                path="/embeddings",
+            )
+        from proxy.providers.litellm_embedding import LitellmEmbeddingClient  # noqa: PLC0415
+
+        api_base, api_key = _litellm_endpoint(deployment, simulator_url)
+        return LitellmEmbeddingClient(
+            model=params.model,
+            api_base=api_base,
+            api_key=api_key,
+            retry=retry,
+            timeout=timeout,
+            extra_params=litellm_extra(deployment),
+        )
+
     def batchable(self, model_name: str) -> bool:
         """Whether the model's provider has a batch adapter (a model that has none is never deferred)."""
         return self._batch_apis.get(model_name) is not None
 
     def completion(self, model_name: str) -> CompletionClient:
+        """The synchronous client of a model name (chat) or of a queue group (its endpoint's client)."""
         try:
             return self._completion[model_name]
         except KeyError:
@@ -218,9 +284,16 @@ class ProviderRegistry:
         client = self._batch.get(model_name)
         if client is not None:
             return client
+        group, (model_name, endpoint) = model_name, split_group(model_name)
         kind = self._batch_apis.get(model_name)
+        if endpoint is not Endpoint.CHAT_COMPLETIONS and kind is not None:
+            kind = kind if self._endpoint_batches.get(model_name, {}).get(endpoint) is None else None
         if kind is None:
-            why = self._no_batch.get(model_name) or "unknown model"
+            why = (
+                self._endpoint_batches.get(model_name, {}).get(endpoint)
+                or self._no_batch.get(model_name)
+                or "unknown model"
+            )
             raise ProviderError(
                 501,
                 f"Model `{model_name}` has no batch lane: {why}.",
@@ -272,8 +345,9 @@ class ProviderRegistry:
                 timeout=self._batch_timeout,
                 completion_window=completion_window,
                 file_expiry=file_expiry,
+                endpoint=endpoint.path,
             )
-        self._batch[model_name] = client
+        self._batch[group] = client
         return client
 
     def _azure_batch(self, model_name: str, file_expiry: int) -> BatchClient:

@@ -66,7 +66,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     else:
         upstream = await _complete(runtime.completion_client(chat.model), chat.body, decision)
         sync_accounting.record_answer(runtime, request, caller, chat, decision, upstream=upstream)
-        response = _as_response(upstream)
+        response = as_response(upstream)
     response.headers.update(decision_header)
     return response
 
@@ -124,7 +124,8 @@ async def _complete(client: CompletionClient, body: dict[str, Any], decision: De
     return upstream
 
 
-def _as_response(upstream: UpstreamResponse) -> Response:
+def as_response(upstream: UpstreamResponse) -> Response:
+    """A provider's answer as ours (its error in OpenAI's shape, raised); the embeddings route shares it."""
     if upstream.status >= 400:
         raise _upstream_error(upstream.status, upstream.body, upstream.headers)
     headers = passed_headers(upstream.headers.items())

@@ -68,6 +68,16 @@ class Prompt:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddingSpec:
+    """What an embeddings answer's vectors are made from: one digest per input (in order), their dimension and
+    the encoding asked for ("float" or "base64")."""
+
+    digests: tuple[str, ...]
+    dimensions: int
+    encoding: str = "float"
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     content: str
     prompt_tokens: int
@@ -75,6 +85,7 @@ class Answer:
     finish_reason: str  # "stop" | "length" | "tool_calls"
     choices: int = 1
     tool_calls: tuple[ToolCall, ...] = ()
+    embedding: EmbeddingSpec | None = None  # an embeddings answer: what its vectors are made from
 
     @property
     def total_tokens(self) -> int:

@@ -11,6 +11,14 @@ from typing import Any
 import orjson
 
 from proxy.simulator.batches import INFINITY, BatchLine, BatchView, LineRequest, Status, ValidationIssue
+from proxy.simulator.embeddings import ENDPOINT as EMBEDDINGS_ENDPOINT
+from proxy.simulator.embeddings import (
+    MAX_BATCH_INPUTS,
+    embedding_answer,
+    embedding_problem,
+    embedding_response,
+    inputs_of,
+)
 from proxy.simulator.openai_chat import chat_problem, completion, store_problem
 from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.rate_headers import request_id
@@ -46,6 +54,7 @@ class _InputChecker:
         self.issues: list[ValidationIssue] = []
         self.custom_ids: set[str] = set()
         self.models: set[str] = set()
+        self.embedding_inputs = 0
 
     def issue(self, code: str, message: str, line: int | None, param: str | None = None) -> None:
         if len(self.issues) < MAX_REPORTED_ISSUES:
@@ -108,13 +117,30 @@ class _InputChecker:
                 number,
                 "body.model",
             )
-        problem = chat_problem(body)
+        embeddings = self.endpoint == EMBEDDINGS_ENDPOINT
+        problem = embedding_problem(body) if embeddings else chat_problem(body)
+        if embeddings and problem is None:
+            self.embedding_inputs += len(inputs_of(body))
+            if self.embedding_inputs > MAX_BATCH_INPUTS:
+                self.issue(
+                    "too_many_embedding_inputs",
+                    f"A {EMBEDDINGS_ENDPOINT} batch may contain at most {MAX_BATCH_INPUTS} embedding inputs across "
+                    "all its requests.",
+                    number,
+                    "body.input",
+                )
+                return
         if problem and self.options.invalid_body_fails_batch:
             param = f"body.{problem[1]}" if problem[1] else "body"
             self.issue("invalid_request", problem[0], number, param)
             return
-        if problem is None and self.options.metadata_requires_store:
+        if problem is None and self.options.metadata_requires_store and not embeddings:
             problem = store_problem(body)  # the line is answered 400, the batch runs
+        if embeddings:
+            answer = embedding_answer(body) if problem is None else None
+            message = problem[0] if problem else None
+            self.requests.append(LineRequest(custom_id, str(body.get("model", "")), answer, message))
+            return
         self.requests.append(LineRequest.from_body(custom_id, body, problem[0] if problem else None))
 
 
@@ -242,8 +268,10 @@ def _line_id() -> str:
 
 
 def _response_line(line: BatchLine, finished_at: float) -> bytes:
-    if line.answer is not None:
-        body: dict[str, Any] = completion(line.model, line.answer, service_tier="default", created=int(finished_at))
+    if line.answer is not None and line.answer.embedding is not None:
+        body: dict[str, Any] = embedding_response(line.model, line.answer)
+    elif line.answer is not None:
+        body = completion(line.model, line.answer, service_tier="default", created=int(finished_at))
     else:
         error_type = ERROR_TYPES.get(line.status_code, "server_error")
         body = {"error": {"message": line.error_message, "type": error_type, "param": None, "code": None}}

@@ -14,6 +14,8 @@ from proxy.errors import ApiError, Conflict, InvalidRequest, NotFound, Unauthori
 from proxy.simulator import azure_auth
 from proxy.simulator.answers import answer_for
 from proxy.simulator.batches import BatchView
+from proxy.simulator.embeddings import ENDPOINT as EMBEDDINGS_ENDPOINT
+from proxy.simulator.embeddings import embedding_answer, embedding_problem, embedding_response
 from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault, TokenLimitExceeded
 from proxy.simulator.files import FILE_TTL_S, FileRecord, expires_after_seconds, new_file_id
 from proxy.simulator.ledger import Tier
@@ -203,6 +205,29 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
     return Response(orjson.dumps(completed), media_type=JSON, headers=headers)
 
 
+@router.post("/embeddings")
+async def embeddings(request: Request) -> Response:
+    """`/v1/embeddings`: deterministic vectors, usage = the inputs' tokens, billed at list price (sync tier)."""
+    state = simulator_state(request)
+    engine = state.engine
+    opts = engine.options
+    authorize(request, opts.api_key)
+    body = await json_body(request)
+    problem = embedding_problem(body)
+    if problem:
+        raise InvalidRequest(problem[0], param=problem[1])
+    refusal = account_error(opts)
+    if refusal is not None:
+        raise refusal
+    fault = engine.sync_fault(Tier.SYNC)
+    if fault is not None:
+        raise fault_error(fault, body["model"], opts.retry_after_s)
+    answer = embedding_answer(body)
+    engine.bill(body["model"], Tier.SYNC, answer, flavor=opts.flavor)
+    headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
+    return Response(orjson.dumps(embedding_response(body["model"], answer)), media_type=JSON, headers=headers)
+
+
 async def _aiter(events: Any) -> AsyncIterator[bytes]:
     for event in events:
         yield event
@@ -372,10 +397,11 @@ def _batch_request(body: Any, flavor: Flavor, *, azure_range: bool) -> dict[str,
     for key in ("input_file_id", "endpoint", "completion_window"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key)
-    endpoints = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if flavor == "azure" else (CHAT_ENDPOINT,)
+    endpoints: tuple[str, ...] = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if flavor == "azure" else (CHAT_ENDPOINT,)
+    endpoints += (EMBEDDINGS_ENDPOINT,) if flavor == "openai" else ()
     if body["endpoint"] not in endpoints:
         raise InvalidRequest(
-            f"The simulator supports only endpoint {CHAT_ENDPOINT!r}, got {body['endpoint']!r}.",
+            f"The simulator supports only endpoints {list(endpoints)!r}, got {body['endpoint']!r}.",
             param="endpoint",
         )
     if not _window_accepted(body["completion_window"], flavor):

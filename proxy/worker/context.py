@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from proxy.endpoints import Endpoint, endpoint_of
 from proxy.events import WorkerEvents
 from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.metrics import Metrics
@@ -84,7 +85,7 @@ class WorkerContext:
 
     def supports_flex(self, group: str) -> bool:
         deployment = self.runtime.config.deployment(group)
-        return bool(deployment and deployment.supports_flex)
+        return bool(deployment and deployment.supports_flex and endpoint_of(group) is Endpoint.CHAT_COMPLETIONS)
 
     async def checkpoint(self, stage: str) -> None:
         """A named stage of a submission or ingest, just before or after a provider call: the task makes sure its

@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 import redis
 
+from proxy.endpoints import endpoint_of
 from proxy.providers.base import BatchClient, ErrorClass, ProviderError
+from proxy.providers.registry import batch_input_limit, batch_inputs
 from proxy.store import keys
 from proxy.store.jobs import line_tokens
 from proxy.store.outcomes import Answer
@@ -179,6 +181,7 @@ class Submitter:
     async def _prepare(self, record: BatchRecord, client: BatchClient, job_ids: list[str] | None) -> bool:
         ctx = self.ctx
         ids = job_ids if job_ids is not None else await ctx.store.batches.job_ids(record.tag, record.id)
+        ids = await self._within_input_limit(record, ids)
         if not ids:
             return await self._nothing_to_send(record)
         await ctx.checkpoint("before_upload")
@@ -197,6 +200,33 @@ class Submitter:
         else:
             await client.cleanup(prepared.ref)
         return moved
+
+    async def _within_input_limit(self, record: BatchRecord, ids: list[str]) -> list[str]:
+        """The jobs that fit the provider's limit on inputs across a batch (OpenAI: 50,000 embedding inputs), in
+        order; the rest move at once into a new batch of their own (which is limited the same way when built)."""
+        endpoint = endpoint_of(record.group)
+        limit = batch_input_limit(self.ctx.runtime.config.deployment(record.group), endpoint)
+        if limit is None:
+            return ids
+        kept: list[str] = []
+        total = 0
+        async for chunk in self.ctx.store.batches.bodies(record.id, ids):
+            for job_id, raw in chunk:
+                total += batch_inputs(orjson.loads(raw), endpoint)
+                if total > limit and kept:
+                    break
+                kept.append(job_id)
+            if total > limit and kept:
+                break
+        taken = set(kept)
+        rest = [job_id for job_id in ids if job_id not in taken]
+        if rest:
+            moved = await self.ctx.store.batches.split_off(record.tag, record.group, record.id, rest)
+            log.info(
+                "batch split at the provider's input limit",
+                extra={"batch": record.id, "new_batch": moved, "jobs": len(rest), "limit": limit},
+            )
+        return kept
 
     async def _nothing_to_send(self, record: BatchRecord) -> bool:
         log.info("batch has nothing left to send", extra={"batch": record.id, "group": record.group})

@@ -16,9 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from proxy.endpoints import Endpoint, queue_group
+from proxy.jobs.service import accept
+from proxy.policy.decision import Decision
+from proxy.simulator.embeddings import embedding_answer, vector
 from tests.support.deferred_env import (
+    ALICE,
     CLAUDE,
     GEMINI,
     DeferredEnv,
@@ -229,3 +235,42 @@ async def test_a_gemini_submission_is_recovered_on_another_host(tmp_path: Path, 
         [batch] = response.json()["operations"]  # created once, whichever host created it
         assert batch["metadata"]["batchStats"]["successfulRequestCount"] == str(len(bodies))
         assert not list((tmp_path / "host-b" / "batchgate-gemini").glob("*.jsonl"))
+
+
+def embedding_models(simulator_url: str) -> list[dict[str, Any]]:
+    return [
+        {"model_name": EMBEDDER, "litellm_params": {"model": f"openai/{EMBEDDER}", "api_base": simulator_url + "/v1",
+                                                     "api_key": PROVIDER_KEY}},
+    ]  # fmt: skip
+
+
+EMBEDDER = "text-embedding-3-small"
+
+
+async def test_a_killed_worker_loses_no_embeddings_batch(tmp_path: Path, redis_url: str) -> None:
+    """An embeddings batch (its own queue, batch endpoint /v1/embeddings) killed after its upload: each job answered
+    once with its own vectors, the batch created once."""
+    async with deferred_env(tmp_path, redis_url, models=embedding_models, **FAST_LEASES) as env:
+        bodies = [{"model": EMBEDDER, "input": [f"text {i}", f"more {i}"], "dimensions": 4} for i in range(12)]
+        decision = Decision(deferred=True, lane="batch", rule="test", reason="test")
+        views = [
+            await accept(
+                env.store, env.runtime.config, ALICE, body, decision, group=queue_group(EMBEDDER, Endpoint.EMBEDDINGS)
+            )
+            for body in bodies
+        ]
+        await kill_at_then_recover(env, tmp_path, "after_upload")
+        finished = await env.store.jobs.get_many([view.id for view in views])
+        for body, view in zip(bodies, finished, strict=True):
+            assert view is not None, view
+            assert view.status == "completed", view
+            assert view.response is not None
+            answer = orjson.loads(view.response)
+            assert answer["usage"]["prompt_tokens"] == embedding_answer(body).prompt_tokens
+            spec = embedding_answer(body).embedding
+            assert spec is not None
+            assert [item["embedding"] for item in answer["data"]] == [vector(d, 4) for d in spec.digests]
+        batches = env.provider_batches()
+        assert len(batches) == 1
+        assert batches[0]["endpoint"] == "/v1/embeddings"
+        assert batches[0]["request_counts"]["total"] == len(bodies)

@@ -89,6 +89,7 @@ def test_generated_requests_get_no_5xx_and_only_openai_shaped_errors(stack: Stac
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 11  # every route of the description, chat completions included
     assert any(op.path == "/v1/chat/completions" and op.method.upper() == "POST" for op in operations)
+    assert any(op.path == "/v1/embeddings" and op.method.upper() == "POST" for op in operations)
     sent = 0
     with requests.Session() as session:
         for operation in operations:

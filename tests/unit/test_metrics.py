@@ -54,9 +54,26 @@ def test_finished_request_counts_tokens_and_money() -> None:
     record_one(metrics)
     record_one(metrics)
     r = metrics.registry
-    assert sample(r, "batchgate_requests_total", lane="batch", outcome="completed", model="mini", team="research") == 2
-    assert sample(r, "batchgate_tokens_total", kind="input", lane="batch", model="mini") == 200
-    assert sample(r, "batchgate_tokens_total", kind="cached", lane="batch", model="mini") == 20
+    assert (
+        sample(
+            r,
+            "batchgate_requests_total",
+            lane="batch",
+            outcome="completed",
+            model="mini",
+            team="research",
+            endpoint="chat_completions",
+        )
+        == 2
+    )
+    assert (
+        sample(r, "batchgate_tokens_total", kind="input", lane="batch", model="mini", endpoint="chat_completions")
+        == 200
+    )
+    assert (
+        sample(r, "batchgate_tokens_total", kind="cached", lane="batch", model="mini", endpoint="chat_completions")
+        == 20
+    )
     assert sample(r, "batchgate_list_usd_total", model="mini", team="research", lane="batch") == 0.008
     assert sample(r, "batchgate_saved_usd_total", model="mini", team="research", lane="batch") == 0.004
 
@@ -77,7 +94,18 @@ def test_labels_outside_the_config_are_bucketed_to_other() -> None:
         record_one(metrics, model=f"model-{i}", team=f"team-{i}")
         metrics.record_decision(lane="batch", rule=f"rule-{i}")
     r = metrics.registry
-    assert sample(r, "batchgate_requests_total", lane="batch", outcome="completed", model="other", team="other") == 50
+    assert (
+        sample(
+            r,
+            "batchgate_requests_total",
+            lane="batch",
+            outcome="completed",
+            model="other",
+            team="other",
+            endpoint="chat_completions",
+        )
+        == 50
+    )
     assert sample(r, "batchgate_policy_decisions_total", lane="batch", rule="other") == 50
     series = sum(len(f.samples) for f in r.collect() if f.name == "batchgate_requests")
     assert series <= 2  # one _total and one _created sample
@@ -103,8 +131,30 @@ def test_reload_adopts_new_label_sets() -> None:
     record_one(metrics, model="new", team="ops")
     record_one(metrics, model="mini", team="research")
     r = metrics.registry
-    assert sample(r, "batchgate_requests_total", lane="batch", outcome="completed", model="new", team="ops") == 1
-    assert sample(r, "batchgate_requests_total", lane="batch", outcome="completed", model="other", team="other") == 1
+    assert (
+        sample(
+            r,
+            "batchgate_requests_total",
+            lane="batch",
+            outcome="completed",
+            model="new",
+            team="ops",
+            endpoint="chat_completions",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            r,
+            "batchgate_requests_total",
+            lane="batch",
+            outcome="completed",
+            model="other",
+            team="other",
+            endpoint="chat_completions",
+        )
+        == 1
+    )
 
 
 def test_deadline_margin_and_misses() -> None:

@@ -100,7 +100,10 @@ def test_config_file_errors_name_file_key_path_and_expectation(tmp_path: Path) -
     message = str(caught.value)
     assert str(path) in message
     assert "policy.rules[0].lane: Input should be 'sync', 'batch', 'flex' or 'auto'" in message
-    assert "policy.rules[0].match.modles: unknown key; expected one of: headers, keys, metadata, models" in message
+    assert (
+        "policy.rules[0].match.modles: unknown key; expected one of: endpoints, headers, keys, metadata, models"
+        in message
+    )
     assert "policy.defualt: unknown key; expected one of: default, default_deadline, rules" in message
 
 
