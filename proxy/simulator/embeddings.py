@@ -62,9 +62,15 @@ def _options_problem(body: Mapping[str, Any]) -> tuple[str, str | None] | None:
     if body.get("encoding_format", "float") not in ("float", "base64"):
         return "encoding_format must be 'float' or 'base64'.", "encoding_format"
     dimensions = body.get("dimensions")
-    if dimensions is not None and (not _is_token(dimensions) or dimensions < 1):
-        return "dimensions must be an integer of at least 1.", "dimensions"
+    native = native_dimensions(str(body["model"]))
+    if dimensions is not None and (not _is_token(dimensions) or not 1 <= dimensions <= native):
+        return f"dimensions must be an integer from 1 to the model's own {native}.", "dimensions"
     return None
+
+
+def native_dimensions(model: str) -> int:
+    """The length of the model's own vectors (OpenAI refuses `dimensions` above it)."""
+    return MODEL_DIMENSIONS.get(model.rsplit("/", 1)[-1], DEFAULT_DIMENSIONS)
 
 
 def embedding_answer(body: Mapping[str, Any]) -> Answer:
@@ -72,7 +78,7 @@ def embedding_answer(body: Mapping[str, Any]) -> Answer:
     model = str(body["model"])
     inputs = inputs_of(body)
     tokens = sum(len(item) if isinstance(item, list) else count_tokens(item) for item in inputs)
-    dimensions = body.get("dimensions") or MODEL_DIMENSIONS.get(model.rsplit("/", 1)[-1], DEFAULT_DIMENSIONS)
+    dimensions = body.get("dimensions") or native_dimensions(model)
     digests = tuple(hashlib.sha256(orjson.dumps([model, item])).hexdigest() for item in inputs)
     spec = EmbeddingSpec(digests, int(dimensions), str(body.get("encoding_format") or "float"))
     return Answer(content="", prompt_tokens=tokens, completion_tokens=0, finish_reason="stop", embedding=spec)

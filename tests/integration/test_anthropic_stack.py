@@ -12,14 +12,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
-from proxy.app import create_app
-from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
-from tests.support.servers import ServerThread
-from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until_sync
 
 CLAUDE = "claude-haiku-4-5-20251001"  # in litellm's price map with batch prices
@@ -40,12 +36,8 @@ def anthropic_stack(tmp_path: Path, redis_url: str, **sections: Any) -> Iterator
     with simulator_server(**FAST_SIMULATOR) as upstream:
         document = config_document(upstream.url, **sections)
         document["model_list"].append(claude_deployment(upstream.url))
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            yield stack
 
 
 @pytest.fixture

@@ -14,18 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from proxy.app import create_app
 from proxy.providers.azure_batch import MIN_FILE_EXPIRY, AzureEndpoint, azure_batch_client, azure_endpoint
 from proxy.providers.base import BatchInfo, BatchState, ErrorClass, LineOutcome, ProviderError, ResultLine
 from proxy.providers.openai_batch import OpenAIBatchClient
-from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings, wasted
-from tests.support.servers import ServerThread
-from tests.support.stack import PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.stack import PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until
 
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1, "api_key": PROVIDER_KEY}
@@ -194,12 +190,8 @@ def azure_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
     with simulator_server(**FAST, **SERVED) as upstream:
         document = config_document(upstream.url, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"})
         document["model_list"] = azure_deployments(upstream.url)
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            yield stack
 
 
 def defer(stack: Stack, model: str, text: str) -> str:

@@ -11,17 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from proxy.app import create_app
-from proxy.settings import Settings, load_config
 from proxy.worker.process import run_in_app
 from tests.integration.test_anthropic_stack import CLAUDE, claude_deployment
 from tests.integration.test_azure_batches import BATCH_DEPLOYMENT, FAST, SERVED
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import GEMINI, gemini_models
-from tests.support.servers import ServerThread
-from tests.support.stack import PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.stack import PROVIDER_KEY, Stack, config_document, serving, simulator_server
 
 CALLS = 100
 DEFER = {"X-Batch-Deadline": "1h", "Prefer": "respond-async"}
@@ -62,12 +57,8 @@ def six_provider_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
         document = config_document(upstream.url, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"})
         document["model_list"] = every_provider(upstream.url)
         assert [model["model_name"] for model in document["model_list"]] == list(BILLED_AS)
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            yield stack
 
 
 def test_the_same_calls_across_six_providers_are_batched_answered_and_reconciled(

@@ -13,15 +13,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
-from proxy.app import create_app
-from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
 from tests.support.deferred_env import GEMINI, gemini_models
-from tests.support.servers import ServerThread
-from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until_sync
 
 FAST_SIMULATOR = {"turnaround_s": 1.2, "validating_s": 0.1, "finalizing_s": 0.1, "api_key": PROVIDER_KEY}
@@ -35,12 +31,8 @@ def gemini_stack(tmp_path: Path, redis_url: str, **sections: Any) -> Iterator[St
     with simulator_server(**FAST_SIMULATOR) as upstream:
         document = config_document(upstream.url, **sections)
         document["model_list"] = gemini_models(upstream.url)
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            yield stack
 
 
 @pytest.fixture

@@ -13,17 +13,14 @@ import httpx
 import openai
 import orjson
 import pytest
-import yaml
 
-from proxy.app import create_app
-from proxy.settings import Settings, load_config
 from proxy.simulator.app import create_simulator_app
 from proxy.simulator.engine import expected_content
 from proxy.simulator.options import SimulatorOptions
 from proxy.worker.process import run_in_app
 from tests.integration.test_anthropic_stack import CLAUDE, FAST_SIMULATOR, claude_deployment
 from tests.support.servers import ServerThread
-from tests.support.stack import MASTER_KEY, Stack, config_document
+from tests.support.stack import MASTER_KEY, Stack, config_document, serving
 
 GPT = "gpt-4o-mini"
 DEFER = {"X-Batch-Deadline": "1h"}
@@ -80,12 +77,7 @@ def recorded(tmp_path: Path, redis_url: str) -> Iterator[Recorded]:
             delivery={"default": "hold", "hold_heartbeat": 0.25, "max_wait": 30},
         )
         document["model_list"].append(claude_deployment(upstream.url))
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            stack = Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
             yield Recorded(stack, recorder)
 
 

@@ -15,16 +15,13 @@ from typing import Any
 import openai
 import orjson
 import pytest
-import yaml
 
-from proxy.app import create_app
-from proxy.settings import Settings, load_config
 from proxy.simulator.app import create_simulator_app
 from proxy.simulator.options import SimulatorOptions
 from proxy.worker.process import run_in_app
 from tests.integration.test_anthropic_stack import CLAUDE, DEFER, FAST_SIMULATOR, claude_deployment
 from tests.support.servers import ServerThread
-from tests.support.stack import Stack, config_document
+from tests.support.stack import Stack, config_document, serving
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -181,12 +178,8 @@ def recorded_stack(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, Reco
     with ServerThread(recorder) as upstream:
         document = config_document(upstream.url, delivery={"default": "hold", "hold_heartbeat": 0.25, "max_wait": 60})
         document["model_list"].append(claude_deployment(upstream.url))
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings), recorder
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            yield stack, recorder
 
 
 def test_the_sync_and_batch_lanes_send_and_answer_alike(tmp_path: Path, redis_url: str) -> None:

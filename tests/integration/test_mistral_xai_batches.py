@@ -17,21 +17,17 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from proxy.app import create_app
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
 from proxy.providers.mistral_batch import MistralBatchClient
 from proxy.providers.openai_batch import OpenAIBatchClient
 from proxy.providers.xai_batch import XaiBatchClient
-from proxy.settings import Settings, load_config
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv, assert_answered, chat_body, deferred_env
-from tests.support.servers import ServerThread
-from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, simulator_server
+from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
 
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
@@ -210,12 +206,10 @@ def simulated_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
             {"model_name": provider.model, "litellm_params": {"model": provider.litellm_model}}
             for provider in (MISTRAL, XAI)
         ]
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url, worker=True, simulator_url=upstream.url)
-        app = create_app(settings, load_config(config_path), background=[run_in_app])
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(
+            document, tmp_path, redis_url, upstream.url, [run_in_app], worker=True, simulator_url=upstream.url
+        ) as stack:
+            yield stack
 
 
 def defer(stack: Stack, model: str, text: str) -> str:
@@ -253,7 +247,7 @@ def test_deferred_calls_go_through_each_providers_batch_and_reconcile_with_its_b
             assert answer.choices[0].message.content == expected_content(chat_body(provider.model, "now"))
             jobs[provider.name] = [defer(stack, provider.model, f"{provider.name} later {i}") for i in range(3)]
         for provider in (MISTRAL, XAI):
-            finished = stack.final_jobs(jobs[provider.name])
+            finished = stack.final_jobs(jobs[provider.name], timeout=120)
             assert [(job["status"], job["lane"]) for job in finished] == [("completed", "batch")] * 3
             for i, job in enumerate(finished):
                 sent = chat_body(provider.model, f"{provider.name} later {i}")

@@ -127,10 +127,25 @@ def running_stack(
 ) -> Iterator[Stack]:
     """Simulator + batchgate (API, plus whatever `background` services are given), both on loopback."""
     with simulator_server(**(simulator or {})) as upstream:
-        config_path = tmp_path / "config.yaml"
         document = config_document(upstream.url, provider_key=provider_key, models=models, **sections)
-        config_path.write_text(yaml.safe_dump(document))
-        settings = Settings(config=config_path, redis_url=redis_url, worker=background is not None)
-        app = create_app(settings, load_config(config_path), background=background)
-        with ServerThread(app) as proxy:
-            yield Stack(url=proxy.url, simulator_url=upstream.url, config_path=config_path, settings=settings)
+        with serving(document, tmp_path, redis_url, upstream.url, background, worker=background is not None) as stack:
+            yield stack
+
+
+@contextlib.contextmanager
+def serving(
+    document: dict[str, Any],
+    tmp_path: Path,
+    redis_url: str,
+    upstream_url: str,
+    background: list[BackgroundService] | None,
+    **settings: Any,
+) -> Iterator[Stack]:
+    """batchgate serving the config `document` (written to tmp_path/config.yaml) on loopback, in front of the
+    simulator at `upstream_url`, with the `background` services (run_in_app: the in-process worker)."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(document))
+    options = Settings(config=config_path, redis_url=redis_url, **settings)
+    app = create_app(options, load_config(config_path), background=background)
+    with ServerThread(app) as proxy:
+        yield Stack(url=proxy.url, simulator_url=upstream_url, config_path=config_path, settings=options)
