@@ -12,4 +12,4 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/pytest -n 2 -q -p no:cacheprovider "$@"
+.venv/bin/pytest -n 2 -q -p no:cacheprovider --durations=25 "$@"
