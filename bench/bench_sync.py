@@ -7,7 +7,7 @@ holds it (`--litellm /path/to/venv/bin/litellm`). Then streaming: sequential str
 time to first byte and the gaps between SSE events as the client sees them. For every run, the CPU seconds each
 process (with its children) used. Usage:
 
-    python bench/bench_sync.py [--seconds 10] [--rounds 2] [--workers 1] [--litellm PATH] [--record]
+    python bench/bench_sync.py [--seconds 10] [--rounds 2] [--workers 1] [--litellm PATH] [--granian PATH] [--record]
 
 Needs `wrk` (Debian package) on PATH. `--record` appends the tables to bench/RESULTS.md.
 """
@@ -124,8 +124,11 @@ def model_list(sim_url: str) -> list[dict[str, object]]:
 
 
 @contextlib.contextmanager
-def full_stack(workdir: Path, *, workers: int = 1, litellm: str | None = None) -> Iterator[Stack]:
-    """The simulated upstream, batchgate in front of it and, when `litellm` names its CLI, LiteLLM's proxy."""
+def full_stack(
+    workdir: Path, *, workers: int = 1, litellm: str | None = None, granian: str | None = None
+) -> Iterator[Stack]:
+    """The simulated upstream, batchgate in front of it and, when `litellm` names its CLI, LiteLLM's proxy; when
+    `granian` names granian's CLI (in a venv holding batchgate), batchgate's app served by granian too."""
     # Default log level: the proxy writes its one access line per request, as it would in production.
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "BATCHGATE_LOG_LEVEL": "INFO"}
     sim_port, proxy_port = free_port(), free_port()
@@ -154,6 +157,19 @@ def full_stack(workdir: Path, *, workers: int = 1, litellm: str | None = None) -
             serve += ["--workers", str(workers)]
         gate = stack_.enter_context(process(serve, proxy_env, proxy_url + "/healthz", workdir / "batchgate.log"))
         result.gateways.append(Target("batchgate" if workers == 1 else f"batchgate x{workers}", proxy_url, gate.pid))
+        if granian:
+            port = free_port()
+            command = [granian, "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port)]
+            command += ["--workers", "1", "--loop", "uvloop", "--log-level", "warning", "--no-ws", "granian_app:app"]
+            served = stack_.enter_context(
+                process(
+                    command,
+                    {**proxy_env, "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}"},
+                    f"http://127.0.0.1:{port}/healthz",
+                    workdir / "granian.log",
+                )
+            )
+            result.gateways.append(Target("batchgate on granian", f"http://127.0.0.1:{port}", served.pid))
         if litellm:
             port = free_port()
             litellm_config = workdir / "litellm.yaml"
@@ -341,6 +357,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="batchgate serving processes (serve --workers)")
     parser.add_argument("--litellm", help="LiteLLM's CLI in its own venv (e.g. /work/bench-litellm/bin/litellm)")
+    parser.add_argument("--granian", help="granian's CLI in a venv holding batchgate: its app served by granian too")
     parser.add_argument("--streams", type=int, default=300, help="streamed calls per target per round")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
@@ -349,7 +366,7 @@ def main() -> int:
         return 2
     with (
         tempfile.TemporaryDirectory() as tmp,
-        full_stack(Path(tmp), workers=args.workers, litellm=args.litellm) as running,
+        full_stack(Path(tmp), workers=args.workers, litellm=args.litellm, granian=args.granian) as running,
     ):
         script = Path(tmp) / "post.lua"
         script.write_text(wrk_script(BODY))
@@ -369,6 +386,8 @@ def render(runs: list[Run], streams: list[StreamFigures], args: argparse.Namespa
         command += f" --workers {args.workers}"
     if args.litellm:
         command += f" --litellm {args.litellm}"
+    if args.granian:
+        command += f" --granian {args.granian}"
     lines = [
         f"### Sync path, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores",
         "",
