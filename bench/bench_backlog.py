@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +28,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from local_stack import local_stack
 
-from proxy.app import build_runtime
 from proxy.jobs.service import accept
 from proxy.policy.decision import Decision
-from proxy.settings import Settings
 from proxy.worker.runner import Worker
-from tests.support.deferred_env import ALICE, chat_body, write_config
-from tests.support.servers import RedisServer, free_port, wait_for_http
+from tests.support.deferred_env import ALICE, chat_body
 
 MODEL = "gpt-4o-mini"
 
@@ -55,25 +52,14 @@ async def main(args: argparse.Namespace) -> None:
     texts = [prompt(number, args.prompt_chars) for number in range(args.jobs)]
     total = sum(simulated_prompt_tokens(text) for text in texts)
     limit = math.ceil(total / args.over)
+    sections = {
+        "batching": {"max_wait": "1s", "turnaround_estimate": "60s"},
+        "worker": {"lease": 30, "safety_margin": 60, "poll_interval_min": 0.5, "poll_interval_max": 2, "tick": 0.2},
+    }
+    simulator_args = ["--turnaround-s", str(args.turnaround), "--enqueued-token-limit", str(limit)]
     with tempfile.TemporaryDirectory() as scratch:
-        redis = RedisServer(Path(scratch) / "redis").start()
-        port = free_port()
-        simulator = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-            [sys.executable, "-m", "proxy", "simulate-upstream", "--port", str(port),
-             "--turnaround-s", str(args.turnaround), "--enqueued-token-limit", str(limit)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            simulator_url = f"http://127.0.0.1:{port}"
-            wait_for_http(simulator_url + "/_sim/health", timeout=180)  # a loaded machine imports slowly
-            sections = {
-                "batching": {"max_wait": "1s", "turnaround_estimate": "60s"},
-                "worker": {"lease": 30, "safety_margin": 60, "poll_interval_min": 0.5, "poll_interval_max": 2,
-                           "tick": 0.2},
-            }  # fmt: skip
-            path, config = write_config(Path(scratch), simulator_url, **sections)
-            runtime = build_runtime(Settings(config=path, redis_url=redis.url), config)
+        async with local_stack(Path(scratch), simulator_args=simulator_args, **sections) as stack:
+            runtime = stack.runtime
             deadline = datetime.now(UTC) + timedelta(hours=1)
             decision = Decision(deferred=True, lane="batch", rule="bench", reason="bench", deadline=deadline)
             views = [await accept(runtime.store, runtime.config, ALICE, chat_body(MODEL, text), decision)
@@ -93,7 +79,7 @@ async def main(args: argparse.Namespace) -> None:
                 statuses[key] = statuses.get(key, 0) + 1
             late = sum(1 for view in finished if view and view.finished_at and view.finished_at > deadline.timestamp())
             print(f"drained in {drained:.1f} s; jobs by (status, lane): {statuses}; answered after deadline: {late}")
-            async with httpx.AsyncClient(base_url=simulator_url, timeout=120) as http:
+            async with httpx.AsyncClient(base_url=stack.simulator_url, timeout=120) as http:
                 ledger = (await http.get("/_sim/ledger")).json()["models"][MODEL]
                 listing = await http.get("/v1/batches", params={"limit": 100}, headers={"authorization": "Bearer x"})
                 batches = listing.json()["data"]
@@ -102,12 +88,6 @@ async def main(args: argparse.Namespace) -> None:
             print(f"provider batches: {len(batches)} ({refused} refused for the token limit); billed at batch price: "
                   f"{billed_batch} ({100 * billed_batch / max(1, billed_batch + billed_sync):.1f}%), "
                   f"at sync price: {billed_sync}")  # fmt: skip
-            await runtime.providers.aclose()
-            await runtime.redis.aclose()
-        finally:
-            simulator.terminate()
-            simulator.wait()
-            redis.stop()
 
 
 if __name__ == "__main__":

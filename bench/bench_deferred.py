@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,14 +23,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.app import build_runtime
+from local_stack import local_stack
+
 from proxy.jobs.service import accept
 from proxy.policy.decision import Decision
-from proxy.settings import Settings
 from proxy.store import keys
 from proxy.worker.runner import Worker
-from tests.support.deferred_env import ALICE, chat_body, write_config
-from tests.support.servers import RedisServer, free_port, wait_for_http
+from tests.support.deferred_env import ALICE, chat_body
 
 MODEL_ACCEPT, MODEL_BATCH = "gpt-4o-mini", "gpt-5-mini"
 CONCURRENCY = 64
@@ -67,24 +65,13 @@ async def ingest(runtime, worker: Worker, tag: str) -> tuple[float, int]:  # typ
 
 
 async def main(args: argparse.Namespace) -> None:
+    sections = {
+        "batching": {"max_wait": "1h", "max_requests": 50_000, "turnaround_estimate": "1h"},
+        "worker": {"lease": 30, "safety_margin": 60, "poll_interval_min": 0.5},
+    }
     with tempfile.TemporaryDirectory() as scratch:
-        redis = RedisServer(Path(scratch) / "redis").start()
-        port = free_port()
-        simulator = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-            [sys.executable, "-m", "proxy", "simulate-upstream", "--port", str(port), "--turnaround-s", "2"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            simulator_url = f"http://127.0.0.1:{port}"
-            wait_for_http(simulator_url + "/_sim/health")
-            sections = {
-                "batching": {"max_wait": "1h", "max_requests": 50_000, "turnaround_estimate": "1h"},
-                "worker": {"lease": 30, "safety_margin": 60, "poll_interval_min": 0.5},
-            }
-            path, config = write_config(Path(scratch), simulator_url, **sections)
-            runtime = build_runtime(Settings(config=path, redis_url=redis.url), config)
-
+        async with local_stack(Path(scratch), simulator_args=["--turnaround-s", "2"], **sections) as stack:
+            runtime = stack.runtime
             seconds = await accept_many(runtime, MODEL_ACCEPT, args.accept)
             print(f"accepted durably: {args.accept} jobs in {seconds:.2f} s = {args.accept / seconds:,.0f} jobs/s "
                   f"(one process, {CONCURRENCY} concurrent callers, store path, no HTTP)")  # fmt: skip
@@ -110,12 +97,6 @@ async def main(args: argparse.Namespace) -> None:
             peak = tracemalloc.get_traced_memory()[1] - baseline
             tracemalloc.stop()
             print(f"the same again under tracemalloc: {traced:.2f} s, peak Python memory growth {peak / 1e6:.1f} MB")
-            await runtime.providers.aclose()
-            await runtime.redis.aclose()
-        finally:
-            simulator.terminate()
-            simulator.wait()
-            redis.stop()
 
 
 if __name__ == "__main__":
