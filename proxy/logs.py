@@ -3,6 +3,7 @@ secret values themselves and their encodings (`mask_secrets_in_logs`), and anyth
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -144,20 +145,20 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if scope.get("path") not in ("/metrics", "/healthz", "/readyz"):
-                self.logger.info(
-                    "%s %s %s",
-                    scope.get("method"),
-                    scope.get("path"),
-                    status,
-                    extra={
-                        "request_id": request_id,
-                        "team": state.get("team"),
-                        "model": state.get("model"),
-                        "decision": state.get("decision"),
-                        "status": status,
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
-                )
+                extra = {
+                    "request_id": request_id,
+                    "team": state.get("team"),
+                    "model": state.get("model"),
+                    "decision": state.get("decision"),
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+                # Written in the loop's next step: the answer's coalesced write (proxy/write_coalescing.py) was
+                # scheduled first, so it leaves before the line is formatted and written rather than after.
+                asyncio.get_running_loop().call_soon(self._write_line, scope.get("method"), scope.get("path"), extra)
+
+    def _write_line(self, method: str | None, path: str | None, extra: dict[str, Any]) -> None:
+        self.logger.info("%s %s %s", method, path, extra["status"], extra=extra)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
