@@ -44,7 +44,8 @@ def test_sync_plain_streamed_stored_and_kept_sync_by_state(stack: Stack) -> None
     assert plain.status == "completed"
     assert plain.id.startswith("resp_")
     assert plain.output_text.endswith("the sky is blue")
-    assert plain.usage is not None and plain.usage.output_tokens > 0
+    assert plain.usage is not None
+    assert plain.usage.output_tokens > 0
     assert plain.usage.total_tokens == plain.usage.input_tokens + plain.usage.output_tokens
     # streamed: the event sequence relayed as it came, the same answer, usage in response.completed
     with client.responses.stream(model=MODEL, input="the sky is blue", max_output_tokens=64) as stream:
@@ -77,7 +78,8 @@ def test_sync_plain_streamed_stored_and_kept_sync_by_state(stack: Stack) -> None
     # through litellm.aresponses (a provider with no raw Responses path)
     bridged = client.responses.create(model=LITELLM_MODEL, input="the sky is blue", max_output_tokens=64)
     assert bridged.output_text == plain.output_text
-    assert bridged.usage is not None and bridged.usage.input_tokens == plain.usage.input_tokens
+    assert bridged.usage is not None
+    assert bridged.usage.input_tokens == plain.usage.input_tokens
 
 
 def test_deferred_by_header_and_by_rule_each_answer_its_own(stack: Stack) -> None:
