@@ -3,7 +3,7 @@
 A provider batch holds requests of one endpoint only (OpenAI's `endpoint` is per batch), so deferred calls queue
 per (model, endpoint): the queue group of a chat call is its model's name, as it always was; that of another
 endpoint is `<model>#<endpoint>` (`queue_group`). Every lookup by group (the deployment, its knobs, its clients,
-prices) reads the model back with `split_group`. A new endpoint (the Responses API) is one more member here.
+prices) reads the model back with `split_group`. The Responses API is one more member (`<model>#responses`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class Endpoint(StrEnum):
 
     CHAT_COMPLETIONS = "chat_completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
 
     @property
     def path(self) -> str:
@@ -30,10 +31,15 @@ class Endpoint(StrEnum):
         return DEFERRED_OBJECTS[self]
 
 
-PATHS = {Endpoint.CHAT_COMPLETIONS: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
+PATHS = {
+    Endpoint.CHAT_COMPLETIONS: "/v1/chat/completions",
+    Endpoint.EMBEDDINGS: "/v1/embeddings",
+    Endpoint.RESPONSES: "/v1/responses",
+}
 DEFERRED_OBJECTS = {
     Endpoint.CHAT_COMPLETIONS: "chat.completion.deferred",
     Endpoint.EMBEDDINGS: "embedding.deferred",
+    Endpoint.RESPONSES: "response.deferred",
 }
 
 

@@ -478,8 +478,8 @@ _COST = ["model", "team", "lane"]
 
 
 def queue_groups(models: Iterable[str]) -> list[str]:
-    """The `queue` label values of some models: each model's own (chat) and its embeddings queue."""
-    return [group for model in models for group in (model, queue_group(model, Endpoint.EMBEDDINGS))]
+    """The `queue` label values of some models: each model's own (chat) and its other endpoints' queues."""
+    return [queue_group(model, endpoint) for model in models for endpoint in Endpoint]
 
 
 def _lane(lane: str) -> str:

@@ -23,6 +23,7 @@ from proxy.requests import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VA
 
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = Endpoint.EMBEDDINGS.path
+RESPONSES_PATH = Endpoint.RESPONSES.path
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -147,19 +148,55 @@ def embeddings_request_schema(models: Iterable[str]) -> dict[str, Any]:
 
 
 def embeddings_operation(models: Iterable[str]) -> dict[str, Any]:
+    return _call_operation(
+        models,
+        "create_embedding",
+        "Create embeddings: answered now, or deferred to a batch lane",
+        embeddings_request_schema(models),
+        "The CreateEmbeddingResponse",
+    )
+
+
+def responses_request_schema(models: Iterable[str]) -> dict[str, Any]:
+    """The fields of a CreateResponse body batchgate reads (`proxy/responses_requests.py`); the rest is the
+    provider's to check."""
+    return {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "enum": sorted(models)},
+            "input": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "object"}}]},
+            "instructions": {"type": "string"},
+            "max_output_tokens": {"type": "integer", "minimum": 16},
+            "stream": {"type": "boolean"},
+            "store": {"type": "boolean"},
+            "background": {"type": "boolean"},
+            "previous_response_id": {"type": "string"},
+        },
+    }
+
+
+def responses_operation(models: Iterable[str]) -> dict[str, Any]:
+    return _call_operation(
+        models,
+        "create_response",
+        "Create a model response: answered now (or streamed), or deferred to a batch lane",
+        responses_request_schema(models),
+        "The Response object (an SSE event stream with stream: true)",
+    )
+
+
+def _call_operation(
+    models: Iterable[str], operation_id: str, summary: str, schema: dict[str, Any], answer: str
+) -> dict[str, Any]:
+    """An endpoint's POST described as chat's is, with its own body schema and answer."""
     operation = chat_operation(models)
     return {
         **operation,
-        "operationId": "create_embedding",
-        "summary": "Create embeddings: answered now, or deferred to a batch lane",
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": embeddings_request_schema(models)}},
-        },
-        "responses": {
-            **operation["responses"],
-            "200": {"description": "The CreateEmbeddingResponse", "content": {"application/json": {}}},
-        },
+        "operationId": operation_id,
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "responses": {**operation["responses"], "200": {"description": answer, "content": {"application/json": {}}}},
     }
 
 
@@ -176,6 +213,7 @@ def openapi_document(api: FastAPI, models: Iterable[str]) -> dict[str, Any]:
     paths = document.setdefault("paths", {})
     paths[CHAT_PATH] = {"post": chat_operation(models)}
     paths[EMBEDDINGS_PATH] = {"post": embeddings_operation(models)}
+    paths.setdefault(RESPONSES_PATH, {})["post"] = responses_operation(models)
     for path, operations in paths.items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})

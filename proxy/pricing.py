@@ -59,14 +59,21 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
-        """Read an OpenAI `usage` object (chat completions); missing or malformed fields count as zero."""
+        """Read an OpenAI `usage` object (chat completions, embeddings, or the Responses API's `input_tokens` /
+        `output_tokens` / `input_tokens_details`); missing or malformed fields count as zero."""
         if not usage:
             return cls()
-        details = usage.get("prompt_tokens_details")
+        if "input_tokens" in usage and "prompt_tokens" not in usage:  # a Response object's usage
+            return cls._from_fields(usage, "input_tokens", "output_tokens", "input_tokens_details")
+        return cls._from_fields(usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details")
+
+    @classmethod
+    def _from_fields(cls, usage: Mapping[str, Any], prompt: str, completion: str, detail: str) -> Usage:
+        details = usage.get(detail)
         cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
         return cls(
-            prompt_tokens=_count(usage.get("prompt_tokens")),
-            completion_tokens=_count(usage.get("completion_tokens")),
+            prompt_tokens=_count(usage.get(prompt)),
+            completion_tokens=_count(usage.get(completion)),
             cached_tokens=_count(cached),
         )
 

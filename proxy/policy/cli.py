@@ -71,7 +71,7 @@ def explain(
     endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS,
 ) -> int:
     """Print the decision for one imagined request, the rule that made it, and why earlier ones missed.
-    `body` is a JSON chat-completions body: the fields its model's batch lane cannot carry keep it off batch."""
+    `body` is a JSON body of `endpoint`: the fields its model's batch lane cannot carry keep it off batch."""
     try:
         config = load_config(path)
         header_map = _pairs(headers, ":", "--header", "'Name: value'")
@@ -94,7 +94,7 @@ def explain(
         user=user,
         prompt_tokens_estimate=prompt_tokens,
         stream=stream,
-        batch_blocker=batch_blocker_for(config, model, request_body),
+        batch_blocker=batch_blocker_for(config, model, request_body, endpoint),
         dropped_fields=dropped_fields_for(config, model, request_body),
         endpoint=endpoint,
     )
@@ -226,7 +226,7 @@ def add_arguments(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     explain_parser.add_argument("--user", help="the request's `user` field")
     explain_parser.add_argument("--prompt-tokens", type=int, default=0, help="estimated prompt tokens")
     explain_parser.add_argument("--stream", action="store_true", help="the request streams")
-    explain_parser.add_argument("--body", type=Path, help="a JSON chat-completions body (fields can force sync)")
+    explain_parser.add_argument("--body", type=Path, help="a JSON request body of the endpoint (fields can force sync)")
     explain_parser.add_argument(
         "--endpoint",
         type=Endpoint,

@@ -9,6 +9,7 @@ from proxy.endpoints import Endpoint, endpoint_of
 from proxy.policy.facts import LaneFacts
 from proxy.providers.lane_fields import batch_blocker, dropped_fields
 from proxy.providers.registry import batch_api, no_batch_reason
+from proxy.responses_lanes import responses_blocker
 from proxy.settings import Config
 
 
@@ -30,9 +31,14 @@ def lane_facts(config: Config, model_name: str, *, batch_turnaround: float | Non
     )
 
 
-def batch_blocker_for(config: Config, model_name: str, body: Mapping[str, Any]) -> str | None:
-    """The field of `body` the model's batch lane cannot carry as its sync lane does (None: it carries all)."""
+def batch_blocker_for(
+    config: Config, model_name: str, body: Mapping[str, Any], endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS
+) -> str | None:
+    """The field of `body` the model's batch lane cannot carry as its sync lane does (None: it carries all); a
+    Responses call that depends on the provider's stored state names that (proxy/responses_lanes.py)."""
     deployment = config.deployment(model_name)
+    if deployment is not None and endpoint is Endpoint.RESPONSES:
+        return responses_blocker(body)
     return None if deployment is None else batch_blocker(body, batch_api(deployment))
 
 

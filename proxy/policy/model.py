@@ -158,7 +158,7 @@ class RuleMatch(StrictModel):
     prompt_tokens: TokenRange | None = None
     windows: list[TimeWindow] = Field(default_factory=list)
     endpoints: list[Endpoint] = Field(
-        default_factory=list, description="chat_completions, embeddings; unset = chat_completions only"
+        default_factory=list, description="chat_completions, embeddings, responses; unset = chat_completions only"
     )
 
     @field_validator("headers")

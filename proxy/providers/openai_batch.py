@@ -39,6 +39,7 @@ CLOCK_SKEW = 60.0
 DEFAULT_FILE_EXPIRY = 7 * 24 * 3600  # seconds; OpenAI takes 3600..2592000
 UNFINISHED_CODES = {"batch_expired": LineOutcome.EXPIRED, "batch_cancelled": LineOutcome.CANCELLED}
 DROPPED_FIELDS = ("stream", "stream_options")
+RESPONSES_ENDPOINT = "/v1/responses"
 MAX_FILE_BYTES = 200 * 1024 * 1024  # an input file's limit, so a line's too
 # "/v1/embeddings batches are also restricted to a maximum of 50,000 embedding inputs across all requests in the
 # batch" (OpenAI's API reference, POST /v1/batches, `endpoint`)
@@ -191,13 +192,18 @@ def encode_line(custom_id: str, body: Mapping[str, Any], *, model: str, url: str
     upstream `model`, no streaming fields, and `metadata` only with `store: true`; `url` is the batch's endpoint.
     A body that does not encode raises ProviderError(BAD_LINE, custom_id=...): that job fails alone, never the
     batch or the worker."""
-    sent = {**sent_body(body), "model": model}
+    sent = {**(sent_body(body) if url != RESPONSES_ENDPOINT else _unstreamed(body)), "model": model}
     return dump_line({"custom_id": custom_id, "method": "POST", "url": url, "body": sent}, custom_id)
 
 
 def sent_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """A body as a batch line carries it: no streaming fields, `metadata` only with `store: true`."""
     return {key: value for key, value in without_unstored_metadata(body).items() if key not in DROPPED_FIELDS}
+
+
+def _unstreamed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses body as a batch line carries it: its `metadata` kept (the Responses API takes it unstored)."""
+    return {key: value for key, value in body.items() if key not in DROPPED_FIELDS}
 
 
 def dump_line(line: Mapping[str, Any], custom_id: str) -> bytes:

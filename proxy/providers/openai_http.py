@@ -103,6 +103,7 @@ class OpenAICompletionClient:
         self._http = http
         self._reshape = reshape
         self._url = URL(base_url.rstrip("/") + path)  # parsed once, not on every call
+        self._keeps_metadata = path == "/responses"  # the Responses API takes metadata without `store`
         self._model = upstream_model
         self._retry = retry
         self._redactor = Redactor([api_key] if api_key else [])
@@ -112,7 +113,8 @@ class OpenAICompletionClient:
         self._headers = headers
 
     def _payload(self, body: Mapping[str, Any]) -> bytes:
-        return orjson.dumps({**without_unstored_metadata(body), "model": self._model})
+        sent = body if self._keeps_metadata else without_unstored_metadata(body)
+        return orjson.dumps({**sent, "model": self._model})
 
     async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
         payload = self._payload(body)
@@ -137,7 +139,7 @@ class OpenAICompletionClient:
             content = self._redactor.bytes(content)
             if self._reshape and status < 400:
                 content = openai_shape.completion_bytes(content)
-            return UpstreamResponse(status, content, _kept_headers(headers))
+            return UpstreamResponse(status, content, kept_headers(headers))
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
@@ -160,12 +162,12 @@ class OpenAICompletionClient:
             try:
                 if response.status >= 400:
                     content = self._redactor.bytes(await response.read())
-                    yield UpstreamStream(response.status, _kept_headers(response.headers), _single_chunk(content))
+                    yield UpstreamStream(response.status, kept_headers(response.headers), _single_chunk(content))
                 else:
                     chunks: AsyncIterator[bytes] = response.content.iter_any()
                     if self._reshape:
                         chunks = openai_shape.stream_bytes(chunks)
-                    yield UpstreamStream(response.status, _kept_headers(response.headers), chunks)
+                    yield UpstreamStream(response.status, kept_headers(response.headers), chunks)
             finally:
                 response.release()
             return
@@ -196,7 +198,8 @@ def _unreachable() -> ProviderError:
     )
 
 
-def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+def kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """The provider's headers a caller gets (passed_headers.py), with its content type."""
     kept = passed_headers(headers.items())
     if "content-type" in headers:
         kept["content-type"] = headers["content-type"]

@@ -68,6 +68,11 @@ NO_BATCH_API: Mapping[str, str] = {
 # Providers whose batch API (as batchgate speaks it) takes each endpoint besides chat; a provider not listed keeps
 # that endpoint's calls on the sync lane. Anthropic's Message Batches take only messages.
 ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {Endpoint.EMBEDDINGS: frozenset({"openai"})}
+# OpenAI's Batch API takes `/v1/responses` lines (its `endpoint` enum); no other batch API batchgate speaks does
+ENDPOINT_BATCH_PROVIDERS = {**ENDPOINT_BATCH_PROVIDERS, Endpoint.RESPONSES: frozenset({"openai"})}
+# OpenAI-shaped providers that serve `/v1/responses` themselves (relayed byte for byte); any other provider's
+# Responses calls go through litellm.aresponses (proxy/providers/litellm_responses.py)
+RESPONSES_RAW_PROVIDERS = frozenset({"openai", "xai", "groq"})
 
 
 def batch_api(deployment: ModelDeployment) -> BatchApi | None:
@@ -185,6 +190,7 @@ class ProviderRegistry:
         self._batch_apis: dict[str, BatchApi | None] = {}
         self._no_batch: dict[str, str | None] = {}
         self._endpoint_batches: dict[str, dict[Endpoint, str | None]] = {}
+        self._providers: dict[str, str] = {}
         self._batch_settings: dict[str, tuple[str, str, int]] = {}
         self._litellm_extra: dict[str, dict[str, Any]] = {}
         self._batch_deployments: dict[str, str | None] = {}
@@ -197,6 +203,7 @@ class ProviderRegistry:
                 knobs.file_expiry,
             )
             self._batch_apis[name] = batch_api(deployment)
+            self._providers[name] = deployment.litellm_params.provider
             self._no_batch[name] = no_batch_reason(deployment)
             self._endpoint_batches[name] = {
                 endpoint: no_batch_reason(deployment, endpoint) for endpoint in ENDPOINT_BATCH_PROVIDERS
@@ -217,6 +224,9 @@ class ProviderRegistry:
             else:
                 self._completion[name] = self._litellm_client(deployment, simulator_url, retry, limits.upstream_timeout)
             self._completion[queue_group(name, Endpoint.EMBEDDINGS)] = self._embedding_client(
+                deployment, simulator_url, retry, limits.upstream_timeout
+            )
+            self._completion[queue_group(name, Endpoint.RESPONSES)] = self._responses_client(
                 deployment, simulator_url, retry, limits.upstream_timeout
             )
 
@@ -266,6 +276,47 @@ class ProviderRegistry:
             timeout=timeout,
             extra_params=litellm_extra(deployment),
         )
+
+    def _responses_client(
+        self, deployment: ModelDeployment, simulator_url: str | None, retry: RetryPolicy, timeout: float
+    ) -> CompletionClient:
+        """The deployment's client for `/v1/responses`: raw bytes where the provider serves it, else litellm."""
+        params = deployment.litellm_params
+        if params.provider in RESPONSES_RAW_PROVIDERS:
+            base_url, api_key = _endpoint(deployment, simulator_url)
+            return OpenAICompletionClient(
+                http=self._http,
+                base_url=base_url,
+                api_key=api_key,
+                upstream_model=params.upstream_model,
+                retry=retry,
+                path="/responses",
+            )
+        from proxy.providers.litellm_responses import LitellmResponsesClient  # noqa: PLC0415
+
+        api_base, api_key = _litellm_endpoint(deployment, simulator_url)
+        return LitellmResponsesClient(
+            model=params.model,
+            api_base=api_base,
+            api_key=api_key,
+            retry=retry,
+            timeout=timeout,
+            extra_params=litellm_extra(deployment),
+        )
+
+    def stored_responses(self) -> list[tuple[str, str | None]]:
+        """(base_url, api_key) of each distinct upstream that serves `/v1/responses` itself, in config order:
+        where a stored response (`resp_...`) is looked up, cancelled or deleted."""
+        found: list[tuple[str, str | None]] = []
+        for name, endpoint in self._endpoints.items():
+            if self._providers.get(name) in RESPONSES_RAW_PROVIDERS and endpoint not in found:
+                found.append(endpoint)
+        return found
+
+    @property
+    def http(self) -> SharedSession:
+        """The pooled HTTP session every OpenAI-shaped client shares."""
+        return self._http
 
     def batchable(self, model_name: str) -> bool:
         """Whether the model's provider has a batch adapter (a model that has none is never deferred)."""

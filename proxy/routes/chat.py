@@ -61,7 +61,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     elif chat.stream:
         body, added = usage_requested(_lane_body(chat.body, decision))  # every stream is priced from its usage
         tap = UsageTap(strip=added)
-        response = await _stream(runtime.completion_client(chat.model), body, tap)
+        response = await relay_stream(runtime.completion_client(chat.model), body, tap)
         response = sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response, tap=tap)
     else:
         upstream = await _complete(runtime.completion_client(chat.model), chat.body, decision)
@@ -132,7 +132,8 @@ def as_response(upstream: UpstreamResponse) -> Response:
     return Response(content=upstream.body, status_code=upstream.status, media_type=JSON, headers=headers)
 
 
-async def _stream(client: CompletionClient, body: dict[str, Any], tap: UsageTap) -> Response:
+async def relay_stream(client: CompletionClient, body: dict[str, Any], tap: UsageTap) -> Response:
+    """The provider's SSE stream relayed as it arrives, through `tap` (its usage read); an error answer raised."""
     context = client.stream(body)
     try:
         upstream = await context.__aenter__()

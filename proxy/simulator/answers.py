@@ -86,6 +86,7 @@ class Answer:
     choices: int = 1
     tool_calls: tuple[ToolCall, ...] = ()
     embedding: EmbeddingSpec | None = None  # an embeddings answer: what its vectors are made from
+    response: bool = False  # a Responses API answer (written as a Response object, proxy/simulator/responses.py)
 
     @property
     def total_tokens(self) -> int:

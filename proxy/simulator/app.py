@@ -11,7 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from proxy.errors import ApiError, error_bytes
-from proxy.simulator import anthropic_face, azure_face, control, gemini_face, mistral_face, openai_face, xai_face
+from proxy.simulator import (
+    anthropic_face,
+    azure_face,
+    control,
+    gemini_face,
+    mistral_face,
+    openai_face,
+    responses_face,
+    xai_face,
+)
 from proxy.simulator.echo import EchoCredentialsInErrors
 from proxy.simulator.engine import Engine
 from proxy.simulator.files import FileStore
@@ -64,6 +73,7 @@ def create_simulator_app(
     app.state.simulator = state
     app.add_route("/v1/chat/completions", openai_face.chat_completions, methods=["POST"])
     app.include_router(openai_face.router, prefix="/v1")
+    app.include_router(responses_face.router, prefix="/v1")
     azure_face.mount(app)
     app.add_route("/v1/messages", anthropic_face.messages, methods=["POST"])
     app.include_router(anthropic_face.router)

@@ -22,6 +22,8 @@ from proxy.simulator.embeddings import (
 from proxy.simulator.openai_chat import chat_problem, completion, store_problem
 from proxy.simulator.options import SimulatorOptions
 from proxy.simulator.rate_headers import request_id
+from proxy.simulator.responses import ENDPOINT as RESPONSES_ENDPOINT
+from proxy.simulator.responses import response_answer, response_object, response_problem
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 AZURE_CHAT_ENDPOINT = "/chat/completions"  # Azure's batch endpoint is often given without /v1
@@ -118,7 +120,8 @@ class _InputChecker:
                 "body.model",
             )
         embeddings = self.endpoint == EMBEDDINGS_ENDPOINT
-        problem = embedding_problem(body) if embeddings else chat_problem(body)
+        responses = self.endpoint == RESPONSES_ENDPOINT
+        problem = embedding_problem(body) if embeddings else response_problem(body) if responses else chat_problem(body)
         if embeddings and problem is None:
             self.embedding_inputs += len(inputs_of(body))
             if self.embedding_inputs > MAX_BATCH_INPUTS:
@@ -134,10 +137,10 @@ class _InputChecker:
             param = f"body.{problem[1]}" if problem[1] else "body"
             self.issue("invalid_request", problem[0], number, param)
             return
-        if problem is None and self.options.metadata_requires_store and not embeddings:
+        if problem is None and self.options.metadata_requires_store and not (embeddings or responses):
             problem = store_problem(body)  # the line is answered 400, the batch runs
-        if embeddings:
-            answer = embedding_answer(body) if problem is None else None
+        if embeddings or responses:
+            answer = None if problem else embedding_answer(body) if embeddings else response_answer(body)
             message = problem[0] if problem else None
             self.requests.append(LineRequest(custom_id, str(body.get("model", "")), answer, message))
             return
@@ -270,6 +273,8 @@ def _line_id() -> str:
 def _response_line(line: BatchLine, finished_at: float) -> bytes:
     if line.answer is not None and line.answer.embedding is not None:
         body: dict[str, Any] = embedding_response(line.model, line.answer)
+    elif line.answer is not None and line.answer.response:
+        body = response_object(line.model, line.answer, {"store": False}, created=int(finished_at))
     elif line.answer is not None:
         body = completion(line.model, line.answer, service_tier="default", created=int(finished_at))
     else:

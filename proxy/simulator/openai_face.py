@@ -37,6 +37,7 @@ from proxy.simulator.openai_chat import (
     with_compatible_server_nulls,
 )
 from proxy.simulator.options import Flavor, SimulatorOptions
+from proxy.simulator.responses import ENDPOINT as RESPONSES_ENDPOINT
 from proxy.simulator.state import ResultFiles, SimulatorState, simulator_state
 from proxy.simulator.tool_use import last_user_text
 from proxy.simulator.uploads import receive_upload
@@ -198,7 +199,7 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)
         if opts.compatible_server_nulls:
             events = compatible_server_events(events)
-        return StreamingResponse(_aiter(events), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(aiter_events(events), media_type="text/event-stream", headers=headers)
     completed = completion(body["model"], answer, service_tier=response_tier(body))
     if opts.compatible_server_nulls:
         completed = with_compatible_server_nulls(completed)
@@ -228,7 +229,8 @@ async def embeddings(request: Request) -> Response:
     return Response(orjson.dumps(embedding_response(body["model"], answer)), media_type=JSON, headers=headers)
 
 
-async def _aiter(events: Any) -> AsyncIterator[bytes]:
+async def aiter_events(events: Any) -> AsyncIterator[bytes]:
+    """Server-sent events from an iterator of them (the responses face streams the same way)."""
     for event in events:
         yield event
 
@@ -398,7 +400,7 @@ def _batch_request(body: Any, flavor: Flavor, *, azure_range: bool) -> dict[str,
         if not isinstance(body.get(key), str) or not body[key]:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key)
     endpoints: tuple[str, ...] = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if flavor == "azure" else (CHAT_ENDPOINT,)
-    endpoints += (EMBEDDINGS_ENDPOINT,) if flavor == "openai" else ()
+    endpoints += (EMBEDDINGS_ENDPOINT, RESPONSES_ENDPOINT) if flavor == "openai" else ()
     if body["endpoint"] not in endpoints:
         raise InvalidRequest(
             f"The simulator supports only endpoints {list(endpoints)!r}, got {body['endpoint']!r}.",

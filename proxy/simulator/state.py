@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -24,6 +25,7 @@ class SimulatorState:
     rates: RateWindow = field(default_factory=RateWindow)  # for the rate-limit headers of chat answers
     in_flight: Counter[str] = field(default_factory=Counter)  # last user text -> synchronous calls being answered
     gemini_uploads: dict[str, tuple[int, str]] = field(default_factory=dict)  # upload id -> (bytes, name)
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored Response objects, by id
 
 
 def simulator_state(request: Request) -> SimulatorState:

@@ -160,6 +160,9 @@ def test_mixed_workload_reconciles_with_the_simulator_ledger(stack: Stack) -> No
     client = stack.client()
     client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hello"}])
     client.embeddings.create(model=EMBEDDER, input=["one", "two"], dimensions=DIMENSIONS)
+    client.responses.create(model=CHAT, input="hello")
+    with client.responses.stream(model=CHAT, input="streamed hello") as stream:
+        stream.get_final_response()  # its usage read from response.completed
     deferred = {"X-Batch-Deadline": "1h", "Prefer": "respond-async"}
     ids = [
         client.embeddings.with_raw_response.create(
@@ -173,19 +176,27 @@ def test_mixed_workload_reconciles_with_the_simulator_ledger(stack: Stack) -> No
         ).http_response.json()["id"]
         for n in range(2)
     ]
+    ids += [
+        client.responses.with_raw_response.create(
+            model=CHAT, input=f"later {n}", extra_headers=deferred
+        ).http_response.json()["id"]
+        for n in range(2)
+    ]
     jobs = stack.final_jobs(ids)
     assert all(job["status"] == "completed" and job["lane"] == "batch" for job in jobs), jobs
-    report = savings(stack, 2 + 5)
+    report = savings(stack, 4 + 7)
     assert report["totals"]["unknown_cost_requests"] == 0
     ledger = stack.ledger()
     assert_books_equal_the_bill(report, ledger)
     assert {(row["model"], row["endpoint"]) for row in report["rows"]} == {
         (CHAT, "chat_completions"),
         (EMBEDDER, "embeddings"),
+        (CHAT, "responses"),
     }
     assert {row["endpoint"]: row["requests"] for row in report["by_endpoint"]} == {
         "chat_completions": 3,
         "embeddings": 4,
+        "responses": 4,
     }
     embedded = ledger["models"][EMBEDDER]
     assert embedded["batch"]["input_tokens"] == 3 * 3
