@@ -26,6 +26,7 @@ from proxy.providers.openai_batch import DEFAULT_FILE_EXPIRY, OpenAIBatchClient
 V1_VERSIONS = frozenset({"v1", "latest", "preview"})
 DEFAULT_API_VERSION = "2025-03-01-preview"  # a dated version with batches and file expiry (Azure's batch how-to)
 AZURE_CHAT_ENDPOINT = "/chat/completions"  # the batch endpoint and line `url` in Azure's own samples
+AZURE_EMBEDDINGS_ENDPOINT = "/embeddings"  # the same spelling for a Global Batch of embeddings
 MIN_FILE_EXPIRY = 14 * 24 * 3600  # Azure: expires_after.seconds from 1209600 ...
 MAX_FILE_EXPIRY = 30 * 24 * 3600  # ... to 2592000
 _V1_SUFFIX = "/openai/v1"
@@ -67,11 +68,22 @@ def azure_file_expiry(seconds: int | None) -> int:
     return min(max(seconds or DEFAULT_FILE_EXPIRY, MIN_FILE_EXPIRY), MAX_FILE_EXPIRY)
 
 
+def azure_batch_path(embeddings: bool) -> str:
+    """The batch `endpoint` (and every line's `url`) of an Azure batch of chat completions or of embeddings."""
+    return AZURE_EMBEDDINGS_ENDPOINT if embeddings else AZURE_CHAT_ENDPOINT
+
+
 def azure_batch_client(
-    endpoint: AzureEndpoint, *, batch_deployment: str, timeout: float, file_expiry: int | None
+    endpoint: AzureEndpoint,
+    *,
+    batch_deployment: str,
+    timeout: float,
+    file_expiry: int | None,
+    embeddings: bool = False,
 ) -> OpenAIBatchClient:
-    """An OpenAIBatchClient speaking to one Azure resource, writing `batch_deployment` as every line's model.
-    Raises nothing; every later call raises ProviderError as OpenAIBatchClient does."""
+    """An OpenAIBatchClient speaking to one Azure resource, writing `batch_deployment` as every line's model;
+    `embeddings`: a batch of `/embeddings` lines instead of chat completions. Raises nothing; every later call
+    raises ProviderError as OpenAIBatchClient does."""
     return OpenAIBatchClient(
         base_url=endpoint.base_url,
         api_key=None,
@@ -81,5 +93,5 @@ def azure_batch_client(
         file_expiry=azure_file_expiry(file_expiry),
         auth_headers=endpoint.auth_headers,
         params=endpoint.params,
-        endpoint=AZURE_CHAT_ENDPOINT,
+        endpoint=azure_batch_path(embeddings),
     )

@@ -67,7 +67,9 @@ NO_BATCH_API: Mapping[str, str] = {
 }
 # Providers whose batch API (as batchgate speaks it) takes each endpoint besides chat; a provider not listed keeps
 # that endpoint's calls on the sync lane. Anthropic's Message Batches take only messages.
-ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {Endpoint.EMBEDDINGS: frozenset({"openai"})}
+ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {
+    Endpoint.EMBEDDINGS: frozenset({"openai", "azure"}),  # azure: a Global Batch of `/embeddings` lines
+}
 
 
 def batch_api(deployment: ModelDeployment) -> BatchApi | None:
@@ -109,11 +111,12 @@ def encode_batch_line(
 
         return encode_line(custom_id, body, model=model, url=endpoint.path), MAX_FILE_BYTES
     if kind == "azure":
-        from proxy.providers.azure_batch import AZURE_CHAT_ENDPOINT  # noqa: PLC0415
+        from proxy.providers.azure_batch import azure_batch_path  # noqa: PLC0415
         from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
 
         batch_model = deployment.litellm_params.batch_deployment or model
-        return encode_line(custom_id, body, model=batch_model, url=AZURE_CHAT_ENDPOINT), MAX_FILE_BYTES
+        url = azure_batch_path(endpoint is Endpoint.EMBEDDINGS)
+        return encode_line(custom_id, body, model=batch_model, url=url), MAX_FILE_BYTES
     if kind == "anthropic":
         from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
 
@@ -134,9 +137,9 @@ def encode_batch_line(
 
 
 def batch_input_limit(deployment: ModelDeployment | None, endpoint: Endpoint) -> int | None:
-    """The most inputs one provider batch of `endpoint` may carry across all its lines (OpenAI: 50,000 embedding
-    inputs), or None when only the line count is limited."""
-    if deployment is None or endpoint is not Endpoint.EMBEDDINGS or batch_api(deployment) != "openai":
+    """The most inputs one provider batch of `endpoint` may carry across all its lines (OpenAI, and Azure's
+    OpenAI-shaped Global Batch: 50,000 embedding inputs), or None when only the line count is limited."""
+    if deployment is None or endpoint is not Endpoint.EMBEDDINGS or batch_api(deployment) not in ("openai", "azure"):
         return None
     from proxy.providers.openai_batch import MAX_EMBEDDING_INPUTS  # noqa: PLC0415 - deferred calls only
 
@@ -302,7 +305,7 @@ class ProviderRegistry:
         base_url, api_key = self._endpoints[model_name]
         upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
         if kind == "azure":
-            client = self._azure_batch(model_name, file_expiry)
+            client = self._azure_batch(model_name, file_expiry, endpoint)
         elif kind == "anthropic":
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
@@ -350,7 +353,7 @@ class ProviderRegistry:
         self._batch[group] = client
         return client
 
-    def _azure_batch(self, model_name: str, file_expiry: int) -> BatchClient:
+    def _azure_batch(self, model_name: str, file_expiry: int, endpoint: Endpoint) -> BatchClient:
         """The Azure resource's batch client: the endpoint style its `api_version` picks, as litellm does."""
         from proxy.providers.azure_batch import azure_batch_client, azure_endpoint  # noqa: PLC0415
 
@@ -362,13 +365,14 @@ class ProviderRegistry:
                 classification=ErrorClass.BAD_REQUEST,
             )
         version = self._litellm_extra[model_name].get("api_version")
-        endpoint = azure_endpoint(base_url, api_key=api_key, api_version=str(version) if version else None)
+        resource = azure_endpoint(base_url, api_key=api_key, api_version=str(version) if version else None)
         upstream_model, _, _ = self._batch_settings[model_name]
         return azure_batch_client(
-            endpoint,
+            resource,
             batch_deployment=self._batch_deployments.get(model_name) or upstream_model,
             timeout=self._batch_timeout,
             file_expiry=file_expiry,
+            embeddings=endpoint is Endpoint.EMBEDDINGS,
         )
 
     def secrets(self) -> list[str]:
