@@ -47,18 +47,22 @@ class AzureEndpoint:
         return not self.params
 
 
-def azure_endpoint(api_base: str, *, api_key: str | None, api_version: str | None) -> AzureEndpoint:
+def azure_endpoint(
+    api_base: str, *, api_key: str | None, api_version: str | None, ad_token: str | None = None
+) -> AzureEndpoint:
     """The endpoint of the resource at `api_base` (the resource root, `https://RES.openai.azure.com`; a trailing
     `/openai` or `/openai/v1` is accepted). v1 when `api_version` is v1/latest/preview or the base ends in
-    `/openai/v1`; the legacy endpoint otherwise, at `api_version` (DEFAULT_API_VERSION when None)."""
+    `/openai/v1`; the legacy endpoint otherwise, at `api_version` (DEFAULT_API_VERSION when None). Without an
+    `api_key`, a Microsoft Entra ID `ad_token` is sent as `Authorization: Bearer` on either endpoint."""
     base = api_base.rstrip("/")
     v1 = base.endswith(_V1_SUFFIX) or (api_version or "") in V1_VERSIONS
     root = base.removesuffix(_V1_SUFFIX).removesuffix(_LEGACY_SUFFIX)
+    entra = {"Authorization": f"Bearer {ad_token}"} if ad_token else {}
     if v1:
-        return AzureEndpoint(f"{root}{_V1_SUFFIX}/", {"Authorization": f"Bearer {api_key}"} if api_key else {}, {})
+        return AzureEndpoint(f"{root}{_V1_SUFFIX}/", {"Authorization": f"Bearer {api_key}"} if api_key else entra, {})
     return AzureEndpoint(
         f"{root}{_LEGACY_SUFFIX}/",
-        {"api-key": api_key} if api_key else {},
+        {"api-key": api_key} if api_key else entra,
         {"api-version": api_version or DEFAULT_API_VERSION},
     )
 

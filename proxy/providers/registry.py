@@ -160,12 +160,26 @@ def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
     return {k: v for k, v in (deployment.litellm_params.model_extra or {}).items() if k not in PRICE_FIELDS}
 
 
+def _client_extra(deployment: ModelDeployment, simulator_url: str | None) -> dict[str, Any]:
+    """litellm_extra plus, for a real Azure resource, the api_version and Entra ID token the environment gives."""
+    extra = litellm_extra(deployment)
+    if deployment.litellm_params.provider == "azure" and not (is_simulated(deployment) and simulator_url):
+        from proxy.providers.azure_config import azure_settings  # noqa: PLC0415
+
+        extra |= azure_settings(deployment.litellm_params).litellm_params()
+    return extra
+
+
 def is_simulated(deployment: ModelDeployment) -> bool:
     """A deployment with no provider key and no explicit api_base is served by the simulated upstream (which
     speaks OpenAI's, Azure's, Anthropic's and Gemini's wire formats; other providers often take their credentials
-    from the environment, so they are never simulated)."""
+    from the environment, so they are never simulated; an Azure one whose environment names it neither)."""
     params = deployment.litellm_params
-    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "azure", "gemini")
+    if params.provider == "azure":  # AZURE_API_BASE / AZURE_API_KEY / AZURE_AD_TOKEN name a real resource
+        from proxy.providers.azure_config import azure_settings  # noqa: PLC0415
+
+        return not azure_settings(params).configured
+    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "gemini")
     return simulable and params.api_key is None and params.api_base is None
 
 
@@ -204,7 +218,7 @@ class ProviderRegistry:
             self._endpoint_batches[name] = {
                 endpoint: no_batch_reason(deployment, endpoint) for endpoint in ENDPOINT_BATCH_PROVIDERS
             }
-            self._litellm_extra[name] = litellm_extra(deployment)
+            self._litellm_extra[name] = _client_extra(deployment, simulator_url)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
@@ -240,7 +254,7 @@ class ProviderRegistry:
             api_key=api_key,
             retry=retry,
             timeout=timeout,
-            extra_params=litellm_extra(deployment),
+            extra_params=_client_extra(deployment, simulator_url),
         )
 
     def _embedding_client(
@@ -267,7 +281,7 @@ class ProviderRegistry:
             api_key=api_key,
             retry=retry,
             timeout=timeout,
-            extra_params=litellm_extra(deployment),
+            extra_params=_client_extra(deployment, simulator_url),
         )
 
     def batchable(self, model_name: str) -> bool:
@@ -364,8 +378,13 @@ class ProviderRegistry:
                 f"Model `{model_name}` has no batch lane: azure batches need the resource's api_base.",
                 classification=ErrorClass.BAD_REQUEST,
             )
-        version = self._litellm_extra[model_name].get("api_version")
-        resource = azure_endpoint(base_url, api_key=api_key, api_version=str(version) if version else None)
+        version, token = (self._litellm_extra[model_name].get(name) for name in ("api_version", "azure_ad_token"))
+        resource = azure_endpoint(
+            base_url,
+            api_key=api_key,
+            api_version=str(version) if version else None,
+            ad_token=str(token) if token else None,
+        )
         upstream_model, _, _ = self._batch_settings[model_name]
         return azure_batch_client(
             resource,
@@ -376,7 +395,9 @@ class ProviderRegistry:
         )
 
     def secrets(self) -> list[str]:
-        return [key for _, key in self._endpoints.values() if key]
+        keys = [key for _, key in self._endpoints.values() if key]
+        tokens = [str(extra["azure_ad_token"]) for extra in self._litellm_extra.values() if extra.get("azure_ad_token")]
+        return keys + tokens
 
     async def aclose(self) -> None:
         for client in self._batch.values():
@@ -409,6 +430,11 @@ def _litellm_endpoint(deployment: ModelDeployment, simulator_url: str | None) ->
         root = simulator_url.rstrip("/")
         return (root + "/v1beta" if params.provider == "gemini" else root), "sk-simulated"
     base = params.api_base
+    if params.provider == "azure":  # the config's, else litellm's AZURE_* environment variables
+        from proxy.providers.azure_config import azure_settings  # noqa: PLC0415
+
+        azure = azure_settings(params)
+        return azure.api_base, azure.api_key
     if base and params.provider == "anthropic":
         base = base.rstrip("/").removesuffix("/v1")
     return base, api_key

@@ -8,7 +8,8 @@ from proxy.simulator import openai_face
 
 
 def mount(app: FastAPI) -> None:
-    """Chat completions and embeddings (v1: the deployment as `model`; legacy: in the URL), files and batches, both styles."""
+    """Chat completions and embeddings (v1: the deployment as `model`; legacy: in the URL), files and batches,
+    both styles."""
     app.add_route("/openai/v1/chat/completions", openai_face.chat_completions, methods=["POST"])
     app.add_route("/openai/deployments/{deployment}/chat/completions", openai_face.chat_completions, methods=["POST"])
     app.add_route("/openai/deployments/{deployment}/embeddings", openai_face.embeddings, methods=["POST"])

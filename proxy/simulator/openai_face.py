@@ -78,7 +78,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def authorize(request: Request, api_key: str | None) -> None:
     if azure_auth.is_azure(request):
-        azure_auth.authorize(request, api_key)
+        azure_auth.authorize(request, api_key, ad_token=simulator_state(request).engine.options.azure_ad_token)
         return
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")

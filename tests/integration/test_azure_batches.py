@@ -292,21 +292,26 @@ def test_a_stalled_azure_batch_is_bounded_by_the_deadline_and_a_refused_line_fai
 # embeddings: a Global Batch of `/embeddings` lines
 
 EMBED_BATCH_DEPLOYMENT = "text-embedding-3-small-batch"
+ENTRA_TOKEN = "entra.eyJ0eXAiOiJKV1QifQ.token-7"  # a Microsoft Entra ID access token, opaque here
 
 
 def test_azure_embeddings_deferred_through_a_global_batch_each_answer_its_own_and_the_books_equal_the_bill(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = {"azure_deployments": {EMBED_BATCH_DEPLOYMENT: "text-embedding-3-small"}}
+    """`embed-v1` is configured in full; `embed-legacy` as many LiteLLM users configure Azure: the resource and
+    version in litellm's AZURE_* environment variables and a Microsoft Entra ID token instead of a key (which the
+    face accepts as a Bearer token on the legacy endpoint too, and only that token)."""
+    served = {"azure_deployments": {EMBED_BATCH_DEPLOYMENT: "text-embedding-3-small"}, "azure_ad_token": ENTRA_TOKEN}
     with simulator_server(**FAST, **served) as upstream:
+        monkeypatch.setenv("AZURE_API_BASE", upstream.url)
+        monkeypatch.setenv("AZURE_API_VERSION", STYLES["legacy"])
+        monkeypatch.setenv("AZURE_AD_TOKEN", ENTRA_TOKEN)
         document = config_document(upstream.url, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"})
-        params = {"model": "azure/text-embedding-3-small", "api_base": upstream.url, "api_key": PROVIDER_KEY}
+        model = {"model": "azure/text-embedding-3-small", "batch_deployment": EMBED_BATCH_DEPLOYMENT}
+        given = {"api_base": upstream.url, "api_key": PROVIDER_KEY, "api_version": STYLES["v1"]}
         document["model_list"] = [
-            {
-                "model_name": f"embed-{style}",
-                "litellm_params": {**params, "api_version": version, "batch_deployment": EMBED_BATCH_DEPLOYMENT},
-            }
-            for style, version in STYLES.items()
+            {"model_name": "embed-v1", "litellm_params": {**model, **given}},
+            {"model_name": "embed-legacy", "litellm_params": model},
         ]
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
             client = stack.client(timeout=60)
@@ -350,3 +355,17 @@ def embedded(model: str, *texts: str) -> list[list[float]]:
     """The vectors the simulator gives `texts` on `model` (deterministic)."""
     answer = embedding_answer({"model": model, "input": list(texts)})
     return [item["embedding"] for item in embedding_response(model, answer)["data"]]
+
+
+async def test_an_entra_id_token_the_resource_echoes_in_an_error_never_leaves_the_adapter() -> None:
+    with simulator_server(**FAST, echo_credentials_in_errors=True, azure_ad_token=ENTRA_TOKEN) as upstream:
+        where = azure_endpoint(upstream.url, api_key=None, api_version=STYLES["legacy"], ad_token=ENTRA_TOKEN)
+        client = azure_batch_client(where, batch_deployment=BATCH_DEPLOYMENT, timeout=10, file_expiry=None)
+        try:
+            with pytest.raises(ProviderError) as caught:
+                await client.create("file-missing", metadata={MARK: "x"})
+        finally:
+            await client.aclose()
+    assert caught.value.classification is ErrorClass.NOT_FOUND  # the token was accepted: the file is unknown
+    assert "credential received" in caught.value.message
+    assert ENTRA_TOKEN not in str(caught.value)

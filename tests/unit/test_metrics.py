@@ -99,7 +99,8 @@ def test_unknown_cost_is_counted_not_priced() -> None:
     )
     r = metrics.registry
     assert sample(r, "batchgate_unknown_cost_requests_total", model="mini") == 1
-    assert sample(r, "batchgate_list_usd_total", model="mini", team="research", lane="sync", endpoint="chat_completions") is None
+    money = {"model": "mini", "team": "research", "lane": "sync", "endpoint": "chat_completions"}
+    assert sample(r, "batchgate_list_usd_total", **money) is None
 
 
 def test_labels_outside_the_config_are_bucketed_to_other() -> None:
