@@ -68,7 +68,8 @@ NO_BATCH_API: Mapping[str, str] = {
 # Providers whose batch API (as batchgate speaks it) takes each endpoint besides chat; a provider not listed keeps
 # that endpoint's calls on the sync lane. Anthropic's Message Batches take only messages.
 ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {
-    Endpoint.EMBEDDINGS: frozenset({"openai", "azure"}),  # azure: a Global Batch of `/embeddings` lines
+    # azure: a Global Batch of `/embeddings` lines; gemini: asyncBatchEmbedContent (gemini_embedding.py)
+    Endpoint.EMBEDDINGS: frozenset({"openai", "azure", "gemini"}),
 }
 
 
@@ -131,7 +132,13 @@ def encode_batch_line(
     if kind == "gemini":
         from proxy.providers import gemini_batch  # noqa: PLC0415 - deferred calls only
 
-        line = gemini_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+        line = gemini_batch.encode_lines(
+            custom_id,
+            body,
+            model=model,
+            extra_params=litellm_extra(deployment),
+            embeddings=endpoint is Endpoint.EMBEDDINGS,
+        )
         return line, gemini_batch.MAX_FILE_BYTES
     return None
 
@@ -351,6 +358,7 @@ class ProviderRegistry:
                 upstream_model=upstream_model,
                 timeout=self._batch_timeout,
                 extra_params=self._litellm_extra[model_name],
+                embeddings=endpoint is Endpoint.EMBEDDINGS,
             )
         else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
