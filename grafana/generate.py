@@ -192,6 +192,12 @@ SAVINGS = Board(
                     unit="currencyUSD",
                 ),
                 Panel(
+                    "Saved by endpoint (range)",
+                    (Query(f"sum by (endpoint) ({increase('batchgate_saved_usd_total', TEAM)})", "{{endpoint}}"),),
+                    unit="currencyUSD",
+                    description="List minus paid per API endpoint (chat completions, embeddings, ...).",
+                ),
+                Panel(
                     "Shadow mode: would have saved (range)",
                     (Query(f"sum by (model) ({increase('batchgate_shadow_saved_usd_total', TEAM)})", "{{model}}"),),
                     unit="currencyUSD",

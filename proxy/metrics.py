@@ -208,10 +208,10 @@ class Metrics:
             "batchgate_tokens", "Tokens of finished requests", ["kind", "lane", "model", "endpoint"], registry=r
         )
         self.list_usd = Counter(
-            "batchgate_list_usd", "What finished requests cost at synchronous list prices", _COST, registry=r
+            "batchgate_list_usd", "What finished requests cost at synchronous list prices", _MONEY, registry=r
         )
-        self.paid_usd = Counter("batchgate_paid_usd", "What finished requests cost in their lane", _COST, registry=r)
-        self.saved_usd = Counter("batchgate_saved_usd", "List minus paid", _COST, registry=r)
+        self.paid_usd = Counter("batchgate_paid_usd", "What finished requests cost in their lane", _MONEY, registry=r)
+        self.saved_usd = Counter("batchgate_saved_usd", "List minus paid", _MONEY, registry=r)
         self.shadow_saved_usd = Counter(
             "batchgate_shadow_saved_usd",
             "Shadow mode: what deferring would have saved (list minus the would-be lane's price)",
@@ -378,9 +378,9 @@ class Metrics:
         if not cost.known:
             self.unknown_cost.labels(model).inc()
             return
-        self.list_usd.labels(model, team, lane).inc(float(cost.list_usd))
-        self.paid_usd.labels(model, team, lane).inc(float(cost.paid_usd))
-        self.saved_usd.labels(model, team, lane).inc(float(cost.saved_usd))
+        self.list_usd.labels(model, team, lane, endpoint).inc(float(cost.list_usd))
+        self.paid_usd.labels(model, team, lane, endpoint).inc(float(cost.paid_usd))
+        self.saved_usd.labels(model, team, lane, endpoint).inc(float(cost.saved_usd))
 
     def record_shadow(self, *, model: str, team: str, lane: str, cost: Cost) -> None:
         """A shadow-mode request: what it would have saved in `lane` (it was paid at list, counted apart)."""
@@ -475,6 +475,7 @@ class Metrics:
 
 
 _COST = ["model", "team", "lane"]
+_MONEY = [*_COST, "endpoint"]  # list, paid and saved dollars, per endpoint like the request counters
 
 
 def queue_groups(models: Iterable[str]) -> list[str]:

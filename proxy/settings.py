@@ -37,6 +37,7 @@ from proxy.policy.model import PolicyConfig
 DEFAULT_CONFIG_PATH = Path("policies/default.yaml")
 ENV_REFERENCE_PREFIX = "os.environ/"
 DEV_MASTER_KEY = "sk-batchgate-dev"
+AZURE_SECRET_ENV = ("AZURE_API_KEY", "AZURE_AD_TOKEN")  # litellm's Azure credentials (proxy/providers/azure_config.py)
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 LIVE: dict[str, JsonValue] = {"reload": "live"}  # json_schema_extra of a field that a reload may change
@@ -71,6 +72,8 @@ class LitellmParams(StrictModel):
     # Azure: the Global-Batch deployment whose name is the `model` of every batch line (the real-time deployment
     # in `model` cannot run batches); an azure model without one is never deferred
     batch_deployment: str | None = Field(default=None, min_length=1)
+    # Azure: a Microsoft Entra ID token sent as `Authorization: Bearer` when no api_key is given (AZURE_AD_TOKEN)
+    azure_ad_token: OptionalSecret = None
 
     @field_validator("model")
     @classmethod
@@ -243,9 +246,12 @@ class Config(StrictModel):
     def secret_values(self) -> list[str]:
         """Every secret the file holds, resolved: provider keys, the master and caller keys, webhook secrets."""
         found: list[SecretStr | None] = [d.litellm_params.api_key for d in self.model_list]
+        found += [d.litellm_params.azure_ad_token for d in self.model_list]
         found += [self.auth.master_key, self.delivery.webhook.secret]
         for declared in self.auth.keys:
             found += [declared.key, declared.webhook_secret]
+        if any(d.litellm_params.provider == "azure" for d in self.model_list):  # what litellm reads if not given
+            found += [SecretStr(os.environ[name]) for name in AZURE_SECRET_ENV if os.environ.get(name)]
         return [secret.get_secret_value() for secret in found if secret is not None]
 
     def deployment(self, model_name: str) -> ModelDeployment | None:

@@ -26,6 +26,7 @@ from proxy.providers.openai_batch import DEFAULT_FILE_EXPIRY, OpenAIBatchClient
 V1_VERSIONS = frozenset({"v1", "latest", "preview"})
 DEFAULT_API_VERSION = "2025-03-01-preview"  # a dated version with batches and file expiry (Azure's batch how-to)
 AZURE_CHAT_ENDPOINT = "/chat/completions"  # the batch endpoint and line `url` in Azure's own samples
+AZURE_EMBEDDINGS_ENDPOINT = "/embeddings"  # the same spelling for a Global Batch of embeddings
 MIN_FILE_EXPIRY = 14 * 24 * 3600  # Azure: expires_after.seconds from 1209600 ...
 MAX_FILE_EXPIRY = 30 * 24 * 3600  # ... to 2592000
 _V1_SUFFIX = "/openai/v1"
@@ -46,18 +47,22 @@ class AzureEndpoint:
         return not self.params
 
 
-def azure_endpoint(api_base: str, *, api_key: str | None, api_version: str | None) -> AzureEndpoint:
+def azure_endpoint(
+    api_base: str, *, api_key: str | None, api_version: str | None, ad_token: str | None = None
+) -> AzureEndpoint:
     """The endpoint of the resource at `api_base` (the resource root, `https://RES.openai.azure.com`; a trailing
     `/openai` or `/openai/v1` is accepted). v1 when `api_version` is v1/latest/preview or the base ends in
-    `/openai/v1`; the legacy endpoint otherwise, at `api_version` (DEFAULT_API_VERSION when None)."""
+    `/openai/v1`; the legacy endpoint otherwise, at `api_version` (DEFAULT_API_VERSION when None). Without an
+    `api_key`, a Microsoft Entra ID `ad_token` is sent as `Authorization: Bearer` on either endpoint."""
     base = api_base.rstrip("/")
     v1 = base.endswith(_V1_SUFFIX) or (api_version or "") in V1_VERSIONS
     root = base.removesuffix(_V1_SUFFIX).removesuffix(_LEGACY_SUFFIX)
+    entra = {"Authorization": f"Bearer {ad_token}"} if ad_token else {}
     if v1:
-        return AzureEndpoint(f"{root}{_V1_SUFFIX}/", {"Authorization": f"Bearer {api_key}"} if api_key else {}, {})
+        return AzureEndpoint(f"{root}{_V1_SUFFIX}/", {"Authorization": f"Bearer {api_key}"} if api_key else entra, {})
     return AzureEndpoint(
         f"{root}{_LEGACY_SUFFIX}/",
-        {"api-key": api_key} if api_key else {},
+        {"api-key": api_key} if api_key else entra,
         {"api-version": api_version or DEFAULT_API_VERSION},
     )
 
@@ -67,11 +72,22 @@ def azure_file_expiry(seconds: int | None) -> int:
     return min(max(seconds or DEFAULT_FILE_EXPIRY, MIN_FILE_EXPIRY), MAX_FILE_EXPIRY)
 
 
+def azure_batch_path(embeddings: bool) -> str:
+    """The batch `endpoint` (and every line's `url`) of an Azure batch of chat completions or of embeddings."""
+    return AZURE_EMBEDDINGS_ENDPOINT if embeddings else AZURE_CHAT_ENDPOINT
+
+
 def azure_batch_client(
-    endpoint: AzureEndpoint, *, batch_deployment: str, timeout: float, file_expiry: int | None
+    endpoint: AzureEndpoint,
+    *,
+    batch_deployment: str,
+    timeout: float,
+    file_expiry: int | None,
+    embeddings: bool = False,
 ) -> OpenAIBatchClient:
-    """An OpenAIBatchClient speaking to one Azure resource, writing `batch_deployment` as every line's model.
-    Raises nothing; every later call raises ProviderError as OpenAIBatchClient does."""
+    """An OpenAIBatchClient speaking to one Azure resource, writing `batch_deployment` as every line's model;
+    `embeddings`: a batch of `/embeddings` lines instead of chat completions. Raises nothing; every later call
+    raises ProviderError as OpenAIBatchClient does."""
     return OpenAIBatchClient(
         base_url=endpoint.base_url,
         api_key=None,
@@ -81,5 +97,5 @@ def azure_batch_client(
         file_expiry=azure_file_expiry(file_expiry),
         auth_headers=endpoint.auth_headers,
         params=endpoint.params,
-        endpoint=AZURE_CHAT_ENDPOINT,
+        endpoint=azure_batch_path(embeddings),
     )

@@ -53,12 +53,15 @@ from proxy.providers.base import (
     ResultLine,
 )
 from proxy.providers.batch_http import batch_http, provider_errors
+from proxy.providers.gemini_embedding import JoinedEmbedding, embed_requests, part_key
 from proxy.providers.gemini_translation import GeminiRefusal, chat_completion, generate_request
 
 log = logging.getLogger("batchgate.providers.gemini_batch")
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # the whole inline batchGenerateContent call
+GENERATE_METHOD = "batchGenerateContent"
+EMBED_METHOD = "asyncBatchEmbedContent"  # the same batch shape, of EmbedContentRequests (EmbedContentBatch)
 MAX_FILE_BYTES = 2 * 1024 * 1024 * 1024  # a Files API upload
 DISPLAY_PREFIX = "batchgate-"
 MARKER_LENGTH = 16
@@ -127,9 +130,36 @@ def encode_request(
     )
 
 
+def encode_embedding_requests(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes:
+    """The `{"key", "request"}` lines (newline-separated, none after the last) of an OpenAI embeddings body: one
+    EmbedContentRequest per input (gemini_embedding.py). Raises ProviderError(BAD_LINE, custom_id=custom_id)."""
+    try:
+        return b"\n".join(
+            orjson.dumps({"key": key, "request": request})
+            for key, request in embed_requests(custom_id, body, model=model)
+        )
+    except GeminiRefusal as exc:
+        message = str(exc)
+    except (TypeError, ValueError, RecursionError) as exc:
+        message = f"The request body cannot be written as a Gemini batch request: {exc}."
+    raise ProviderError(
+        400, message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
+    )
+
+
+def encode_lines(
+    custom_id: str, body: Mapping[str, Any], *, model: str, extra_params: Mapping[str, Any], embeddings: bool
+) -> bytes:
+    """The input line(s) of one job: an embeddings body's (`embeddings`) or a chat body's. Raises as they do."""
+    if embeddings:
+        return encode_embedding_requests(custom_id, body, model=model)
+    return encode_request(custom_id, body, model=model, extra_params=extra_params)
+
+
 class GeminiBatchClient:
     """Gemini batches for one deployment: `base_url` is the API version root (`.../v1beta`), `upstream_model`
-    the model without `gemini/`; an input whose inline call would exceed `inline_max_bytes` goes as a file."""
+    the model without `gemini/`; an input whose inline call would exceed `inline_max_bytes` goes as a file.
+    `embeddings`: batches of OpenAI embeddings bodies (`asyncBatchEmbedContent`), else of chat bodies."""
 
     def __init__(
         self,
@@ -141,6 +171,7 @@ class GeminiBatchClient:
         staging_dir: Path | None = None,
         extra_params: Mapping[str, Any] | None = None,
         inline_max_bytes: int = INLINE_MAX_BYTES,
+        embeddings: bool = False,
     ) -> None:
         headers = {"x-goog-api-key": api_key} if api_key else {}
         base = base_url.rstrip("/")
@@ -152,6 +183,7 @@ class GeminiBatchClient:
         self._extra = dict(extra_params or {})
         self._staging = staging_dir or default_staging_dir()
         self._inline_max = inline_max_bytes
+        self._embeddings = embeddings
 
     # the input
 
@@ -192,15 +224,17 @@ class GeminiBatchClient:
         with out_path.open("wb") as out:
             async for custom_id, body in requests:
                 # litellm's translation is CPU work: off the event loop
-                line = await asyncio.to_thread(
-                    encode_request, custom_id, body, model=self._model, extra_params=self._extra
-                )
+                lines = await asyncio.to_thread(self._encode, custom_id, body)
                 count += 1
-                file_bytes += len(line) + 1
-                inline_bytes += len(line) + INLINE_ENTRY_OVERHEAD - len(b'{"key":,"request":}')
-                out.write(line)
-                out.write(b"\n")
+                for line in lines.split(b"\n"):
+                    file_bytes += len(line) + 1
+                    inline_bytes += len(line) + INLINE_ENTRY_OVERHEAD - len(b'{"key":,"request":}')
+                    out.write(line)
+                    out.write(b"\n")
         return count, file_bytes, inline_bytes
+
+    def _encode(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        return encode_lines(custom_id, body, model=self._model, extra_params=self._extra, embeddings=self._embeddings)
 
     def _staged_path(self, prepared: str) -> Path:
         found = STAGED.match(prepared)
@@ -268,7 +302,7 @@ class GeminiBatchClient:
     async def _create(self, payload: bytes, metadata: Mapping[str, str]) -> BatchInfo:
         with provider_errors():
             response = await self._http.post(
-                f"models/{self._model}:batchGenerateContent",
+                f"models/{self._model}:{EMBED_METHOD if self._embeddings else GENERATE_METHOD}",
                 content=payload,
                 headers={"content-type": "application/json"},
             )
@@ -323,6 +357,10 @@ class GeminiBatchClient:
             if batch.output_file_id.startswith("files/")
             else self._inline_items(batch.batch_id)
         )
+        if self._embeddings:
+            async for joined in joined_embeddings(items, self._model):
+                yield joined
+            return
         async for key, item in items:
             line = await asyncio.to_thread(result_line, key, item, self._model)
             if line is None:
@@ -492,6 +530,42 @@ def result_line(key: str | None, item: Mapping[str, Any], model: str) -> ResultL
     status = lenient.count(error.get("code")) or 500
     message = lenient.text(error.get("message")) or "The request failed."
     return _errored(key, status, message, lenient.text(error.get("status")))
+
+
+async def joined_embeddings(
+    items: AsyncIterator[tuple[str | None, dict[str, Any]]], model: str
+) -> AsyncIterator[ResultLine]:
+    """Embedding responses joined into one ResultLine per job: a CreateEmbeddingResponse once every input of the
+    job has answered, or the first error among them. A job some of whose answers never came gets no line."""
+    pending: dict[str, JoinedEmbedding] = {}
+    failed: set[str] = set()
+    async for key, item in items:
+        place = part_key(key) if key is not None else None
+        if place is None:
+            lenient.skipped_line("no embedding key", orjson.dumps(item))
+            continue
+        if place.custom_id in failed:
+            continue
+        response = item.get("response")
+        joined = pending.setdefault(place.custom_id, JoinedEmbedding(place))
+        try:
+            if not isinstance(response, dict):
+                raise ValueError("no response")
+            joined.add(place.index, response)
+        except (ValueError, TypeError):
+            pending.pop(place.custom_id, None)
+            failed.add(place.custom_id)
+            error = lenient.mapping(item.get("error"))
+            if not error:
+                yield _errored(place.custom_id, 502, "The provider's answer could not be read.", "malformed_response")
+                continue
+            status = lenient.count(error.get("code")) or 500
+            message = lenient.text(error.get("message")) or "The request failed."
+            yield _errored(place.custom_id, status, message, lenient.text(error.get("status")))
+            continue
+        if joined.complete:
+            del pending[place.custom_id]
+            yield ResultLine(place.custom_id, LineOutcome.SUCCEEDED, 200, joined.response(model))
 
 
 def _errored(key: str, status: int, message: str, code: str | None) -> ResultLine:

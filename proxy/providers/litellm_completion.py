@@ -102,7 +102,8 @@ class LitellmCompletionClient:
         if api_key:
             self._params["api_key"] = api_key
         self._retry = retry
-        self._redactor = Redactor([api_key] if api_key else [])
+        secrets = (api_key, self._params.get("azure_ad_token"))  # an Entra ID token is a credential too
+        self._redactor = Redactor([str(secret) for secret in secrets if secret])
         self._litellm: Any = None
 
     def _library(self) -> Any:

@@ -67,9 +67,12 @@ NO_BATCH_API: Mapping[str, str] = {
 }
 # Providers whose batch API (as batchgate speaks it) takes each endpoint besides chat; a provider not listed keeps
 # that endpoint's calls on the sync lane. Anthropic's Message Batches take only messages.
-ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {Endpoint.EMBEDDINGS: frozenset({"openai"})}
-# OpenAI's Batch API takes `/v1/responses` lines (its `endpoint` enum); no other batch API batchgate speaks does
-ENDPOINT_BATCH_PROVIDERS = {**ENDPOINT_BATCH_PROVIDERS, Endpoint.RESPONSES: frozenset({"openai"})}
+ENDPOINT_BATCH_PROVIDERS: Mapping[Endpoint, frozenset[str]] = {
+    # azure: a Global Batch of `/embeddings` lines; gemini: asyncBatchEmbedContent (gemini_embedding.py)
+    Endpoint.EMBEDDINGS: frozenset({"openai", "azure", "gemini"}),
+    # OpenAI's Batch API takes `/v1/responses` lines (its `endpoint` enum); no other batch API batchgate speaks does
+    Endpoint.RESPONSES: frozenset({"openai"}),
+}
 # OpenAI-shaped providers that serve `/v1/responses` themselves (relayed byte for byte); any other provider's
 # Responses calls go through litellm.aresponses (proxy/providers/litellm_responses.py)
 RESPONSES_RAW_PROVIDERS = frozenset({"openai", "xai", "groq"})
@@ -114,11 +117,12 @@ def encode_batch_line(
 
         return encode_line(custom_id, body, model=model, url=endpoint.path), MAX_FILE_BYTES
     if kind == "azure":
-        from proxy.providers.azure_batch import AZURE_CHAT_ENDPOINT  # noqa: PLC0415
+        from proxy.providers.azure_batch import azure_batch_path  # noqa: PLC0415
         from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
 
         batch_model = deployment.litellm_params.batch_deployment or model
-        return encode_line(custom_id, body, model=batch_model, url=AZURE_CHAT_ENDPOINT), MAX_FILE_BYTES
+        url = azure_batch_path(endpoint is Endpoint.EMBEDDINGS)
+        return encode_line(custom_id, body, model=batch_model, url=url), MAX_FILE_BYTES
     if kind == "anthropic":
         from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
 
@@ -133,15 +137,21 @@ def encode_batch_line(
     if kind == "gemini":
         from proxy.providers import gemini_batch  # noqa: PLC0415 - deferred calls only
 
-        line = gemini_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+        line = gemini_batch.encode_lines(
+            custom_id,
+            body,
+            model=model,
+            extra_params=litellm_extra(deployment),
+            embeddings=endpoint is Endpoint.EMBEDDINGS,
+        )
         return line, gemini_batch.MAX_FILE_BYTES
     return None
 
 
 def batch_input_limit(deployment: ModelDeployment | None, endpoint: Endpoint) -> int | None:
-    """The most inputs one provider batch of `endpoint` may carry across all its lines (OpenAI: 50,000 embedding
-    inputs), or None when only the line count is limited."""
-    if deployment is None or endpoint is not Endpoint.EMBEDDINGS or batch_api(deployment) != "openai":
+    """The most inputs one provider batch of `endpoint` may carry across all its lines (OpenAI, and Azure's
+    OpenAI-shaped Global Batch: 50,000 embedding inputs), or None when only the line count is limited."""
+    if deployment is None or endpoint is not Endpoint.EMBEDDINGS or batch_api(deployment) not in ("openai", "azure"):
         return None
     from proxy.providers.openai_batch import MAX_EMBEDDING_INPUTS  # noqa: PLC0415 - deferred calls only
 
@@ -162,12 +172,26 @@ def litellm_extra(deployment: ModelDeployment) -> dict[str, Any]:
     return {k: v for k, v in (deployment.litellm_params.model_extra or {}).items() if k not in PRICE_FIELDS}
 
 
+def _client_extra(deployment: ModelDeployment, simulator_url: str | None) -> dict[str, Any]:
+    """litellm_extra plus, for a real Azure resource, the api_version and Entra ID token the environment gives."""
+    extra = litellm_extra(deployment)
+    if deployment.litellm_params.provider == "azure" and not (is_simulated(deployment) and simulator_url):
+        from proxy.providers.azure_config import azure_settings  # noqa: PLC0415
+
+        extra |= azure_settings(deployment.litellm_params).litellm_params()
+    return extra
+
+
 def is_simulated(deployment: ModelDeployment) -> bool:
     """A deployment with no provider key and no explicit api_base is served by the simulated upstream (which
     speaks OpenAI's, Azure's, Anthropic's and Gemini's wire formats; other providers often take their credentials
-    from the environment, so they are never simulated)."""
+    from the environment, so they are never simulated; an Azure one whose environment names it neither)."""
     params = deployment.litellm_params
-    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "azure", "gemini")
+    if params.provider == "azure":  # AZURE_API_BASE / AZURE_API_KEY / AZURE_AD_TOKEN name a real resource
+        from proxy.providers.azure_config import azure_settings  # noqa: PLC0415
+
+        return not azure_settings(params).configured
+    simulable = params.provider in OPENAI_SHAPED_BASES or params.provider in ("anthropic", "gemini")
     return simulable and params.api_key is None and params.api_base is None
 
 
@@ -208,7 +232,7 @@ class ProviderRegistry:
             self._endpoint_batches[name] = {
                 endpoint: no_batch_reason(deployment, endpoint) for endpoint in ENDPOINT_BATCH_PROVIDERS
             }
-            self._litellm_extra[name] = litellm_extra(deployment)
+            self._litellm_extra[name] = _client_extra(deployment, simulator_url)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
@@ -247,7 +271,7 @@ class ProviderRegistry:
             api_key=api_key,
             retry=retry,
             timeout=timeout,
-            extra_params=litellm_extra(deployment),
+            extra_params=_client_extra(deployment, simulator_url),
         )
 
     def _embedding_client(
@@ -274,7 +298,7 @@ class ProviderRegistry:
             api_key=api_key,
             retry=retry,
             timeout=timeout,
-            extra_params=litellm_extra(deployment),
+            extra_params=_client_extra(deployment, simulator_url),
         )
 
     def _responses_client(
@@ -353,7 +377,7 @@ class ProviderRegistry:
         base_url, api_key = self._endpoints[model_name]
         upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
         if kind == "azure":
-            client = self._azure_batch(model_name, file_expiry)
+            client = self._azure_batch(model_name, file_expiry, endpoint)
         elif kind == "anthropic":
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
@@ -385,6 +409,7 @@ class ProviderRegistry:
                 upstream_model=upstream_model,
                 timeout=self._batch_timeout,
                 extra_params=self._litellm_extra[model_name],
+                embeddings=endpoint is Endpoint.EMBEDDINGS,
             )
         else:
             from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
@@ -401,7 +426,7 @@ class ProviderRegistry:
         self._batch[group] = client
         return client
 
-    def _azure_batch(self, model_name: str, file_expiry: int) -> BatchClient:
+    def _azure_batch(self, model_name: str, file_expiry: int, endpoint: Endpoint) -> BatchClient:
         """The Azure resource's batch client: the endpoint style its `api_version` picks, as litellm does."""
         from proxy.providers.azure_batch import azure_batch_client, azure_endpoint  # noqa: PLC0415
 
@@ -412,18 +437,26 @@ class ProviderRegistry:
                 f"Model `{model_name}` has no batch lane: azure batches need the resource's api_base.",
                 classification=ErrorClass.BAD_REQUEST,
             )
-        version = self._litellm_extra[model_name].get("api_version")
-        endpoint = azure_endpoint(base_url, api_key=api_key, api_version=str(version) if version else None)
+        version, token = (self._litellm_extra[model_name].get(name) for name in ("api_version", "azure_ad_token"))
+        resource = azure_endpoint(
+            base_url,
+            api_key=api_key,
+            api_version=str(version) if version else None,
+            ad_token=str(token) if token else None,
+        )
         upstream_model, _, _ = self._batch_settings[model_name]
         return azure_batch_client(
-            endpoint,
+            resource,
             batch_deployment=self._batch_deployments.get(model_name) or upstream_model,
             timeout=self._batch_timeout,
             file_expiry=file_expiry,
+            embeddings=endpoint is Endpoint.EMBEDDINGS,
         )
 
     def secrets(self) -> list[str]:
-        return [key for _, key in self._endpoints.values() if key]
+        keys = [key for _, key in self._endpoints.values() if key]
+        tokens = [str(extra["azure_ad_token"]) for extra in self._litellm_extra.values() if extra.get("azure_ad_token")]
+        return keys + tokens
 
     async def aclose(self) -> None:
         for client in self._batch.values():
@@ -456,6 +489,11 @@ def _litellm_endpoint(deployment: ModelDeployment, simulator_url: str | None) ->
         root = simulator_url.rstrip("/")
         return (root + "/v1beta" if params.provider == "gemini" else root), "sk-simulated"
     base = params.api_base
+    if params.provider == "azure":  # the config's, else litellm's AZURE_* environment variables
+        from proxy.providers.azure_config import azure_settings  # noqa: PLC0415
+
+        azure = azure_settings(params)
+        return azure.api_base, azure.api_key
     if base and params.provider == "anthropic":
         base = base.rstrip("/").removesuffix("/v1")
     return base, api_key

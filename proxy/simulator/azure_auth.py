@@ -6,7 +6,8 @@
   `?api-version=`, and `api-key: <key>`.
 
 A legacy call without `api-version` is answered 404 "Resource not found", and a key sent the other style's way
-401, as Azure answers them. Files take `expires_after` of 14 to 30 days only.
+401, as Azure answers them; a Microsoft Entra ID token (the `azure_ad_token` knob) is a Bearer token on either
+style. Files take `expires_after` of 14 to 30 days only.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ def is_legacy(request: Request) -> bool:
     return is_azure(request) and not request.url.path.startswith(V1_PREFIX)
 
 
-def authorize(request: Request, api_key: str | None) -> None:
+def authorize(request: Request, api_key: str | None, *, ad_token: str | None = None) -> None:
     """Legacy: `api-version` present and the key in `api-key`; v1: the key as a Bearer token. `api_key` None
-    accepts any non-empty key. Raises NotFound (no api-version) or Unauthorized."""
-    if is_legacy(request):
-        if not request.query_params.get("api-version"):
-            raise NotFound("Resource not found", code="404")
-        key = request.headers.get("api-key", "")
-    else:
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        key = key if scheme.lower() == "bearer" else ""
+    accepts any non-empty key. `ad_token`: a Microsoft Entra ID token, accepted as a Bearer token on both styles
+    (as Azure accepts one). Raises NotFound (no api-version) or Unauthorized."""
+    if is_legacy(request) and not request.query_params.get("api-version"):
+        raise NotFound("Resource not found", code="404")
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    bearer = bearer.strip() if scheme.lower() == "bearer" else ""
+    if ad_token is not None and bearer == ad_token:
+        return
+    key = request.headers.get("api-key", "") if is_legacy(request) else bearer
     key = key.strip()
     if not key or (api_key is not None and key != api_key):
         raise Unauthorized(ACCESS_DENIED, code="401")

@@ -22,6 +22,8 @@ import orjson
 from proxy.simulator.answers import Answer, EmbeddingSpec, count_tokens
 
 ENDPOINT = "/v1/embeddings"
+AZURE_ENDPOINT = "/embeddings"  # Azure's batch endpoint and line url, without /v1 (as its chat endpoint)
+BATCH_ENDPOINTS = frozenset({ENDPOINT, AZURE_ENDPOINT})
 MAX_INPUTS = 2048
 MAX_BATCH_INPUTS = 50_000  # across all lines of one /v1/embeddings batch (OpenAI's API reference)
 MODEL_DIMENSIONS = {"text-embedding-3-large": 3072}

@@ -19,6 +19,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -27,6 +28,8 @@ from fastapi.responses import StreamingResponse
 
 from proxy.simulator.answers import Answer, answer_for
 from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status
+from proxy.simulator.embeddings import ENDPOINT as EMBEDDINGS_ENDPOINT
+from proxy.simulator.embeddings import embedding_answer, embedding_problem, vector
 from proxy.simulator.engine import BatchNotCancellable, Fault
 from proxy.simulator.ledger import Tier
 from proxy.simulator.state import SimulatorState, simulator_state
@@ -68,6 +71,12 @@ REQUEST_FIELDS = frozenset(
     }
 )  # fmt: skip
 ROLES = frozenset({"user", "model", "function"})
+# EmbedContentRequest fields (asyncBatchEmbedContent's requests), both spellings
+EMBED_FIELDS = frozenset(
+    {"model", "content", "taskType", "task_type", "title", "outputDimensionality", "output_dimensionality"}
+)
+EMBED_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.EmbedContentBatch"
+EMBED_OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.EmbedContentBatchOutput"
 
 router = APIRouter()
 
@@ -224,6 +233,8 @@ async def models_call(request: Request, target: str, state: Keyed) -> Response:
     model, _, method = target.partition(":")
     if method == "batchGenerateContent":
         return await create_batch(request, state, model)
+    if method == "asyncBatchEmbedContent":
+        return await create_batch(request, state, model, embed=True)
     if method not in ("generateContent", "streamGenerateContent"):
         return error(404, f"Method {method!r} not found for models/{model}.")
     return await generate(request, state, model, stream=method == "streamGenerateContent")
@@ -276,14 +287,46 @@ def stream_chunks(response: Mapping[str, Any], *, chunk_chars: int) -> Iterator[
 # batches
 
 
-def _line_requests(entries: list[tuple[str, Any]], model: str) -> list[LineRequest]:
+def _line_requests(entries: list[tuple[str, Any]], model: str, *, embed: bool = False) -> list[LineRequest]:
     """Each (key, request) answered; an invalid request fails its own line (400)."""
     parsed = []
     for key, request in entries:
-        problem = request_problem(request)
-        answer = answer_for(chat_body(request, model)) if problem is None else None
+        if embed:
+            problem = embed_problem(request)
+            answer = embedding_answer(embedding_body(request, model)) if problem is None else None
+        else:
+            problem = request_problem(request)
+            answer = answer_for(chat_body(request, model)) if problem is None else None
         parsed.append(LineRequest(key, f"gemini/{model}", answer, problem))  # billed by its price-map name
     return parsed
+
+
+def embed_problem(request: Any) -> str | None:
+    """Why an EmbedContentRequest is invalid (Google's 400 message), or None."""
+    if not isinstance(request, dict):
+        return "Invalid JSON payload received. Expected an object."
+    unknown = sorted(set(request) - EMBED_FIELDS)
+    if unknown:
+        return f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
+    content = request.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list) or not parts:
+        return "* EmbedContentRequest.content: content is not specified"
+    if not all(isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"] for part in parts):
+        return "* EmbedContentRequest.content.parts: the simulator embeds non-empty text parts only"
+    dimensions = _field(request, "outputDimensionality", "output_dimensionality")
+    problem = embedding_problem(embedding_body(request, "gemini-embedding")) if dimensions is not None else None
+    return f"* EmbedContentRequest.output_dimensionality: {problem[0]}" if problem else None
+
+
+def embedding_body(request: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The request as the engine's embeddings read one (an OpenAI embeddings body of one input)."""
+    text = "".join(part["text"] for part in request["content"]["parts"])
+    body: dict[str, Any] = {"model": model, "input": text}
+    dimensions = _field(request, "outputDimensionality", "output_dimensionality")
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return body
 
 
 def _inline_entries(input_config: Mapping[str, Any]) -> list[tuple[str, Any]] | str:
@@ -322,7 +365,7 @@ def lenient_mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def create_batch(request: Request, state: SimulatorState, model: str) -> Response:
+async def create_batch(request: Request, state: SimulatorState, model: str, *, embed: bool = False) -> Response:
     raw = await request.body()
     limit = state.engine.options.gemini_inline_max_bytes
     try:
@@ -346,10 +389,11 @@ async def create_batch(request: Request, state: SimulatorState, model: str) -> R
         entries = _inline_entries(input_config)
     if isinstance(entries, str):
         return error(400, entries)
-    requests = await asyncio.to_thread(_line_requests, entries, model)
+    requests = await asyncio.to_thread(partial(_line_requests, embed=embed), entries, model)
     attributes = {
-        "face": "gemini", "endpoint": "/v1/chat/completions", "input_file_id": None, "completion_window": "48h",
-        "metadata": None, "display_name": display, "model": model, "file_input": isinstance(file_name, str),
+        "face": "gemini", "endpoint": EMBEDDINGS_ENDPOINT if embed else "/v1/chat/completions",
+        "input_file_id": None, "completion_window": "48h", "metadata": None, "display_name": display,
+        "model": model, "file_input": isinstance(file_name, str), "embed": embed,
     }  # fmt: skip
     engine = state.engine
     record = await asyncio.to_thread(
@@ -372,6 +416,10 @@ def _counts(current: BatchView) -> dict[str, str]:
 
 
 def _entry(line: BatchLine, model: str) -> dict[str, Any]:
+    if line.answer is not None and line.answer.embedding is not None:
+        spec, tokens = line.answer.embedding, line.answer.prompt_tokens
+        usage = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        return {"response": {"embedding": {"values": vector(spec.digests[0], spec.dimensions)}, "usageMetadata": usage}}
     if line.answer is not None:
         return {"response": generate_response(line.answer, model)}
     status = line.status_code
@@ -403,8 +451,9 @@ async def operation(state: SimulatorState, current: BatchView) -> dict[str, Any]
     name = f"batches/{record.id}"
     status = current.status
     model = record.attributes["model"]
+    embed = bool(record.attributes.get("embed"))
     batch: dict[str, Any] = {
-        "@type": BATCH_TYPE,
+        "@type": EMBED_BATCH_TYPE if embed else BATCH_TYPE,
         "model": f"models/{model}",
         "displayName": record.attributes["display_name"],
         "createTime": _iso(record.created_at),
@@ -420,12 +469,13 @@ async def operation(state: SimulatorState, current: BatchView) -> dict[str, Any]
     if status is Status.FAILED:
         body["error"] = {"code": 400, "message": "The batch failed validation.", "status": "INVALID_ARGUMENT"}
         return body
+    output_type = EMBED_OUTPUT_TYPE if embed else OUTPUT_TYPE
     if record.attributes["file_input"]:
         file_id = await _responses_file(state, current)
-        output: dict[str, Any] = {"@type": OUTPUT_TYPE, "responsesFile": f"files/{file_id}"} if file_id else {}
+        output: dict[str, Any] = {"@type": output_type, "responsesFile": f"files/{file_id}"} if file_id else {}
     else:
         inlined = [{**_entry(line, model), "metadata": {"key": line.custom_id}} for line in _finished_in_order(current)]
-        output = {"@type": OUTPUT_TYPE, "inlinedResponses": {"inlinedResponses": inlined}}
+        output = {"@type": output_type, "inlinedResponses": {"inlinedResponses": inlined}}
     if output:
         body["response"] = output
         batch["output"] = {key: value for key, value in output.items() if key != "@type"}

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from proxy.simulator.batches import INFINITY, BatchLine, BatchView, LineRequest, Status, ValidationIssue
-from proxy.simulator.embeddings import ENDPOINT as EMBEDDINGS_ENDPOINT
+from proxy.simulator.embeddings import BATCH_ENDPOINTS as EMBEDDINGS_ENDPOINTS
 from proxy.simulator.embeddings import (
     MAX_BATCH_INPUTS,
     embedding_answer,
@@ -119,7 +119,7 @@ class _InputChecker:
                 number,
                 "body.model",
             )
-        embeddings = self.endpoint == EMBEDDINGS_ENDPOINT
+        embeddings = self.endpoint in EMBEDDINGS_ENDPOINTS
         responses = self.endpoint == RESPONSES_ENDPOINT
         problem = embedding_problem(body) if embeddings else response_problem(body) if responses else chat_problem(body)
         if embeddings and problem is None:
@@ -127,7 +127,7 @@ class _InputChecker:
             if self.embedding_inputs > MAX_BATCH_INPUTS:
                 self.issue(
                     "too_many_embedding_inputs",
-                    f"A {EMBEDDINGS_ENDPOINT} batch may contain at most {MAX_BATCH_INPUTS} embedding inputs across "
+                    f"A {self.endpoint} batch may contain at most {MAX_BATCH_INPUTS} embedding inputs across "
                     "all its requests.",
                     number,
                     "body.input",

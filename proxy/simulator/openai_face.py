@@ -14,6 +14,7 @@ from proxy.errors import ApiError, Conflict, InvalidRequest, NotFound, Unauthori
 from proxy.simulator import azure_auth
 from proxy.simulator.answers import answer_for
 from proxy.simulator.batches import BatchView
+from proxy.simulator.embeddings import AZURE_ENDPOINT as AZURE_EMBEDDINGS_ENDPOINT
 from proxy.simulator.embeddings import ENDPOINT as EMBEDDINGS_ENDPOINT
 from proxy.simulator.embeddings import embedding_answer, embedding_problem, embedding_response
 from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault, TokenLimitExceeded
@@ -78,7 +79,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def authorize(request: Request, api_key: str | None) -> None:
     if azure_auth.is_azure(request):
-        azure_auth.authorize(request, api_key)
+        azure_auth.authorize(request, api_key, ad_token=simulator_state(request).engine.options.azure_ad_token)
         return
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -208,12 +209,16 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
 
 @router.post("/embeddings")
 async def embeddings(request: Request) -> Response:
-    """`/v1/embeddings`: deterministic vectors, usage = the inputs' tokens, billed at list price (sync tier)."""
+    """`/v1/embeddings` (and Azure's, where the legacy path names the deployment): deterministic vectors, usage =
+    the inputs' tokens, billed at list price (sync tier)."""
     state = simulator_state(request)
     engine = state.engine
     opts = engine.options
     authorize(request, opts.api_key)
     body = await json_body(request)
+    deployment = request.path_params.get("deployment")
+    if deployment is not None and isinstance(body, dict):  # Azure's legacy path names the deployment
+        body["model"] = deployment
     problem = embedding_problem(body)
     if problem:
         raise InvalidRequest(problem[0], param=problem[1])
@@ -224,7 +229,10 @@ async def embeddings(request: Request) -> Response:
     if fault is not None:
         raise fault_error(fault, body["model"], opts.retry_after_s)
     answer = embedding_answer(body)
-    engine.bill(body["model"], Tier.SYNC, answer, flavor=opts.flavor)
+    if azure_auth.is_azure(request):
+        engine.bill(azure_billed_name(body["model"], opts), Tier.SYNC, answer)
+    else:
+        engine.bill(body["model"], Tier.SYNC, answer, flavor=opts.flavor)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     return Response(orjson.dumps(embedding_response(body["model"], answer)), media_type=JSON, headers=headers)
 
@@ -400,7 +408,9 @@ def _batch_request(body: Any, flavor: Flavor, *, azure_range: bool) -> dict[str,
         if not isinstance(body.get(key), str) or not body[key]:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key)
     endpoints: tuple[str, ...] = (CHAT_ENDPOINT, AZURE_CHAT_ENDPOINT) if flavor == "azure" else (CHAT_ENDPOINT,)
-    endpoints += (EMBEDDINGS_ENDPOINT, RESPONSES_ENDPOINT) if flavor == "openai" else ()
+    endpoints += (EMBEDDINGS_ENDPOINT,) if flavor in ("openai", "azure") else ()
+    endpoints += (AZURE_EMBEDDINGS_ENDPOINT,) if flavor == "azure" else ()
+    endpoints += (RESPONSES_ENDPOINT,) if flavor == "openai" else ()
     if body["endpoint"] not in endpoints:
         raise InvalidRequest(
             f"The simulator supports only endpoints {list(endpoints)!r}, got {body['endpoint']!r}.",

@@ -125,6 +125,11 @@ class SimulatorOptions(BaseModel):
         description="Azure paths: deployment name -> the model it serves, which names its price in the ledger as "
         "azure/<model> (a deployment not listed serves the model of its own name) (JSON)",
     )
+    azure_ad_token: str | None = Field(
+        default=None,
+        description="Azure paths: a Microsoft Entra ID token accepted as `Authorization: Bearer` on both the v1 and "
+        "the legacy endpoint (a key is still refused the other style's way)",
+    )
     max_files_without_expiry: int = Field(
         default=DEFAULT_FILES_WITHOUT_EXPIRY,
         ge=0,

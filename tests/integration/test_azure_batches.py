@@ -18,6 +18,7 @@ import pytest
 from proxy.providers.azure_batch import MIN_FILE_EXPIRY, AzureEndpoint, azure_batch_client, azure_endpoint
 from proxy.providers.base import BatchInfo, BatchState, ErrorClass, LineOutcome, ProviderError, ResultLine
 from proxy.providers.openai_batch import OpenAIBatchClient
+from proxy.simulator.embeddings import embedding_answer, embedding_response
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings, wasted
@@ -286,3 +287,85 @@ def test_a_stalled_azure_batch_is_bounded_by_the_deadline_and_a_refused_line_fai
         [refused] = stack.final_jobs([defer(stack, "azure-legacy", "refused")], timeout=60)
         assert (refused["status"], refused["lane"]) == ("failed", "batch")
         assert refused["error"]["message"]
+
+
+# embeddings: a Global Batch of `/embeddings` lines
+
+EMBED_BATCH_DEPLOYMENT = "text-embedding-3-small-batch"
+ENTRA_TOKEN = "entra.eyJ0eXAiOiJKV1QifQ.token-7"  # a Microsoft Entra ID access token, opaque here
+
+
+def test_azure_embeddings_deferred_through_a_global_batch_each_answer_its_own_and_the_books_equal_the_bill(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`embed-v1` is configured in full; `embed-legacy` as many LiteLLM users configure Azure: the resource and
+    version in litellm's AZURE_* environment variables and a Microsoft Entra ID token instead of a key (which the
+    face accepts as a Bearer token on the legacy endpoint too, and only that token)."""
+    served = {"azure_deployments": {EMBED_BATCH_DEPLOYMENT: "text-embedding-3-small"}, "azure_ad_token": ENTRA_TOKEN}
+    with simulator_server(**FAST, **served) as upstream:
+        monkeypatch.setenv("AZURE_API_BASE", upstream.url)
+        monkeypatch.setenv("AZURE_API_VERSION", STYLES["legacy"])
+        monkeypatch.setenv("AZURE_AD_TOKEN", ENTRA_TOKEN)
+        document = config_document(upstream.url, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"})
+        model = {"model": "azure/text-embedding-3-small", "batch_deployment": EMBED_BATCH_DEPLOYMENT}
+        given = {"api_base": upstream.url, "api_key": PROVIDER_KEY, "api_version": STYLES["v1"]}
+        document["model_list"] = [
+            {"model_name": "embed-v1", "litellm_params": {**model, **given}},
+            {"model_name": "embed-legacy", "litellm_params": model},
+        ]
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            client = stack.client(timeout=60)
+            synced = client.embeddings.create(model="embed-legacy", input="sync text", encoding_format="float")
+            [expected] = embedded("text-embedding-3-small", "sync text")  # float32 on the way (litellm's client)
+            assert synced.data[0].embedding == pytest.approx(expected, rel=1e-6)
+            texts = {style: [f"{style} document {i}" for i in range(2)] for style in STYLES}
+            job_ids = {
+                style: [
+                    client.embeddings.with_raw_response.create(
+                        model=f"embed-{style}",
+                        input=[text, text.upper()],
+                        encoding_format="float",
+                        extra_headers={"X-Batch-Deadline": "1h", "Prefer": "respond-async"},
+                    ).http_response.json()["id"]
+                    for text in texts[style]
+                ]
+                for style in STYLES
+            }
+            for style, ids in job_ids.items():
+                jobs = stack.final_jobs(ids, timeout=90)
+                assert [(job["status"], job["lane"]) for job in jobs] == [("completed", "batch")] * 2, jobs
+                for text, job in zip(texts[style], jobs, strict=True):
+                    vectors = [item["embedding"] for item in job["response"]["data"]]
+                    assert vectors == embedded(EMBED_BATCH_DEPLOYMENT, text, text.upper())
+                    assert job["response"]["object"] == "list"
+            with stack.simulator() as sim:
+                listed = sim.get("/openai/v1/batches", headers={"authorization": f"Bearer {PROVIDER_KEY}"})
+            assert {batch["endpoint"] for batch in listed.json()["data"]} == {"/embeddings"}
+            report = savings(stack, 1 + 4)
+            ledger = stack.ledger()
+            assert set(ledger["models"]) == {"azure/text-embedding-3-small"}
+            billed = ledger["models"]["azure/text-embedding-3-small"]
+            assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (1, 4)
+            assert_books_equal_the_bill(
+                report, ledger, {f"embed-{style}": "azure/text-embedding-3-small" for style in STYLES}
+            )
+
+
+def embedded(model: str, *texts: str) -> list[list[float]]:
+    """The vectors the simulator gives `texts` on `model` (deterministic)."""
+    answer = embedding_answer({"model": model, "input": list(texts)})
+    return [item["embedding"] for item in embedding_response(model, answer)["data"]]
+
+
+async def test_an_entra_id_token_the_resource_echoes_in_an_error_never_leaves_the_adapter() -> None:
+    with simulator_server(**FAST, echo_credentials_in_errors=True, azure_ad_token=ENTRA_TOKEN) as upstream:
+        where = azure_endpoint(upstream.url, api_key=None, api_version=STYLES["legacy"], ad_token=ENTRA_TOKEN)
+        client = azure_batch_client(where, batch_deployment=BATCH_DEPLOYMENT, timeout=10, file_expiry=None)
+        try:
+            with pytest.raises(ProviderError) as caught:
+                await client.create("file-missing", metadata={MARK: "x"})
+        finally:
+            await client.aclose()
+    assert caught.value.classification is ErrorClass.NOT_FOUND  # the token was accepted: the file is unknown
+    assert "credential received" in caught.value.message
+    assert ENTRA_TOKEN not in str(caught.value)

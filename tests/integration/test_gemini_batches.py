@@ -4,7 +4,9 @@ inputs, state mapping, per-line errors, cancel, expiry, the key's checks and fin
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import struct
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -25,6 +27,7 @@ from proxy.providers.base import (
     ResultLine,
 )
 from proxy.providers.gemini_batch import GeminiBatchClient
+from proxy.simulator.embeddings import embedding_answer, vector
 from proxy.simulator.engine import expected_content
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import GEMINI, chat_body, deferred_env, gemini_models
@@ -308,3 +311,54 @@ async def test_worker_fails_the_job_of_a_refused_line_with_its_error(tmp_path: P
         assert (view.error["type"], view.error["code"]) == ("invalid_request_error", "INVALID_ARGUMENT")
         [operation] = gemini_batches(env.simulator_url)
         assert operation["metadata"]["batchStats"]["failedRequestCount"] == "1"
+
+
+# embeddings: asyncBatchEmbedContent, one request per input, joined back into one answer per job
+
+EMBEDDER = "gemini-embedding-001"
+
+
+@pytest.mark.parametrize("path", ["inline", "file"])
+async def test_an_embeddings_batch_answers_each_job_one_create_embedding_response(tmp_path: Path, path: str) -> None:
+    with simulator_server(**{**FAST, "api_key": PROVIDER_KEY}) as upstream:
+        client = GeminiBatchClient(
+            base_url=upstream.url + "/v1beta",
+            api_key=PROVIDER_KEY,
+            upstream_model=EMBEDDER,
+            timeout=10,
+            staging_dir=tmp_path / "staging",
+            embeddings=True,
+            **({} if path == "inline" else {"inline_max_bytes": 256}),
+        )
+        bodies = {
+            "job_0": {"model": "e", "input": ["alpha", "beta", "gamma"], "dimensions": 8, "encoding_format": "float"},
+            "job_1": {"model": "e", "input": "delta", "dimensions": 8, "encoding_format": "base64"},
+            "job_2": {"model": "e", "input": ["x" * 9], "dimensions": 99999},  # the provider refuses it
+        }
+        try:
+            prepared = await client.prepare(pairs(list(bodies.items())), metadata={BATCH_KEY: "e1"})
+            assert prepared.requests == 3  # jobs, though their 5 inputs went as 5 requests
+            created = await client.create(prepared.ref, metadata={BATCH_KEY: "e1"})
+            assert created.total == 5
+            info = await until_ended(client, created.batch_id)
+            lines = {line.custom_id: line for line in await lines_of(client, info)}
+        finally:
+            await client.aclose()
+    assert set(lines) == set(bodies)
+    first, second, refused = lines["job_0"], lines["job_1"], lines["job_2"]
+    assert first.outcome is LineOutcome.SUCCEEDED
+    assert first.body is not None
+    assert [item["index"] for item in first.body["data"]] == [0, 1, 2]
+    for item, text in zip(first.body["data"], ["alpha", "beta", "gamma"], strict=True):
+        assert item["embedding"] == simulated_vector(text)
+    assert first.body["usage"] == {"prompt_tokens": 2 + 1 + 2, "total_tokens": 5}  # ceil(bytes / 4) each
+    assert second.body is not None
+    packed = base64.b64decode(second.body["data"][0]["embedding"])
+    assert list(struct.unpack("<8f", packed)) == pytest.approx(simulated_vector("delta"), rel=1e-6)
+    assert (refused.outcome, refused.status_code) == (LineOutcome.ERRORED, 400)
+
+
+def simulated_vector(text: str) -> list[float]:
+    answer = embedding_answer({"model": EMBEDDER, "input": text, "dimensions": 8})
+    assert answer.embedding is not None
+    return vector(answer.embedding.digests[0], 8)

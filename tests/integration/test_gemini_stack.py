@@ -14,8 +14,10 @@ import httpx
 import openai
 import pytest
 
+from proxy.simulator.embeddings import embedding_answer, vector
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
+from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import GEMINI, gemini_models
 from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until_sync
@@ -23,6 +25,7 @@ from tests.support.waiting import wait_until_sync
 FAST_SIMULATOR = {"turnaround_s": 1.2, "validating_s": 0.1, "finalizing_s": 0.1, "api_key": PROVIDER_KEY}
 DEFER = {"X-Batch-Deadline": "1h"}
 BILLED = f"gemini/{GEMINI}"  # the face bills litellm's price-map name
+EMBEDDER = "gemini-embedding-001"
 
 
 @contextlib.contextmanager
@@ -30,7 +33,8 @@ def gemini_stack(tmp_path: Path, redis_url: str, **sections: Any) -> Iterator[St
     """Simulator (only PROVIDER_KEY accepted) + batchgate with the in-process worker."""
     with simulator_server(**FAST_SIMULATOR) as upstream:
         document = config_document(upstream.url, **sections)
-        document["model_list"] = gemini_models(upstream.url)
+        embedder = {"model": f"gemini/{EMBEDDER}", "api_base": upstream.url + "/v1beta", "api_key": PROVIDER_KEY}
+        document["model_list"] = [*gemini_models(upstream.url), {"model_name": EMBEDDER, "litellm_params": embedder}]
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
             yield stack
 
@@ -128,3 +132,32 @@ def test_deferred_calls_go_through_the_files_api_when_inline_is_too_large(stack:
         return not [found for found in files if "responses" not in found["displayName"]]
 
     wait_until_sync(no_input_left, timeout=20, what="the uploaded inputs deleted")
+
+
+def test_deferred_embeddings_are_answered_from_a_gemini_embeddings_batch_and_the_books_equal_the_bill(
+    stack: Stack,
+) -> None:
+    texts = [["first page", "second page"], ["third page"]]
+    with stack.client(timeout=60) as client:
+        answers = [
+            client.embeddings.create(
+                model=EMBEDDER, input=batch, dimensions=8, encoding_format="float", extra_headers=DEFER
+            )
+            for batch in texts
+        ]  # held: each an ordinary CreateEmbeddingResponse once its batch has answered
+    for answer, batch in zip(answers, texts, strict=True):
+        assert answer.object == "list"
+        assert [item.embedding for item in answer.data] == [simulated_vector(text) for text in batch]
+        assert answer.usage.prompt_tokens == sum(-(-len(text) // 4) for text in batch)
+    operations = gemini_batches(stack)
+    assert {op["metadata"]["@type"].rsplit(".", 1)[1] for op in operations} == {"EmbedContentBatch"}
+    ledger = stack.ledger()
+    assert ledger["models"][f"gemini/{EMBEDDER}"]["batch"]["requests"] == 3  # one Gemini request per input
+    assert_books_equal_the_bill(savings(stack, 2), ledger, {EMBEDDER: f"gemini/{EMBEDDER}"})
+
+
+def simulated_vector(text: str) -> list[float]:
+    """What the face embeds `text` as on EMBEDDER at 8 dimensions."""
+    answer = embedding_answer({"model": EMBEDDER, "input": text, "dimensions": 8})
+    assert answer.embedding is not None
+    return vector(answer.embedding.digests[0], 8)

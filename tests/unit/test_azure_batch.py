@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from proxy.endpoints import Endpoint
 from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import lane_facts
@@ -20,8 +21,9 @@ from proxy.providers.azure_batch import (
     azure_endpoint,
     azure_file_expiry,
 )
+from proxy.providers.azure_config import AzureSettings, azure_settings
 from proxy.providers.base import ProviderError
-from proxy.providers.registry import ProviderRegistry, encode_batch_line, is_simulated
+from proxy.providers.registry import ProviderRegistry, batch_input_limit, encode_batch_line, is_simulated
 from proxy.settings import Config, load_config
 
 RESOURCE = "https://res.openai.azure.com"
@@ -124,3 +126,52 @@ def test_the_azure_example_batches_both_endpoint_styles() -> None:
     nightly = RequestFacts("ci", "team", "gpt-4.1-mini", metadata={"purpose": "eval-nightly"})
     by_rule = decide(example.policy, nightly, lane_facts(example, "gpt-4.1-mini"), NOW)
     assert (by_rule.lane, by_rule.rule, by_rule.deadline) == ("batch", "nightly-evals", NOW + timedelta(hours=8))
+
+
+def test_litellms_azure_environment_fills_what_the_config_omits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_API_BASE", RESOURCE)
+    monkeypatch.setenv("AZURE_API_KEY", "env-key-123456")
+    monkeypatch.setenv("AZURE_API_VERSION", "2025-03-01-preview")
+    bare = Config.model_validate(
+        {"model_list": [{"model_name": "az", "litellm_params": {"model": "azure/gpt-4o-mini"}}]}
+    )
+    assert azure_settings(bare.model_list[0].litellm_params) == AzureSettings(
+        RESOURCE, "env-key-123456", "2025-03-01-preview", None
+    )
+    assert not is_simulated(bare.model_list[0])  # the environment names a real resource
+    assert "env-key-123456" in bare.secret_values()  # masked in every log line
+    given = azure_settings(config().model_list[0].litellm_params)  # the config's own values win
+    assert (given.api_base, given.api_key, given.api_version) == (RESOURCE, "k-1", "v1")
+
+
+async def test_an_entra_id_token_is_a_bearer_on_either_endpoint_and_a_key_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for version in ("v1", "2025-03-01-preview"):
+        entra = azure_endpoint(RESOURCE, api_key=None, api_version=version, ad_token="entra-token-1")
+        assert entra.auth_headers == {"Authorization": "Bearer entra-token-1"}
+        keyed = azure_endpoint(RESOURCE, api_key="k-1", api_version=version, ad_token="entra-token-1")
+        assert "entra-token-1" not in str(keyed.auth_headers)
+    monkeypatch.setenv("AZURE_AD_TOKEN", "env-entra-token-2")
+    from_env = config(api_key="", batch_deployment="gpt-4o-mini-batch")
+    assert azure_settings(from_env.model_list[0].litellm_params).ad_token == "env-entra-token-2"
+    declared = config(api_key="", azure_ad_token="os.environ/AZURE_AD_TOKEN")
+    assert declared.model_list[0].litellm_params.azure_ad_token is not None
+    assert "env-entra-token-2" not in repr(declared)  # a secret, as api_key is
+    registry = ProviderRegistry(from_env)
+    try:
+        assert "env-entra-token-2" in registry.secrets()
+        client = registry.batch("az")
+        assert client is not None
+    finally:
+        await registry.aclose()
+
+
+def test_embeddings_of_a_batchable_azure_model_go_as_embeddings_lines() -> None:
+    loaded = config(batch_deployment="embed-batch")
+    body = {"model": "az", "input": ["a", "b"]}
+    encoded = encode_batch_line(loaded.model_list[0], body, custom_id="c1", endpoint=Endpoint.EMBEDDINGS)
+    assert encoded is not None
+    line = orjson.loads(encoded[0])
+    assert (line["url"], line["body"]["model"], line["body"]["input"]) == ("/embeddings", "embed-batch", ["a", "b"])
+    assert batch_input_limit(loaded.model_list[0], Endpoint.EMBEDDINGS) == 50_000

@@ -74,8 +74,22 @@ def test_finished_request_counts_tokens_and_money() -> None:
         sample(r, "batchgate_tokens_total", kind="cached", lane="batch", model="mini", endpoint="chat_completions")
         == 20
     )
-    assert sample(r, "batchgate_list_usd_total", model="mini", team="research", lane="batch") == 0.008
-    assert sample(r, "batchgate_saved_usd_total", model="mini", team="research", lane="batch") == 0.004
+    money = {"model": "mini", "team": "research", "lane": "batch", "endpoint": "chat_completions"}
+    assert sample(r, "batchgate_list_usd_total", **money) == 0.008
+    assert sample(r, "batchgate_saved_usd_total", **money) == 0.004
+
+
+def test_money_counters_carry_the_endpoint_like_the_request_counters() -> None:
+    metrics = catalogue()
+    record_one(metrics)
+    record_one(metrics, model="mini#embeddings")
+    r = metrics.registry
+    for endpoint in ("chat_completions", "embeddings"):
+        money = {"model": "mini", "team": "research", "lane": "batch", "endpoint": endpoint}
+        assert sample(r, "batchgate_list_usd_total", **money) == 0.004
+        assert sample(r, "batchgate_paid_usd_total", **money) == 0.002
+        assert sample(r, "batchgate_saved_usd_total", **money) == 0.002
+        assert sample(r, "batchgate_requests_total", outcome="completed", **money) == 1
 
 
 def test_unknown_cost_is_counted_not_priced() -> None:
@@ -85,7 +99,8 @@ def test_unknown_cost_is_counted_not_priced() -> None:
     )
     r = metrics.registry
     assert sample(r, "batchgate_unknown_cost_requests_total", model="mini") == 1
-    assert sample(r, "batchgate_list_usd_total", model="mini", team="research", lane="sync") is None
+    money = {"model": "mini", "team": "research", "lane": "sync", "endpoint": "chat_completions"}
+    assert sample(r, "batchgate_list_usd_total", **money) is None
 
 
 def test_labels_outside_the_config_are_bucketed_to_other() -> None:
