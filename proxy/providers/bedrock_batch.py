@@ -35,7 +35,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -205,8 +205,8 @@ class BedrockBatchClient:
             return
         target = S3Location.parse(batch.output_file_id)
         _, s3 = await self._aws()
-        handle, name = tempfile.mkstemp(prefix="bedrock-out-", suffix=".jsonl")
-        os.close(handle)
+        descriptor, name = tempfile.mkstemp(prefix="bedrock-out-", suffix=".jsonl")
+        os.close(descriptor)
         path = Path(name)
         try:
             try:
@@ -215,15 +215,15 @@ class BedrockBatchClient:
                 if exc.classification is ErrorClass.NOT_FOUND or exc.status == 404:
                     return
                 raise
-            handle = await asyncio.to_thread(path.open, "rb")
+            records = await asyncio.to_thread(open_binary, path)
             try:
-                while chunk := await asyncio.to_thread(handle.readlines, READ_CHUNK):
+                while chunk := await asyncio.to_thread(records.readlines, READ_CHUNK):
                     for raw in chunk:
                         line = result_line(raw)
                         if line is not None:
                             yield line
             finally:
-                await asyncio.to_thread(handle.close)
+                await asyncio.to_thread(records.close)
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
 
@@ -279,6 +279,10 @@ class BedrockBatchClient:
         clients, self._clients = self._clients, None
         for client in clients or ():
             client.close()
+
+
+def open_binary(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 def input_token(prepared: str) -> str:
