@@ -163,7 +163,7 @@ class BedrockBatchClient:
                 raise ProviderError(
                     400,
                     f"A Bedrock batch job for {self._model} takes at least {self.min_requests} records; "
-                    f"{count} were given (held back rather than sent to fail).",
+                    f"{count} were given (too_few_records: held back rather than sent to fail).",
                     code="too_few_records",
                     classification=ErrorClass.BAD_REQUEST,
                 )

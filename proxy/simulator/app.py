@@ -15,6 +15,7 @@ from proxy.simulator import (
     anthropic_face,
     azure_face,
     bedrock_face,
+    bedrock_runtime,
     control,
     gemini_face,
     mistral_face,
@@ -80,6 +81,7 @@ def create_simulator_app(
     app.include_router(xai_face.router)
     app.include_router(gemini_face.router)
     app.include_router(bedrock_face.router)
+    app.include_router(bedrock_runtime.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(gemini_face.GoogleError, gemini_face.google_error)

@@ -69,7 +69,7 @@ def aws_error(_: Request, exc: Exception) -> Response:
     )
 
 
-def _signed(request: Request) -> None:
+def signed(request: Request) -> None:
     if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 Credential="):
         raise AwsError(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
 
@@ -123,7 +123,7 @@ def _s3(request: Request, state: SimulatorState) -> Any:
 
 @router.post("/model-invocation-job")
 async def create_job(request: Request) -> Response:
-    _signed(request)
+    signed(request)
     state = simulator_state(request)
     engine = state.engine
     try:
@@ -222,7 +222,7 @@ async def _written(request: Request, state: SimulatorState, current: BatchView) 
 
 @router.get("/model-invocation-job/{identifier:path}")
 async def get_job(request: Request, identifier: str) -> Response:
-    _signed(request)
+    signed(request)
     state = simulator_state(request)
     return _answer(job_object(await _written(request, state, _job(state, identifier))))
 
@@ -230,7 +230,7 @@ async def get_job(request: Request, identifier: str) -> Response:
 @router.post("/model-invocation-job/{identifier:path}")
 async def stop_job(request: Request, identifier: str) -> Response:
     """`POST /model-invocation-job/{jobIdentifier}/stop` (the identifier may be an ARN, slashes and all)."""
-    _signed(request)
+    signed(request)
     if not identifier.endswith("/stop"):
         raise AwsError(404, "UnknownOperationException", "Unknown operation.")
     state = simulator_state(request)
@@ -246,7 +246,7 @@ async def stop_job(request: Request, identifier: str) -> Response:
 @router.get("/model-invocation-jobs")
 async def list_jobs(request: Request) -> Response:
     """Jobs newest first, filtered by `submitTimeAfter` and `nameContains`, `maxResults` a page (token: offset)."""
-    _signed(request)
+    signed(request)
     state = simulator_state(request)
     query = request.query_params
     after = _moment(query.get("submitTimeAfter"))

@@ -27,7 +27,7 @@ from proxy.worker.process import run_in_app
 from tests.e2e.test_crash_recovery import FAST_LEASES, kill_at_then_recover
 from tests.support.deferred_env import assert_answered, chat_body, deferred_env
 from tests.support.s3_server import S3Server, aws_environment, s3_server
-from tests.support.stack import MASTER_KEY, config_document, serving, simulator_server
+from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
 
 MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -211,65 +211,106 @@ async def test_bedrock_refusals_are_its_own(s3: S3Server, monkeypatch: pytest.Mo
 # the whole stack: batchgate's API and worker, the official openai client as the caller
 
 
-def bedrock_model(bucket: str) -> dict[str, Any]:
-    """A Bedrock model as LiteLLM users declare it, plus the batch-only settings."""
+def bedrock_model(bucket: str, simulator_url: str) -> dict[str, Any]:
+    """A Bedrock model as LiteLLM users declare it (its sync calls at the simulator's Converse face), plus the
+    batch-only settings."""
     params = {"model": f"bedrock/{MODEL}", "aws_region_name": "us-east-1", "batch_s3_bucket": f"s3://{bucket}/bg",
-              "batch_role_arn": ROLE, "batch_min_records": MINIMUM}  # fmt: skip
+              "batch_role_arn": ROLE, "batch_min_records": MINIMUM,
+              "api_base": simulator_url + "/bedrock-runtime"}  # fmt: skip
     return {"model_name": MODEL, "litellm_params": params}
+
+
+@contextlib.contextmanager
+def bedrock_stack(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Stack, str]]:
+    """batchgate (API and worker) with one Bedrock model on the simulator, jobs on a fresh bucket; yields (stack,
+    bucket)."""
+    with simulator_server(**FAST, bedrock_min_records=MINIMUM, s3_endpoint_url=s3.url) as upstream:
+        aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
+        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        document = config_document(upstream.url)
+        document["model_list"] = [bedrock_model(bucket, upstream.url)]
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app], worker=True) as stack:
+            yield stack, bucket
+
+
+def defer(stack: Stack, text: str, deadline: str = "1h") -> str:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=40,
+        extra_headers={"X-Batch-Deadline": deadline},
+    )
+    assert raw.http_response.status_code == 202, raw.http_response.text
+    job_id: str = raw.http_response.json()["id"]
+    return job_id
+
+
+def answer_of(text: str) -> str:
+    return expected_content({"model": MODEL, "messages": [{"role": "user", "content": text}]})
 
 
 def test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile(
     tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with simulator_server(**FAST, bedrock_min_records=MINIMUM, s3_endpoint_url=s3.url) as upstream:
-        aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
-        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
-        document = config_document(upstream.url)
-        document["model_list"] = [bedrock_model(bucket)]
-        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app], worker=True) as stack:
-            client = stack.client()
-            jobs = []
-            for i in range(MINIMUM + 1):
-                raw = client.chat.completions.with_raw_response.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": f"bedrock later {i}"}],
-                    max_tokens=40,
-                    extra_headers={"X-Batch-Deadline": "1h"},
-                )
-                assert raw.http_response.status_code == 202, raw.http_response.text
-                jobs.append(raw.http_response.json()["id"])
-            finished = stack.final_jobs(jobs, timeout=120)
-            assert [(job["status"], job["lane"]) for job in finished] == [("completed", "batch")] * len(jobs)
-            for i, job in enumerate(finished):
-                sent = {"model": MODEL, "messages": [{"role": "user", "content": f"bedrock later {i}"}]}
-                assert job["response"]["choices"][0]["message"]["content"] == expected_content(sent)
+    with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, bucket):
+        now = stack.client().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "bedrock now"}], max_tokens=40
+        )
+        assert now.choices[0].message.content == answer_of("bedrock now")
+        jobs = [defer(stack, f"bedrock later {i}") for i in range(MINIMUM + 1)]
+        finished = stack.final_jobs(jobs, timeout=120)
+        assert [(job["status"], job["lane"]) for job in finished] == [("completed", "batch")] * len(jobs)
+        for i, job in enumerate(finished):
+            assert job["response"]["choices"][0]["message"]["content"] == answer_of(f"bedrock later {i}")
 
-            def counted() -> dict[str, Any] | None:
-                report: dict[str, Any] = httpx.get(
-                    f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
-                ).json()
-                return report if report["totals"]["requests"] >= len(jobs) else None
+        def counted() -> dict[str, Any] | None:
+            report: dict[str, Any] = httpx.get(
+                f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
+            ).json()
+            return report if report["totals"]["requests"] >= len(jobs) + 1 else None
 
-            report = wait_until_sync(counted, timeout=20, interval=0.1, what="the jobs in the ledger")
-            billed = stack.ledger()["models"][MODEL]["batch"]
-            assert billed["requests"] == len(jobs)
+        report = wait_until_sync(counted, timeout=20, interval=0.1, what="the calls in the ledger")
+        billed = stack.ledger()["models"][MODEL]
+        assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (1, len(jobs))
+        for lane in ("sync", "batch"):
             charged = sum(
-                (
-                    Decimal(row["paid_usd"]) + Decimal(row["waste_usd"])
-                    for row in report["rows"]
-                    if row["lane"] == "batch"
-                ),
+                (Decimal(row["paid_usd"]) + Decimal(row["waste_usd"]) for row in report["rows"] if row["lane"] == lane),
                 Decimal(0),
             )
-            assert charged == Decimal(billed["cost_usd"])
-            prices = PriceBook()
-            batch, listed = prices.price(MODEL, Tier.BATCH), prices.price(MODEL, Tier.SYNC)
-            assert batch is not None
-            assert listed is not None
-            assert batch.input * 2 == listed.input  # Bedrock batch: half of on-demand
-            wait_until_sync(  # the input is deleted once the job's results are in
-                lambda: s3.keys(bucket, "bg/input/") == [], timeout=20, interval=0.1, what="the input cleaned up"
-            )
+            assert charged == Decimal(billed[lane]["cost_usd"]), lane
+        prices = PriceBook()
+        batch, listed = prices.price(MODEL, Tier.BATCH), prices.price(MODEL, Tier.SYNC)
+        assert batch is not None
+        assert listed is not None
+        assert batch.input * 2 == listed.input  # Bedrock batch: half of on-demand
+        wait_until_sync(  # the input is deleted once the job's results are in
+            lambda: s3.keys(bucket, "bg/input/") == [],
+            timeout=20,
+            interval=0.1,
+            what="the input cleaned up",
+        )
+
+
+def test_a_queue_under_the_minimum_is_held_then_answered_by_the_deadline_guard(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fewer calls than a job's minimum records never make a job (it would fail): they wait, and the deadline guard
+    answers them synchronously in time."""
+    with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, _):
+        texts = [f"bedrock held {i}" for i in range(MINIMUM - 1)]
+        jobs = [defer(stack, text, deadline="20s") for text in texts]
+        finished = stack.final_jobs(jobs, timeout=60)
+        assert [(job["status"], job["lane"]) for job in finished] == [("completed", "sync")] * len(jobs)
+        for text, job in zip(texts, finished, strict=True):
+            assert job["response"]["choices"][0]["message"]["content"] == answer_of(text)
+        with stack.simulator() as http:
+            listing = http.get("/bedrock/model-invocation-jobs", headers=SIGNED).json()
+        assert listing["invocationJobSummaries"] == []  # no job was sent to fail
+        refused = [record for record in caplog.records if "too_few_records" in record.getMessage()]
+        assert refused == []  # held by the submitter, not claimed into a batch the adapter must refuse
+        assert stack.ledger()["models"][MODEL]["sync"]["requests"] == len(jobs)
 
 
 async def test_a_worker_killed_after_creating_a_job_leaves_one_job(
@@ -279,7 +320,7 @@ async def test_a_worker_killed_after_creating_a_job_leaves_one_job(
 
     def models(url: str) -> list[dict[str, Any]]:
         aws_environment(monkeypatch, s3, url + "/bedrock")  # inherited by the worker processes
-        return [bedrock_model(bucket)]
+        return [bedrock_model(bucket, url)]
 
     simulator = {"bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url}
     async with deferred_env(tmp_path, redis_url, simulator=simulator, models=models, **FAST_LEASES) as env:
