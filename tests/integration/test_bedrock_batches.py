@@ -6,7 +6,10 @@ the face's bill, and a worker killed right after creating a job."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -24,7 +27,8 @@ from proxy.providers.bedrock_batch import BedrockBatchClient
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
-from tests.e2e.test_crash_recovery import FAST_LEASES, kill_at_then_recover
+from proxy.worker.runner import Worker
+from tests.e2e.test_crash_recovery import FAST_LEASES, start_worker, wait_for_marker
 from tests.support.deferred_env import assert_answered, chat_body, deferred_env
 from tests.support.s3_server import S3Server, aws_environment, s3_server
 from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server
@@ -326,7 +330,16 @@ async def test_a_worker_killed_after_creating_a_job_leaves_one_job(
     async with deferred_env(tmp_path, redis_url, simulator=simulator, models=models, **FAST_LEASES) as env:
         sent = [chat_body(MODEL, f"bedrock after_create {i}") for i in range(12)]
         views = [await env.accept(body) for body in sent]
-        await kill_at_then_recover(env, tmp_path, "after_create")
+        marker = tmp_path / "paused"
+        first = start_worker(env, pause_at="after_create", marker=marker)
+        try:
+            await wait_for_marker(marker, first)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            first.stderr.close()  # type: ignore[union-attr]
+        # the recovery runs in this process (litellm is imported here already): one worker start less to wait for
+        await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kill").run(burst=True), 120)
         await assert_answered(env, sent, views)
         async with httpx.AsyncClient(base_url=env.simulator_url, timeout=10) as http:
             listing = (await http.get("/bedrock/model-invocation-jobs", headers=SIGNED)).json()
