@@ -74,6 +74,12 @@ class LitellmParams(StrictModel):
     batch_deployment: str | None = Field(default=None, min_length=1)
     # Azure: a Microsoft Entra ID token sent as `Authorization: Bearer` when no api_key is given (AZURE_AD_TOKEN)
     azure_ad_token: OptionalSecret = None
+    # Bedrock: where batch inputs and outputs go (`s3://bucket/prefix` or a bucket name), the service role jobs
+    # run as, and the fewest records a job takes (Bedrock's quota for the model; default 100); a bedrock model
+    # without a bucket and a role is never deferred
+    batch_s3_bucket: str | None = Field(default=None, min_length=1)
+    batch_role_arn: str | None = Field(default=None, min_length=1)
+    batch_min_records: int | None = Field(default=None, ge=1)
 
     @field_validator("model")
     @classmethod

@@ -184,6 +184,13 @@ class BatchClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+def min_requests(client: BatchClient) -> int:
+    """The fewest requests one batch of `client` may carry: its `min_requests` when the adapter has one (Bedrock's
+    minimum records per job), else 1. A queue below it is held, never sent to fail."""
+    value = getattr(client, "min_requests", 1)
+    return value if isinstance(value, int) and value > 0 else 1
+
+
 class ErrorClass(StrEnum):
     """What the worker does about a failed provider call."""
 

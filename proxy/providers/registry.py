@@ -11,6 +11,7 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 | `xai` | OpenAICompletionClient | XaiBatchClient (counters, paged results) |
 | `azure` | LitellmCompletionClient | OpenAIBatchClient at the Azure resource (azure_batch), with `batch_deployment` |
 | `gemini` | LitellmCompletionClient | GeminiBatchClient (Gemini API Batch Mode) |
+| `bedrock` | LitellmCompletionClient | BedrockBatchClient (jobs on S3): Claude, `batch_s3_bucket` + `batch_role_arn` |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
 
 Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
@@ -45,8 +46,9 @@ SIMULATOR_FACES: Mapping[str, str] = {"mistral": "/mistral", "xai": "/xai"}
 GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"  # litellm's default for `gemini/...`
 GEMINI_KEY_ENV = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # where litellm finds a Gemini key the config does not give
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
+DEFAULT_BEDROCK_MIN_RECORDS = 100  # Bedrock's default quota of records per batch job (bedrock_batch.py)
 
-BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure", "gemini"]
+BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure", "gemini", "bedrock"]
 # Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
 BATCH_APIS: Mapping[str, BatchApi] = {
     "openai": "openai",
@@ -59,6 +61,9 @@ BATCH_APIS: Mapping[str, BatchApi] = {
 # Azure's batches run on a Global-Batch deployment: an azure model is batchable once `batch_deployment` names one
 AZURE_NO_DEPLOYMENT = "no batch_deployment (the Global-Batch deployment its batch lines name) is configured"
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
+# Bedrock's batch jobs read from and write to S3 and run as a service role: both come from the config
+BEDROCK_NOT_SET = "no batch_s3_bucket and batch_role_arn (the S3 location and service role of its batch jobs)"
+BEDROCK_NOT_CLAUDE = "batchgate writes Bedrock batch records for Anthropic Claude models only"
 NO_BATCH_API: Mapping[str, str] = {
     "together_ai": NOT_SPOKEN,  # its own job objects ({"job": ...})
     "fireworks_ai": NOT_SPOKEN,  # batch inference jobs over datasets
@@ -83,7 +88,18 @@ def batch_api(deployment: ModelDeployment) -> BatchApi | None:
     params = deployment.litellm_params
     if params.provider == "azure":
         return "azure" if params.batch_deployment else None
+    if params.provider == "bedrock":
+        return "bedrock" if bedrock_reason(params) is None else None
     return BATCH_APIS.get(params.provider)
+
+
+def bedrock_reason(params: LitellmParams) -> str | None:
+    """Why a bedrock deployment has no batch lane (None: it has one)."""
+    from proxy.providers.bedrock_batch import bedrock_model  # noqa: PLC0415 - a small module, no litellm
+
+    if not bedrock_model(params.upstream_model):
+        return BEDROCK_NOT_CLAUDE
+    return None if params.batch_s3_bucket and params.batch_role_arn else BEDROCK_NOT_SET
 
 
 def no_batch_reason(deployment: ModelDeployment, endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS) -> str | None:
@@ -93,6 +109,8 @@ def no_batch_reason(deployment: ModelDeployment, endpoint: Endpoint = Endpoint.C
     if batch_api(deployment) is None:
         if provider == "azure":
             return f"azure: {AZURE_NO_DEPLOYMENT}"
+        if provider == "bedrock":
+            return f"bedrock: {bedrock_reason(deployment.litellm_params)}"
         return f"{provider}: {NO_BATCH_API.get(provider, NOT_SPOKEN)}"
     takes = ENDPOINT_BATCH_PROVIDERS.get(endpoint)
     if takes is not None and provider not in takes:
@@ -145,7 +163,16 @@ def encode_batch_line(
             embeddings=endpoint is Endpoint.EMBEDDINGS,
         )
         return line, gemini_batch.MAX_FILE_BYTES
-    return None
+    return _bedrock_line(deployment, body, custom_id) if kind == "bedrock" else None
+
+
+def _bedrock_line(deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str) -> tuple[bytes, int]:
+    from proxy.providers import bedrock_batch  # noqa: PLC0415 - deferred calls only
+
+    extra = bedrock_batch.translation_params(litellm_extra(deployment))
+    model = deployment.litellm_params.upstream_model
+    line = bedrock_batch.encode_record(custom_id, body, model_id=model, extra_params=extra)
+    return line, bedrock_batch.MAX_FILE_BYTES
 
 
 def batch_input_limit(deployment: ModelDeployment | None, endpoint: Endpoint) -> int | None:
@@ -218,6 +245,7 @@ class ProviderRegistry:
         self._batch_settings: dict[str, tuple[str, str, int]] = {}
         self._litellm_extra: dict[str, dict[str, Any]] = {}
         self._batch_deployments: dict[str, str | None] = {}
+        self._bedrock_params: dict[str, LitellmParams] = {}
         for deployment in config.model_list:
             name = deployment.model_name
             knobs = config.batch_knobs(name)
@@ -234,6 +262,7 @@ class ProviderRegistry:
             }
             self._litellm_extra[name] = _client_extra(deployment, simulator_url)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
+            self._bedrock_params[name] = deployment.litellm_params
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
                 self._endpoints[name] = (base_url, api_key)
@@ -400,6 +429,8 @@ class ProviderRegistry:
             client = XaiBatchClient(
                 base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
             )
+        elif kind == "bedrock":
+            client = self._bedrock_batch(model_name)
         elif kind == "gemini":
             from proxy.providers.gemini_batch import GeminiBatchClient  # noqa: PLC0415 - built on first use
 
@@ -451,6 +482,25 @@ class ProviderRegistry:
             timeout=self._batch_timeout,
             file_expiry=file_expiry,
             embeddings=endpoint is Endpoint.EMBEDDINGS,
+        )
+
+    def _bedrock_batch(self, model_name: str) -> BatchClient:
+        from proxy.providers.bedrock_aws import AwsAccount  # noqa: PLC0415 - built on first use
+        from proxy.providers.bedrock_batch import BedrockBatchClient  # noqa: PLC0415
+
+        params = self._bedrock_params[model_name]
+        extra = self._litellm_extra[model_name]
+        assert params.batch_s3_bucket is not None  # batch_api said so
+        assert params.batch_role_arn is not None
+        bucket = params.batch_s3_bucket
+        return BedrockBatchClient(
+            model_id=params.upstream_model,
+            s3_uri=bucket if bucket.startswith("s3://") else f"s3://{bucket}",
+            role_arn=params.batch_role_arn,
+            account=AwsAccount.from_params(extra),
+            timeout=self._batch_timeout,
+            min_records=params.batch_min_records or DEFAULT_BEDROCK_MIN_RECORDS,
+            extra_params=extra,
         )
 
     def secrets(self) -> list[str]:

@@ -14,6 +14,8 @@ from proxy.errors import ApiError, error_bytes
 from proxy.simulator import (
     anthropic_face,
     azure_face,
+    bedrock_face,
+    bedrock_runtime,
     control,
     gemini_face,
     mistral_face,
@@ -80,9 +82,12 @@ def create_simulator_app(
     app.include_router(mistral_face.router)
     app.include_router(xai_face.router)
     app.include_router(gemini_face.router)
+    app.include_router(bedrock_face.router)
+    app.include_router(bedrock_runtime.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(gemini_face.GoogleError, gemini_face.google_error)
+    app.add_exception_handler(bedrock_face.AwsError, bedrock_face.aws_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EchoCredentialsInErrors, state=state)

@@ -149,6 +149,15 @@ class SimulatorOptions(BaseModel):
         description="Gemini face: the largest inline batchGenerateContent call (400 above it; a file is needed)",
     )
 
+    bedrock_min_records: int = Field(
+        default=100, ge=1, description="Bedrock face: the fewest records a batch inference job takes (fails below)"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Bedrock face: the S3-compatible server its jobs read input from and write output to "
+        "(None: boto3's default, e.g. AWS_ENDPOINT_URL_S3)",
+    )
+
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ import orjson
 import redis
 
 from proxy.endpoints import endpoint_of
-from proxy.providers.base import BatchClient, ErrorClass, ProviderError
+from proxy.providers.base import BatchClient, ErrorClass, ProviderError, min_requests
 from proxy.providers.registry import batch_input_limit, batch_inputs
 from proxy.store import keys
 from proxy.store.jobs import line_tokens
@@ -97,6 +97,8 @@ class Submitter:
         stats = await self.ctx.store.batches.queue_stats(tag)
         if stats.count == 0 or await self.accounts.blocked(group):
             return False
+        if stats.count < self._minimum(group):
+            return False  # held: the provider refuses a batch this small (more jobs or the deadline guard end it)
         knobs = self.ctx.knobs(group)
         now = self.ctx.clock()
         return (
@@ -105,6 +107,12 @@ class Submitter:
             or stats.bytes >= knobs.max_bytes
             or (stats.next_due is not None and stats.next_due <= now)
         )
+
+    def _minimum(self, group: str) -> int:
+        try:
+            return min_requests(self.ctx.runtime.batch_client(group))
+        except ProviderError:
+            return 1
 
     async def send(self, record: BatchRecord, *, recovering: bool = False, job_ids: list[str] | None = None) -> None:
         """Take a batch from wherever it stands to `submitted`; the caller holds the batch's lease."""

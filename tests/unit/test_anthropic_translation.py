@@ -361,7 +361,7 @@ def test_a_provider_without_a_batch_api_is_never_deferred() -> None:
         decision = decide(config.policy, facts, lane_facts(config, model), now)
         assert decision.lane == lane, decision.reason
     assert (
-        "no batch lane (bedrock: batchgate does not speak its batch API yet)"
+        "no batch lane (bedrock: no batch_s3_bucket and batch_role_arn"
         in decide(
             config.policy,
             RequestFacts("a", "t", "bedrock", headers={"x-batch-deadline": "24h"}),

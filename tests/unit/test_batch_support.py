@@ -36,7 +36,9 @@ PROVIDERS = {
     "gemini": ("gemini/gemini-2.5-flash", None),  # Gemini API Batch Mode
     "vllm": ("hosted_vllm/llama", "hosted_vllm: has no batch API"),
     "deepseek": ("deepseek/deepseek-chat", "deepseek: has no batch API"),
-    "bedrock": ("bedrock/anthropic.claude-3-haiku", "bedrock: batchgate does not speak its batch API yet"),
+    # Bedrock batch jobs need an S3 location and a service role (tests/integration/test_bedrock_batches.py)
+    "bedrock": ("bedrock/anthropic.claude-3-haiku", "bedrock: no batch_s3_bucket and batch_role_arn"),
+    "titan": ("bedrock/amazon.titan-text-express-v1", "bedrock: batchgate writes Bedrock batch records for Anthropic"),
 }
 
 

@@ -120,6 +120,12 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_a_reload_swaps_the_batch_discount_table_into_the_price_book",
     "model_list.litellm_params.azure_ad_token": "tests/integration/test_azure_batches.py::"
     "test_azure_embeddings_deferred_through_a_global_batch_each_answer_its_own_and_the_books_equal_the_bill",
+    "model_list.litellm_params.batch_s3_bucket": "tests/integration/test_bedrock_batches.py::"
+    "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
+    "model_list.litellm_params.batch_role_arn": "tests/integration/test_bedrock_batches.py::"
+    "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
+    "model_list.litellm_params.batch_min_records": "tests/integration/test_bedrock_batches.py::"
+    "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
     "model_list.litellm_params.batch_deployment": "tests/integration/test_azure_batches.py::"
     "test_azure_models_answer_sync_and_deferred_calls_and_the_books_equal_the_bill",
     "limits.redis_idle_timeout": "tests/integration/test_redis_pool_idle.py::"

@@ -1,0 +1,351 @@
+"""The Bedrock batch adapter against the simulator's Bedrock face, with inputs and outputs on a real S3-compatible
+server (moto's, on loopback): a job's lifecycle and answers, per-record errors, a stop, an expiry with half the
+records done, finding a job again after a crash, Bedrock's refusals (too few records, a bad role, a missing
+bucket); then deferred calls made with the official openai client, answered from a Bedrock job and reconciled with
+the face's bill, and a worker killed right after creating a job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ProviderError, ResultLine
+from proxy.providers.bedrock_aws import AwsAccount
+from proxy.providers.bedrock_batch import BedrockBatchClient
+from proxy.simulator.engine import expected_content
+from proxy.simulator.ledger import PriceBook, Tier
+from proxy.worker.process import run_in_app
+from proxy.worker.runner import Worker
+from tests.e2e.test_crash_recovery import FAST_LEASES, start_worker, wait_for_marker
+from tests.support.deferred_env import assert_answered, chat_body, deferred_env
+from tests.support.s3_server import S3Server, aws_environment, s3_server
+from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server
+from tests.support.waiting import wait_until, wait_until_sync
+
+MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
+ROLE = "arn:aws:iam::123456789012:role/BedrockBatchInference"
+MINIMUM = 3  # the face's and the adapter's minimum records per job (Bedrock's default is 100)
+FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
+LABEL = "batchgate_batch"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def bedrock(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, **knobs: Any
+) -> AsyncIterator[tuple[BedrockBatchClient, str]]:
+    """A Bedrock batch client on a fresh bucket, the face reading and writing the same S3; yields (client, bucket)."""
+    options = {**FAST, "bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url, **knobs}
+    with simulator_server(**options) as upstream:
+        aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
+        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        client = BedrockBatchClient(
+            model_id=MODEL, s3_uri=f"s3://{bucket}/jobs", role_arn=ROLE, account=AwsAccount(), timeout=10,
+            min_records=MINIMUM,
+        )  # fmt: skip
+        try:
+            yield client, bucket
+        finally:
+            await client.aclose()
+
+
+async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    for item in items:
+        yield item
+
+
+def bodies(count: int, name: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"job_{i}", chat_body(MODEL, f"{name} question {i}")) for i in range(count)]
+
+
+async def submit(client: BedrockBatchClient, count: int, name: str = "b1") -> tuple[BatchInfo, str]:
+    prepared = await client.prepare(pairs(bodies(count, name)), metadata={LABEL: name})
+    assert prepared.requests == count
+    return await client.create(prepared.ref, metadata={LABEL: name}), prepared.ref
+
+
+async def until_ended(client: BedrockBatchClient, batch_id: str) -> BatchInfo:
+    async def ended() -> BatchInfo | None:
+        info = await client.retrieve(batch_id)
+        return info if info.state.is_terminal else None
+
+    return await wait_until(ended, timeout=20, what=f"job {batch_id} ending")
+
+
+async def lines_of(client: BedrockBatchClient, info: BatchInfo) -> list[ResultLine]:
+    return [line async for line in client.results(info)]
+
+
+async def test_a_job_completes_with_its_answers_and_cleanup_empties_the_bucket(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with bedrock(s3, monkeypatch) as (client, bucket):
+        created, ref = await submit(client, 4)
+        assert created.state is BatchState.VALIDATING
+        assert created.batch_id.startswith("arn:aws:bedrock:")
+        info = await until_ended(client, created.batch_id)
+        assert (info.state, info.total, info.completed, info.failed) == (BatchState.COMPLETED, 4, 4, 0)
+        job_id = info.batch_id.rsplit("/", 1)[-1]
+        name = ref.rsplit("/", 1)[-1]
+        output = [key for key in s3.keys(bucket) if "/output/" in key]
+        assert sorted(key.rsplit("/", 2)[-2:][1] for key in output) == sorted([f"{name}.out", "manifest.json.out"])
+        assert all(f"/{job_id}/" in key for key in output)
+        lines = await lines_of(client, info)
+        assert sorted(line.custom_id for line in lines) == [f"job_{i}" for i in range(4)]
+        for line in lines:
+            assert line.outcome is LineOutcome.SUCCEEDED
+            assert line.body is not None
+            sent = chat_body(MODEL, f"b1 question {line.custom_id.removeprefix('job_')}")
+            assert line.body["choices"][0]["message"]["content"] == expected_content(sent)
+        await client.cleanup(ref)
+        await client.cleanup(ref)  # already gone is fine
+        assert s3.keys(bucket) == []
+
+
+async def test_per_record_errors_keep_their_status(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with bedrock(s3, monkeypatch, line_400_rate=0.5, line_500_rate=0.5, seed=3) as (client, _):
+        created, _ = await submit(client, 8)
+        info = await until_ended(client, created.batch_id)
+        assert (info.state, info.completed, info.failed) == (BatchState.COMPLETED, 0, 8)  # PartiallyCompleted
+        lines = await lines_of(client, info)
+        assert set(Counter(line.status_code for line in lines)) == {400, 500}
+        for line in lines:
+            assert line.outcome is LineOutcome.ERRORED
+            assert line.error_message
+            assert line.transient is (line.status_code == 500)
+
+
+async def test_a_stopped_job_goes_stopping_then_stopped(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with bedrock(s3, monkeypatch, finish_fraction=0.0, cancel_delay_s=0.3) as (client, _):
+        created, _ = await submit(client, 4)
+        await wait_until(lambda: _running(client, created.batch_id), timeout=10, what="the job running before the stop")
+        stopping = await client.cancel(created.batch_id)
+        assert stopping.state is BatchState.CANCELLING
+        info = await until_ended(client, created.batch_id)
+        assert (info.state, info.completed) == (BatchState.CANCELLED, 0)
+        assert await lines_of(client, info) == []
+
+
+async def _running(client: BedrockBatchClient, batch_id: str) -> bool:
+    return (await client.retrieve(batch_id)).state is BatchState.IN_PROGRESS
+
+
+async def test_an_expired_job_gives_the_half_that_finished(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with bedrock(s3, monkeypatch, finish_fraction=0.5, expiry_s=1.5) as (client, _):
+        created, _ = await submit(client, 6)
+        info = await until_ended(client, created.batch_id)
+        assert (info.state, info.completed) == (BatchState.EXPIRED, 3)
+        lines = await lines_of(client, info)
+        assert [line.outcome for line in lines] == [LineOutcome.SUCCEEDED] * 3
+
+
+async def test_a_crashed_submission_finds_its_job_again(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with bedrock(s3, monkeypatch, turnaround_s=60.0) as (client, bucket):
+        since = time.time()
+        first, first_ref = await submit(client, 3, "first")
+        second, second_ref = await submit(client, 3, "second")
+        again = await client.create(first_ref, metadata={LABEL: "first"})  # the same client token: the same job
+        assert again.batch_id == first.batch_id
+        elsewhere = BedrockBatchClient(
+            model_id=MODEL, s3_uri=f"s3://{bucket}/jobs", role_arn=ROLE, account=AwsAccount(), min_records=MINIMUM
+        )
+        try:
+            [found] = await elsewhere.find_batches({LABEL: "first"}, since=since, prepared=first_ref)
+            assert (found.batch_id, found.metadata) == (first.batch_id, {LABEL: "first"})
+            [other] = await elsewhere.find_batches({LABEL: "second"}, since=since, prepared=second_ref)
+            assert other.batch_id == second.batch_id
+            assert await elsewhere.find_batches({LABEL: "x"}, since=since, prepared=first_ref + "-other") == []
+        finally:
+            await elsewhere.aclose()
+
+
+async def test_bedrock_refusals_are_its_own(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with bedrock(s3, monkeypatch) as (client, bucket):
+        with pytest.raises(ProviderError) as held:  # under the minimum: not sent to fail
+            await client.prepare(pairs(bodies(MINIMUM - 1, "few")), metadata={LABEL: "few"})
+        assert (held.value.code, s3.keys(bucket)) == ("too_few_records", [])
+
+        lenient = BedrockBatchClient(
+            model_id=MODEL, s3_uri=f"s3://{bucket}/jobs", role_arn=ROLE, account=AwsAccount(), min_records=1
+        )
+        try:  # the face itself fails a job under its minimum, with Bedrock's message
+            prepared = await lenient.prepare(pairs(bodies(MINIMUM - 1, "few")), metadata={LABEL: "few"})
+            info = await until_ended(client, (await lenient.create(prepared.ref, metadata={})).batch_id)
+            assert info.state is BatchState.FAILED
+            assert f"contains less records ({MINIMUM - 1}) than the required minimum of: {MINIMUM}" in str(info.errors)
+            assert await lines_of(client, info) == []
+        finally:
+            await lenient.aclose()
+
+        prepared = await client.prepare(pairs(bodies(MINIMUM, "ok")), metadata={})
+        for role, uri, where in (
+            ("not-a-role", f"s3://{bucket}/jobs", "roleArn"),
+            (ROLE, "s3://no-such-bucket-here/jobs", "is not accessible"),
+        ):
+            wrong = BedrockBatchClient(model_id=MODEL, s3_uri=uri, role_arn=role, account=AwsAccount())
+            source = (
+                prepared.ref if role != ROLE else prepared.ref.replace(f"s3://{bucket}/", "s3://no-such-bucket-here/")
+            )
+            try:
+                with pytest.raises(ProviderError) as refused:
+                    await wrong.create(source, metadata={})
+            finally:
+                await wrong.aclose()
+            assert (refused.value.status, refused.value.code) == (400, "ValidationException")
+            assert where in refused.value.message
+
+
+# the whole stack: batchgate's API and worker, the official openai client as the caller
+
+
+def bedrock_model(bucket: str, simulator_url: str) -> dict[str, Any]:
+    """A Bedrock model as LiteLLM users declare it (its sync calls at the simulator's Converse face), plus the
+    batch-only settings."""
+    params = {"model": f"bedrock/{MODEL}", "aws_region_name": "us-east-1", "batch_s3_bucket": f"s3://{bucket}/bg",
+              "batch_role_arn": ROLE, "batch_min_records": MINIMUM,
+              "api_base": simulator_url + "/bedrock-runtime"}  # fmt: skip
+    return {"model_name": MODEL, "litellm_params": params}
+
+
+@contextlib.contextmanager
+def bedrock_stack(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Stack, str]]:
+    """batchgate (API and worker) with one Bedrock model on the simulator, jobs on a fresh bucket; yields (stack,
+    bucket)."""
+    with simulator_server(**FAST, bedrock_min_records=MINIMUM, s3_endpoint_url=s3.url) as upstream:
+        aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
+        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        document = config_document(upstream.url)
+        document["model_list"] = [bedrock_model(bucket, upstream.url)]
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app], worker=True) as stack:
+            yield stack, bucket
+
+
+def defer(stack: Stack, text: str, deadline: str = "1h") -> str:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=40,
+        extra_headers={"X-Batch-Deadline": deadline},
+    )
+    assert raw.http_response.status_code == 202, raw.http_response.text
+    job_id: str = raw.http_response.json()["id"]
+    return job_id
+
+
+def answer_of(text: str) -> str:
+    return expected_content({"model": MODEL, "messages": [{"role": "user", "content": text}]})
+
+
+def test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, bucket):
+        now = stack.client().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "bedrock now"}], max_tokens=40
+        )
+        assert now.choices[0].message.content == answer_of("bedrock now")
+        jobs = [defer(stack, f"bedrock later {i}") for i in range(MINIMUM + 1)]
+        finished = stack.final_jobs(jobs, timeout=120)
+        assert [(job["status"], job["lane"]) for job in finished] == [("completed", "batch")] * len(jobs)
+        for i, job in enumerate(finished):
+            assert job["response"]["choices"][0]["message"]["content"] == answer_of(f"bedrock later {i}")
+
+        def counted() -> dict[str, Any] | None:
+            report: dict[str, Any] = httpx.get(
+                f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
+            ).json()
+            return report if report["totals"]["requests"] >= len(jobs) + 1 else None
+
+        report = wait_until_sync(counted, timeout=20, interval=0.1, what="the calls in the ledger")
+        billed = stack.ledger()["models"][MODEL]
+        assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (1, len(jobs))
+        for lane in ("sync", "batch"):
+            charged = sum(
+                (Decimal(row["paid_usd"]) + Decimal(row["waste_usd"]) for row in report["rows"] if row["lane"] == lane),
+                Decimal(0),
+            )
+            assert charged == Decimal(billed[lane]["cost_usd"]), lane
+        prices = PriceBook()
+        batch, listed = prices.price(MODEL, Tier.BATCH), prices.price(MODEL, Tier.SYNC)
+        assert batch is not None
+        assert listed is not None
+        assert batch.input * 2 == listed.input  # Bedrock batch: half of on-demand
+        wait_until_sync(  # the input is deleted once the job's results are in
+            lambda: s3.keys(bucket, "bg/input/") == [],
+            timeout=20,
+            interval=0.1,
+            what="the input cleaned up",
+        )
+
+
+def test_a_queue_under_the_minimum_is_held_then_answered_by_the_deadline_guard(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fewer calls than a job's minimum records never make a job (it would fail): they wait, and the deadline guard
+    answers them synchronously in time."""
+    with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, _):
+        texts = [f"bedrock held {i}" for i in range(MINIMUM - 1)]
+        jobs = [defer(stack, text, deadline="20s") for text in texts]
+        finished = stack.final_jobs(jobs, timeout=60)
+        assert [(job["status"], job["lane"]) for job in finished] == [("completed", "sync")] * len(jobs)
+        for text, job in zip(texts, finished, strict=True):
+            assert job["response"]["choices"][0]["message"]["content"] == answer_of(text)
+        with stack.simulator() as http:
+            listing = http.get("/bedrock/model-invocation-jobs", headers=SIGNED).json()
+        assert listing["invocationJobSummaries"] == []  # no job was sent to fail
+        refused = [record for record in caplog.records if "too_few_records" in record.getMessage()]
+        assert refused == []  # held by the submitter, not claimed into a batch the adapter must refuse
+        assert stack.ledger()["models"][MODEL]["sync"]["requests"] == len(jobs)
+
+
+async def test_a_worker_killed_after_creating_a_job_leaves_one_job(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+
+    def models(url: str) -> list[dict[str, Any]]:
+        aws_environment(monkeypatch, s3, url + "/bedrock")  # inherited by the worker processes
+        return [bedrock_model(bucket, url)]
+
+    simulator = {"bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url}
+    async with deferred_env(tmp_path, redis_url, simulator=simulator, models=models, **FAST_LEASES) as env:
+        sent = [chat_body(MODEL, f"bedrock after_create {i}") for i in range(12)]
+        views = [await env.accept(body) for body in sent]
+        marker = tmp_path / "paused"
+        first = start_worker(env, pause_at="after_create", marker=marker)
+        try:
+            await wait_for_marker(marker, first)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            first.stderr.close()  # type: ignore[union-attr]
+        # the recovery runs in this process (litellm is imported here already): one worker start less to wait for
+        await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kill").run(burst=True), 120)
+        await assert_answered(env, sent, views)
+        async with httpx.AsyncClient(base_url=env.simulator_url, timeout=10) as http:
+            listing = (await http.get("/bedrock/model-invocation-jobs", headers=SIGNED)).json()
+            ledger = (await http.get("/_sim/ledger")).json()
+        assert [job["totalRecordCount"] for job in listing["invocationJobSummaries"]] == [len(sent)]
+        assert ledger["models"][MODEL]["batch"]["requests"] == len(sent), "a record ran twice"
+
+
+SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=test"}  # the face checks that a call is signed, not how
