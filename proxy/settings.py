@@ -71,6 +71,9 @@ class LitellmParams(StrictModel):
     # Azure: the Global-Batch deployment whose name is the `model` of every batch line (the real-time deployment
     # in `model` cannot run batches); an azure model without one is never deferred
     batch_deployment: str | None = Field(default=None, min_length=1)
+    # Vertex AI: the GCS bucket (`gs://bucket[/folder]` or a bare name) batch inputs and outputs go through; a
+    # vertex_ai model without one is never deferred
+    batch_gcs_bucket: str | None = Field(default=None, min_length=1)
 
     @field_validator("model")
     @classmethod

@@ -11,7 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from proxy.errors import ApiError, error_bytes
-from proxy.simulator import anthropic_face, azure_face, control, gemini_face, mistral_face, openai_face, xai_face
+from proxy.simulator import (
+    anthropic_face,
+    azure_face,
+    control,
+    gemini_face,
+    mistral_face,
+    openai_face,
+    vertex_face,
+    xai_face,
+)
 from proxy.simulator.echo import EchoCredentialsInErrors
 from proxy.simulator.engine import Engine
 from proxy.simulator.files import FileStore
@@ -70,6 +79,7 @@ def create_simulator_app(
     app.include_router(mistral_face.router)
     app.include_router(xai_face.router)
     app.include_router(gemini_face.router)
+    app.include_router(vertex_face.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(gemini_face.GoogleError, gemini_face.google_error)

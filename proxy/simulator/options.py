@@ -144,6 +144,12 @@ class SimulatorOptions(BaseModel):
         description="Gemini face: the largest inline batchGenerateContent call (400 above it; a file is needed)",
     )
 
+    gcs_url: str | None = Field(
+        default=None,
+        description="Vertex AI face: the JSON API root of the GCS-compatible server its batch jobs read inputs "
+        "from and write outputs to (e.g. a gcp-storage-emulator on loopback; None: Vertex jobs are refused)",
+    )
+
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 
     @model_validator(mode="after")
