@@ -249,7 +249,7 @@ async def test_a_vertex_submission_is_recovered_once(
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
         simulator = {"api_key": PROVIDER_KEY, "gcs_url": gcs}
         async with deferred_env(tmp_path, redis_url, simulator=simulator, models=vertex_models, **FAST_LEASES) as env:
-            bodies = [chat_body(f"vertex-{GEMINI}", f"after_create {i}") for i in range(30)]
+            bodies = [chat_body(GEMINI, f"after_create {i}") for i in range(30)]
             views = [await env.accept(body) for body in bodies]
             await kill_at_then_recover(env, tmp_path, "after_create")
             await assert_answered(env, bodies, views)

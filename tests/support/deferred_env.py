@@ -169,4 +169,4 @@ def vertex_models(simulator_url: str) -> list[dict[str, Any]]:
         "model": f"vertex_ai/{GEMINI}", "api_base": simulator_url, "api_key": PROVIDER_KEY,
         "vertex_project": "proj-1", "vertex_location": "us-central1", "batch_gcs_bucket": f"gs://{VERTEX_BUCKET}/jobs",
     }  # fmt: skip
-    return [{"model_name": f"vertex-{GEMINI}", "litellm_params": params}]
+    return [{"model_name": GEMINI, "litellm_params": params}]
