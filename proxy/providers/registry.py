@@ -134,16 +134,12 @@ def encode_batch_line(
         from proxy.providers import mistral_batch  # noqa: PLC0415 - deferred calls only
 
         return mistral_batch.encode_line(custom_id, body), mistral_batch.MAX_FILE_BYTES
-    if kind == "gemini":
-        from proxy.providers import gemini_batch  # noqa: PLC0415 - deferred calls only
+    if kind in ("gemini", "vertex"):  # Gemini API and Vertex AI: one translation, each its own line shape
+        from proxy.providers import gemini_batch, vertex_batch  # noqa: PLC0415 - deferred calls only
 
-        line = gemini_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
-        return line, gemini_batch.MAX_FILE_BYTES
-    if kind == "vertex":
-        from proxy.providers import vertex_batch  # noqa: PLC0415 - deferred calls only
-
-        line = vertex_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
-        return line, vertex_batch.MAX_FILE_BYTES
+        google = gemini_batch if kind == "gemini" else vertex_batch
+        line = google.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+        return line, google.MAX_FILE_BYTES
     return None
 
 

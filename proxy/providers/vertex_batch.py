@@ -186,7 +186,7 @@ class VertexBatchClient:
                     code="request_too_large",
                     classification=ErrorClass.BAD_REQUEST,
                 )
-            await self._gcs.upload(self._folder.child(run).child("input.jsonl"), staging)
+            await self._gcs.upload(self._folder.child(run).child("input.jsonl"), staging, size)
             return PreparedInput(f"gcs-{count}-{run}", count)
         finally:
             staging.unlink(missing_ok=True)

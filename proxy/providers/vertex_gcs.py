@@ -71,14 +71,14 @@ class GcsObjects:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = batch_http(base_url=(root or gcs_root()).rstrip("/") + "/", headers=headers, timeout=timeout)
 
-    async def upload(self, target: GcsPath, source: Path) -> None:
-        """Upload a local file as `target` (one media upload: the input files are at most 1 GB)."""
+    async def upload(self, target: GcsPath, source: Path, size: int) -> None:
+        """Upload a local file of `size` bytes as `target` (one media upload: the inputs are at most 1 GB)."""
         with provider_errors():
             response = await self._http.post(
                 f"upload/storage/v1/b/{quote(target.bucket, safe='')}/o",
                 params={"uploadType": "media", "name": target.name},
                 content=_chunks(source),
-                headers={"content-type": OBJECT_TYPE, "content-length": str(source.stat().st_size)},
+                headers={"content-type": OBJECT_TYPE, "content-length": str(size)},
             )
         google_answer(response)
 

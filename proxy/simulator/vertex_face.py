@@ -77,7 +77,7 @@ def authorized_state(request: Request) -> SimulatorState:
                 401,
                 "Request had invalid authentication credentials. Expected OAuth 2 access token.",
                 reason="ACCESS_TOKEN_TYPE_UNSUPPORTED",
-            )  # fmt: skip
+            )
         )
     return state
 
@@ -168,7 +168,7 @@ def _line_requests(rows: list[Any], model: str) -> list[LineRequest]:
     for index, row in enumerate(rows):
         request = lenient_mapping(row).get("request")
         problem = request_problem(request, VERTEX_REQUEST_FIELDS) if isinstance(row, dict) else "Invalid JSON."
-        answer = answer_for(chat_body(request, model)) if problem is None else None
+        answer = answer_for(chat_body(request, model)) if problem is None and isinstance(request, dict) else None
         parsed.append(LineRequest(str(index), f"vertex_ai/{model}", answer, problem))
     return parsed
 
@@ -181,47 +181,63 @@ def _model(state: SimulatorState, path: Any) -> str | None:
     return found["model"] if state.engine.prices.price(f"vertex_ai/{found['model']}", Tier.SYNC) else None
 
 
-@router.post(JOBS)
-async def create_job(request: Request, project: str, location: str, state: Authorized) -> Response:
-    try:
-        payload = lenient_mapping(orjson.loads(await request.body()))
-    except orjson.JSONDecodeError:
-        return error(400, "Invalid JSON payload received.")
+class Refused(Exception):
+    """A create call refused (`response` is the Google error answer)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _job_request(state: SimulatorState, payload: dict[str, Any]) -> tuple[str, str, list[Any], str]:
+    """(display name, model, input URIs, output prefix) of a create call; Refused when the API would refuse it."""
     display = payload.get("displayName")
     if not isinstance(display, str) or not display:
-        return error(
-            400,
-            "List of found errors:\t1.Field: batch_prediction_job.display_name; Message: Required field is not set.",
+        message = (
+            "List of found errors:\t1.Field: batch_prediction_job.display_name; Message: Required field is not set."
         )
+        raise Refused(error(400, message))
     model = _model(state, payload.get("model"))
     if model is None:
-        return error(404, f"Publisher Model `{payload.get('model')}` not found.")
+        raise Refused(error(404, f"Publisher Model `{payload.get('model')}` not found."))
     inputs = lenient_mapping(payload.get("inputConfig"))
     outputs = lenient_mapping(payload.get("outputConfig"))
     uris = lenient_mapping(inputs.get("gcsSource")).get("uris")
     prefix = lenient_mapping(outputs.get("gcsDestination")).get("outputUriPrefix")
     if inputs.get("instancesFormat") != "jsonl" or not isinstance(uris, list) or not uris:
-        return error(400, "inputConfig: instancesFormat must be jsonl with gcsSource.uris for Gemini batch prediction.")
+        raise Refused(error(400, "inputConfig: instancesFormat must be jsonl with gcsSource.uris for Gemini models."))
     if outputs.get("predictionsFormat") != "jsonl" or not isinstance(prefix, str):
-        return error(400, "outputConfig: predictionsFormat must be jsonl with gcsDestination.outputUriPrefix.")
+        raise Refused(error(400, "outputConfig: predictionsFormat must be jsonl with gcsDestination.outputUriPrefix."))
+    return display, model, uris, prefix
+
+
+@router.post(JOBS)
+async def create_job(request: Request, project: str, location: str, state: Authorized) -> Response:
     try:
+        payload = lenient_mapping(orjson.loads(await request.body()))
+        display, model, uris, prefix = _job_request(state, payload)
         await _check_bucket(state, prefix)
         contents = [await _read_object(state, uri) for uri in uris]
+    except orjson.JSONDecodeError:
+        return error(400, "Invalid JSON payload received.")
+    except Refused as exc:
+        return exc.response
     except GcsProblem as exc:
         return error(400, str(exc))
     rows = [row for content in contents for row in _rows(content)]
     if not rows:
         return error(400, f"The input {uris[0]} has no requests.")
     requests = await asyncio.to_thread(_line_requests, rows, model)
-    digits = str(random.randrange(10**18, 10**19))
     attributes = {
         "face": "vertex", "endpoint": "/v1/chat/completions", "input_file_id": None, "completion_window": "24h",
         "metadata": None, "display_name": display, "model": model, "model_path": payload["model"],
-        "parent": f"projects/{project}/locations/{location}", "input_config": inputs, "output_config": outputs,
-        "labels": lenient_mapping(payload.get("labels")), "requests": [lenient_mapping(row).get("request") for row in rows],
+        "parent": f"projects/{project}/locations/{location}", "input_config": payload["inputConfig"],
+        "output_config": payload["outputConfig"], "labels": lenient_mapping(payload.get("labels")),
+        "requests": [lenient_mapping(row).get("request") for row in rows],
     }  # fmt: skip
     engine = state.engine
-    record = await asyncio.to_thread(engine.create_batch, f"{BATCH_PREFIX}{digits}", requests, [], attributes)
+    job_id = f"{BATCH_PREFIX}{random.randrange(10**18, 10**19)}"  # Vertex's job ids are 19 digits
+    record = await asyncio.to_thread(engine.create_batch, job_id, requests, [], attributes)
     return _json(await job_body(state, engine.batch(record.id)))
 
 

@@ -15,7 +15,7 @@ from tests.support.servers import free_port
 @contextlib.contextmanager
 def gcs_server(*buckets: str) -> Iterator[str]:
     """The emulator's JSON API root URL, with `buckets` created; everything it held is gone on exit."""
-    from gcp_storage_emulator.server import create_server  # noqa: PLC0415 - a test-only dependency
+    from gcp_storage_emulator.server import create_server
 
     port = free_port()
     server: Any = create_server("127.0.0.1", port, in_memory=True)
