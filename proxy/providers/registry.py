@@ -416,7 +416,14 @@ class ProviderRegistry:
             token=token,
         )
         upstream_model, _, _ = self._batch_settings[model_name]
-        return VertexBatchClient(target, upstream_model=upstream_model, timeout=self._batch_timeout, extra_params=extra)
+        try:
+            return VertexBatchClient(
+                target, upstream_model=upstream_model, timeout=self._batch_timeout, extra_params=extra
+            )
+        except ValueError as exc:  # batch_gcs_bucket is no bucket name or gs:// URI
+            raise ProviderError(
+                501, f"Model `{model_name}` has no batch lane: {exc}.", classification=ErrorClass.BAD_REQUEST
+            ) from None
 
     def secrets(self) -> list[str]:
         return [key for _, key in self._endpoints.values() if key]

@@ -94,6 +94,10 @@ def test_the_registry_builds_a_vertex_client_once_project_and_bucket_are_known(
         without_project.batch("v")
     assert (refused.value.status, refused.value.classification) == (501, ErrorClass.BAD_REQUEST)
     assert "vertex_project" in refused.value.message
+    not_a_bucket = ProviderRegistry(vertex_config(vertex_project="proj", batch_gcs_bucket="gs://"))
+    with pytest.raises(ProviderError) as refused:
+        not_a_bucket.batch("v")
+    assert (refused.value.status, refused.value.classification) == (501, ErrorClass.BAD_REQUEST)
     registry = ProviderRegistry(vertex_config(vertex_project="proj", vertex_location="europe-west4"))
     assert isinstance(registry.batch("v"), VertexBatchClient)
     assert "ya29.token-from-the-environment" in registry.secrets()  # masked wherever it could leak
