@@ -243,15 +243,15 @@ async def test_a_gemini_submission_is_recovered_on_another_host(tmp_path: Path, 
 async def test_a_vertex_submission_is_recovered_once(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed after the job was created: the next worker finds it by its display name, creates none again, and
-    the job's objects (uploaded input, written output) are deleted from the bucket once it has been read."""
+    """Killed after the job was created: the next worker, on another host, finds it by its display name, creates
+    none again, and the job's objects (uploaded input, written output) are deleted once it has been read."""
     with gcs_server(VERTEX_BUCKET) as gcs:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
         simulator = {"api_key": PROVIDER_KEY, "gcs_url": gcs}
         async with deferred_env(tmp_path, redis_url, simulator=simulator, models=vertex_models, **FAST_LEASES) as env:
             bodies = [chat_body(GEMINI, f"after_create {i}") for i in range(30)]
             views = [await env.accept(body) for body in bodies]
-            await kill_at_then_recover(env, tmp_path, "after_create")
+            await kill_at_then_recover(env, tmp_path, "after_create", hosts=(tmp_path / "host-a", tmp_path / "host-b"))
             await assert_answered(env, bodies, views)
             async with httpx.AsyncClient(headers={"authorization": f"Bearer {PROVIDER_KEY}"}) as http:
                 url = env.simulator_url + "/v1/projects/proj-1/locations/us-central1/batchPredictionJobs"
