@@ -40,10 +40,21 @@ HALF = Decimal("0.5")
 #   mistral   https://docs.mistral.ai/capabilities/batch (batch requests are billed at 50% of the list price)
 #   xai       https://docs.x.ai/developers/advanced-api-usage/batch-api ("50% off standard pricing")
 #   bedrock   https://aws.amazon.com/bedrock/pricing/ (batch inference "at 50% of on-demand inference pricing")
+#   vertex_ai https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/batch-prediction-gemini ("50%
+#             discount" off the online price of Gemini models)
 # A provider not listed gets DEFAULT_BATCH_DISCOUNT. The config's `pricing.batch_discounts` overrides entries.
 BATCH_DISCOUNTS: Mapping[str, Decimal] = MappingProxyType(
-    {"openai": HALF, "azure": HALF, "anthropic": HALF, "groq": Decimal("0.25"), "mistral": HALF, "xai": HALF}
-    | {"bedrock": HALF, "bedrock_converse": HALF}  # litellm's map says bedrock_converse for Claude on Bedrock
+    {
+        "openai": HALF,
+        "azure": HALF,
+        "anthropic": HALF,
+        "groq": Decimal("0.25"),
+        "mistral": HALF,
+        "xai": HALF,
+        "vertex_ai": HALF,
+        "bedrock": HALF,
+        "bedrock_converse": HALF,  # litellm's map says bedrock_converse for Claude on Bedrock
+    }
 )
 DEFAULT_BATCH_DISCOUNT = HALF
 

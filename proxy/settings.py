@@ -80,6 +80,9 @@ class LitellmParams(StrictModel):
     batch_s3_bucket: str | None = Field(default=None, min_length=1)
     batch_role_arn: str | None = Field(default=None, min_length=1)
     batch_min_records: int | None = Field(default=None, ge=1)
+    # Vertex AI: the GCS bucket (`gs://bucket[/folder]` or a bare name) batch inputs and outputs go through; a
+    # vertex_ai model without one is never deferred
+    batch_gcs_bucket: str | None = Field(default=None, min_length=1)
 
     @field_validator("model")
     @classmethod

@@ -472,6 +472,9 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     )
 
 
+google_answer = _json  # Google's error shape, shared by the Vertex AI adapter (vertex_batch, vertex_gcs)
+
+
 def _batch(operation: Mapping[str, Any]) -> dict[str, Any]:
     """The batch an Operation describes (its `metadata`); a bare batch object is taken as it is."""
     inner = operation.get("metadata")

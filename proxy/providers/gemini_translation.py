@@ -37,20 +37,23 @@ class GeminiRefusal(ValueError):
     """litellm will not translate the call for Gemini (`str()` is a message fit for the caller)."""
 
 
-def generate_request(body: Mapping[str, Any], *, model: str, extra_params: Mapping[str, Any]) -> dict[str, Any]:
+def generate_request(
+    body: Mapping[str, Any], *, model: str, extra_params: Mapping[str, Any], provider: str = "gemini"
+) -> dict[str, Any]:
     """The GenerateContentRequest litellm sends for the OpenAI chat `body` on upstream `model` (with or without
-    the `gemini/` prefix); `extra_params` are the deployment's litellm params the sync lane passes too.
+    the `<provider>/` prefix); `extra_params` are the deployment's litellm params the sync lane passes too;
+    `provider` is litellm's (`gemini`, or `vertex_ai` for Vertex AI's Gemini models).
     Blocking (CPU only, no network). Raises GeminiRefusal when litellm refuses the call."""
     import_litellm()
     call = {key: value for key, value in without_unstored_metadata(body).items() if key not in NOT_SENT}
     extra = {key: value for key, value in extra_params.items() if key not in NOT_SENT_EXTRA}
-    upstream = model.removeprefix(PROVIDER_PREFIX)
+    upstream = model.removeprefix(f"{provider}/")
     if call.keys() <= FAST_FIELDS and extra.keys() <= FAST_FIELDS:
-        return direct_request({**call, **extra}, upstream)
-    return raw_request({**call, **extra}, upstream)
+        return direct_request({**call, **extra}, upstream, provider=provider)
+    return raw_request({**call, **extra}, upstream, provider=provider)
 
 
-def direct_request(call: dict[str, Any], model: str) -> dict[str, Any]:
+def direct_request(call: dict[str, Any], model: str, *, provider: str = "gemini") -> dict[str, Any]:
     """The steps `litellm.completion` runs for a Gemini call, called directly (see the module docstring)."""
     from litellm.llms.vertex_ai.gemini.transformation import transform_request_body  # noqa: PLC0415
     from litellm.utils import get_optional_params  # noqa: PLC0415
@@ -58,7 +61,7 @@ def direct_request(call: dict[str, Any], model: str) -> dict[str, Any]:
     try:
         messages = checked_inputs(call, model)
         optional = get_optional_params(
-            model=model, custom_llm_provider="gemini", drop_params=True, messages=messages, **call
+            model=model, custom_llm_provider=provider, drop_params=True, messages=messages, **call
         )
         optional.pop("stream", None)  # what litellm's Gemini handler pops before translating
         request: dict[str, Any] = dict(
@@ -66,7 +69,7 @@ def direct_request(call: dict[str, Any], model: str) -> dict[str, Any]:
                 messages=messages,
                 model=model,
                 optional_params=optional,
-                custom_llm_provider="gemini",
+                custom_llm_provider=provider,  # type: ignore[arg-type]
                 litellm_params={},
                 cached_content=None,
             )
@@ -78,12 +81,12 @@ def direct_request(call: dict[str, Any], model: str) -> dict[str, Any]:
     return _plain(request)
 
 
-def raw_request(call: dict[str, Any], model: str) -> dict[str, Any]:
+def raw_request(call: dict[str, Any], model: str, *, provider: str = "gemini") -> dict[str, Any]:
     """The request `litellm.completion` builds, through `return_raw_request` (slow; see the module docstring)."""
     from litellm.types.utils import CallTypes  # noqa: PLC0415 - litellm is imported on first use
     from litellm.utils import return_raw_request  # noqa: PLC0415
 
-    call.update(model=PROVIDER_PREFIX + model, drop_params=True)
+    call.update(model=f"{provider}/{model}", drop_params=True)
     raw = return_raw_request(CallTypes.completion, call)
     params = raw.get("raw_request_body")
     if not isinstance(params, dict) or not params:

@@ -12,6 +12,7 @@ Which adapters a deployment gets follows from its provider (`litellm_params.mode
 | `azure` | LitellmCompletionClient | OpenAIBatchClient at the Azure resource (azure_batch), with `batch_deployment` |
 | `gemini` | LitellmCompletionClient | GeminiBatchClient (Gemini API Batch Mode) |
 | `bedrock` | LitellmCompletionClient | BedrockBatchClient (jobs on S3): Claude, `batch_s3_bucket` + `batch_role_arn` |
+| `vertex_ai` | LitellmCompletionClient | VertexBatchClient (batch prediction jobs on GCS), with `batch_gcs_bucket` |
 | any other litellm provider | LitellmCompletionClient | none: never deferred |
 
 Only a batch API batchgate speaks at the paths, prices and shapes it was built for gets the batch lane: a provider
@@ -48,7 +49,7 @@ GEMINI_KEY_ENV = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # where litellm finds a G
 PRICE_FIELDS = frozenset(LitellmParams.model_fields)
 DEFAULT_BEDROCK_MIN_RECORDS = 100  # Bedrock's default quota of records per batch job (bedrock_batch.py)
 
-BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure", "gemini", "bedrock"]
+BatchApi = Literal["openai", "anthropic", "mistral", "xai", "azure", "gemini", "bedrock", "vertex"]
 # Groq's batch API is OpenAI's shape (24h..7d windows); it is billed at 75% of list (proxy/pricing.py)
 BATCH_APIS: Mapping[str, BatchApi] = {
     "openai": "openai",
@@ -60,6 +61,10 @@ BATCH_APIS: Mapping[str, BatchApi] = {
 }
 # Azure's batches run on a Global-Batch deployment: an azure model is batchable once `batch_deployment` names one
 AZURE_NO_DEPLOYMENT = "no batch_deployment (the Global-Batch deployment its batch lines name) is configured"
+# Vertex AI's batch jobs read and write GCS: a vertex_ai model is batchable once `batch_gcs_bucket` names a bucket
+VERTEX_NO_BUCKET = "no batch_gcs_bucket (the GCS bucket its batch inputs and outputs go through) is configured"
+VERTEX_KEYS = ("vertex_project", "vertex_ai_project", "vertex_location", "vertex_ai_location")
+VERTEX_ENV = {"project": "VERTEXAI_PROJECT", "location": "VERTEXAI_LOCATION", "token": "VERTEXAI_ACCESS_TOKEN"}
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
 # Bedrock's batch jobs read from and write to S3 and run as a service role: both come from the config
 BEDROCK_NOT_SET = "no batch_s3_bucket and batch_role_arn (the S3 location and service role of its batch jobs)"
@@ -90,6 +95,8 @@ def batch_api(deployment: ModelDeployment) -> BatchApi | None:
         return "azure" if params.batch_deployment else None
     if params.provider == "bedrock":
         return "bedrock" if bedrock_reason(params) is None else None
+    if params.provider == "vertex_ai":
+        return "vertex" if params.batch_gcs_bucket else None
     return BATCH_APIS.get(params.provider)
 
 
@@ -111,6 +118,8 @@ def no_batch_reason(deployment: ModelDeployment, endpoint: Endpoint = Endpoint.C
             return f"azure: {AZURE_NO_DEPLOYMENT}"
         if provider == "bedrock":
             return f"bedrock: {bedrock_reason(deployment.litellm_params)}"
+        if provider == "vertex_ai":
+            return f"vertex_ai: {VERTEX_NO_BUCKET}"
         return f"{provider}: {NO_BATCH_API.get(provider, NOT_SPOKEN)}"
     takes = ENDPOINT_BATCH_PROVIDERS.get(endpoint)
     if takes is not None and provider not in takes:
@@ -163,6 +172,11 @@ def encode_batch_line(
             embeddings=endpoint is Endpoint.EMBEDDINGS,
         )
         return line, gemini_batch.MAX_FILE_BYTES
+    if kind == "vertex":  # Vertex AI: Gemini's translation (gemini_batch), its own line shape
+        from proxy.providers import vertex_batch  # noqa: PLC0415 - deferred calls only
+
+        line = vertex_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+        return line, vertex_batch.MAX_FILE_BYTES
     return _bedrock_line(deployment, body, custom_id) if kind == "bedrock" else None
 
 
@@ -246,6 +260,7 @@ class ProviderRegistry:
         self._litellm_extra: dict[str, dict[str, Any]] = {}
         self._batch_deployments: dict[str, str | None] = {}
         self._bedrock_params: dict[str, LitellmParams] = {}
+        self._vertex: dict[str, ModelDeployment] = {}
         for deployment in config.model_list:
             name = deployment.model_name
             knobs = config.batch_knobs(name)
@@ -263,6 +278,8 @@ class ProviderRegistry:
             self._litellm_extra[name] = _client_extra(deployment, simulator_url)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
             self._bedrock_params[name] = deployment.litellm_params
+            if deployment.litellm_params.provider == "vertex_ai":
+                self._vertex[name] = deployment
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
                 self._endpoints[name] = (base_url, api_key)
@@ -294,6 +311,8 @@ class ProviderRegistry:
         if params.provider == "gemini" and api_key is None:  # the key litellm would read: masked, and for batches
             api_key = _gemini_env_key()
         self._endpoints[deployment.model_name] = (api_base or default_base, api_key)
+        if params.provider == "vertex_ai" and api_key is None:  # the batch lane's access token: masked too
+            self._endpoints[deployment.model_name] = (api_base or "", os.environ.get(VERTEX_ENV["token"]))
         return LitellmCompletionClient(
             model=params.model,
             api_base=api_base,
@@ -407,6 +426,8 @@ class ProviderRegistry:
         upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
         if kind == "azure":
             client = self._azure_batch(model_name, file_expiry, endpoint)
+        elif kind == "vertex":
+            client = self._vertex_batch(model_name)
         elif kind == "anthropic":
             from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
 
@@ -502,6 +523,43 @@ class ProviderRegistry:
             min_records=params.batch_min_records or DEFAULT_BEDROCK_MIN_RECORDS,
             extra_params=extra,
         )
+
+    def _vertex_batch(self, model_name: str) -> BatchClient:
+        """The Vertex AI batch client: project and location as litellm reads them (config, then VERTEXAI_*), the
+        host from `api_base` or the location, the OAuth access token from `api_key` or VERTEXAI_ACCESS_TOKEN."""
+        from proxy.providers.vertex_batch import VertexBatchClient, VertexTarget, vertex_host  # noqa: PLC0415
+
+        params = self._vertex[model_name].litellm_params
+        extra = self._litellm_extra[model_name]
+        named = {key: str(extra[key]) for key in VERTEX_KEYS if extra.get(key)}
+        project = named.get("vertex_project") or named.get("vertex_ai_project") or os.environ.get(VERTEX_ENV["project"])
+        location = (
+            named.get("vertex_location") or named.get("vertex_ai_location") or os.environ.get(VERTEX_ENV["location"])
+        )
+        if not project:
+            raise ProviderError(
+                501,
+                f"Model `{model_name}` has no batch lane: vertex_ai batches need vertex_project (or VERTEXAI_PROJECT).",
+                classification=ErrorClass.BAD_REQUEST,
+            )
+        location = location or "us-central1"
+        _, token = self._endpoints[model_name]
+        target = VertexTarget(
+            base_url=params.api_base or vertex_host(location),
+            project=project,
+            location=location,
+            bucket=params.batch_gcs_bucket or "",
+            token=token,
+        )
+        upstream_model, _, _ = self._batch_settings[model_name]
+        try:
+            return VertexBatchClient(
+                target, upstream_model=upstream_model, timeout=self._batch_timeout, extra_params=extra
+            )
+        except ValueError as exc:  # batch_gcs_bucket is no bucket name or gs:// URI
+            raise ProviderError(
+                501, f"Model `{model_name}` has no batch lane: {exc}.", classification=ErrorClass.BAD_REQUEST
+            ) from None
 
     def secrets(self) -> list[str]:
         keys = [key for _, key in self._endpoints.values() if key]

@@ -21,6 +21,7 @@ from proxy.simulator import (
     mistral_face,
     openai_face,
     responses_face,
+    vertex_face,
     xai_face,
 )
 from proxy.simulator.echo import EchoCredentialsInErrors
@@ -84,6 +85,7 @@ def create_simulator_app(
     app.include_router(gemini_face.router)
     app.include_router(bedrock_face.router)
     app.include_router(bedrock_runtime.router)
+    app.include_router(vertex_face.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(gemini_face.GoogleError, gemini_face.google_error)

@@ -146,11 +146,11 @@ def _field(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
     return mapping.get(camel, mapping.get(snake))
 
 
-def request_problem(request: Any) -> str | None:
-    """Why a GenerateContentRequest is invalid (Google's 400 message), or None."""
+def request_problem(request: Any, fields: frozenset[str] = REQUEST_FIELDS) -> str | None:
+    """Why a GenerateContentRequest is invalid (Google's 400 message), or None; `fields` are those known."""
     if not isinstance(request, dict):
         return "Invalid JSON payload received. Expected an object."
-    unknown = sorted(set(request) - REQUEST_FIELDS)
+    unknown = sorted(set(request) - fields)
     if unknown:
         return f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
     config = _field(request, "generationConfig", "generation_config")

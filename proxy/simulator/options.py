@@ -157,6 +157,11 @@ class SimulatorOptions(BaseModel):
         description="Bedrock face: the S3-compatible server its jobs read input from and write output to "
         "(None: boto3's default, e.g. AWS_ENDPOINT_URL_S3)",
     )
+    gcs_url: str | None = Field(
+        default=None,
+        description="Vertex AI face: the JSON API root of the GCS-compatible server its batch jobs read inputs "
+        "from and write outputs to (e.g. a gcp-storage-emulator on loopback; None: Vertex jobs are refused)",
+    )
 
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 

@@ -27,13 +27,16 @@ from tests.support.deferred_env import (
     ALICE,
     CLAUDE,
     GEMINI,
+    VERTEX_BUCKET,
     DeferredEnv,
     assert_answered,
     chat_body,
     claude_models,
     deferred_env,
     gemini_models,
+    vertex_models,
 )
+from tests.support.gcs_server import gcs_server, object_names
 from tests.support.servers import child_environment
 from tests.support.stack import PROVIDER_KEY
 
@@ -235,6 +238,26 @@ async def test_a_gemini_submission_is_recovered_on_another_host(tmp_path: Path, 
         [batch] = response.json()["operations"]  # created once, whichever host created it
         assert batch["metadata"]["batchStats"]["successfulRequestCount"] == str(len(bodies))
         assert not list((tmp_path / "host-b" / "batchgate-gemini").glob("*.jsonl"))
+
+
+async def test_a_vertex_submission_is_recovered_once(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the job was created: the next worker, on another host, finds it by its display name, creates
+    none again, and the job's objects (uploaded input, written output) are deleted once it has been read."""
+    with gcs_server(VERTEX_BUCKET) as gcs:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
+        simulator = {"api_key": PROVIDER_KEY, "gcs_url": gcs}
+        async with deferred_env(tmp_path, redis_url, simulator=simulator, models=vertex_models, **FAST_LEASES) as env:
+            bodies = [chat_body(GEMINI, f"after_create {i}") for i in range(30)]
+            views = [await env.accept(body) for body in bodies]
+            await kill_at_then_recover(env, tmp_path, "after_create", hosts=(tmp_path / "host-a", tmp_path / "host-b"))
+            await assert_answered(env, bodies, views)
+            async with httpx.AsyncClient(headers={"authorization": f"Bearer {PROVIDER_KEY}"}) as http:
+                url = env.simulator_url + "/v1/projects/proj-1/locations/us-central1/batchPredictionJobs"
+                [job] = (await http.get(url)).json()["batchPredictionJobs"]  # created once
+            assert job["completionStats"]["successfulCount"] == str(len(bodies))
+            assert object_names(gcs, VERTEX_BUCKET) == []
 
 
 def embedding_models(simulator_url: str) -> list[dict[str, Any]]:

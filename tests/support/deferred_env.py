@@ -156,3 +156,17 @@ def gemini_models(simulator_url: str) -> list[dict[str, Any]]:
     """One Gemini model on the simulator's Gemini face (the v1beta root is the api_base litellm takes)."""
     params = {"model": f"gemini/{GEMINI}", "api_base": simulator_url + "/v1beta", "api_key": PROVIDER_KEY}
     return [{"model_name": GEMINI, "litellm_params": params}]
+
+
+VERTEX_BUCKET = "batchgate-vertex"  # the bucket tests create on their GCS server (tests/support/gcs_server.py)
+
+
+def vertex_models(simulator_url: str) -> list[dict[str, Any]]:
+    """One Gemini model on the simulator's Vertex AI face, as LiteLLM users declare it (`vertex_ai/...`, project,
+    location) plus the batch bucket; the face takes PROVIDER_KEY as its access token. The GCS server is named by
+    STORAGE_EMULATOR_HOST."""
+    params = {
+        "model": f"vertex_ai/{GEMINI}", "api_base": simulator_url, "api_key": PROVIDER_KEY,
+        "vertex_project": "proj-1", "vertex_location": "us-central1", "batch_gcs_bucket": f"gs://{VERTEX_BUCKET}/jobs",
+    }  # fmt: skip
+    return [{"model_name": GEMINI, "litellm_params": params}]

@@ -34,6 +34,7 @@ PROVIDERS = {
     "grok": ("xai/grok-3-mini", None),  # counters and paged results (XaiBatchClient)
     "groq": ("groq/openai/gpt-oss-20b", None),  # OpenAI's batch shape, priced at Groq's own discount
     "gemini": ("gemini/gemini-2.5-flash", None),  # Gemini API Batch Mode
+    "vertex": ("vertex_ai/gemini-2.5-flash", "vertex_ai: no batch_gcs_bucket"),  # batchable with a bucket
     "vllm": ("hosted_vllm/llama", "hosted_vllm: has no batch API"),
     "deepseek": ("deepseek/deepseek-chat", "deepseek: has no batch API"),
     # Bedrock batch jobs need an S3 location and a service role (tests/integration/test_bedrock_batches.py)

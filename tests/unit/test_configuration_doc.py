@@ -128,6 +128,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
     "model_list.litellm_params.batch_deployment": "tests/integration/test_azure_batches.py::"
     "test_azure_models_answer_sync_and_deferred_calls_and_the_books_equal_the_bill",
+    "model_list.litellm_params.batch_gcs_bucket": "tests/integration/test_vertex_stack.py::"
+    "test_deferred_calls_are_answered_from_a_vertex_job_and_reconcile",
     "limits.redis_idle_timeout": "tests/integration/test_redis_pool_idle.py::"
     "test_a_burst_of_connections_closes_once_idle",
     "worker.turnaround_min_batches": "tests/unit/test_turnaround.py::"

@@ -114,3 +114,11 @@ def test_gemini_calls_of_a_team_go_to_gemini_batches() -> None:
     assert evals.deadline == MONDAY_NOON + timedelta(hours=12)
     web = decision_for("gemini.yaml", caller_name="web-app", team="web", model="gemini-2.5-flash")
     assert (web.deferred, web.lane) == (False, "sync")
+
+
+def test_vertex_calls_of_a_team_go_to_vertex_batch_jobs() -> None:
+    evals = decision_for("vertex.yaml", caller_name="evals-bot", team="evals", model="gemini-2.5-flash")
+    assert (evals.deferred, evals.lane, evals.rule) == (True, "batch", "evals-to-vertex-batch")
+    assert evals.deadline == MONDAY_NOON + timedelta(hours=24)
+    web = decision_for("vertex.yaml", caller_name="web-app", team="web", model="gemini-2.5-flash")
+    assert (web.deferred, web.lane) == (False, "sync")
