@@ -63,8 +63,7 @@ BATCH_APIS: Mapping[str, BatchApi] = {
 AZURE_NO_DEPLOYMENT = "no batch_deployment (the Global-Batch deployment its batch lines name) is configured"
 # Vertex AI's batch jobs read and write GCS: a vertex_ai model is batchable once `batch_gcs_bucket` names a bucket
 VERTEX_NO_BUCKET = "no batch_gcs_bucket (the GCS bucket its batch inputs and outputs go through) is configured"
-VERTEX_KEYS = ("vertex_project", "vertex_ai_project", "vertex_location", "vertex_ai_location")
-VERTEX_ENV = {"project": "VERTEXAI_PROJECT", "location": "VERTEXAI_LOCATION", "token": "VERTEXAI_ACCESS_TOKEN"}
+VERTEX_TOKEN_ENV = "VERTEXAI_ACCESS_TOKEN"  # noqa: S105 - where the batch lane finds an access token the config lacks
 NOT_SPOKEN = "batchgate does not speak its batch API yet"
 # Bedrock's batch jobs read from and write to S3 and run as a service role: both come from the config
 BEDROCK_NOT_SET = "no batch_s3_bucket and batch_role_arn (the S3 location and service role of its batch jobs)"
@@ -312,7 +311,7 @@ class ProviderRegistry:
             api_key = _gemini_env_key()
         self._endpoints[deployment.model_name] = (api_base or default_base, api_key)
         if params.provider == "vertex_ai" and api_key is None:  # the batch lane's access token: masked too
-            self._endpoints[deployment.model_name] = (api_base or "", os.environ.get(VERTEX_ENV["token"]))
+            self._endpoints[deployment.model_name] = (api_base or "", os.environ.get(VERTEX_TOKEN_ENV))
         return LitellmCompletionClient(
             model=params.model,
             api_base=api_base,
@@ -525,41 +524,20 @@ class ProviderRegistry:
         )
 
     def _vertex_batch(self, model_name: str) -> BatchClient:
-        """The Vertex AI batch client: project and location as litellm reads them (config, then VERTEXAI_*), the
-        host from `api_base` or the location, the OAuth access token from `api_key` or VERTEXAI_ACCESS_TOKEN."""
-        from proxy.providers.vertex_batch import VertexBatchClient, VertexTarget, vertex_host  # noqa: PLC0415
+        """The Vertex AI batch client (vertex_batch.vertex_target: where its jobs run and with which token)."""
+        from proxy.providers.vertex_batch import VertexBatchClient, vertex_target  # noqa: PLC0415
 
         params = self._vertex[model_name].litellm_params
         extra = self._litellm_extra[model_name]
-        named = {key: str(extra[key]) for key in VERTEX_KEYS if extra.get(key)}
-        project = named.get("vertex_project") or named.get("vertex_ai_project") or os.environ.get(VERTEX_ENV["project"])
-        location = (
-            named.get("vertex_location") or named.get("vertex_ai_location") or os.environ.get(VERTEX_ENV["location"])
-        )
-        if not project:
-            raise ProviderError(
-                501,
-                f"Model `{model_name}` has no batch lane: vertex_ai batches need vertex_project (or VERTEXAI_PROJECT).",
-                classification=ErrorClass.BAD_REQUEST,
-            )
-        location = location or "us-central1"
         _, token = self._endpoints[model_name]
-        target = VertexTarget(
-            base_url=params.api_base or vertex_host(location),
-            project=project,
-            location=location,
-            bucket=params.batch_gcs_bucket or "",
-            token=token,
-        )
-        upstream_model, _, _ = self._batch_settings[model_name]
         try:
-            return VertexBatchClient(
-                target, upstream_model=upstream_model, timeout=self._batch_timeout, extra_params=extra
-            )
-        except ValueError as exc:  # batch_gcs_bucket is no bucket name or gs:// URI
+            target = vertex_target(api_base=params.api_base, bucket=params.batch_gcs_bucket, token=token, params=extra)
+        except ValueError as exc:
             raise ProviderError(
                 501, f"Model `{model_name}` has no batch lane: {exc}.", classification=ErrorClass.BAD_REQUEST
             ) from None
+        upstream_model, _, _ = self._batch_settings[model_name]
+        return VertexBatchClient(target, upstream_model=upstream_model, timeout=self._batch_timeout, extra_params=extra)
 
     def secrets(self) -> list[str]:
         keys = [key for _, key in self._endpoints.values() if key]

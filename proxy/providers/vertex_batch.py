@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import tempfile
 import uuid
@@ -101,6 +102,25 @@ class VertexTarget:
     location: str
     bucket: str
     token: str | None
+
+
+def vertex_target(
+    *, api_base: str | None, bucket: str | None, token: str | None, params: Mapping[str, Any]
+) -> VertexTarget:
+    """Where a deployment's jobs run: project and location as litellm reads them (`vertex_project` /
+    `vertex_location` in its params, else VERTEXAI_PROJECT / VERTEXAI_LOCATION; location default us-central1), the
+    host from `api_base` or the location. ValueError (its reason) without a project or a usable bucket."""
+    project = _param(params, "project") or os.environ.get("VERTEXAI_PROJECT")
+    location = _param(params, "location") or os.environ.get("VERTEXAI_LOCATION") or DEFAULT_LOCATION
+    if not project:
+        raise ValueError("vertex_ai batches need vertex_project (or VERTEXAI_PROJECT)")
+    GcsPath.parse(bucket or "")  # refused now rather than at the first batch
+    return VertexTarget(api_base or vertex_host(location), project, location, bucket or "", token)
+
+
+def _param(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(f"vertex_{name}") or params.get(f"vertex_ai_{name}")
+    return str(value) if value else None
 
 
 def vertex_host(location: str) -> str:
