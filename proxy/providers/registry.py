@@ -22,7 +22,7 @@ with another shape sent to the OpenAI adapter fails every batch until the deadli
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from proxy.endpoints import Endpoint, queue_group, split_group
@@ -137,55 +137,93 @@ def encode_batch_line(
     `body`, and the provider's byte limit for one; None when the deployment has no batch lane. Raises
     ProviderError(BAD_LINE) when the body cannot be written as one."""
     kind = batch_api(deployment) if no_batch_reason(deployment, endpoint) is None else None
+    return None if kind is None else LINE_ENCODERS[kind](deployment, body, custom_id, endpoint)
+
+
+# Each adapter's module is imported on first use: only deferred calls need it.
+def _openai_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
+
     model = deployment.litellm_params.upstream_model
-    if kind in ("openai", "xai"):  # xAI's batch input is OpenAI's line shape
-        from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415 - deferred calls only
-
-        return encode_line(custom_id, body, model=model, url=endpoint.path), MAX_FILE_BYTES
-    if kind == "azure":
-        from proxy.providers.azure_batch import azure_batch_path  # noqa: PLC0415
-        from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
-
-        batch_model = deployment.litellm_params.batch_deployment or model
-        url = azure_batch_path(endpoint is Endpoint.EMBEDDINGS)
-        return encode_line(custom_id, body, model=batch_model, url=url), MAX_FILE_BYTES
-    if kind == "anthropic":
-        from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
-
-        request, _ = encode_request(
-            custom_id, body, model=model, custom_id=custom_id, extra_params=litellm_extra(deployment)
-        )
-        return request, MAX_BODY_BYTES
-    if kind == "mistral":
-        from proxy.providers import mistral_batch  # noqa: PLC0415 - deferred calls only
-
-        return mistral_batch.encode_line(custom_id, body), mistral_batch.MAX_FILE_BYTES
-    if kind == "gemini":
-        from proxy.providers import gemini_batch  # noqa: PLC0415 - deferred calls only
-
-        line = gemini_batch.encode_lines(
-            custom_id,
-            body,
-            model=model,
-            extra_params=litellm_extra(deployment),
-            embeddings=endpoint is Endpoint.EMBEDDINGS,
-        )
-        return line, gemini_batch.MAX_FILE_BYTES
-    if kind == "vertex":  # Vertex AI: Gemini's translation (gemini_batch), its own line shape
-        from proxy.providers import vertex_batch  # noqa: PLC0415 - deferred calls only
-
-        line = vertex_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
-        return line, vertex_batch.MAX_FILE_BYTES
-    return _bedrock_line(deployment, body, custom_id) if kind == "bedrock" else None
+    return encode_line(custom_id, body, model=model, url=endpoint.path), MAX_FILE_BYTES
 
 
-def _bedrock_line(deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str) -> tuple[bytes, int]:
-    from proxy.providers import bedrock_batch  # noqa: PLC0415 - deferred calls only
+def _azure_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    from proxy.providers.azure_batch import azure_batch_path  # noqa: PLC0415
+    from proxy.providers.openai_batch import MAX_FILE_BYTES, encode_line  # noqa: PLC0415
+
+    params = deployment.litellm_params
+    url = azure_batch_path(endpoint is Endpoint.EMBEDDINGS)
+    return encode_line(custom_id, body, model=params.batch_deployment or params.upstream_model, url=url), MAX_FILE_BYTES
+
+
+def _anthropic_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    from proxy.providers.anthropic_batch import MAX_BODY_BYTES, encode_request  # noqa: PLC0415
+
+    model = deployment.litellm_params.upstream_model
+    extra = litellm_extra(deployment)
+    request, _ = encode_request(custom_id, body, model=model, custom_id=custom_id, extra_params=extra)
+    return request, MAX_BODY_BYTES
+
+
+def _mistral_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    from proxy.providers import mistral_batch  # noqa: PLC0415
+
+    return mistral_batch.encode_line(custom_id, body), mistral_batch.MAX_FILE_BYTES
+
+
+def _gemini_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    from proxy.providers import gemini_batch  # noqa: PLC0415
+
+    model, extra = deployment.litellm_params.upstream_model, litellm_extra(deployment)
+    embeddings = endpoint is Endpoint.EMBEDDINGS
+    line = gemini_batch.encode_lines(custom_id, body, model=model, extra_params=extra, embeddings=embeddings)
+    return line, gemini_batch.MAX_FILE_BYTES
+
+
+def _vertex_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    """Vertex AI: Gemini's translation (gemini_batch), its own line shape."""
+    from proxy.providers import vertex_batch  # noqa: PLC0415
+
+    model = deployment.litellm_params.upstream_model
+    line = vertex_batch.encode_request(custom_id, body, model=model, extra_params=litellm_extra(deployment))
+    return line, vertex_batch.MAX_FILE_BYTES
+
+
+def _bedrock_line(
+    deployment: ModelDeployment, body: Mapping[str, Any], custom_id: str, endpoint: Endpoint
+) -> tuple[bytes, int]:
+    from proxy.providers import bedrock_batch  # noqa: PLC0415
 
     extra = bedrock_batch.translation_params(litellm_extra(deployment))
     model = deployment.litellm_params.upstream_model
     line = bedrock_batch.encode_record(custom_id, body, model_id=model, extra_params=extra)
     return line, bedrock_batch.MAX_FILE_BYTES
+
+
+LineEncoder = Callable[[ModelDeployment, Mapping[str, Any], str, Endpoint], tuple[bytes, int]]
+LINE_ENCODERS: Mapping[BatchApi, LineEncoder] = {
+    "openai": _openai_line,
+    "xai": _openai_line,  # xAI's batch input is OpenAI's line shape
+    "azure": _azure_line,
+    "anthropic": _anthropic_line,
+    "mistral": _mistral_line,
+    "gemini": _gemini_line,
+    "vertex": _vertex_line,
+    "bedrock": _bedrock_line,
+}
 
 
 def batch_input_limit(deployment: ModelDeployment | None, endpoint: Endpoint) -> int | None:
@@ -249,6 +287,16 @@ class ProviderRegistry:
         )
         self._completion: dict[str, CompletionClient] = {}
         self._batch: dict[str, BatchClient] = {}
+        self._batch_builders: Mapping[BatchApi, Callable[[str, Endpoint], BatchClient]] = {
+            "openai": self._openai_batch,
+            "azure": self._azure_batch,
+            "anthropic": self._anthropic_batch,
+            "mistral": self._mistral_batch,
+            "xai": self._xai_batch,
+            "gemini": self._gemini_batch,
+            "vertex": self._vertex_batch,
+            "bedrock": self._bedrock_batch,
+        }
         self._batch_timeout = limits.upstream_connect_timeout * 6
         self._endpoints: dict[str, tuple[str, str | None]] = {}
         self._batch_apis: dict[str, BatchApi | None] = {}
@@ -421,63 +469,72 @@ class ProviderRegistry:
                 f"Model `{model_name}` has no batch lane: {why}.",
                 classification=ErrorClass.BAD_REQUEST,
             )
-        base_url, api_key = self._endpoints[model_name]
-        upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
-        if kind == "azure":
-            client = self._azure_batch(model_name, file_expiry, endpoint)
-        elif kind == "vertex":
-            client = self._vertex_batch(model_name)
-        elif kind == "anthropic":
-            from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415 - built on first use
-
-            client = AnthropicBatchClient(
-                base_url=base_url,
-                api_key=api_key,
-                upstream_model=upstream_model,
-                timeout=self._batch_timeout,
-                extra_params=self._litellm_extra[model_name],
-            )
-        elif kind == "mistral":
-            from proxy.providers.mistral_batch import MistralBatchClient  # noqa: PLC0415 - built on first use
-
-            client = MistralBatchClient(
-                base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
-            )
-        elif kind == "xai":
-            from proxy.providers.xai_batch import XaiBatchClient  # noqa: PLC0415 - built on first use
-
-            client = XaiBatchClient(
-                base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=self._batch_timeout
-            )
-        elif kind == "bedrock":
-            client = self._bedrock_batch(model_name)
-        elif kind == "gemini":
-            from proxy.providers.gemini_batch import GeminiBatchClient  # noqa: PLC0415 - built on first use
-
-            client = GeminiBatchClient(
-                base_url=base_url,
-                api_key=api_key,
-                upstream_model=upstream_model,
-                timeout=self._batch_timeout,
-                extra_params=self._litellm_extra[model_name],
-                embeddings=endpoint is Endpoint.EMBEDDINGS,
-            )
-        else:
-            from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415 - built on first use
-
-            client = OpenAIBatchClient(
-                base_url=base_url,
-                api_key=api_key,
-                upstream_model=upstream_model,
-                timeout=self._batch_timeout,
-                completion_window=completion_window,
-                file_expiry=file_expiry,
-                endpoint=endpoint.path,
-            )
+        client = self._batch_builders[kind](model_name, endpoint)
         self._batch[group] = client
         return client
 
-    def _azure_batch(self, model_name: str, file_expiry: int, endpoint: Endpoint) -> BatchClient:
+    # Each adapter's module is imported when its first batch client is built.
+    def _openai_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
+        from proxy.providers.openai_batch import OpenAIBatchClient  # noqa: PLC0415
+
+        base_url, api_key = self._endpoints[model_name]
+        upstream_model, completion_window, file_expiry = self._batch_settings[model_name]
+        return OpenAIBatchClient(
+            base_url=base_url,
+            api_key=api_key,
+            upstream_model=upstream_model,
+            timeout=self._batch_timeout,
+            completion_window=completion_window,
+            file_expiry=file_expiry,
+            endpoint=endpoint.path,
+        )
+
+    def _anthropic_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
+        from proxy.providers.anthropic_batch import AnthropicBatchClient  # noqa: PLC0415
+
+        base_url, api_key = self._endpoints[model_name]
+        return AnthropicBatchClient(
+            base_url=base_url,
+            api_key=api_key,
+            upstream_model=self._batch_settings[model_name][0],
+            timeout=self._batch_timeout,
+            extra_params=self._litellm_extra[model_name],
+        )
+
+    def _mistral_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
+        from proxy.providers.mistral_batch import MistralBatchClient  # noqa: PLC0415
+
+        return MistralBatchClient(**self._plain_batch_args(model_name))
+
+    def _xai_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
+        from proxy.providers.xai_batch import XaiBatchClient  # noqa: PLC0415
+
+        return XaiBatchClient(**self._plain_batch_args(model_name))
+
+    def _plain_batch_args(self, model_name: str) -> dict[str, Any]:
+        base_url, api_key = self._endpoints[model_name]
+        upstream_model = self._batch_settings[model_name][0]
+        return {
+            "base_url": base_url,
+            "api_key": api_key,
+            "upstream_model": upstream_model,
+            "timeout": self._batch_timeout,
+        }
+
+    def _gemini_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
+        from proxy.providers.gemini_batch import GeminiBatchClient  # noqa: PLC0415
+
+        base_url, api_key = self._endpoints[model_name]
+        return GeminiBatchClient(
+            base_url=base_url,
+            api_key=api_key,
+            upstream_model=self._batch_settings[model_name][0],
+            timeout=self._batch_timeout,
+            extra_params=self._litellm_extra[model_name],
+            embeddings=endpoint is Endpoint.EMBEDDINGS,
+        )
+
+    def _azure_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
         """The Azure resource's batch client: the endpoint style its `api_version` picks, as litellm does."""
         from proxy.providers.azure_batch import azure_batch_client, azure_endpoint  # noqa: PLC0415
 
@@ -495,7 +552,7 @@ class ProviderRegistry:
             api_version=str(version) if version else None,
             ad_token=str(token) if token else None,
         )
-        upstream_model, _, _ = self._batch_settings[model_name]
+        upstream_model, _, file_expiry = self._batch_settings[model_name]
         return azure_batch_client(
             resource,
             batch_deployment=self._batch_deployments.get(model_name) or upstream_model,
@@ -504,7 +561,7 @@ class ProviderRegistry:
             embeddings=endpoint is Endpoint.EMBEDDINGS,
         )
 
-    def _bedrock_batch(self, model_name: str) -> BatchClient:
+    def _bedrock_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
         from proxy.providers.bedrock_aws import AwsAccount  # noqa: PLC0415 - built on first use
         from proxy.providers.bedrock_batch import BedrockBatchClient  # noqa: PLC0415
 
@@ -523,7 +580,7 @@ class ProviderRegistry:
             extra_params=extra,
         )
 
-    def _vertex_batch(self, model_name: str) -> BatchClient:
+    def _vertex_batch(self, model_name: str, endpoint: Endpoint) -> BatchClient:
         """The Vertex AI batch client (vertex_batch.vertex_target: where its jobs run and with which token)."""
         from proxy.providers.vertex_batch import VertexBatchClient, vertex_target  # noqa: PLC0415
 
