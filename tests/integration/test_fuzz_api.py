@@ -90,6 +90,7 @@ def test_generated_requests_get_no_5xx_and_only_openai_shaped_errors(stack: Stac
     assert len(operations) >= 11  # every route of the description, chat completions included
     assert any(op.path == "/v1/chat/completions" and op.method.upper() == "POST" for op in operations)
     assert any(op.path == "/v1/embeddings" and op.method.upper() == "POST" for op in operations)
+    assert any(op.path == "/v1/responses" and op.method.upper() == "POST" for op in operations)
     sent = 0
     with requests.Session() as session:
         for operation in operations:
