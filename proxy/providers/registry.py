@@ -231,7 +231,8 @@ class ProviderRegistry:
             }
             self._litellm_extra[name] = litellm_extra(deployment)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
-            self._bedrock_params[name] = deployment.litellm_params
+            if deployment.litellm_params.provider == "bedrock":
+                self._bedrock_params[name] = deployment.litellm_params
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
                 base_url, api_key = _endpoint(deployment, simulator_url)
                 self._endpoints[name] = (base_url, api_key)
@@ -422,7 +423,15 @@ class ProviderRegistry:
         )
 
     def secrets(self) -> list[str]:
-        return [key for _, key in self._endpoints.values() if key]
+        from proxy.providers.bedrock_aws import CREDENTIAL_PARAMS, resolved  # noqa: PLC0415 - a small module
+
+        aws = [
+            resolved(value)
+            for params in self._bedrock_params.values()
+            for name, value in (params.model_extra or {}).items()
+            if name in CREDENTIAL_PARAMS[1:] and value
+        ]  # the secret key and session token, masked like provider keys
+        return [key for _, key in self._endpoints.values() if key] + [value for value in aws if value]
 
     async def aclose(self) -> None:
         for client in self._batch.values():
