@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from proxy.providers.base import ErrorClass, ProviderError
 T = TypeVar("T")
 CREDENTIAL_PARAMS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 DEFAULT_REGION = "us-east-1"
+ENV_PREFIX = "os.environ/"
 # Bedrock's error codes (the `x-amzn-ErrorType` of its answers) and S3's, by what the worker does about them
 CODE_CLASSES: Mapping[str, ErrorClass] = {
     "AccessDeniedException": ErrorClass.ACCOUNT_PROBLEM,
@@ -53,7 +55,7 @@ class AwsAccount:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> AwsAccount:
         """From a deployment's litellm params (`aws_region_name`, the credential params, `aws_profile_name`)."""
-        given = {name: str(params[name]) for name in CREDENTIAL_PARAMS if params.get(name)}
+        given = {name: resolved(params[name]) for name in CREDENTIAL_PARAMS if params.get(name)}
         profile = params.get("aws_profile_name")
         return cls(
             region=str(params.get("aws_region_name") or DEFAULT_REGION),
@@ -74,6 +76,12 @@ class AwsAccount:
             s3={"addressing_style": "path"},
         )
         return session.client("bedrock", config=config), session.client("s3", config=config)
+
+
+def resolved(value: Any) -> str:
+    """A param as LiteLLM's config reads it: `os.environ/NAME` is the variable's value (empty when unset)."""
+    text = str(value)
+    return os.environ.get(text.removeprefix(ENV_PREFIX), "") if text.startswith(ENV_PREFIX) else text
 
 
 @dataclass(frozen=True, slots=True)

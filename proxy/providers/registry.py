@@ -324,7 +324,8 @@ class ProviderRegistry:
             }
             self._litellm_extra[name] = _client_extra(deployment, simulator_url)
             self._batch_deployments[name] = deployment.litellm_params.batch_deployment
-            self._bedrock_params[name] = deployment.litellm_params
+            if deployment.litellm_params.provider == "bedrock":
+                self._bedrock_params[name] = deployment.litellm_params
             if deployment.litellm_params.provider == "vertex_ai":
                 self._vertex[name] = deployment
             if deployment.litellm_params.provider in OPENAI_SHAPED_BASES:
@@ -597,9 +598,17 @@ class ProviderRegistry:
         return VertexBatchClient(target, upstream_model=upstream_model, timeout=self._batch_timeout, extra_params=extra)
 
     def secrets(self) -> list[str]:
+        from proxy.providers.bedrock_aws import CREDENTIAL_PARAMS, resolved  # noqa: PLC0415 - a small module
+
+        aws = [
+            resolved(value)
+            for params in self._bedrock_params.values()
+            for name, value in (params.model_extra or {}).items()
+            if name in CREDENTIAL_PARAMS[1:] and value
+        ]  # the secret key and session token, masked like provider keys
         keys = [key for _, key in self._endpoints.values() if key]
         tokens = [str(extra["azure_ad_token"]) for extra in self._litellm_extra.values() if extra.get("azure_ad_token")]
-        return keys + tokens
+        return keys + tokens + [value for value in aws if value]
 
     async def aclose(self) -> None:
         for client in self._batch.values():
