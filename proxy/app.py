@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import ErrorMap, MethodNotAllowed, default_error_map, error_response
 from proxy.logs import RequestLogMiddleware
-from proxy.routes import chat, deferred, embeddings, health, metrics, models, openapi, savings, webhooks
+from proxy.routes import chat, deferred, embeddings, health, metrics, models, openapi, quote, savings, webhooks
 from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
 
@@ -34,6 +34,7 @@ def routers() -> list[APIRouter]:
         webhooks.router,
         openapi.router,
         embeddings.router,
+        quote.router,
     ]
 
 
