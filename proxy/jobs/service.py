@@ -154,6 +154,7 @@ async def fresh_eta(store: Store, turnarounds: TurnaroundBook | None, view: JobV
     starts when its queue is due; a submitted one's has run since its submission (the ETA is what remains)."""
     if turnarounds is None or view.is_final or view.lane != "batch" or view.rescued or view.eta is None:
         return view
+    await turnarounds.fresh(view.model)  # read again when older than its refresh time
     now = store.clock()
     if not view.batch:
         due = await store.jobs.queued_until(view.id)
