@@ -193,14 +193,14 @@ def prior_turnarounds(config: Config) -> Callable[[str], Turnarounds]:
 def render(document: Mapping[str, Any]) -> str:
     """The quote as `batchgate quote` prints it."""
     lines = [
-        f"{document['calls']} calls: list ${document['list_usd']}, expected ${document['expected_usd']} "
-        f"on the cheapest venue that keeps each deadline, saved ${document['saved_usd']}",
+        f"{document['calls']} calls: list ${_shown(document['list_usd'])}, expected ${_shown(document['expected_usd'])}"
+        f" on the cheapest venue that keeps each deadline, saved ${_shown(document['saved_usd'])}",
         "venues (each call it can take sent there, the others at list):",
     ]
     for row in document["venues"]:
         lines.append(
-            f"  {row['venue']:<12} takes {row['calls']:>5} ({row['share']:.0%})  expected ${row['expected_usd']}"
-            f"  saved ${row['saved_usd']}  eta {human_duration(row['eta_seconds'])}"
+            f"  {row['venue']:<12} takes {row['calls']:>5} ({row['share']:.0%})"
+            f"  expected ${_shown(row['expected_usd'])}  saved ${_shown(row['saved_usd'])}  eta {human_duration(row['eta_seconds'])}"
             f" (at confidence {human_duration(row['need_seconds'])})"
         )
     lines.append("deadlines (share of calls a venue cheaper than list can take):")
@@ -210,6 +210,11 @@ def render(document: Mapping[str, Any]) -> str:
         lines.append(f"{document['unknown_price_calls']} calls of models with unknown prices are not costed")
     lines.append(f"shadow traffic: {document['shadow_traffic']}")
     return "\n".join(lines)
+
+
+def _shown(usd: str) -> str:
+    """A ledger amount without its trailing zeros (0.000126600000 -> 0.0001266)."""
+    return f"{Decimal(usd).normalize():f}"
 
 
 def _venue_row(name: str, tally: _Tally, priced: int) -> dict[str, Any]:

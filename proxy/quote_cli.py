@@ -13,10 +13,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import ConfigError, InvalidRequest
-
-URL_ENV = "BATCHGATE_URL"
-KEY_ENV = "BATCHGATE_API_KEY"
-DEFAULT_URL = "http://127.0.0.1:8080"
+from proxy.status import DEFAULT_URL, KEY_ENV, URL_ENV
 
 
 def add_arguments(commands: Any) -> None:
