@@ -200,7 +200,8 @@ def render(document: Mapping[str, Any]) -> str:
     for row in document["venues"]:
         lines.append(
             f"  {row['venue']:<12} takes {row['calls']:>5} ({row['share']:.0%})"
-            f"  expected ${_shown(row['expected_usd'])}  saved ${_shown(row['saved_usd'])}  eta {human_duration(row['eta_seconds'])}"
+            f"  expected ${_shown(row['expected_usd'])}  saved ${_shown(row['saved_usd'])}"
+            f"  eta {human_duration(row['eta_seconds'])}"
             f" (at confidence {human_duration(row['need_seconds'])})"
         )
     lines.append("deadlines (share of calls a venue cheaper than list can take):")

@@ -76,7 +76,8 @@ def test_the_cheapest_venue_that_keeps_the_deadline_wins() -> None:
     assert [item.venue.name for item in decision.considered] == ["cheap", "batch", "sync"]
     assert decision.rescue_reason is None  # a chosen venue, not a rescue
     assert decision.eta == NOW.timestamp() + 600
-    assert decision.eta_p90 is not None and NOW.timestamp() + 600 < decision.eta_p90 <= NOW.timestamp() + 1800
+    assert decision.eta_p90 is not None
+    assert NOW.timestamp() + 600 < decision.eta_p90 <= NOW.timestamp() + 1800
 
 
 def test_a_deadline_excludes_a_venue_too_slow_for_it() -> None:
@@ -167,6 +168,8 @@ def test_policy_explain_lists_the_venues_considered(tmp_path: Path) -> None:
     assert "venues (cheapest first" in text
     table = text.split("venues (cheapest first", 1)[1].splitlines()[1:4]
     lines = {line.lstrip(" *").split()[0]: line for line in table}
-    assert lines["cheap"].startswith(" * cheap") and "30.0% of list" in lines["cheap"]
-    assert "50.0% of list" in lines["batch"] and "too slow" in lines["batch"]
+    assert lines["cheap"].startswith(" * cheap")
+    assert "30.0% of list" in lines["cheap"]
+    assert "50.0% of list" in lines["batch"]
+    assert "too slow" in lines["batch"]
     assert "100.0% of list" in lines["sync"]
