@@ -60,7 +60,7 @@ class VenueInputs:
 
 def uses_auto(policy: PolicyConfig) -> bool:
     """Whether any action of the policy sets `lane: auto` (the venues are priced only then)."""
-    return policy.default.lane == "auto" or any(rule.lane == "auto" for rule in policy.rules)
+    return policy.has_auto
 
 
 def venue_list(config: Config, model_name: str, lanes: LaneFacts, inputs: VenueInputs) -> tuple[Venue, ...]:

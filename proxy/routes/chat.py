@@ -112,13 +112,15 @@ def decide_for(
     )
     learned = turnarounds.need(chat.model) if turnarounds is not None else None  # None: the configured estimate
     now = datetime.now(UTC)
-    inputs = VenueInputs(
-        prices.prices(chat.model) if prices is not None else None,
-        now,
-        prompt_tokens=chat.prompt_tokens_estimate,
-        completion_tokens=completion_budget(chat.body),
-        batch_median=turnarounds.median(chat.model) if turnarounds is not None else None,
-    )
+    inputs = None
+    if config.policy.has_auto:  # the venues are priced only for a policy that can pick one
+        inputs = VenueInputs(
+            prices.prices(chat.model) if prices is not None else None,
+            now,
+            prompt_tokens=chat.prompt_tokens_estimate,
+            completion_tokens=completion_budget(chat.body),
+            batch_median=turnarounds.median(chat.model) if turnarounds is not None else None,
+        )
     lanes = lane_facts(config, chat.model, batch_turnaround=learned, venues=inputs)
     decision = decide(config.policy, facts, lanes, now)
     if decision.deferred and decision.lane == "batch" and turnarounds is not None:
