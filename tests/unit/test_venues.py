@@ -15,10 +15,10 @@ import yaml
 from proxy.policy import cli
 from proxy.policy.decide import decide
 from proxy.policy.facts import LaneFacts, RequestFacts
-from proxy.policy.lanes import VenueInputs, venue_list
+from proxy.policy.lanes import VenueInputs, lane_facts, venue_list
 from proxy.policy.model import PolicyConfig
 from proxy.pricing import ModelPrices, TierPrices, to_decimal
-from proxy.settings import Config
+from proxy.settings import Config, load_config
 from tests.support.stack import config_document
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -173,3 +173,15 @@ def test_policy_explain_lists_the_venues_considered(tmp_path: Path) -> None:
     assert "50.0% of list" in lines["batch"]
     assert "too slow" in lines["batch"]
     assert "100.0% of list" in lines["sync"]
+
+
+def test_the_off_peak_example_holds_until_its_window() -> None:
+    example = load_config(Path(__file__).resolve().parents[2] / "policies" / "examples" / "off-peak-venue.yaml")
+    cases = [(NOW, "8h", "deepseek-off-peak", NOW.replace(hour=16, minute=30)), (NOW, "2h", "sync", None)]
+    cases.append((NOW.replace(hour=20), "1h", "deepseek-off-peak", None))
+    for now, deadline, venue, hold_until in cases:
+        facts = RequestFacts(caller_name="a", team="t", model="deepseek-chat", headers={"x-batch-deadline": deadline})
+        lanes = lane_facts(example, "deepseek-chat", venues=VenueInputs(None, now))
+        decision = decide(example.policy, facts, lanes, now)
+        assert (decision.venue, decision.hold_until) == (venue, hold_until), (now, deadline)
+        assert decision.deferred
