@@ -17,7 +17,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import ErrorMap, MethodNotAllowed, default_error_map, error_response
 from proxy.logs import RequestLogMiddleware
-from proxy.routes import chat, deferred, embeddings, health, metrics, models, openapi, responses, savings, webhooks
+from proxy.routes import (
+    chat,
+    deferred,
+    embeddings,
+    health,
+    metrics,
+    models,
+    openapi,
+    quote,
+    responses,
+    savings,
+    webhooks,
+)
 from proxy.runtime import Runtime, build_runtime, close_runtime
 from proxy.settings import Config, Settings
 
@@ -35,6 +47,7 @@ def routers() -> list[APIRouter]:
         openapi.router,
         embeddings.router,
         responses.router,
+        quote.router,
     ]
 
 

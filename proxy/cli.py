@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status.add_arguments(commands)
     demo.add_arguments(commands)
+    from proxy import quote_cli  # noqa: PLC0415
+
+    quote_cli.add_arguments(commands)
     return parser
 
 

@@ -72,3 +72,16 @@ def parse_instant(text: str) -> datetime:
 
 def format_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def human_duration(seconds: float) -> str:
+    """4h, 1h30m, 90s, 2d3h: the largest two units, rounded down to the second."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2])

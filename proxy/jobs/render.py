@@ -29,8 +29,10 @@ def job_object(view: JobView) -> dict[str, Any]:
         "deadline": format_instant(datetime.fromtimestamp(view.deadline).astimezone()) if view.deadline else None,
         "lane": view.lane,
     }
-    if view.eta is not None and view.eta_p90 is not None and view.lane == "batch" and not view.rescued:
-        rendered["eta"] = int(view.eta)  # when its batch is expected to end (unix seconds), and pessimistically
+    held = view.lane == "sync" and view.status == "queued"  # a call held for its venue's window
+    if view.eta is not None and view.eta_p90 is not None and (view.lane == "batch" or held) and not view.rescued:
+        # When its batch (or its held venue's call) is expected to end (unix seconds), and pessimistically.
+        rendered["eta"] = int(view.eta)
         rendered["eta_p90"] = int(view.eta_p90)
     if endpoint is not Endpoint.CHAT_COMPLETIONS:
         rendered["endpoint"] = endpoint.value

@@ -7,8 +7,9 @@ writes it as decided.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ from proxy.auth import Caller
 from proxy.errors import Conflict, InvalidRequest, NotFound
 from proxy.events import WorkerEvents
 from proxy.jobs.timing import flush_by
-from proxy.jobs.turnaround_book import TurnaroundBook
+from proxy.jobs.turnaround_book import Eta, TurnaroundBook
 from proxy.providers.base import BatchClient, ProviderError
 from proxy.reasons import RescueReason
 from proxy.settings import Config
@@ -47,6 +48,14 @@ class DeferredDecision(Protocol):
     def max_wait(self) -> float | None: ...
     @property
     def rescue_reason(self) -> RescueReason | None: ...
+    @property
+    def hold_until(self) -> datetime | None: ...
+    @property
+    def venue_body(self) -> Mapping[str, Any]: ...
+    @property
+    def eta(self) -> float | None: ...
+    @property
+    def eta_p90(self) -> float | None: ...
 
 
 async def accept(
@@ -74,14 +83,11 @@ async def accept(
     model, a chat call).
     """
     model = group or str(body["model"])
-    knobs = config.batch_knobs(model)
-    margin = config.worker.safety_margin
     now = store.clock()
-    turnaround = turnarounds.need(model) if turnarounds is not None else knobs.turnaround_estimate
     deadline = decision.deadline.timestamp() if decision.deadline is not None else None
-    max_wait = decision.max_wait if decision.max_wait is not None else knobs.max_wait
-    due = flush_by(now, deadline=deadline, max_wait=max_wait, turnaround=turnaround, margin=margin)
-    eta = turnarounds.eta(model, start=max(now, due)) if turnarounds is not None and decision.lane == "batch" else None
+    due = due_at(config, turnarounds, model, decision, now)
+    eta = job_eta(decision, turnarounds, model, start=max(now, due))
+    hold = decision.hold_until.timestamp() if decision.hold_until is not None else None
     if decision.lane == "sync":
         log.info(
             "deferred call goes to the sync lane: %s", decision.reason, extra={"model": model, "caller": caller.name}
@@ -90,7 +96,7 @@ async def accept(
         caller=caller.name,
         team=caller.team,
         model=model,
-        body=body,
+        body={**body, **decision.venue_body} if decision.venue_body else body,
         lane=decision.lane,
         deadline=deadline,
         delivery=decision.delivery or config.delivery.default,
@@ -106,10 +112,62 @@ async def accept(
         key_ttl=idempotency_ttl if idempotency_ttl is not None else config.worker.result_ttl,
         fingerprint=fingerprint,
         attach=attach,
+        ready_at=hold,
     )
     if created and decision.rescue_reason is not None and events is not None:
         events.rescue(job_id=view.id, group=model, reason=decision.rescue_reason)
     return view
+
+
+def due_at(
+    config: Config, turnarounds: TurnaroundBook | None, group: str, decision: DeferredDecision, now: float
+) -> float:
+    """When a job accepted `now` (unix seconds) is due for a batch: by the rule's `max_wait` (else the queue's) or,
+    sooner, by the last moment a batch still meets its deadline at the configured confidence."""
+    knobs = config.batch_knobs(group)
+    turnaround = turnarounds.need(group) if turnarounds is not None else knobs.turnaround_estimate
+    deadline = decision.deadline.timestamp() if decision.deadline is not None else None
+    max_wait = decision.max_wait if decision.max_wait is not None else knobs.max_wait
+    margin = config.worker.safety_margin
+    return flush_by(now, deadline=deadline, max_wait=max_wait, turnaround=turnaround, margin=margin)
+
+
+def decision_eta(
+    config: Config, turnarounds: TurnaroundBook | None, group: str, decision: DeferredDecision, now: float
+) -> Eta | None:
+    """The ETA a deferred decision's job gets when accepted `now` (the decision header and the 202 show it)."""
+    return job_eta(decision, turnarounds, group, start=max(now, due_at(config, turnarounds, group, decision, now)))
+
+
+def job_eta(decision: DeferredDecision, turnarounds: TurnaroundBook | None, group: str, *, start: float) -> Eta | None:
+    """A new job's ETA: the decision's when it carries one (the decision header shows the same), else, on the batch
+    lane, from the learned turnaround of a batch started at `start` (unix seconds, when its queue is due)."""
+    if decision.eta is not None and decision.eta_p90 is not None:
+        return Eta(decision.eta, decision.eta_p90)
+    if turnarounds is None or decision.lane != "batch":
+        return None
+    return turnarounds.eta(group, start=start)
+
+
+async def fresh_eta(store: Store, turnarounds: TurnaroundBook | None, view: JobView) -> JobView:
+    """A waiting batch job with its ETA recomputed from the current learned turnaround: a queued job's batch
+    starts when its queue is due; a submitted one's has run since its submission (the ETA is what remains)."""
+    if turnarounds is None or view.is_final or view.lane != "batch" or view.rescued or view.eta is None:
+        return view
+    await turnarounds.fresh(view.model)  # read again when older than its refresh time
+    now = store.clock()
+    if not view.batch:
+        due = await store.jobs.queued_until(view.id)
+        if due is None:
+            return view
+        eta = turnarounds.eta(view.model, start=max(now, due))
+    else:
+        record = await store.batches.get(keys.tag_of_job(view.id), view.batch)
+        if record is None or record.submitted_at is None:
+            return view
+        started = min(now, record.submitted_at)
+        eta = turnarounds.eta(view.model, start=started, elapsed=now - started, jobs=record.jobs or None)
+    return dataclasses.replace(view, eta=eta.eta, eta_p90=eta.eta_p90)
 
 
 async def own_job(store: Store, caller: Caller, job_id: str) -> JobView:

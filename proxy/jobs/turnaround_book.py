@@ -55,6 +55,10 @@ class TurnaroundBook:
         """Seconds a batch of `group` started now takes at the configured confidence (cached, see `cached`)."""
         return self.cached(group)[ALL].quantile(self.config().worker.turnaround_confidence)
 
+    def median(self, group: str) -> float:
+        """Seconds a batch of `group` started now takes, median (cached, see `cached`)."""
+        return self.cached(group)[ALL].quantile(ETA_QUANTILE)
+
     async def observe(self, group: str, *, jobs: int, seconds: float) -> None:
         """Learn from one ended batch of `jobs` requests that took `seconds` from submission to its end."""
         await self.store.turnarounds.observe(

@@ -15,10 +15,12 @@ from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy.decide import decide, human_duration
 from proxy.policy.decision import Decision
 from proxy.policy.facts import DEADLINE_HEADER, RequestFacts
-from proxy.policy.lanes import batch_blocker_for, dropped_fields_for, lane_facts
+from proxy.policy.lanes import VenueInputs, batch_blocker_for, dropped_fields_for, lane_facts, uses_auto
 from proxy.policy.matchers import Condition, EndpointCondition
+from proxy.pricing import PriceBook
 from proxy.providers.lane_fields import ANTHROPIC_DROPPED
 from proxy.settings import Config, load_config
+from proxy.venues import completion_budget
 
 
 def check(path: Path, out: TextIO) -> int:
@@ -99,13 +101,20 @@ def explain(
         endpoint=endpoint,
     )
     moment = now or datetime.now(UTC)
-    lanes = lane_facts(config, queue_group(model, endpoint))
+    group = queue_group(model, endpoint)
+    inputs = None
+    if uses_auto(config.policy):  # the price book is read only when a venue may be picked
+        prices = PriceBook.from_config(config).prices(group)
+        budget = completion_budget(request_body)
+        inputs = VenueInputs(prices, moment, prompt_tokens=prompt_tokens, completion_tokens=budget)
+    lanes = lane_facts(config, group, venues=inputs)
     try:
         decision = decide(config.policy, facts, lanes, moment)
     except InvalidRequest as exc:
         print(f"error: the request would be refused with 400: {exc.message}", file=out)
         return 1
     _print_decision(config, decision, moment, out, deadline_sent=DEADLINE_HEADER in facts.headers)
+    _print_venues(decision, out)
     if not lanes.batchable:
         print(f"  batch:     never for this model: {lanes.no_batch_reason}", file=out)
     elif facts.batch_blocker is not None:
@@ -176,6 +185,22 @@ def _print_decision(config: Config, decision: Decision, now: datetime, out: Text
         if decision.max_wait is not None:
             print(f"  batching:  max_wait {human_duration(decision.max_wait)}", file=out)
     print(f"  reason:    {decision.reason}", file=out)
+
+
+def _print_venues(decision: Decision, out: TextIO) -> None:
+    """The venues the `auto` lane considered, cheapest first, with price, ETA and verdict."""
+    if not decision.considered:
+        return
+    print("venues (cheapest first; auto takes the first that keeps the deadline):", file=out)
+    for item in decision.considered:
+        venue = item.venue
+        mark = "*" if venue.name == decision.venue else " "
+        hold = f", held {human_duration(venue.hold)}" if venue.hold else ""
+        print(
+            f" {mark} {venue.name:<12} {venue.price:7.1%} of list  eta {human_duration(venue.eta)}"
+            f"  at confidence {human_duration(venue.need)}{hold}: {item.note}",
+            file=out,
+        )
 
 
 def _print_rules(config: Config, facts: RequestFacts, now: datetime, decision: Decision, out: TextIO) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
-from proxy.durations import DurationOutOfRange, parse_duration, parse_instant
+from proxy.durations import DurationOutOfRange, human_duration, parse_duration, parse_instant
 from proxy.errors import InvalidRequest
 from proxy.policy.decision import Decision, ResolvedLane
 from proxy.policy.facts import DEADLINE_HEADER, LaneFacts, RequestFacts
 from proxy.policy.model import Action, Lane, PolicyConfig
+from proxy.policy.venue import Considered, Venue
 from proxy.reasons import RescueReason
+from proxy.venues import pick
 
-__all__ = ["Decision", "LaneFacts", "RequestFacts", "choose_lane", "decide", "parse_client_deadline"]
+__all__ = ["Decision", "LaneFacts", "RequestFacts", "choose_lane", "decide", "human_duration", "parse_client_deadline"]
 
 HEADER_PARAM = "X-Batch-Deadline"
 NO_BATCH_API = "the model's provider has no batch API"
@@ -46,7 +48,14 @@ def _decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: da
         lanes = dataclasses.replace(
             lanes, batchable=False, no_batch_reason=f"its batch lane cannot carry {facts.batch_blocker}"
         )
-    lane, why = choose_lane(requested, (deadline - now).total_seconds(), lanes)
+    remaining = (deadline - now).total_seconds()
+    venue: Venue | None = None
+    considered: tuple[Considered, ...] = ()
+    if requested == "auto" and lanes.venues:
+        venue, considered, why = pick(_usable(lanes), remaining, lanes.safety_margin)
+        lane: ResolvedLane = venue.lane
+    else:
+        lane, why = choose_lane(requested, remaining, lanes)
     no_batch = None if lanes.batchable else lanes.no_batch_reason or NO_BATCH_API
     if action.shadow:
         return Decision(
@@ -58,6 +67,8 @@ def _decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: da
             shadow=True,
             shadow_lane=lane,
             no_batch=no_batch,
+            venue=venue.name if venue is not None else None,
+            considered=considered,
         )
     return Decision(
         deferred=True,
@@ -68,8 +79,32 @@ def _decide(policy: PolicyConfig, facts: RequestFacts, lanes: LaneFacts, now: da
         delivery=action.delivery,
         callback_url=action.callback_url,
         max_wait=action.max_wait,
-        rescue_reason=sync_reason(lane, lanes),
+        rescue_reason=sync_reason(lane, lanes) if venue is None or venue.name == "sync" else None,
         no_batch=no_batch,
+        venue=venue.name if venue is not None else None,
+        hold_until=now + timedelta(seconds=venue.hold) if venue is not None and venue.hold > 0 else None,
+        venue_body=dict(venue.body) if venue is not None else {},
+        considered=considered,
+        eta=_venue_eta(venue, now, need=False),
+        eta_p90=_venue_eta(venue, now, need=True),
+    )
+
+
+def _venue_eta(venue: Venue | None, now: datetime, *, need: bool) -> float | None:
+    """A declared venue's ETA (unix seconds): median, or (`need`) at the configured confidence. A batch job's
+    comes from the learned turnaround when it is accepted (proxy/jobs/service.py)."""
+    if venue is None or venue.lane != "sync" or venue.name == "sync":
+        return None
+    return now.timestamp() + (venue.need if need else venue.eta)
+
+
+def _usable(lanes: LaneFacts) -> tuple[Venue, ...]:
+    """The venues of `lanes`, the batch venue marked unavailable when the call cannot use the batch lane."""
+    if lanes.batchable:
+        return lanes.venues
+    reason = f"no batch lane ({lanes.no_batch_reason or NO_BATCH_API})"
+    return tuple(
+        dataclasses.replace(venue, unavailable=reason) if venue.lane == "batch" else venue for venue in lanes.venues
     )
 
 
@@ -166,16 +201,3 @@ def _sync_reason(rule: object, action: Action) -> str:
     if action.lane == "sync":
         return "the rule sets lane sync"
     return "the rule sets no lane and the call has no X-Batch-Deadline header"
-
-
-def human_duration(seconds: float) -> str:
-    """4h, 1h30m, 90s, 2d3h: the largest two units, rounded down to the second."""
-    total = max(0, int(seconds))
-    if total < 60:
-        return f"{total}s"
-    parts: list[str] = []
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, total = divmod(total, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts[:2])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from proxy.durations import format_instant
 from proxy.endpoints import Endpoint
+from proxy.policy.venue import Considered
 from proxy.reasons import RescueReason
 
 ResolvedLane = Literal["sync", "batch", "flex"]
@@ -30,6 +32,10 @@ class Decision:
         ("mistral: batchgate does not speak its batch API yet"); rendered as `reason="..."` in the header.
     dropped: request fields the model's provider answers without on every lane (`seed` on Claude), rendered as
         `dropped="seed, ..."` so that nothing is dropped silently (docs/field-lanes.md).
+    venue: the venue the `auto` lane picked (proxy/venues.py; None: the lane named it), rendered as `venue=`;
+        `considered` lists every venue it looked at (for `policy explain`).
+    hold_until: when a held call (an off-peak venue) is sent; venue_body: fields its venue adds to the body.
+    eta / eta_p90: when a deferred batch job is expected to be answered (unix seconds), median and pessimistic.
     """
 
     deferred: bool
@@ -46,6 +52,12 @@ class Decision:
     no_batch: str | None = None
     dropped: tuple[str, ...] = ()
     endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS  # shown in the header when it is not chat
+    venue: str | None = None
+    hold_until: datetime | None = None
+    venue_body: Mapping[str, Any] = field(default_factory=dict)
+    considered: tuple[Considered, ...] = ()
+    eta: float | None = None
+    eta_p90: float | None = None
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
@@ -61,6 +73,12 @@ class Decision:
             parts.append(f'reason="{self.no_batch}"')
         if self.dropped:
             parts.append(f'dropped="{", ".join(self.dropped)}"')
+        if self.venue is not None and self.venue != self.lane:  # a built-in venue is named by its lane
+            parts.append(f"venue={self.venue}")
+        if self.hold_until is not None:
+            parts.append(f"hold_until={format_instant(self.hold_until)}")
         if self.deadline is not None:
             parts.append(f"deadline={format_instant(self.deadline)}")
+        if self.eta is not None and self.eta_p90 is not None:
+            parts.append(f"eta={int(self.eta)}; eta_p90={int(self.eta_p90)}")
         return "; ".join(parts)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.endpoints import Endpoint
+from proxy.policy.venue import Venue
 
 DEADLINE_HEADER = "x-batch-deadline"
 
@@ -37,3 +38,4 @@ class LaneFacts:
     safety_margin: float
     batchable: bool = True  # False when the model's provider has no batch API: the batch lane never fits
     no_batch_reason: str = ""  # why not, naming the provider ("mistral: batchgate does not speak its batch API yet")
+    venues: tuple[Venue, ...] = ()  # what the `auto` lane chooses from (proxy/venues.py); empty: as `batch`

@@ -260,12 +260,66 @@ class Rule(Action):
         return None
 
 
+BUILTIN_VENUES = ("batch", "flex", "sync")
+
+
+class VenueTurnaround(StrictModel):
+    """How long a call on a declared venue takes once sent (seconds): its median and its 99th percentile."""
+
+    p50: Seconds = Field(ge=0)
+    p99: Seconds = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VenueTurnaround:
+        if self.p50 > self.p99:
+            raise ValueError("p50 must not exceed p99")
+        return self
+
+
+class VenueConfig(StrictModel):
+    """A venue declared in config (docs/configuration.md, "Venues"): a way to send a deferred call synchronously,
+    at a price below list, that the `auto` lane may pick (proxy/venues.py)."""
+
+    name: str
+    models: Globs = Field(default_factory=lambda: ["*"], description="model_name globs it serves")
+    providers: list[str] = Field(default_factory=list, description="provider names it serves; empty = any")
+    price_multiplier: float | None = Field(default=None, ge=0, description="share of the list price paid, 0..")
+    price_tier: Literal["batch", "flex"] | None = Field(
+        default=None, description="or: the price map's tier of the model (input_cost_per_token_flex, ...)"
+    )
+    turnaround: VenueTurnaround = Field(default_factory=lambda: VenueTurnaround(p50=0.0, p99=0.0))
+    window: TimeWindow | None = Field(
+        default=None, description="off-peak hours: calls are held until the window opens, then sent"
+    )
+    body: dict[str, Any] = Field(default_factory=dict, description="fields added to the request body")
+    unavailable_rate: float = Field(default=0.0, ge=0, le=1, description="share refused (429), then paid at list")
+
+    @field_validator("name")
+    @classmethod
+    def _venue_name(cls, value: str) -> str:
+        if not RULE_NAME.match(value) or value in (*BUILTIN_VENUES, "auto"):
+            raise ValueError("expected a name of letters, digits, '.', '_' or '-' (not batch, flex, sync or auto)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_price(self) -> VenueConfig:
+        if (self.price_multiplier is None) == (self.price_tier is None):
+            raise ValueError("set exactly one of price_multiplier and price_tier")
+        if "model" in self.body or "stream" in self.body:
+            raise ValueError("body must not set model or stream")
+        return self
+
+
 class PolicyConfig(StrictModel):
     """Rules are tried in order and the first match wins; `default` applies when none matches."""
 
     default: Action = Field(default_factory=Action)
     rules: list[Rule] = Field(default_factory=list)
     default_deadline: Seconds = Field(default=86_400.0, gt=0)
+    venues: list[VenueConfig] = Field(default_factory=list, description="venues the auto lane may pick")
+    flex_unavailable_rate: float = Field(
+        default=0.0, ge=0, le=1, description="expected share of flex calls refused (429) and paid at list"
+    )
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> PolicyConfig:
@@ -273,8 +327,16 @@ class PolicyConfig(StrictModel):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
+        venues = [venue.name for venue in self.venues]
+        if len(set(venues)) != len(venues):
+            raise ValueError("venue names must be unique")
         _ = self.compiled  # compile every matcher now, not on the first request
         return self
+
+    @cached_property
+    def has_auto(self) -> bool:
+        """Whether any action sets `lane: auto` (the venues are priced per call only then)."""
+        return self.default.lane == "auto" or any(rule.lane == "auto" for rule in self.rules)
 
     @cached_property
     def compiled(self) -> tuple[tuple[Rule, tuple[Condition, ...]], ...]:

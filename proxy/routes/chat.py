@@ -6,6 +6,7 @@ without FastAPI's routing and dependency machinery.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,11 +23,13 @@ from proxy.errors import (
     UpstreamError,
     provider_error_object,
 )
+from proxy.jobs.service import decision_eta
 from proxy.jobs.turnaround_book import TurnaroundBook
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
-from proxy.policy.lanes import batch_blocker_for, dropped_fields_for, lane_facts
+from proxy.policy.lanes import VenueInputs, batch_blocker_for, dropped_fields_for, lane_facts
+from proxy.pricing import PriceBook
 from proxy.providers.base import CompletionClient, ProviderError, UpstreamResponse
 from proxy.providers.failures import upstream_failure
 from proxy.providers.passed_headers import passed_headers
@@ -34,6 +37,7 @@ from proxy.providers.stream_usage import UsageTap, usage_requested
 from proxy.requests import ChatRequest, check_batch_line, parse_chat_request, read_json_body
 from proxy.runtime import Runtime
 from proxy.settings import Config
+from proxy.venues import completion_budget
 
 PATH = "/v1/chat/completions"
 DECISION_HEADER = "x-batchgate-decision"
@@ -48,7 +52,7 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     payload, size = await read_json_body(request, config.limits.max_body_bytes)
     chat = parse_chat_request(payload, size, config)
     request.state.model = chat.model
-    decision = decide_for(config, caller, chat, request.headers, runtime.turnarounds)
+    decision = decide_for(config, caller, chat, request.headers, runtime.turnarounds, prices=runtime.prices)
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     decision_header = {DECISION_HEADER: decision.header_value()}
     request.state.decision_header = decision_header[DECISION_HEADER]  # for an error answer (error_decision)
@@ -91,6 +95,8 @@ def decide_for(
     chat: ChatRequest,
     headers: Mapping[str, str],
     turnarounds: TurnaroundBook | None = None,
+    *,
+    prices: PriceBook | None = None,
 ) -> Decision:
     facts = RequestFacts(
         caller_name=caller.name,
@@ -105,8 +111,23 @@ def decide_for(
         dropped_fields=dropped_fields_for(config, chat.model, chat.body),
     )
     learned = turnarounds.need(chat.model) if turnarounds is not None else None  # None: the configured estimate
-    lanes = lane_facts(config, chat.model, batch_turnaround=learned)
-    return decide(config.policy, facts, lanes, datetime.now(UTC))
+    now = datetime.now(UTC)
+    inputs = None
+    if config.policy.has_auto:  # the venues are priced only for a policy that can pick one
+        inputs = VenueInputs(
+            prices.prices(chat.model) if prices is not None else None,
+            now,
+            prompt_tokens=chat.prompt_tokens_estimate,
+            completion_tokens=completion_budget(chat.body),
+            batch_median=turnarounds.median(chat.model) if turnarounds is not None else None,
+        )
+    lanes = lane_facts(config, chat.model, batch_turnaround=learned, venues=inputs)
+    decision = decide(config.policy, facts, lanes, now)
+    if decision.deferred and decision.lane == "batch" and turnarounds is not None:
+        eta = decision_eta(config, turnarounds, chat.model, decision, now.timestamp())
+        if eta is not None:
+            decision = dataclasses.replace(decision, eta=eta.eta, eta_p90=eta.eta_p90)
+    return decision
 
 
 def _lane_body(body: dict[str, Any], decision: Decision) -> dict[str, Any]:

@@ -21,10 +21,12 @@ async def get_deferred(
     view = await jobs.own_job(runtime.store, caller, job_id)
     wait = parse_prefer(request.headers.getlist("prefer")).wait
     if wait is None:
+        view = await jobs.fresh_eta(runtime.store, runtime.turnarounds, view)
         return Response(job_json(view), media_type=JSON)
     wait = min(wait, live.config.delivery.max_wait)  # Prefer: wait=N long-polls (delivery/waiting.py)
     if not view.is_final:
         view = await runtime.waiters.wait(job_id, wait) or view
+    view = await jobs.fresh_eta(runtime.store, runtime.turnarounds, view)
     return Response(job_json(view), media_type=JSON, headers=applied(wait=wait))
 
 

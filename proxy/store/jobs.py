@@ -77,19 +77,21 @@ class JobStore(StorePart):
         key_ttl: float = 86400.0,
         fingerprint: str = "",
         attach: bool = True,
+        ready_at: float | None = None,
     ) -> tuple[JobView, bool]:
         """Write a job durably (or find the one an earlier call with the same Idempotency-Key wrote).
 
         `fingerprint` (a digest of the body) is kept with the key: the key reused with another body raises
         Unprocessable (422, the IETF Idempotency-Key draft). `attach=False` always writes a new job and points the
-        key at it (a fresh call that a later retry may attach to). Returns the job and whether this call created it.
+        key at it (a fresh call that a later retry may attach to). `ready_at` (unix seconds) holds a job of the sync
+        lane until then (an off-peak venue); default now. Returns the job and whether this call created it.
         """
         job_id = keys.new_job_id(job.model)
         if idempotency_key is not None:
             claim = keys.idempotency(job.caller, idempotency_key)
             ttl = max(1, int(key_ttl))
             if not attach:
-                created = await self.enqueue(job, job_id=job_id, flush_by=flush_by)
+                created = await self.enqueue(job, job_id=job_id, flush_by=flush_by, ready_at=ready_at)
                 await self.redis.set(claim, f"{job_id} {fingerprint}", ex=ttl)
                 return self._view_of_new(job, job_id), created
             claimed = await self.redis.set(claim, f"{job_id} {fingerprint}", nx=True, ex=ttl)
@@ -107,7 +109,7 @@ class JobStore(StorePart):
                         if found is None:
                             raise Conflict("This Idempotency-Key was first used for another model.")
                         return found, False
-        created = await self.enqueue(job, job_id=job_id, flush_by=flush_by)
+        created = await self.enqueue(job, job_id=job_id, flush_by=flush_by, ready_at=ready_at)
         if created:
             return self._view_of_new(job, job_id), True
         found = await self.get(job_id)
@@ -115,7 +117,7 @@ class JobStore(StorePart):
             raise Conflict("This Idempotency-Key belongs to a job that no longer exists.")
         return found, False
 
-    async def enqueue(self, job: NewJob, *, job_id: str, flush_by: float) -> bool:
+    async def enqueue(self, job: NewJob, *, job_id: str, flush_by: float, ready_at: float | None = None) -> bool:
         """One atomic script in the group's slot; refuses an id that already exists."""
         tag = keys.tag_of_job(job_id)
         now = self.clock()
@@ -133,7 +135,7 @@ class JobStore(StorePart):
             self.scripts.enqueue,
             keys=[keys.job(job_id), queue, keys.deadlines(tag), keys.pending_bytes(tag)],
             args=[
-                repr(flush_by if batch_lane else now),
+                repr(flush_by if batch_lane else max(now, ready_at or now)),
                 "" if job.deadline is None else repr(job.deadline),
                 size if batch_lane else 0,
                 job_id,
@@ -152,6 +154,13 @@ class JobStore(StorePart):
             attempts=0, batch_failures=0, rescued=False, rescue_reason=None, finished_at=None, response=None,
             error=None, max_wait=job.max_wait, eta=job.eta, eta_p90=job.eta_p90,
         )  # fmt: skip
+
+    async def queued_until(self, job_id: str) -> float | None:
+        """When a job waiting in its group's pending queue is due for a batch (unix seconds); None when it is not
+        waiting there."""
+        tag = keys.tag_of_job(job_id)
+        score = await self.redis.zscore(keys.pending(tag), job_id)
+        return None if score is None else float(score)
 
     async def get(self, job_id: str) -> JobView | None:
         """The job, or None for an unknown, expired or malformed id."""

@@ -104,7 +104,8 @@ def test_config_file_errors_name_file_key_path_and_expectation(tmp_path: Path) -
         "policy.rules[0].match.modles: unknown key; expected one of: endpoints, headers, keys, metadata, models"
         in message
     )
-    assert "policy.defualt: unknown key; expected one of: default, default_deadline, rules" in message
+    expected = "default, default_deadline, flex_unavailable_rate, rules, venues"
+    assert f"policy.defualt: unknown key; expected one of: {expected}" in message
 
 
 def test_unquoted_yaml_time_is_read_as_the_clock_time(tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""POST /v1/quote (what calls would cost on each venue, proxy/quote.py) and POST /v1/policy/explain (the decision
+a chat call would get, with the venues the `auto` lane considered). Neither calls a provider nor writes a job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from proxy.durations import format_instant
+from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.jobs.turnaround import ALL
+from proxy.jobs.turnaround_book import ETA_QUANTILE
+from proxy.policy.decision import Decision
+from proxy.quote import Turnarounds, parse_calls, parse_text, prior_turnarounds, quote
+from proxy.requests import parse_chat_request
+from proxy.routes.chat import decide_for
+from proxy.routes.dependencies import CallerDep, LiveDep, RuntimeDep
+from proxy.runtime import Runtime
+
+router = APIRouter()
+JSON = "application/json"
+
+
+@router.post("/v1/quote")
+async def post_quote(
+    request: Request, runtime: RuntimeDep, live: LiveDep, _caller: CallerDep, deadline: str | None = None
+) -> Response:
+    """Body: JSONL of chat calls (or batch-file lines), or a JSON array of them; each may carry `deadline`, else
+    the `deadline` query parameter, else the policy's default_deadline."""
+    config = live.config
+    raw = await _read(request, config.limits.max_body_bytes)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequest("the quote body must be UTF-8 text", code="invalid_quote") from None
+    now = datetime.now(UTC)
+    calls = parse_calls(parse_text(text), config, now, default_deadline=deadline)
+    seen = {call.model: await _turnarounds(runtime, call.model) for call in calls}
+    document = quote(config, live.prices, seen.__getitem__, calls, now)
+    return Response(orjson.dumps(document), media_type=JSON)
+
+
+@router.post("/v1/policy/explain")
+async def post_explain(request: Request, runtime: RuntimeDep, live: LiveDep, caller: CallerDep) -> Response:
+    """Body: a chat-completions body, sent with the headers a real call would carry (X-Batch-Deadline, ...)."""
+    config = live.config
+    raw = await _read(request, config.limits.max_body_bytes)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("the body must be a JSON chat-completions request", code="invalid_json") from None
+    chat = parse_chat_request(payload, len(raw), config)
+    decision = decide_for(config, caller, chat, request.headers, runtime.turnarounds, prices=live.prices)
+    return Response(orjson.dumps(explained(decision)), media_type=JSON)
+
+
+def explained(decision: Decision) -> dict[str, Any]:
+    """A decision as `POST /v1/policy/explain` answers it: the header, the lane and venue, and every venue the
+    `auto` lane considered (cheapest first) with its price (share of list), ETA and verdict."""
+    return {
+        "decision": decision.header_value(),
+        "deferred": decision.deferred,
+        "lane": decision.lane,
+        "venue": decision.venue or decision.lane,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "deadline": format_instant(decision.deadline) if decision.deadline is not None else None,
+        "eta": int(decision.eta) if decision.eta is not None else None,
+        "eta_p90": int(decision.eta_p90) if decision.eta_p90 is not None else None,
+        "venues": [
+            {
+                "venue": item.venue.name,
+                "lane": item.venue.lane,
+                "price_share": round(item.venue.price, 6),
+                "eta_seconds": round(item.venue.eta, 3),
+                "need_seconds": round(item.venue.need, 3),
+                "hold_seconds": round(item.venue.hold, 3),
+                "fits": item.fits,
+                "note": item.note,
+                "chosen": item.venue.name == decision.venue,
+            }
+            for item in decision.considered
+        ],
+    }
+
+
+async def _turnarounds(runtime: Runtime, group: str) -> Turnarounds:
+    config = runtime.config
+    if runtime.turnarounds is None:
+        return prior_turnarounds(config)(group)
+    dist = (await runtime.turnarounds.fresh(group))[ALL]
+    confidence = config.worker.turnaround_confidence
+    return Turnarounds(dist.quantile(confidence), dist.quantile(ETA_QUANTILE), learned=dist.learned)
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
