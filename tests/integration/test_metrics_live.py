@@ -72,7 +72,7 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, str]]:
             log = (tmp_path / "worker.log").open("wb")
             worker = subprocess.Popen([sys.executable, "-m", "proxy", "worker"], env=env, stdout=log, stderr=log)
             try:
-                wait_until_sync(lambda: _serves_metrics(port), timeout=30, what="the worker's metrics port")
+                wait_until_sync(lambda: _serves_metrics(port), timeout=120, what="the worker's metrics port")  # a hang detector: a loaded machine imports slowly
                 yield stack, f"127.0.0.1:{port}"
             finally:
                 worker.terminate()

@@ -630,25 +630,33 @@ def test_groq_flavour_accepts_windows_up_to_seven_days(sim: ServerThread, client
 
 
 def test_azure_flavour_shapes_and_never_expires(sim: ServerThread, client: OpenAI) -> None:
-    configure(sim, flavor="azure", turnaround_s=1.0, validating_s=0.3, finalizing_s=0.1, expiry_s=0.5)
     raw = b"\n".join(
         orjson.dumps({**line(f"a{i}", chat_body(f"azure {i}")), "url": "/chat/completions"}) for i in range(3)
     )
-    uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
-    assert client.files.retrieve(uploaded.id).expires_at is None  # Azure files without expires_after stay
-    created = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
 
-    first = raw_batch(sim, created.id)
+    def create_batch() -> str:
+        uploaded = client.files.create(file=("in.jsonl", raw, "application/jsonl"), purpose="batch")
+        assert client.files.retrieve(uploaded.id).expires_at is None  # Azure files without expires_after stay
+        return client.batches.create(
+            input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h"
+        ).id
+
+    # validation that outlasts the test: the first shape is seen however slowly the machine runs
+    configure(sim, flavor="azure", turnaround_s=1.0, validating_s=3600, finalizing_s=0.1, expiry_s=0.5)
+    first = raw_batch(sim, create_batch())
     assert first["status"] == "Validating"
     assert first["request_counts"] == {"total": None, "completed": None, "failed": None}
     assert first["expires_at"] is None
     assert re.match(ISO_AZURE, first["created_at"])
 
+    configure(sim, flavor="azure", turnaround_s=1.0, validating_s=0.1, finalizing_s=0.1, expiry_s=0.5)
+    created = create_batch()
+
     def ended() -> dict[str, Any] | None:
-        payload = raw_batch(sim, created.id)
+        payload = raw_batch(sim, created)
         return payload if payload["status"] in {"Completed", "Expired", "Failed"} else None
 
-    done = wait_until_sync(ended, timeout=15, what="the azure batch ending")
+    done = wait_until_sync(ended, timeout=60, what="the azure batch ending")
     assert done["status"] == "Completed"  # past expiry_s, but Azure does not expire global batches
     assert re.match(ISO_AZURE, done["completed_at"])
     assert done["request_counts"] == {"total": None, "completed": None, "failed": None}
