@@ -239,8 +239,10 @@ class PriceBook:
         configured: Mapping[str, ModelPrices | None],
         *,
         batch_discounts: Mapping[str, Decimal] = BATCH_DISCOUNTS,
+        upstream: Mapping[str, str] | None = None,
     ) -> None:
         self._map = price_map
+        self._upstream = upstream or {}  # configured model name -> its upstream model
         self._resolved: dict[str, ModelPrices | None] = dict(configured)
         self._discounts = batch_discounts
 
@@ -284,7 +286,7 @@ class PriceBook:
                 overrides.get(name) or overrides.get(upstream),
                 batch_discount=discounts.get(provider, DEFAULT_BATCH_DISCOUNT),
             )
-        return cls(price_map, configured, batch_discounts=discounts)
+        return cls(price_map, configured, batch_discounts=discounts, upstream=aliases)
 
     def prices(self, model: str) -> ModelPrices | None:
         """The prices of a configured model (or of its queue group, `proxy/endpoints.py`)."""
@@ -301,6 +303,13 @@ class PriceBook:
     def cost(self, model: str, usage: Usage, lane: Lane) -> Cost:
         prices = self.prices(model)
         return prices.cost(usage, lane) if prices else Cost.unknown()
+
+    def max_output_tokens(self, model: str) -> int | None:
+        """The most output tokens the model's price map entry says one call can produce (None: not known)."""
+        model = model_of(model)
+        entry = _map_entry(self._map, self._upstream.get(model, model))
+        value = entry.get("max_output_tokens") or entry.get("max_tokens")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     def known(self, models: Iterable[str]) -> dict[str, bool]:
         return {model: self.prices(model) is not None for model in models}
