@@ -85,6 +85,7 @@ class LedgerEntry:
     waste_reason: str | None = None
     waste_source: str | None = None
     forfeit: Forfeit | None = None
+    cache_saved: Decimal | None = None  # what the prompt cache saved (pricing.TierPrices.cache_saving)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def coalesce(entries: list[LedgerEntry]) -> list[LedgerWrite]:
         counters = increments(
             team=entry.team, model=entry.model, lane=entry.lane, outcome=entry.outcome,
             cost=entry.cost, usage=entry.usage, shadow=entry.shadow, waste_reason=entry.waste_reason,
-            forfeit=entry.forfeit,
+            forfeit=entry.forfeit, cache_saved=entry.cache_saved,
         )  # fmt: skip
         bucket = bucket_of(entry.model, entry.at, entry.job_id)
         if entry.job_id is not None:  # idempotent per job: written on its own, with its marker
@@ -279,9 +280,18 @@ class Telemetry(WorkerEvents):
                 lane=lane, model=request.model, seconds=request.seconds, deadline_margin=request.deadline_margin
             )
         at = datetime.fromtimestamp(request.at, UTC)
+        saved = None
+        if usage.cached_tokens or usage.cache_write_tokens:
+            effect = self._prices().cache_saving(request.model, usage, lane)
+            if effect is not None:
+                read_saving, write_premium = effect
+                saved = read_saving - write_premium
+                self.metrics.record_prompt_cache(
+                    model=request.model, lane=lane, usage=usage, read_saving=read_saving, write_premium=write_premium
+                )
         entries = [
             LedgerEntry(request.team, request.model, lane, request.outcome, cost, usage, at, request.job_id,
-                        forfeit=forfeit)
+                        forfeit=forfeit, cache_saved=saved)
         ]  # fmt: skip
         if request.shadow_lane in LANES and request.outcome == "completed":
             shadow_lane: Lane = request.shadow_lane

@@ -86,6 +86,8 @@ class Answer:
     choices: int = 1
     tool_calls: tuple[ToolCall, ...] = ()
     embedding: EmbeddingSpec | None = None  # an embeddings answer: what its vectors are made from
+    cache_read_tokens: int = 0  # parts of prompt_tokens read from / written to a prompt cache (prompt_cache.py)
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
