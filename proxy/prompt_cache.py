@@ -8,7 +8,7 @@ by two or more lines is marked:
 
 - Anthropic: the prefix's last content block gets `cache_control: {"type": "ephemeral", "ttl": "1h"}` (a batch
   outlives the 5-minute default; a 1-hour write costs 2x the input price, a read 0.1x);
-- OpenAI (and Azure): the line gets `prompt_cache_key` = the prefix hash, so the lines reach the same cache.
+- OpenAI: the line gets `prompt_cache_key` = the prefix hash, so the lines reach the same cache.
 
 A shared prefix below the provider's minimum cacheable size (Anthropic: 2,048 tokens on Haiku models, 1,024 on
 the others; OpenAI 1,024) is not marked, and counted (`batchgate_prompt_cache_prefix_too_short_total`) with a
@@ -56,7 +56,7 @@ def minimum_tokens(provider: str, model: str) -> int | None:
     """The smallest prefix the provider caches for `model` (its upstream name); None: no explicit marking."""
     if provider == "anthropic":
         return ANTHROPIC_HAIKU_MINIMUM if "haiku" in model else ANTHROPIC_MINIMUM
-    if provider in {"openai", "azure"}:
+    if provider == "openai":  # Azure caches prompts too, but not every API version takes `prompt_cache_key`
         return OPENAI_MINIMUM
     return None
 
