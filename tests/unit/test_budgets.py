@@ -13,10 +13,11 @@ import redis.asyncio
 from prometheus_client import CollectorRegistry
 
 from proxy.auth import Caller
-from proxy.budgets import BudgetExceeded, Budgets, worst_case_cost, worst_case_tokens
+from proxy.budgets import PERIOD_GRACE, BudgetExceeded, Budgets, worst_case_cost, worst_case_tokens
 from proxy.budgets_metrics import BudgetGauges
 from proxy.pricing import Cost, PriceBook, Usage
 from proxy.settings import Config
+from proxy.store import keys
 from proxy.store.budgets import BudgetStore
 from proxy.token_estimate import estimate_tokens
 
@@ -127,6 +128,18 @@ async def test_the_day_rolls_over_at_utc_midnight_and_the_month_keeps_counting(
         await reserve(budgets, cfg, "d5")
     clock.now += 86_400  # 2027-01-01: a new day and a new month
     assert await reserve(budgets, cfg, "d6")
+
+
+async def test_a_reservation_nobody_settles_expires_with_its_period(redis_client: redis.asyncio.Redis) -> None:
+    cfg = config(alice={"daily_usd": 1.0, "monthly_usd": 10.0})
+    clock = Clock(datetime(2026, 12, 31, 18, tzinfo=UTC))  # 6 h to the day's and the month's end
+    assert await reserve(budgets_for(redis_client, cfg, clock), cfg, "orphan")  # then the process is killed
+    day = await redis_client.ttl(keys.budget_spent("key", "alice", "d2026-12-31"))
+    month = await redis_client.ttl(keys.budget_spent("key", "alice", "m2026-12"))
+    hold = await redis_client.ttl(keys.budget_hold("orphan"))
+    assert 6 * 3600 < day <= 6 * 3600 + PERIOD_GRACE
+    assert 6 * 3600 < month <= 6 * 3600 + PERIOD_GRACE
+    assert abs(hold - month) <= 1  # the hold lives as long as its longest counter
 
 
 async def test_two_keys_of_one_team_are_kept_apart_and_both_count_against_the_team(
