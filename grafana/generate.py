@@ -205,6 +205,18 @@ SAVINGS = Board(
                     "have saved.",
                 ),
                 Panel(
+                    "Budget headroom",
+                    (
+                        Query(
+                            "min by (scope, name, period) (batchgate_budget_headroom_usd)",
+                            "{{scope}} {{name}} ({{period}})",
+                        ),
+                    ),
+                    unit="currencyUSD",
+                    description="What each team's and key's daily and monthly budget leaves this period (UTC); "
+                    "a call whose worst-case cost does not fit is refused with 429 budget_exceeded.",
+                ),
+                Panel(
                     "Paid, saved and waste per hour",
                     (
                         Query(f"3600 * sum({rate('batchgate_paid_usd_total', TEAM)})", "paid"),

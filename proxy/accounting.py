@@ -47,6 +47,8 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_saved_pico: int = 0  # what the prompt cache saved (reads below input price, less the write premium)
     list_pico: int = 0
     paid_pico: int = 0
     waste_requests: int = 0
@@ -113,6 +115,11 @@ class Totals:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
+            "prompt_cache": {
+                "read_tokens": self.cached_tokens,
+                "write_tokens": self.cache_write_tokens,
+                "saved_usd": usd_text(self.cache_saved_pico),
+            },
             "list_usd": usd_text(self.list_pico),
             "paid_usd": usd_text(self.paid_pico),
             "waste_usd": usd_text(self.waste_pico),
@@ -138,6 +145,8 @@ _COUNTERS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "cache_write_tokens",
+    "cache_saved_pico",
     "list_pico",
     "paid_pico",
     "waste_requests",
@@ -305,6 +314,7 @@ def increments(
     shadow: bool,
     waste_reason: str | None = None,
     forfeit: Forfeit | None = None,
+    cache_saved: Decimal | None = None,
 ) -> dict[str, int]:
     """The ledger fields one request adds to (exact integers: amounts in pico-dollars). A wasted line
     (`waste_reason`) adds to the waste counters only: it answered no request."""
@@ -317,7 +327,10 @@ def increments(
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
         }
+        if cache_saved is not None:
+            counters["cache_saved_pico"] = to_pico(cache_saved)
         if cost.known:
             counters["list_pico"] = to_pico(cost.list_usd)
             counters["paid_pico"] = to_pico(cost.paid_usd)

@@ -332,6 +332,19 @@ class Metrics:
             "batchgate_capacity_refusals", "Batches the provider refused for its enqueued-token limit", ["queue"],
             registry=r,
         )  # fmt: skip
+        self.prompt_cache_usd = Counter(
+            "batchgate_prompt_cache_usd", "Prompt cache effect on top of the lane's discount: kind=read_saving (reads "
+            "below the input price), kind=write_premium (writes above it); net saving = read_saving - write_premium",
+            ["kind", "model", "lane"], registry=r,
+        )  # fmt: skip
+        self.prompt_cache_tokens = Counter(
+            "batchgate_prompt_cache_tokens", "Prompt tokens read from or written to a provider's prompt cache",
+            ["kind", "model", "lane"], registry=r,
+        )  # fmt: skip
+        self.prompt_cache_too_short = Counter(
+            "batchgate_prompt_cache_prefix_too_short", "Batch lines sharing a prompt prefix below the provider's "
+            "minimum cacheable size (not marked for caching)", ["model"], registry=r,
+        )  # fmt: skip
         self.queues = QueueCollector(self.queue)
         r.register(self.queues)
         self._initialise_series()
@@ -381,6 +394,19 @@ class Metrics:
         self.list_usd.labels(model, team, lane, endpoint).inc(float(cost.list_usd))
         self.paid_usd.labels(model, team, lane, endpoint).inc(float(cost.paid_usd))
         self.saved_usd.labels(model, team, lane, endpoint).inc(float(cost.saved_usd))
+
+    def record_prompt_cache(
+        self, *, model: str, lane: str, usage: Usage, read_saving: Decimal, write_premium: Decimal
+    ) -> None:
+        """Cache reads and writes of one answer and what they saved and cost (proxy/prompt_cache.py)."""
+        model, lane = self._model(model), _lane(lane)
+        self.prompt_cache_tokens.labels("read", model, lane).inc(usage.cached_tokens)
+        self.prompt_cache_tokens.labels("write", model, lane).inc(usage.cache_write_tokens)
+        self.prompt_cache_usd.labels("read_saving", model, lane).inc(max(float(read_saving), 0.0))
+        self.prompt_cache_usd.labels("write_premium", model, lane).inc(max(float(write_premium), 0.0))
+
+    def record_prefix_too_short(self, *, model: str, lines: int) -> None:
+        self.prompt_cache_too_short.labels(self._model(model)).inc(lines)
 
     def record_shadow(self, *, model: str, team: str, lane: str, cost: Cost) -> None:
         """A shadow-mode request: what it would have saved in `lane` (it was paid at list, counted apart)."""

@@ -16,6 +16,7 @@ Conventions (docs/metrics.md):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ BATCH_DISCOUNTS: Mapping[str, Decimal] = MappingProxyType(
     }
 )
 DEFAULT_BATCH_DISCOUNT = HALF
+# What a prompt-cache write costs, as a multiple of the input price, where the provider charges a premium for it:
+# batchgate marks prefixes with Anthropic's 1-hour TTL (batches outlive 5 minutes), billed at 2x the input price
+# (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching#pricing). OpenAI charges no write premium.
+CACHE_WRITE_FACTORS: Mapping[str, Decimal] = MappingProxyType({"anthropic": Decimal(2)})
 
 
 def to_decimal(price: float | int | str) -> Decimal:
@@ -66,9 +71,13 @@ def to_decimal(price: float | int | str) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts of one answer. `cached_tokens` (cache reads) and `cache_write_tokens` (prompt tokens written to
+    the provider's prompt cache: Anthropic's `cache_creation_input_tokens`) are parts of `prompt_tokens`."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
@@ -88,11 +97,16 @@ class Usage:
             prompt_tokens=_count(usage.get(prompt)),
             completion_tokens=_count(usage.get(completion)),
             cached_tokens=_count(cached),
+            cache_write_tokens=_count(usage.get("cache_creation_input_tokens")),
         )
 
     @property
     def uncached_prompt_tokens(self) -> int:
-        return max(self.prompt_tokens - self.cached_tokens, 0)
+        return max(self.prompt_tokens - self.cached_tokens - self.cache_write_tokens, 0)
+
+    @property
+    def billed_cache_write_tokens(self) -> int:
+        return min(self.cache_write_tokens, max(self.prompt_tokens - self.billed_cached_tokens, 0))
 
     @property
     def billed_cached_tokens(self) -> int:
@@ -153,13 +167,27 @@ class TierPrices:
     input: Decimal
     output: Decimal
     cache_read: Decimal
+    cache_write: Decimal | None = None  # a prompt-cache write (None: the input price, no premium)
 
     def cost(self, usage: Usage) -> Decimal:
         return (
             usage.uncached_prompt_tokens * self.input
             + usage.billed_cached_tokens * self.cache_read
+            + usage.billed_cache_write_tokens * self.write_price
             + usage.completion_tokens * self.output
         )
+
+    @property
+    def write_price(self) -> Decimal:
+        return self.input if self.cache_write is None else self.cache_write
+
+    def read_saving(self, usage: Usage) -> Decimal:
+        """What cache reads cost below the input price on this tier."""
+        return usage.billed_cached_tokens * (self.input - self.cache_read)
+
+    def write_premium(self, usage: Usage) -> Decimal:
+        """What cache writes cost above the input price on this tier."""
+        return usage.billed_cache_write_tokens * (self.write_price - self.input)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +205,14 @@ class ModelPrices:
         override: ModelPriceOverride | None = None,
         *,
         batch_discount: Decimal = DEFAULT_BATCH_DISCOUNT,
+        cache_write_factor: Decimal | None = None,
     ) -> ModelPrices | None:
         """Prices from a map entry (may be empty) with an override on top; None if list prices are unknown.
 
         An override's list price also replaces the map's batch, flex and cache prices for that direction
         unless the override sets them too: a map's batch price belongs to its list price, not to a custom one.
         A batch price that neither sets is the list price less `batch_discount` (a share of list, 0..1).
+        `cache_write_factor`: a prompt-cache write costs this many times the input price (None: no premium).
         """
         o = override or ModelPriceOverride()
         batch_share = 1 - batch_discount
@@ -216,7 +246,14 @@ class ModelPrices:
             output=_pick(_price(out_map, "output_cost_per_token_flex"), fallback=batch.output),
             cache_read=_pick(_price(cache_map, "cache_read_input_token_cost_flex"), fallback=batch.cache_read),
         )
-        return cls(list=TierPrices(list_in, list_out, list_cache), batch=batch, flex=flex)
+        if cache_write_factor is not None:
+            batch = dataclasses.replace(batch, cache_write=batch.input * cache_write_factor)
+            flex = dataclasses.replace(flex, cache_write=flex.input * cache_write_factor)
+        list_write = None if cache_write_factor is None else list_in * cache_write_factor
+        return cls(list=TierPrices(list_in, list_out, list_cache, list_write), batch=batch, flex=flex)
+
+    def tier(self, lane: Lane) -> TierPrices:
+        return self.list if lane == "sync" else self.batch if lane == "batch" else self.flex
 
     def cost(self, usage: Usage, lane: Lane) -> Cost:
         list_usd = self.list.cost(usage)
@@ -259,8 +296,10 @@ class PriceBook:
         configured: Mapping[str, ModelPrices | None],
         *,
         batch_discounts: Mapping[str, Decimal] = BATCH_DISCOUNTS,
+        upstream: Mapping[str, str] | None = None,
     ) -> None:
         self._map = price_map
+        self._upstream = upstream or {}  # configured model name -> its upstream model
         self._resolved: dict[str, ModelPrices | None] = dict(configured)
         self._discounts = batch_discounts
 
@@ -303,8 +342,9 @@ class PriceBook:
                 entry,
                 overrides.get(name) or overrides.get(upstream),
                 batch_discount=discounts.get(provider, DEFAULT_BATCH_DISCOUNT),
+                cache_write_factor=CACHE_WRITE_FACTORS.get(provider),
             )
-        return cls(price_map, configured, batch_discounts=discounts)
+        return cls(price_map, configured, batch_discounts=discounts, upstream=aliases)
 
     def prices(self, model: str) -> ModelPrices | None:
         """The prices of a configured model (or of its queue group, `proxy/endpoints.py`)."""
@@ -314,13 +354,32 @@ class PriceBook:
         entry = _map_entry(self._map, model)
         if not entry:
             return None  # not cached: arbitrary unknown names must not grow the book
-        discount = self._discounts.get(_provider(model, entry), DEFAULT_BATCH_DISCOUNT)
-        prices = self._resolved[model] = ModelPrices.resolve(entry, batch_discount=discount)
+        provider = _provider(model, entry)
+        discount = self._discounts.get(provider, DEFAULT_BATCH_DISCOUNT)
+        prices = self._resolved[model] = ModelPrices.resolve(
+            entry, batch_discount=discount, cache_write_factor=CACHE_WRITE_FACTORS.get(provider)
+        )
         return prices
 
     def cost(self, model: str, usage: Usage, lane: Lane) -> Cost:
         prices = self.prices(model)
         return prices.cost(usage, lane) if prices else Cost.unknown()
+
+    def cache_saving(self, model: str, usage: Usage, lane: Lane) -> tuple[Decimal, Decimal] | None:
+        """What the prompt cache saved this answer in `lane` (reads below the input price) and what its writes cost
+        above it; None: no known price."""
+        prices = self.prices(model)
+        if prices is None:
+            return None
+        tier = prices.tier(lane)
+        return tier.read_saving(usage), tier.write_premium(usage)
+
+    def max_output_tokens(self, model: str) -> int | None:
+        """The most output tokens the model's price map entry says one call can produce (None: not known)."""
+        model = model_of(model)
+        entry = _map_entry(self._map, self._upstream.get(model, model))
+        value = entry.get("max_output_tokens") or entry.get("max_tokens")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     def known(self, models: Iterable[str]) -> dict[str, bool]:
         return {model: self.prices(model) is not None for model in models}

@@ -11,6 +11,8 @@ import redis.asyncio
 from proxy import redis_client
 from proxy.accounting import Accounting
 from proxy.auth import KeyRing
+from proxy.budgets import Budgets
+from proxy.budgets_metrics import BudgetGauges
 from proxy.config_scope import RestartRequired, static_difference
 from proxy.delivery.waiting import JobWaiters
 from proxy.events import NullEvents, WorkerEvents
@@ -59,6 +61,8 @@ class Runtime:
     fallback_master_key: str | None = None
     started_at: float = 0.0
     turnarounds: TurnaroundBook | None = None  # the learned batch turnarounds, cached (set by build_runtime)
+    budgets: Budgets | None = None  # spending budgets (proxy/budgets.py; set by build_runtime)
+    budget_gauges: BudgetGauges | None = None
 
     def completion_client(self, model_name: str) -> CompletionClient:
         return self.providers.completion(model_name)
@@ -121,7 +125,11 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
         started_at=time.time(),
     )
     runtime.turnarounds = TurnaroundBook(store, lambda: runtime.config)
-    runtime.events = events or Telemetry(metrics, runtime.accounting, prices=lambda: runtime.prices)
+    runtime.budgets = Budgets(store.budgets, lambda: runtime.config)
+    runtime.budget_gauges = BudgetGauges(metrics.registry)
+    runtime.events = events or Telemetry(
+        metrics, runtime.accounting, prices=lambda: runtime.prices, budgets=runtime.budgets
+    )
     mask_secrets_in_logs(secrets_to_mask(config, fallback_key))
     if fallback_key and config.auth.master_key is None:
         logger.warning("no master key is set and every model is simulated: the development key from the README works")

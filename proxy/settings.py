@@ -122,11 +122,19 @@ class ModelDeployment(StrictModel):
     supports_flex: bool = False
 
 
+class Budget(StrictModel):
+    """A spending limit in USD per UTC day and per UTC month (None: no limit for that period); proxy/budgets.py."""
+
+    daily_usd: float | None = Field(default=None, ge=0)
+    monthly_usd: float | None = Field(default=None, ge=0)
+
+
 class CallerKey(StrictModel):
     name: str = Field(min_length=1)
     key: OptionalSecret
     team: str = "default"
     webhook_secret: OptionalSecret = None
+    budget: Budget | None = None  # this key's own spending limit (the team's applies too)
 
 
 MASTER_KEY_NAME = "master"  # the caller name of the master key; no caller key may take it
@@ -136,6 +144,7 @@ RESERVED_KEY_NAMES = frozenset({MASTER_KEY_NAME})
 class AuthConfig(StrictModel):
     master_key: OptionalSecret = None
     keys: list[CallerKey] = Field(default_factory=list)
+    team_budgets: dict[str, Budget] = Field(default_factory=dict)  # team name -> its spending limit
 
     @model_validator(mode="after")
     def _distinct_keys(self) -> AuthConfig:

@@ -29,6 +29,7 @@ from proxy.runtime import Runtime
 from proxy.telemetry import FinishedRequest, Telemetry
 
 STARTED = "batchgate_started"
+HOLD_STATE = "budget_hold"  # proxy/budgets_gate.py: the budget reservation the answer settles
 
 
 def telemetry_of(runtime: Runtime) -> Telemetry | None:
@@ -112,6 +113,7 @@ def _finished(
         seconds=None if started is None else time.perf_counter() - started,
         shadow_lane=decision.shadow_lane if decision.shadow else None,
         check_flex_tier=True,
+        budget_hold=getattr(request.state, HOLD_STATE, None),
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from proxy.accounting import Accounting, Forfeit, increments
+from proxy.budgets import Budgets
 from proxy.events import WastedLine, WorkerEvents
 from proxy.metrics import Metrics
 from proxy.pricing import LANES, Cost, Lane, PriceBook, Usage
@@ -65,6 +66,7 @@ class FinishedRequest:
     rescue_reason: str | None = None
     waste_reason: str | None = None
     waste_source: str | None = None
+    budget_hold: str | None = None  # the budget reservation this answer settles (proxy/budgets.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class LedgerEntry:
     waste_reason: str | None = None
     waste_source: str | None = None
     forfeit: Forfeit | None = None
+    cache_saved: Decimal | None = None  # what the prompt cache saved (pricing.TierPrices.cache_saving)
 
 
 @dataclass
@@ -104,7 +107,7 @@ def coalesce(entries: list[LedgerEntry]) -> list[LedgerWrite]:
         counters = increments(
             team=entry.team, model=entry.model, lane=entry.lane, outcome=entry.outcome,
             cost=entry.cost, usage=entry.usage, shadow=entry.shadow, waste_reason=entry.waste_reason,
-            forfeit=entry.forfeit,
+            forfeit=entry.forfeit, cache_saved=entry.cache_saved,
         )  # fmt: skip
         bucket = bucket_of(entry.model, entry.at, entry.job_id)
         if entry.job_id is not None:  # idempotent per job: written on its own, with its marker
@@ -130,8 +133,11 @@ class Telemetry(WorkerEvents):
         prices: Callable[[], PriceBook],
         *,
         clock: Callable[[], float] = time.time,
+        budgets: Budgets | None = None,
     ) -> None:
         self.metrics = metrics
+        self.budgets = budgets
+        self._settlements: list[tuple[str, Cost]] = []  # (budget hold, real cost) not yet settled
         self.accounting = accounting
         self._prices = prices
         self._clock = clock
@@ -171,6 +177,7 @@ class Telemetry(WorkerEvents):
                 deadline_margin=None if job.deadline is None else job.deadline - job.finished_at,
                 job_id=job.job_id,
                 rescue_reason=job.rescue_reason if job.rescued or job.rescue_reason else None,
+                budget_hold=job.job_id if self.budgets is not None and self.budgets.active() else None,
             )
         )
 
@@ -231,12 +238,13 @@ class Telemetry(WorkerEvents):
         self._flusher = loop.create_task(self._drain(), name="telemetry-flush")
 
     async def _drain(self) -> None:
-        while self._buffer or self._unwritten:
+        while self._buffer or self._unwritten or self._settlements:
             taken, self._buffer = self._buffer, []
             for request in taken:
                 self._unwritten.extend(self._price_and_count(request))
             try:
                 await self._write_unwritten()
+                await self._settle_holds()
             except Exception as exc:  # Redis down, or a bug: keep the records and try again
                 log.warning(
                     "savings ledger write failed; retrying",
@@ -261,6 +269,8 @@ class Telemetry(WorkerEvents):
             cost = self._prices().cost(request.model, usage, lane)
         if request.waste_reason is not None:
             return [self._wasted(request, lane, cost, usage)]
+        if request.budget_hold is not None:
+            self._settlements.append((request.budget_hold, cost))
         forfeit = self._forfeit(request, lane, cost, usage)
         self.metrics.record_finished(
             lane=lane, outcome=request.outcome, model=request.model, team=request.team, usage=usage, cost=cost
@@ -270,9 +280,18 @@ class Telemetry(WorkerEvents):
                 lane=lane, model=request.model, seconds=request.seconds, deadline_margin=request.deadline_margin
             )
         at = datetime.fromtimestamp(request.at, UTC)
+        saved = None
+        if usage.cached_tokens or usage.cache_write_tokens:
+            effect = self._prices().cache_saving(request.model, usage, lane)
+            if effect is not None:
+                read_saving, write_premium = effect
+                saved = read_saving - write_premium
+                self.metrics.record_prompt_cache(
+                    model=request.model, lane=lane, usage=usage, read_saving=read_saving, write_premium=write_premium
+                )
         entries = [
             LedgerEntry(request.team, request.model, lane, request.outcome, cost, usage, at, request.job_id,
-                        forfeit=forfeit)
+                        forfeit=forfeit, cache_saved=saved)
         ]  # fmt: skip
         if request.shadow_lane in LANES and request.outcome == "completed":
             shadow_lane: Lane = request.shadow_lane
@@ -338,9 +357,19 @@ class Telemetry(WorkerEvents):
                 if isinstance(result, BaseException):
                     raise result
 
+    async def _settle_holds(self) -> None:
+        """Settle the budget reservations of answered calls (each at most once: a hold is gone once settled)."""
+        if self.budgets is None:
+            self._settlements.clear()
+            return
+        while self._settlements:
+            hold, cost = self._settlements[0]
+            await self.budgets.settle(hold, cost)
+            self._settlements.pop(0)
+
     async def flush(self) -> None:
         """Write everything recorded so far (tests and shutdown)."""
-        while self._buffer or self._unwritten or (self._flusher is not None and not self._flusher.done()):
+        while self._buffer or self._unwritten or self._settlements or (self._flusher and not self._flusher.done()):
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._drain(), name="telemetry-flush")
             await asyncio.shield(self._flusher)

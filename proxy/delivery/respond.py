@@ -61,8 +61,10 @@ async def respond_deferred(
     decision: Decision,
     *,
     snapshot: Config,
+    job_id: str | None = None,
 ) -> Response:
-    """`snapshot` is the config the request read at its start (runtime.live.config), used throughout."""
+    """`snapshot` is the config the request read at its start (runtime.live.config), used throughout. `job_id`:
+    the id a new job gets (default: a fresh one); the accepted job's id is left in `request.state.accepted_job`."""
     config = snapshot.delivery
     preferences = parse_prefer(request.headers.getlist("prefer"))
     deadline_sent = DEADLINE_HEADER in request.headers
@@ -90,7 +92,9 @@ async def respond_deferred(
         events=runtime.events,
         turnarounds=runtime.turnarounds,
         group=chat.group,
+        job_id=job_id,
     )
+    request.state.accepted_job = view.id
     if preferences.respond_async:
         return accepted_response(view, applied(respond_async=True))
     if preferences.wait is not None:

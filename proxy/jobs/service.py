@@ -72,6 +72,7 @@ async def accept(
     events: WorkerEvents | None = None,
     turnarounds: TurnaroundBook | None = None,
     group: str | None = None,
+    job_id: str | None = None,
 ) -> JobView:
     """Write the job durably on the decided lane (once per Idempotency-Key and caller); return it as stored.
 
@@ -113,6 +114,7 @@ async def accept(
         fingerprint=fingerprint,
         attach=attach,
         ready_at=hold,
+        job_id=job_id,
     )
     if created and decision.rescue_reason is not None and events is not None:
         events.rescue(job_id=view.id, group=model, reason=decision.rescue_reason)

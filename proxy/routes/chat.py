@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from proxy import sync_accounting
 from proxy.auth import Caller
+from proxy.budgets_gate import release_unanswered, reserve_call
 from proxy.errors import (
     UPSTREAM_AUTH_CODE,
     UPSTREAM_AUTH_STATUS,
@@ -57,22 +58,41 @@ async def chat_completions(request: Request, runtime: Runtime) -> Response:
     decision_header = {DECISION_HEADER: decision.header_value()}
     request.state.decision_header = decision_header[DECISION_HEADER]  # for an error answer (error_decision)
     sync_accounting.note_decision(runtime, request, decision)
+    hold = await reserve_call(runtime, request, live, caller=caller, chat=chat, decision=decision)
+    try:
+        response = await _answer(request, runtime, caller, chat, decision=decision, config=config, job_id=hold)
+    except BaseException:
+        await release_unanswered(runtime, request, hold, deferred=decision.deferred)
+        raise
+    if decision.deferred:
+        await release_unanswered(runtime, request, hold, deferred=True)
+    response.headers.update(decision_header)
+    return response
+
+
+async def _answer(
+    request: Request,
+    runtime: Runtime,
+    caller: Caller,
+    chat: ChatRequest,
+    *,
+    decision: Decision,
+    config: Config,
+    job_id: str | None,
+) -> Response:
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
 
         check_batch_line(chat, config)
-        response: Response = await respond_deferred(request, runtime, caller, chat, decision, snapshot=config)
-    elif chat.stream:
+        return await respond_deferred(request, runtime, caller, chat, decision, snapshot=config, job_id=job_id)
+    if chat.stream:
         body, added = usage_requested(_lane_body(chat.body, decision))  # every stream is priced from its usage
         tap = UsageTap(strip=added)
         response = await relay_stream(runtime.completion_client(chat.model), body, tap)
-        response = sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response, tap=tap)
-    else:
-        upstream = await _complete(runtime.completion_client(chat.model), chat.body, decision)
-        sync_accounting.record_answer(runtime, request, caller, chat, decision, upstream=upstream)
-        response = as_response(upstream)
-    response.headers.update(decision_header)
-    return response
+        return sync_accounting.record_stream(runtime, request, caller, chat, decision, response=response, tap=tap)
+    upstream = await _complete(runtime.completion_client(chat.model), chat.body, decision)
+    sync_accounting.record_answer(runtime, request, caller, chat, decision, upstream=upstream)
+    return as_response(upstream)
 
 
 def error_decision(request: Request, error: ApiError) -> str:

@@ -33,6 +33,8 @@ async def get_deferred(
 @router.delete("/v1/deferred/{job_id}")
 async def cancel_deferred(job_id: str, runtime: RuntimeDep, live: LiveDep, caller: CallerDep) -> Response:
     view = await jobs.cancel(runtime.store, live.config, runtime.batch_client, caller, job_id)
+    if view.status == "cancelled" and runtime.budgets is not None:
+        await runtime.budgets.release(view.id)  # its budget reservation (proxy/budgets.py), if it had one
     return Response(job_json(view), media_type=JSON)
 
 

@@ -13,4 +13,6 @@ router = APIRouter()
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics_endpoint(runtime: RuntimeDep) -> Response:
+    if runtime.budgets is not None and runtime.budget_gauges is not None and runtime.budgets.active():
+        await runtime.budget_gauges.refresh(runtime.budgets, runtime.config)
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

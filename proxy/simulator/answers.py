@@ -87,6 +87,8 @@ class Answer:
     tool_calls: tuple[ToolCall, ...] = ()
     embedding: EmbeddingSpec | None = None  # an embeddings answer: what its vectors are made from
     response: bool = False  # a Responses API answer (written as a Response object, proxy/simulator/responses.py)
+    cache_read_tokens: int = 0  # parts of prompt_tokens read from / written to a prompt cache (prompt_cache.py)
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

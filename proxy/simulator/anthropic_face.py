@@ -9,6 +9,7 @@ attributes the OpenAI face renders, so listing `/v1/batches` stays harmless when
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,7 @@ from proxy.simulator.batches import BatchLine, BatchView, LineRequest, Status
 from proxy.simulator.engine import BatchNotCancellable, Fault
 from proxy.simulator.ledger import Tier
 from proxy.simulator.options import SimulatorOptions
+from proxy.simulator.prompt_cache import PromptCache
 from proxy.simulator.state import SimulatorState, simulator_state
 
 JSON = "application/json"
@@ -184,10 +186,10 @@ def message_object(model: str, answer: Answer) -> dict[str, Any]:
         "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
         "stop_sequence": None,
         "usage": {
-            "input_tokens": answer.prompt_tokens,
+            "input_tokens": answer.prompt_tokens - answer.cache_read_tokens - answer.cache_write_tokens,
             "output_tokens": answer.completion_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": answer.cache_write_tokens,
+            "cache_read_input_tokens": answer.cache_read_tokens,
         },
     }
 
@@ -223,7 +225,7 @@ async def messages(request: Request) -> Response:
         return refused
     if engine.options.sync_latency_s:
         await asyncio.sleep(engine.options.sync_latency_s)
-    answer = answer_for(params)
+    answer = engine.prompt_cache.anthropic(params, answer_for(params))
     engine.bill(params["model"], Tier.SYNC, answer)
     message = message_object(params["model"], answer)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).anthropic_headers()
@@ -308,7 +310,9 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _batch_requests(payload: Any, options: SimulatorOptions) -> tuple[list[LineRequest], str | None]:
+def _batch_requests(
+    payload: Any, options: SimulatorOptions, cache: PromptCache | None = None
+) -> tuple[list[LineRequest], str | None]:
     """The parsed requests, or the reason the whole batch is refused (Anthropic refuses it at creation)."""
     max_lines = options.max_batch_lines
     items = payload.get("requests") if isinstance(payload, dict) else None
@@ -328,7 +332,10 @@ def _batch_requests(payload: Any, options: SimulatorOptions) -> tuple[list[LineR
         params = item.get("params")
         problem = params_problem(params, options)
         body = params if isinstance(params, dict) else {}
-        parsed.append(LineRequest.from_body(custom_id, body, problem=problem))
+        line = LineRequest.from_body(custom_id, body, problem=problem)
+        if cache is not None and line.answer is not None:
+            line = dataclasses.replace(line, answer=cache.anthropic(body, line.answer))
+        parsed.append(line)
     return parsed, None
 
 
@@ -352,7 +359,7 @@ async def create_batch(request: Request) -> Response:
     engine = state.engine
     if _out_of_credit(engine.options):
         return error(400, "invalid_request_error", CREDIT_MESSAGE)
-    requests, problem = await asyncio.to_thread(_batch_requests, payload, engine.options)
+    requests, problem = await asyncio.to_thread(_batch_requests, payload, engine.options, engine.prompt_cache)
     if problem:
         return error(400, "invalid_request_error", problem)
     attributes = {"face": "anthropic", "endpoint": "/v1/messages", "input_file_id": None,

@@ -30,6 +30,7 @@ from proxy.simulator.batches import (
 )
 from proxy.simulator.ledger import Ledger, PriceBook, Tier, billed_name
 from proxy.simulator.options import SimulatorOptions
+from proxy.simulator.prompt_cache import PromptCache
 
 TokenLimitMode = Literal["fail", "refuse"]
 
@@ -90,6 +91,7 @@ class Engine:
         self.options = options
         self.clock = clock
         self.ledger = Ledger()
+        self.prompt_cache = PromptCache()
         self.prices = prices or PriceBook()
         self._rng = random.Random(options.seed)
         self._fail_next: deque[tuple[int, str | None]] = deque()
@@ -128,7 +130,12 @@ class Engine:
     def bill(self, model: str, tier: Tier, answer: Answer, *, flavor: str = "openai") -> None:
         """Bill one answer; `flavor` is the OpenAI face's (the provider it plays), which names the model's price."""
         self.ledger.bill(
-            billed_name(model, flavor), tier, input_tokens=answer.prompt_tokens, output_tokens=answer.completion_tokens
+            billed_name(model, flavor),
+            tier,
+            input_tokens=answer.prompt_tokens,
+            output_tokens=answer.completion_tokens,
+            cache_read_tokens=answer.cache_read_tokens,
+            cache_write_tokens=answer.cache_write_tokens,
         )
 
     # batches

@@ -23,6 +23,8 @@ from typing import Any
 PriceMap = Mapping[str, Mapping[str, Any]]
 HALF = Decimal("0.5")
 BATCH_SHARE: Mapping[str, Decimal] = {"groq": Decimal("0.75")}  # share of list billed for a batch line
+# A prompt-cache write as a multiple of the input price: Anthropic's 1-hour TTL (prompt_cache.py); none elsewhere.
+CACHE_WRITE_FACTOR: Mapping[str, Decimal] = {"anthropic": Decimal(2)}
 
 
 PREFIXED_FLAVORS = frozenset({"groq", "mistral", "xai"})  # providers the price map names `<provider>/<model>`
@@ -43,35 +45,64 @@ class Tier(StrEnum):
 
 @dataclass(slots=True)
 class Usage:
+    """`input_tokens` counts every prompt token; `cache_read_tokens` and `cache_write_tokens` are parts of it."""
+
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class TokenPrice:
     input: Decimal
     output: Decimal
+    cache_read: Decimal | None = None  # None: the input price
+    cache_write: Decimal | None = None
 
     def cost(self, usage: Usage) -> Decimal:
-        return self.input * usage.input_tokens + self.output * usage.output_tokens
+        plain = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+        read = self.input if self.cache_read is None else self.cache_read
+        write = self.input if self.cache_write is None else self.cache_write
+        return (
+            self.input * plain
+            + read * usage.cache_read_tokens
+            + write * usage.cache_write_tokens
+            + self.output * usage.output_tokens
+        )
 
 
 class Ledger:
     def __init__(self) -> None:
         self._rows: dict[tuple[str, Tier], Usage] = {}
 
-    def bill(self, model: str, tier: Tier, *, input_tokens: int, output_tokens: int, requests: int = 1) -> None:
+    def bill(
+        self,
+        model: str,
+        tier: Tier,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        requests: int = 1,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> None:
         usage = self._rows.setdefault((model, tier), Usage())
         usage.requests += requests
         usage.input_tokens += input_tokens
         usage.output_tokens += output_tokens
+        usage.cache_read_tokens += cache_read_tokens
+        usage.cache_write_tokens += cache_write_tokens
 
     def reset(self) -> None:
         self._rows.clear()
 
     def rows(self) -> dict[tuple[str, Tier], Usage]:
-        return {key: Usage(u.requests, u.input_tokens, u.output_tokens) for key, u in self._rows.items()}
+        return {
+            key: Usage(u.requests, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+            for key, u in self._rows.items()
+        }
 
 
 def litellm_price_map() -> PriceMap:
@@ -117,17 +148,29 @@ class PriceBook:
         list_out = _decimal(entry.get("output_cost_per_token"))
         if list_in is None or list_out is None:
             return None
+        provider = str(entry.get("litellm_provider"))
+        write_factor = CACHE_WRITE_FACTOR.get(provider)
+        list_read = _decimal(entry.get("cache_read_input_token_cost"))
+        if list_read is None:
+            list_read = list_in
         if tier is Tier.SYNC:
-            return TokenPrice(list_in, list_out)
-        share = BATCH_SHARE.get(str(entry.get("litellm_provider")), HALF)
+            return TokenPrice(list_in, list_out, list_read, None if write_factor is None else list_in * write_factor)
+        share = BATCH_SHARE.get(provider, HALF)
         batch_in = _decimal(entry.get("input_cost_per_token_batches")) or list_in * share
         batch_out = _decimal(entry.get("output_cost_per_token_batches")) or list_out * share
+        batch_read = _decimal(entry.get("cache_read_input_token_cost_batches"))
+        if batch_read is None:
+            batch_read = list_read * share
         if tier is Tier.FLEX:
+            flex_in = _decimal(entry.get("input_cost_per_token_flex")) or batch_in
+            flex_read = _decimal(entry.get("cache_read_input_token_cost_flex"))
             return TokenPrice(
-                _decimal(entry.get("input_cost_per_token_flex")) or batch_in,
+                flex_in,
                 _decimal(entry.get("output_cost_per_token_flex")) or batch_out,
+                batch_read if flex_read is None else flex_read,
+                None if write_factor is None else flex_in * write_factor,
             )
-        return TokenPrice(batch_in, batch_out)
+        return TokenPrice(batch_in, batch_out, batch_read, None if write_factor is None else batch_in * write_factor)
 
 
 def format_usd(amount: Decimal) -> str:
@@ -139,6 +182,8 @@ def _usage_json(usage: Usage, cost: Decimal | None) -> dict[str, Any]:
         "requests": usage.requests,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
         "cost_usd": None if cost is None else format_usd(cost),
     }
 
@@ -147,6 +192,8 @@ def _add(total: Usage, usage: Usage) -> None:
     total.requests += usage.requests
     total.input_tokens += usage.input_tokens
     total.output_tokens += usage.output_tokens
+    total.cache_read_tokens += usage.cache_read_tokens
+    total.cache_write_tokens += usage.cache_write_tokens
 
 
 def ledger_report(ledger: Ledger, prices: PriceBook) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from proxy.simulator.embeddings import (
 )
 from proxy.simulator.openai_chat import chat_problem, completion, store_problem
 from proxy.simulator.options import SimulatorOptions
+from proxy.simulator.prompt_cache import PromptCache
 from proxy.simulator.rate_headers import request_id
 from proxy.simulator.responses import ENDPOINT as RESPONSES_ENDPOINT
 from proxy.simulator.responses import response_answer, response_object, response_problem
@@ -49,9 +51,10 @@ UNFINISHED_ERRORS = {
 
 
 class _InputChecker:
-    def __init__(self, endpoint: str, options: SimulatorOptions) -> None:
+    def __init__(self, endpoint: str, options: SimulatorOptions, cache: PromptCache | None = None) -> None:
         self.endpoint = endpoint
         self.options = options
+        self.cache = cache
         self.requests: list[LineRequest] = []
         self.issues: list[ValidationIssue] = []
         self.custom_ids: set[str] = set()
@@ -144,18 +147,22 @@ class _InputChecker:
             message = problem[0] if problem else None
             self.requests.append(LineRequest(custom_id, str(body.get("model", "")), answer, message))
             return
-        self.requests.append(LineRequest.from_body(custom_id, body, problem[0] if problem else None))
+        line = LineRequest.from_body(custom_id, body, problem[0] if problem else None)
+        if self.cache is not None and line.answer is not None:
+            line = dataclasses.replace(line, answer=self.cache.openai(body, line.answer))
+        self.requests.append(line)
 
 
 def check_input_file(
-    path: Path, *, endpoint: str, options: SimulatorOptions
+    path: Path, *, endpoint: str, options: SimulatorOptions, cache: PromptCache | None = None
 ) -> tuple[list[LineRequest], list[ValidationIssue]]:
     """Parse a batch input file line by line (blocking: use a thread). Issues make the batch `failed`.
 
     A line whose body the endpoint refuses is an issue (naming its 1-based line and `body.<param>`) when
     `options.invalid_body_fails_batch`, else that line alone is answered 400; `metadata` without `store` is
-    always that line's 400 (when `options.metadata_requires_store`)."""
-    checker = _InputChecker(endpoint, options)
+    always that line's 400 (when `options.metadata_requires_store`). `cache`: the provider's prompt cache, which
+    a line with `prompt_cache_key` reads (prompt_cache.py)."""
+    checker = _InputChecker(endpoint, options, cache)
     max_lines = options.max_batch_lines
     count = 0
     with path.open("rb") as handle:
@@ -223,6 +230,9 @@ def batch_object(current: BatchView, files: tuple[str | None, str | None]) -> di
     end_status = timeline.end_status if ended is not None else None
     total, succeeded, failed = current.counts
     input_tokens, output_tokens = current.tokens
+    cached_tokens = sum(
+        line.answer.cache_read_tokens for line in current.finished if line.succeeded and line.answer is not None
+    )
     errors = None
     if record.issues:
         named = record.options.validation_names_line
@@ -257,7 +267,7 @@ def batch_object(current: BatchView, files: tuple[str | None, str | None]) -> di
         "request_counts": {"total": total, "completed": succeeded, "failed": failed},
         "usage": {
             "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached_tokens},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": input_tokens + output_tokens,

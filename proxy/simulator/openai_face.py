@@ -447,7 +447,7 @@ async def create_batch(request: Request) -> Response:
     if source.purpose != "batch":
         raise InvalidRequest(f"File {source.id} does not have purpose 'batch'.", param="input_file_id")
     requests, issues = await asyncio.to_thread(
-        check_input_file, source.path, endpoint=attributes["endpoint"], options=opts
+        check_input_file, source.path, endpoint=attributes["endpoint"], options=opts, cache=state.engine.prompt_cache
     )
     batch_id = f"batch_{new_file_id().removeprefix('file-')}"
     azure = flavor == "azure"

@@ -78,15 +78,17 @@ class JobStore(StorePart):
         fingerprint: str = "",
         attach: bool = True,
         ready_at: float | None = None,
+        job_id: str | None = None,
     ) -> tuple[JobView, bool]:
-        """Write a job durably (or find the one an earlier call with the same Idempotency-Key wrote).
+        """Write a job durably (or find the one an earlier call with the same Idempotency-Key wrote); `job_id`:
+        the id to give a new job (keys.new_job_id of its group; default: a fresh one).
 
         `fingerprint` (a digest of the body) is kept with the key: the key reused with another body raises
         Unprocessable (422, the IETF Idempotency-Key draft). `attach=False` always writes a new job and points the
         key at it (a fresh call that a later retry may attach to). `ready_at` (unix seconds) holds a job of the sync
         lane until then (an off-peak venue); default now. Returns the job and whether this call created it.
         """
-        job_id = keys.new_job_id(job.model)
+        job_id = job_id or keys.new_job_id(job.model)
         if idempotency_key is not None:
             claim = keys.idempotency(job.caller, idempotency_key)
             ttl = max(1, int(key_ttl))

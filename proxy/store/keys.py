@@ -210,3 +210,17 @@ def reconciliation() -> str:
 def turnaround(tag: str, band: str) -> str:
     """HASH of a group's learned batch turnaround for one batch-size band (proxy/store/turnarounds.py)."""
     return f"{PREFIX}:{{{tag}}}:turnaround:{band}"
+
+
+# --- spending budgets (store/budgets.py): one slot, so a reservation across team and key is one script ---
+
+
+def budget_spent(scope: str, name: str, period: str) -> str:
+    """String: integer pico-dollars spent and reserved by a team or caller key (`scope`) in one UTC period
+    (`period`: d2026-12-01 or m2026-12); expires after its period."""
+    return f"{PREFIX}:{{budgets}}:spent:{scope}:{period}:{name}"
+
+
+def budget_hold(hold_id: str) -> str:
+    """HASH of one call's reservation (`amount` in pico-dollars, `keys`: the spent keys it added to)."""
+    return f"{PREFIX}:{{budgets}}:hold:{hold_id}"

@@ -10,6 +10,7 @@ import redis.asyncio
 
 from proxy.store.accounts import AccountProblems
 from proxy.store.batches import BatchStore
+from proxy.store.budgets import BudgetStore
 from proxy.store.deliveries import Deliveries
 from proxy.store.holds import HoldOutcomes
 from proxy.store.jobs import JobStore
@@ -36,6 +37,7 @@ class Store:
     accounts: AccountProblems
     turnarounds: TurnaroundStore
     clock: Callable[[], float]
+    budgets: BudgetStore
 
     @classmethod
     def create(cls, client: redis.asyncio.Redis, *, clock: Callable[[], float] = time.time) -> Store:
@@ -54,4 +56,5 @@ class Store:
             accounts=AccountProblems(client, scripts, clock=clock),
             turnarounds=TurnaroundStore(client, scripts, clock=clock),
             clock=clock,
+            budgets=BudgetStore(client),
         )

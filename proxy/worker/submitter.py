@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import redis
 
-from proxy.endpoints import endpoint_of
+from proxy import prompt_cache
+from proxy.endpoints import Endpoint, endpoint_of
 from proxy.providers.base import BatchClient, ErrorClass, ProviderError, min_requests
 from proxy.providers.registry import batch_input_limit, batch_inputs
 from proxy.store import keys
@@ -39,6 +40,21 @@ GROUP_METADATA_KEY = "batchgate_group"
 RETRY_LATER = 5.0
 # A full batch queue does not clear in seconds: look again less often.
 RETRY_SLOWLY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMarks:
+    """The prompt-cache marks of one batch's lines (proxy/prompt_cache.py)."""
+
+    provider: str
+    prefixes: Mapping[str, prompt_cache.Prefix | None]
+    marked: frozenset[str]
+
+    def apply(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        prefix = self.prefixes.get(job_id)
+        if prefix is None or prefix.digest not in self.marked:
+            return body
+        return prompt_cache.mark(body, self.provider, prefix)
 
 
 class Submitter:
@@ -195,7 +211,10 @@ class Submitter:
         await ctx.checkpoint("before_upload")
         order: list[str] = []
         tokens: list[int] = []
-        prepared = await client.prepare(self._requests(record, ids, order, tokens), metadata=self._metadata(record))
+        ids, marks = await self._cache_plan(record, ids)
+        prepared = await client.prepare(
+            self._requests(record, ids, order, tokens, marks), metadata=self._metadata(record)
+        )
         if prepared.requests == 0:
             return await self._nothing_to_send(record)
         await ctx.store.batches.record_lines(record.tag, record.id, order)
@@ -242,16 +261,40 @@ class Submitter:
         return False
 
     async def _requests(
-        self, record: BatchRecord, ids: list[str], order: list[str], tokens: list[int]
+        self, record: BatchRecord, ids: list[str], order: list[str], tokens: list[int], marks: CacheMarks | None
     ) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
         """The `(job id, request body)` pairs of the jobs the batch still owns, read in chunks; each id is appended
         to `order` as it is handed out (line n of the input is `order[n - 1]`), its line's estimated tokens to
-        `tokens`."""
+        `tokens`; a body whose prompt prefix is shared is marked for the provider's cache (`marks`)."""
         async for chunk in self.ctx.store.batches.bodies(record.id, ids):
             for job_id, raw in chunk:
                 order.append(job_id)
                 tokens.append(line_tokens(raw))
-                yield job_id, orjson.loads(raw)
+                body = orjson.loads(raw)
+                yield job_id, marks.apply(job_id, body) if marks is not None else body
+
+    async def _cache_plan(self, record: BatchRecord, ids: list[str]) -> tuple[list[str], CacheMarks | None]:
+        """The batch's lines ordered with shared prompt prefixes adjacent, and the prefixes to mark
+        (proxy/prompt_cache.py); a shared prefix too short to cache is counted."""
+        deployment = self.ctx.runtime.config.deployment(record.group)
+        if deployment is None or endpoint_of(record.group) is not Endpoint.CHAT_COMPLETIONS:
+            return ids, None
+        provider, _, upstream = deployment.litellm_params.model.partition("/")
+        minimum = prompt_cache.minimum_tokens(provider, upstream)
+        if minimum is None:
+            return ids, None
+        prefixes: dict[str, prompt_cache.Prefix | None] = {}
+        async for chunk in self.ctx.store.batches.bodies(record.id, ids):
+            for job_id, raw in chunk:
+                prefixes[job_id] = prompt_cache.prefix_of(orjson.loads(raw))
+        plan = prompt_cache.plan([(job_id, prefixes.get(job_id)) for job_id in ids], minimum)
+        if plan.too_short:
+            self.ctx.runtime.metrics.record_prefix_too_short(model=record.group, lines=plan.too_short)
+            log.info(
+                "shared prompt prefix below the provider's minimum cacheable size: not marked for caching",
+                extra={"batch": record.id, "group": record.group, "lines": plan.too_short, "minimum": minimum},
+            )
+        return plan.order, CacheMarks(provider, prefixes, plan.marked)
 
     @staticmethod
     def _metadata(record: BatchRecord) -> dict[str, str]:

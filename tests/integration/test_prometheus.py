@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from proxy.budgets_metrics import BudgetGauges
 from proxy.routes import metrics as metrics_route
 from proxy.runtime import build_runtime
 from proxy.settings import Config, Settings
@@ -48,6 +49,9 @@ def batchgate_metrics(redis_url: str) -> Iterator[str]:
 
     runtime = build_runtime(Settings(redis_url=redis_url), CONFIG)
     runtime.metrics = metrics
+    budgets = BudgetGauges(metrics.registry)  # no budget is configured: set as a scrape would from Redis
+    budgets.limit.labels("team", "research", "day").set(10)
+    budgets.headroom.labels("team", "research", "day").set(4)
     app.state.runtime = runtime
     stop = threading.Event()
 

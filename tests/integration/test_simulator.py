@@ -424,7 +424,10 @@ def test_ledger_reconciles_exactly_with_what_was_sent(sim: ServerThread, client:
     assert report["unpriced_models"] == ["sim-unpriced-model"]
 
     assert httpx.post(f"{sim.url}/_sim/reset").status_code == 200
-    assert ledger(sim)["totals"] == {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": "0"}
+    assert ledger(sim)["totals"] == {
+        "requests": 0, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+        "cost_usd": "0",
+    }  # fmt: skip
 
 
 def test_config_rejects_unknown_or_invalid_knobs(sim: ServerThread) -> None:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from prometheus_client import CollectorRegistry
 
+from proxy.budgets_metrics import BudgetGauges
 from proxy.metrics import Metrics, QueueSnapshot, QueueStats
 from proxy.pricing import Cost, Usage
 from proxy.reasons import RescueReason, WasteReason, WebhookOutcome
@@ -79,4 +80,7 @@ def exercised_metrics() -> set[str]:
     """Every sample name (with _total, _bucket, ... suffixes) a fully exercised catalogue exposes."""
     metrics = catalogue()
     exercise(metrics)
+    budgets = BudgetGauges(metrics.registry)  # read from Redis at scrape time (proxy/budgets_metrics.py)
+    budgets.limit.labels("team", "research", "day").set(10)
+    budgets.headroom.labels("team", "research", "day").set(4)
     return {sample.name for family in metrics.registry.collect() for sample in family.samples}

@@ -140,6 +140,13 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_the_guard_keeps_a_job_while_its_batch_ends_in_time_at_the_confidence_and_not_after",
     "worker.stall_quantile": "tests/integration/test_learned_turnaround.py::"
     "test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_deadline",
+    "auth.keys.budget.daily_usd": "tests/integration/test_budgets_stack.py::"
+    "test_a_key_budget_settles_sync_and_deferred_calls_and_refuses_past_its_limit",
+    "auth.keys.budget.monthly_usd": "tests/unit/test_budgets.py::"
+    "test_the_day_rolls_over_at_utc_midnight_and_the_month_keeps_counting",
+    "auth.team_budgets.daily_usd": "tests/unit/test_budgets.py::"
+    "test_two_keys_of_one_team_are_kept_apart_and_both_count_against_the_team",
+    "auth.team_budgets.monthly_usd": "tests/unit/test_budgets.py::test_headroom_gauges_show_each_budget_and_period",
 }
 
 NOT_YET_MAPPED = frozenset(
