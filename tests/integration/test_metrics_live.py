@@ -72,7 +72,8 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, str]]:
             log = (tmp_path / "worker.log").open("wb")
             worker = subprocess.Popen([sys.executable, "-m", "proxy", "worker"], env=env, stdout=log, stderr=log)
             try:
-                wait_until_sync(lambda: _serves_metrics(port), timeout=120, what="the worker's metrics port")  # a hang detector: a loaded machine imports slowly
+                # a hang detector, not a speed limit: under load the worker imports litellm slowly
+                wait_until_sync(lambda: _serves_metrics(port), timeout=120, what="the worker's metrics port")
                 yield stack, f"127.0.0.1:{port}"
             finally:
                 worker.terminate()
