@@ -28,6 +28,7 @@ from typing import Any, Literal
 from proxy.endpoints import Endpoint, queue_group, split_group
 from proxy.errors import InvalidRequest
 from proxy.providers.base import BatchClient, CompletionClient, ErrorClass, ProviderError
+from proxy.providers.litellm_clients import close_cached_clients
 from proxy.providers.openai_http import OpenAICompletionClient, RetryPolicy, SharedSession
 from proxy.settings import Config, LitellmParams, ModelDeployment
 
@@ -614,6 +615,7 @@ class ProviderRegistry:
         for client in self._batch.values():
             await client.aclose()
         await self._http.close()
+        await close_cached_clients()  # litellm's own, for this event loop
 
 
 def _endpoint(deployment: ModelDeployment, simulator_url: str | None) -> tuple[str, str | None]:

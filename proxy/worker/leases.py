@@ -32,6 +32,7 @@ class Lease:
     token: str
     holder: asyncio.Task[object] | None  # the task stopped when the lease is lost
     lost: bool = field(default=False)
+    released: bool = field(default=False)  # the block has ended: its keeper stops renewing
 
 
 # The leases held by the running task (copied into the tasks it starts, which is harmless: they stop with it).
@@ -69,11 +70,23 @@ class Leases:
             yield True
         finally:
             _held.reset(context)
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(redis.RedisError):
-                await asyncio.shield(self.release(key, token))
+            try:
+                await self._stop_keeper(lease, keeper)
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    await asyncio.shield(self.release(key, token))
+
+    @staticmethod
+    async def _stop_keeper(lease: Lease, keeper: asyncio.Task[None]) -> None:
+        """End the keeper without swallowing a cancellation of this task: awaiting the cancelled keeper would
+        raise CancelledError either way, and suppressing it would also drop the caller's own (a worker told to
+        stop would carry on). `released` ends the keeper's loop even if its cancellation is lost inside a Redis
+        call that completes at the same moment (Python 3.11's timeouts can do that)."""
+        lease.released = True
+        keeper.cancel()
+        await asyncio.wait({keeper})
+        if not keeper.cancelled():
+            keeper.result()  # a keeper's own failure is the block's
 
     async def confirm(self) -> None:
         """Make sure every lease the current task holds is still its own (renewing them), before a call that must
@@ -84,8 +97,10 @@ class Leases:
                 raise asyncio.CancelledError(f"lease lost: {lease.key}")
 
     async def _keep(self, lease: Lease) -> None:
-        while True:
+        while not lease.released:
             await asyncio.sleep(self.ttl_ms / 3000)
+            if lease.released:
+                return
             try:
                 if not await self.renew(lease.key, lease.token):
                     self._lost(lease)

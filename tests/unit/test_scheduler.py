@@ -235,3 +235,27 @@ async def test_confirm_stops_a_holder_whose_lease_another_task_of_the_same_worke
     assert one.cancelled()
     assert calls == ["second"]
     assert await redis_client.get("lease:batch") is None  # released by its holder
+
+
+async def test_a_holder_cancelled_as_its_block_ends_stays_cancelled_and_releases_its_lease(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    # the cancellation lands while the lease's finally stops the keeper (a worker stopping just as a step ends)
+    leases = Leases(LeaseStore(redis_client, Scripts.register(redis_client)), owner="w1", ttl=30)
+    carried_on = False
+
+    async def holder() -> None:
+        nonlocal carried_on
+        async with leases.held("lease:batch") as mine:
+            assert mine
+            current = asyncio.current_task()
+            assert current is not None
+            asyncio.get_running_loop().call_soon(current.cancel)  # runs once the block's exit first yields
+        carried_on = True
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(holder())
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled()
+    assert not carried_on, "the holder's own cancellation was swallowed: it carried on after its lease"
+    assert await redis_client.get("lease:batch") is None  # released all the same
