@@ -60,7 +60,8 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, str]]:
             ]
         }  # fmt: skip
         webhooks = {"allow_hosts": ["127.0.0.1"], "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
-        with running_stack(tmp_path, redis_url, policy=policy, delivery={"webhook": webhooks}) as stack:
+        budgets = {"team_budgets": {"alpha": {"monthly_usd": 100.0}}}  # the budget headroom panel's data
+        with running_stack(tmp_path, redis_url, policy=policy, delivery={"webhook": webhooks}, auth=budgets) as stack:
             port = free_port()
             env = {
                 **os.environ,
