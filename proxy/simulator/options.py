@@ -143,6 +143,12 @@ class SimulatorOptions(BaseModel):
         ge=1,
         description="Gemini face: the largest inline batchGenerateContent call (400 above it; a file is needed)",
     )
+    xai_create_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="xAI face: one batch create per this many seconds per team (xAI: 1 per second); a create "
+        "sooner answers 429 with Retry-After (0: no limit)",
+    )
 
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 

@@ -24,6 +24,7 @@ class SimulatorState:
     rates: RateWindow = field(default_factory=RateWindow)  # for the rate-limit headers of chat answers
     in_flight: Counter[str] = field(default_factory=Counter)  # last user text -> synchronous calls being answered
     gemini_uploads: dict[str, tuple[int, str]] = field(default_factory=dict)  # upload id -> (bytes, name)
+    last_create: dict[str, float] = field(default_factory=dict)  # face -> when it last created a batch (monotonic s)
 
 
 def simulator_state(request: Request) -> SimulatorState:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -309,3 +310,73 @@ async def test_the_worker_sends_the_expired_half_again(tmp_path: Path, redis_url
         await asyncio.wait_for(worker, 90)
         assert face_batches(env, provider) == [(10, 5), (5, 5)]  # only the expired half went again
         await assert_answered(env, sent, views)
+
+
+# xAI's batch creation rate: one create per second per team
+
+
+async def test_the_xai_face_refuses_a_second_create_within_the_interval() -> None:
+    async with batch_client(XAI, xai_create_interval_s=30.0) as (client, url):
+        await submit(client, XAI, 1, "first")
+        prepared = await client.prepare(pairs(bodies(XAI, 1, "second")), metadata={LABEL: "second"})
+        response = httpx.post(
+            f"{url}{XAI.prefix}/batches",
+            json={"name": "second", "input_file_id": prepared.ref},
+            headers={"authorization": f"Bearer {PROVIDER_KEY}"},
+            timeout=10,
+        )
+        assert response.status_code == 429, response.text
+        assert 1 <= int(response.headers["retry-after"]) <= 30
+
+
+async def test_an_xai_create_refused_for_the_rate_waits_and_is_made() -> None:
+    """Two processes of one team create at once: the second is refused (429) and its client waits the Retry-After
+    and creates the batch, raising nothing."""
+    async with batch_client(XAI, xai_create_interval_s=1.0) as (client, url):
+        other = XAI.client(url)
+        try:
+            first, _ = await submit(client, XAI, 2, "first")
+            second, _ = await submit(other, XAI, 2, "second")
+            third, _ = await submit(other, XAI, 2, "third")  # paced by its own client: no 429 at all
+        finally:
+            await other.aclose()
+        infos = [await until_ended(client, batch.batch_id) for batch in (first, second, third)]
+        assert [(info.state, info.completed) for info in infos] == [(BatchState.COMPLETED, 2)] * 3
+
+
+async def test_the_worker_keeps_jobs_queued_while_xai_refuses_creates(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A create refused for longer than the client waits goes back to the submitter as transient: the batch's
+    jobs stay with it, none fails, and the batch is created once the rate allows."""
+
+    def models(url: str) -> list[dict[str, Any]]:
+        params = {"model": XAI.litellm_model, "api_base": url + XAI.prefix, "api_key": PROVIDER_KEY}
+        return [{"model_name": XAI.model, "litellm_params": params}]
+
+    caplog.set_level(logging.WARNING, logger="batchgate.worker.submitter")
+    knobs = {**FAST, "xai_create_interval_s": 60.0}
+    async with deferred_env(tmp_path, redis_url, simulator=knobs, models=models) as env:
+        probe = XAI.client(env.simulator_url)
+        try:
+            await submit(probe, XAI, 1, "someone-else")  # the team's create for the next minute
+        finally:
+            await probe.aclose()
+        sent = [chat_body(XAI.model, f"rate {i}") for i in range(3)]
+        views = [await env.accept(body) for body in sent]
+        worker = asyncio.create_task(Worker(env.runtime, worker_id="w1").run(burst=True))
+        try:
+            await wait_until(lambda: _told_to_retry(caplog), timeout=30, what="the create refused for its rate")
+            jobs = await env.store.jobs.get_many([view.id for view in views])
+            assert [job.status for job in jobs if job is not None] == ["queued"] * 3
+            assert face_batches(env, XAI) == [(1, 1)]
+            env.configure_simulator(xai_create_interval_s=0.0)
+            await asyncio.wait_for(worker, 90)
+        finally:
+            worker.cancel()
+        assert face_batches(env, XAI) == [(1, 1), (3, 3)]
+        await assert_answered(env, sent, views)
+
+
+async def _told_to_retry(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("will retry" in record.getMessage() and "429" in record.getMessage() for record in caplog.records)
