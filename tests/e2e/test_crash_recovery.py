@@ -18,6 +18,7 @@ from proxy.endpoints import Endpoint, queue_group
 from proxy.jobs.service import accept
 from proxy.policy.decision import Decision
 from proxy.simulator.embeddings import embedding_answer, vector
+from tests.support.crash import FAST_LEASES, kill_at_then_recover
 from tests.support.deferred_env import (
     ALICE,
     CLAUDE,
@@ -29,8 +30,8 @@ from tests.support.deferred_env import (
     deferred_env,
     gemini_models,
 )
-from tests.support.crash import FAST_LEASES, kill_at_then_recover
 from tests.support.stack import PROVIDER_KEY
+
 
 def message_batches(env: DeferredEnv) -> list[dict[str, Any]]:
     response = httpx.get(
