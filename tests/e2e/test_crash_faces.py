@@ -83,7 +83,8 @@ FACES = {
 
 
 def simulator_get(url: str, path: str) -> dict[str, Any]:
-    found: dict[str, Any] = httpx.get(url + path, timeout=10).raise_for_status().json()
+    """The simulator's ledger loads litellm's price map on first use: seconds, a minute on a loaded machine."""
+    found: dict[str, Any] = httpx.get(url + path, timeout=120).raise_for_status().json()
     return found
 
 

@@ -66,10 +66,8 @@ async def wait_for_exit(process: subprocess.Popen[bytes], within: float = 60) ->
 async def kill_at(env: DeferredEnv, marker: Path, stage: str, host_dir: Path | None = None) -> None:
     """A worker run until it reaches `stage`, then killed -9 there."""
     worker = start_worker(env, pause_at=stage, marker=marker, host_dir=host_dir)
-    print("STAGE start", stage, time.monotonic(), flush=True)  # TEMP
     try:
         await wait_for_marker(marker, worker)
-        print("STAGE reached", stage, time.monotonic(), flush=True)  # TEMP
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
