@@ -53,7 +53,9 @@ async def wait_for_marker(marker: Path, process: subprocess.Popen[bytes], within
         await asyncio.sleep(0.05)
 
 
-async def wait_for_exit(process: subprocess.Popen[bytes], within: float = 60) -> None:
+async def wait_for_exit(process: subprocess.Popen[bytes], within: float = 300) -> None:
+    """`within` is a hang detector too: a worker importing litellm to translate 500 results takes minutes on a
+    loaded machine."""
     end = time.monotonic() + within
     while process.poll() is None:
         if time.monotonic() > end:

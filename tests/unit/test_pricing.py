@@ -246,6 +246,6 @@ def test_a_discount_outside_zero_to_one_is_refused() -> None:
 def test_the_price_file_read_without_litellm_is_litellms_price_map() -> None:
     """A worker reads prices from the file litellm ships instead of importing litellm (seconds of CPU per start):
     the same map."""
-    import litellm  # noqa: PLC0415
+    import litellm
 
     assert bundled_price_map() == litellm.model_cost
