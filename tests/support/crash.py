@@ -60,6 +60,7 @@ async def wait_for_exit(process: subprocess.Popen[bytes], within: float = 300) -
     while process.poll() is None:
         if time.monotonic() > end:
             process.kill()
+            process.wait()
             raise AssertionError(f"worker did not finish: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
         await asyncio.sleep(0.1)
     assert process.returncode == 0, process.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
