@@ -374,7 +374,7 @@ async def test_the_worker_keeps_jobs_queued_while_xai_refuses_creates(
             await wait_until(lambda: _told_to_retry(caplog), timeout=30, what="the create refused for its rate")
             jobs = await env.store.jobs.get_many([view.id for view in views])
             assert [job.status for job in jobs if job is not None] == ["queued"] * 3
-            assert [lines for lines, _ in face_batches(env, XAI)] == [1]  # only the other process's
+            assert len(face_batches(env, XAI)) == 1  # only the other process's
             env.configure_simulator(xai_create_interval_s=0.0)
             await asyncio.wait_for(worker, 90)
         finally:
