@@ -17,10 +17,14 @@ Conventions (docs/metrics.md):
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -421,10 +425,31 @@ def config_batch_discounts(config: Config) -> dict[str, Decimal]:
     return {provider: to_decimal(share) for provider, share in config.pricing.batch_discounts.items()}
 
 
+LITELLM_PRICE_FILE = "model_prices_and_context_window_backup.json"  # the price map litellm ships and loads
+
+
 def load_litellm_price_map() -> Mapping[str, Any]:
-    """litellm's bundled price map, never fetched from the network."""
+    """litellm's bundled price map, never fetched from the network: `litellm.model_cost` once litellm is imported,
+    else read from the file litellm loads it from (importing litellm takes seconds of CPU; a worker that only
+    batches never needs it otherwise)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    bundled = None if "litellm" in sys.modules else bundled_price_map()
+    if bundled is not None:
+        return bundled
     import litellm  # noqa: PLC0415 - heavy import, done once at start
 
     price_map: Mapping[str, Any] = litellm.model_cost
+    return price_map
+
+
+def bundled_price_map() -> dict[str, Any] | None:
+    """The price map file litellm ships, as litellm loads it (without its `fallback_generalizations` entry), read
+    without importing litellm; None when the file is not where this litellm keeps it."""
+    spec = importlib.util.find_spec("litellm")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(locations[0]) / LITELLM_PRICE_FILE if locations else None
+    if path is None or not path.is_file():
+        return None
+    price_map: dict[str, Any] = json.loads(path.read_bytes())
+    price_map.pop("fallback_generalizations", None)
     return price_map

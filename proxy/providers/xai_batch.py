@@ -15,11 +15,15 @@ Wire format (https://docs.x.ai/developers/advanced-api-usage/batch-api, and lite
 - `POST /v1/batches/{id}:cancel`.
 
 A batch has no metadata: batchgate's label is written into its `name` (`batchgate;k=v;...`) and read back from it.
-xAI bills batch requests at 50% of list ("50% off standard pricing", the page above).
+xAI bills batch requests at 50% of list ("50% off standard pricing", the page above). It allows "1 batch creation
+per second per team": the client spaces its own creates a second apart and, refused with 429 all the same (another
+process on the team), waits the Retry-After and tries again a few times; past that the 429 is a TRANSIENT
+ProviderError, so the submitter keeps the batch's jobs and tries again later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -36,6 +40,9 @@ NAME_PREFIX = "batchgate"
 RESULTS_PAGE = 100
 LIST_PAGE = 100
 MAX_LIST_PAGES = 50
+CREATE_INTERVAL = 1.0  # seconds between batch creates (xAI: one per second per team)
+CREATE_TRIES = 4  # creates tried before a 429 goes up to the submitter
+MAX_CREATE_WAIT = 5.0  # the longest Retry-After honoured inside one create (seconds); longer: the submitter waits
 # the error codes of a failed request (gRPC status names, or an HTTP status as a number) as an HTTP status
 ERROR_STATUSES = {
     "invalid_argument": 400,
@@ -56,11 +63,26 @@ class XaiBatchClient(OpenAIBatchClient):
         super().__init__(
             base_url=base_url, api_key=api_key, upstream_model=upstream_model, timeout=timeout, file_expiry=None
         )
+        self._creating = asyncio.Lock()
+        self._last_create: float | None = None  # monotonic seconds
 
     async def create(self, prepared: str, *, metadata: Mapping[str, str]) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post("batches", json={"name": batch_name(metadata), "input_file_id": prepared})
-        return batch_info(json_or_raise(response))
+        """Create the batch, a second after this client's last create; a 429 (the team's create rate) is waited
+        out and tried again up to CREATE_TRIES times, then raised (TRANSIENT)."""
+        body = {"name": batch_name(metadata), "input_file_id": prepared}
+        async with self._creating:
+            for attempt in range(1, CREATE_TRIES + 1):
+                if self._last_create is not None:
+                    await asyncio.sleep(max(0.0, self._last_create + CREATE_INTERVAL - time.monotonic()))
+                with provider_errors():
+                    response = await self._http.post("batches", json=body)
+                self._last_create = time.monotonic()
+                wait = retry_after(response.headers.get("retry-after"))
+                if response.status_code != 429 or attempt == CREATE_TRIES or wait > MAX_CREATE_WAIT:
+                    break
+                log.info("xAI refused a batch create for its rate; trying again in %.1f s", wait)
+                await asyncio.sleep(wait)
+            return batch_info(json_or_raise(response))
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
         with provider_errors():
@@ -115,6 +137,14 @@ class XaiBatchClient(OpenAIBatchClient):
                 break
             params["pagination_token"] = token
         return found
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds a Retry-After header asks for (a number of seconds; CREATE_INTERVAL when absent or unreadable)."""
+    try:
+        return max(0.0, float(value)) if value else CREATE_INTERVAL
+    except ValueError:
+        return CREATE_INTERVAL
 
 
 def batch_name(metadata: Mapping[str, str]) -> str:

@@ -1,6 +1,7 @@
 """Test controls under `/_sim`: the ledger, runtime knobs, fail-next, calls in flight. No authentication (a test tool).
 
-`POST /_sim/fail-next {"count": N, "status": S, "body": "..."}` makes the next N synchronous calls fail with S;
+`GET /_sim/batches` lists every batch on every face (a test counts what was created: a batch created twice shows
+twice). `POST /_sim/fail-next {"count": N, "status": S, "body": "..."}` makes the next N synchronous calls fail with S;
 with `body`, they answer that text verbatim (text/html), as a broken gateway would, and S may even be 2xx."""
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ async def in_flight(request: Request) -> Response:
     """Synchronous calls the simulator is answering now (during `sync_latency_s`), by their last user text."""
     counts = simulator_state(request).in_flight
     return _json({label: count for label, count in counts.items() if count > 0})
+
+
+@router.get("/batches")
+async def batches(request: Request) -> Response:
+    """`{"batches": [{"id", "face", "lines", "status"}]}`, oldest first, across every face."""
+    views = list(simulator_state(request).engine.batches_newest_first())
+    found = [
+        {"id": view.record.id, "face": str(view.record.attributes.get("face") or view.record.options.flavor),
+         "lines": len(view.record.lines), "status": view.status.value}
+        for view in reversed(views)
+    ]  # fmt: skip
+    return _json({"batches": found})
 
 
 @router.post("/reset")

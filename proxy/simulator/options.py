@@ -148,6 +148,12 @@ class SimulatorOptions(BaseModel):
         ge=1,
         description="Gemini face: the largest inline batchGenerateContent call (400 above it; a file is needed)",
     )
+    xai_create_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="xAI face: one batch create per this many seconds per team (xAI: 1 per second); a create "
+        "sooner answers 429 with Retry-After (0: no limit)",
+    )
 
     bedrock_min_records: int = Field(
         default=100, ge=1, description="Bedrock face: the fewest records a batch inference job takes (fails below)"

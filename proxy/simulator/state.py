@@ -26,6 +26,7 @@ class SimulatorState:
     in_flight: Counter[str] = field(default_factory=Counter)  # last user text -> synchronous calls being answered
     gemini_uploads: dict[str, tuple[int, str]] = field(default_factory=dict)  # upload id -> (bytes, name)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored Response objects, by id
+    last_create: dict[str, float] = field(default_factory=dict)  # face -> when it last created a batch (monotonic s)
 
 
 def simulator_state(request: Request) -> SimulatorState:

@@ -8,12 +8,16 @@ num_cancelled}` and RFC 3339 `create_time` / `expire_time` / `cancel_time`; no f
 is pending). An input that does not validate is cancelled by xAI (`cancel_by_xai_message`). A batch past its
 expiry keeps its unfinished requests pending and stops; a cancelled batch counts them `num_cancelled`. Results are
 paged by `pagination_token`, each `{"batch_request_id", "batch_result": {"response": {"chat_get_completion": ...}}
-| {"error": {"code", "message"}}}` with gRPC status names as codes.
+| {"error": {"code", "message"}}}` with gRPC status names as codes. Batch creation is limited as xAI limits it
+("1 batch creation per second per team", docs.x.ai batch guide): a create sooner than `xai_create_interval_s`
+after the last one answers 429 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +25,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from proxy.errors import Conflict, InvalidRequest, NotFound
+from proxy.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from proxy.simulator import openai_face
 from proxy.simulator.batches import INFINITY, BatchLine, BatchView, Status
 from proxy.simulator.engine import BatchNotCancellable, BatchNotFound
@@ -112,6 +116,7 @@ async def create_batch(request: Request) -> Response:
     refusal = openai_face.account_error(engine.options, batch_create=True)
     if refusal is not None:
         raise refusal
+    _within_create_rate(state)
     source = state.files.get(file_id)
     if source is None:
         raise NotFound(f"File {file_id} not found.", param="input_file_id")
@@ -123,6 +128,23 @@ async def create_batch(request: Request) -> Response:
     batch_id = f"batch_{uuid.uuid4()}"
     record = await asyncio.to_thread(engine.create_batch, batch_id, requests, issues, attributes, options=no_finalizing)
     return _json(batch_object(engine.batch(record.id)))
+
+
+def _within_create_rate(state: SimulatorState) -> None:
+    """Count a batch create against the team's rate, or refuse it (429, Retry-After: whole seconds to wait)."""
+    interval = state.engine.options.xai_create_interval_s
+    now = time.monotonic()
+    last = state.last_create.get(FACE)
+    if interval and last is not None and now - last < interval:
+        wait = interval - (now - last)
+        raise UpstreamError(
+            429,
+            f"Too many batch creations: at most one every {interval:g} s per team. Please retry in {wait:.2f} s.",
+            error_type="rate_limit_exceeded",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(max(1, math.ceil(wait)))},
+        )
+    state.last_create[FACE] = now
 
 
 @router.get("/batches/{batch_id}")

@@ -28,7 +28,7 @@ from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
 from proxy.worker.runner import Worker
-from tests.e2e.test_crash_recovery import FAST_LEASES, start_worker, wait_for_marker
+from tests.support.crash import FAST_LEASES, start_worker, wait_for_marker
 from tests.support.deferred_env import assert_answered, chat_body, deferred_env
 from tests.support.s3_server import S3Server, aws_environment, s3_server
 from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server

@@ -1,12 +1,14 @@
-"""The Mistral and xAI batch adapters against their simulator faces, directly and through the whole stack: a
-batch's lifecycle and answers, per-line errors, a cancel, an expiry with half the lines done, finding a batch
-again after a crash, the worker sending an expired batch's unfinished half again, and deferred calls made with the
-official openai client reconciling exactly with the face's ledger (billed at the provider's batch price)."""
+"""The Mistral and xAI batch adapters against their simulator faces, directly and through the whole stack (and
+Groq's OpenAI-shaped batches on the simulator's groq flavour, for the cases no other test covers): a batch's
+lifecycle and answers, per-line errors, a cancel, an expiry with half the lines done, xAI's create rate, finding a
+batch again after a crash, the worker sending an expired batch's unfinished half again, and deferred calls made with
+the official openai client reconciling exactly with the face's ledger (billed at the provider's batch price)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -39,19 +41,25 @@ class Provider:
     name: str
     prefix: str  # where the simulator serves it
     model: str  # the upstream model (and the configured model name)
+    knobs: tuple[tuple[str, str], ...] = ()  # simulator knobs the face needs
 
     @property
     def litellm_model(self) -> str:
         return f"{self.name}/{self.model}"
 
     def client(self, simulator_url: str) -> OpenAIBatchClient:
+        where = {"base_url": simulator_url + self.prefix, "api_key": PROVIDER_KEY, "upstream_model": self.model}
+        if self.name == "groq":  # OpenAI's shape with windows to 7 days
+            return OpenAIBatchClient(**where, timeout=10, completion_window="7d")
         kind = MistralBatchClient if self.name == "mistral" else XaiBatchClient
-        return kind(base_url=simulator_url + self.prefix, api_key=PROVIDER_KEY, upstream_model=self.model, timeout=10)
+        return kind(**where, timeout=10)
 
 
 MISTRAL = Provider("mistral", "/mistral/v1", "mistral-small-latest")
 XAI = Provider("xai", "/xai/v1", "grok-4.20-non-reasoning")
+GROQ = Provider("groq", "/v1", "openai/gpt-oss-20b", knobs=(("flavor", "groq"),))
 PROVIDERS = [pytest.param(MISTRAL, id="mistral"), pytest.param(XAI, id="xai")]
+WITH_GROQ = [*PROVIDERS, pytest.param(GROQ, id="groq")]  # Groq's lifecycle, line errors, cancel and expiry
 
 
 async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -61,7 +69,7 @@ async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[
 
 @contextlib.asynccontextmanager
 async def batch_client(provider: Provider, **knobs: Any) -> AsyncIterator[tuple[OpenAIBatchClient, str]]:
-    with simulator_server(**{**FAST, **knobs}) as upstream:
+    with simulator_server(**{**FAST, **dict(provider.knobs), **knobs}) as upstream:
         client = provider.client(upstream.url)
         try:
             yield client, upstream.url
@@ -91,7 +99,7 @@ async def lines_of(client: OpenAIBatchClient, info: BatchInfo) -> list[ResultLin
     return [line async for line in client.results(info)]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", WITH_GROQ)
 async def test_a_batch_completes_with_its_answers(provider: Provider) -> None:
     async with batch_client(provider) as (client, _):
         created, ref = await submit(client, provider, 5)
@@ -111,7 +119,7 @@ async def test_a_batch_completes_with_its_answers(provider: Provider) -> None:
         await client.cleanup(ref)  # already gone is fine
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", WITH_GROQ)
 async def test_per_line_errors_keep_their_status(provider: Provider) -> None:
     async with batch_client(provider, line_400_rate=0.5, line_500_rate=0.5, seed=3) as (client, _):
         created, _ = await submit(client, provider, 12)
@@ -126,7 +134,7 @@ async def test_per_line_errors_keep_their_status(provider: Provider) -> None:
             assert line.transient is (line.status_code == 500)
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", WITH_GROQ)
 async def test_a_cancel_goes_cancelling_then_cancelled_with_no_answers(provider: Provider) -> None:
     async with batch_client(provider, finish_fraction=0.0, cancel_delay_s=0.3) as (client, _):
         created, _ = await submit(client, provider, 4)
@@ -139,7 +147,7 @@ async def test_a_cancel_goes_cancelling_then_cancelled_with_no_answers(provider:
         assert info.state is BatchState.CANCELLED
         assert info.completed == 0
         lines = await lines_of(client, info)
-        if provider is MISTRAL:  # its error file names the lines that never ran
+        if provider is not XAI:  # Mistral's and Groq's error files name the lines that never ran
             assert [line.outcome for line in lines] == [LineOutcome.CANCELLED] * 4
             assert all(line.transient for line in lines)
         else:  # xAI counts them cancelled and gives no result for them: the worker's missing-line rules answer
@@ -150,7 +158,7 @@ async def _running(client: OpenAIBatchClient, batch_id: str) -> bool:
     return (await client.retrieve(batch_id)).state is BatchState.IN_PROGRESS
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", WITH_GROQ)
 async def test_an_expired_batch_gives_the_half_that_finished(provider: Provider) -> None:
     async with batch_client(provider, finish_fraction=0.5, expiry_s=1.5) as (client, _):
         created, _ = await submit(client, provider, 10)
@@ -309,3 +317,73 @@ async def test_the_worker_sends_the_expired_half_again(tmp_path: Path, redis_url
         await asyncio.wait_for(worker, 90)
         assert face_batches(env, provider) == [(10, 5), (5, 5)]  # only the expired half went again
         await assert_answered(env, sent, views)
+
+
+# xAI's batch creation rate: one create per second per team
+
+
+async def test_the_xai_face_refuses_a_second_create_within_the_interval() -> None:
+    async with batch_client(XAI, xai_create_interval_s=30.0) as (client, url):
+        await submit(client, XAI, 1, "first")
+        prepared = await client.prepare(pairs(bodies(XAI, 1, "second")), metadata={LABEL: "second"})
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {PROVIDER_KEY}"}, timeout=10) as http:
+            response = await http.post(
+                f"{url}{XAI.prefix}/batches", json={"name": "second", "input_file_id": prepared.ref}
+            )
+        assert response.status_code == 429, response.text
+        assert 1 <= int(response.headers["retry-after"]) <= 30
+
+
+async def test_an_xai_create_refused_for_the_rate_waits_and_is_made() -> None:
+    """Two processes of one team create at once: the second is refused (429) and its client waits the Retry-After
+    and creates the batch, raising nothing."""
+    async with batch_client(XAI, xai_create_interval_s=1.0) as (client, url):
+        other = XAI.client(url)
+        try:
+            first, _ = await submit(client, XAI, 2, "first")
+            second, _ = await submit(other, XAI, 2, "second")
+            third, _ = await submit(other, XAI, 2, "third")  # paced by its own client: no 429 at all
+        finally:
+            await other.aclose()
+        infos = [await until_ended(client, batch.batch_id) for batch in (first, second, third)]
+        assert [(info.state, info.completed) for info in infos] == [(BatchState.COMPLETED, 2)] * 3
+
+
+async def test_the_worker_keeps_jobs_queued_while_xai_refuses_creates(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A create refused for longer than the client waits goes back to the submitter as transient: the batch's
+    jobs stay with it, none fails, and the batch is created once the rate allows."""
+
+    def models(url: str) -> list[dict[str, Any]]:
+        params = {"model": XAI.litellm_model, "api_base": url + XAI.prefix, "api_key": PROVIDER_KEY}
+        return [{"model_name": XAI.model, "litellm_params": params}]
+
+    caplog.set_level(logging.WARNING, logger="batchgate.worker.submitter")
+    knobs = {**FAST, "xai_create_interval_s": 60.0}
+    async with deferred_env(tmp_path, redis_url, simulator=knobs, models=models) as env:
+        probe = XAI.client(env.simulator_url)
+        try:
+            await submit(probe, XAI, 1, "someone-else")  # the team's create for the next minute
+        finally:
+            await probe.aclose()
+        sent = [chat_body(XAI.model, f"rate {i}") for i in range(3)]
+        views = [await env.accept(body) for body in sent]
+        worker = asyncio.create_task(Worker(env.runtime, worker_id="w1").run(burst=True))
+        try:
+            await wait_until(lambda: _told_to_retry(caplog), timeout=30, what="the create refused for its rate")
+            jobs = await env.store.jobs.get_many([view.id for view in views])
+            assert [job.status for job in jobs if job is not None] == ["queued"] * 3
+            assert len(face_batches(env, XAI)) == 1  # only the other process's
+            env.configure_simulator(xai_create_interval_s=0.0)
+            await asyncio.wait_for(worker, 90)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        assert face_batches(env, XAI) == [(1, 1), (3, 3)]
+        await assert_answered(env, sent, views)
+
+
+async def _told_to_retry(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("will retry" in record.getMessage() and "429" in record.getMessage() for record in caplog.records)

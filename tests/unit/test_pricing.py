@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.pricing import Cost, ModelPriceOverride, PriceBook, Usage, config_overrides
+from proxy.pricing import Cost, ModelPriceOverride, PriceBook, Usage, bundled_price_map, config_overrides
 from proxy.settings import Config
 
 D = Decimal
@@ -241,3 +241,11 @@ def test_a_discount_outside_zero_to_one_is_refused() -> None:
                     "pricing": {"batch_discounts": {"groq": share}},
                 }
             )
+
+
+def test_the_price_file_read_without_litellm_is_litellms_price_map() -> None:
+    """A worker reads prices from the file litellm ships instead of importing litellm (seconds of CPU per start):
+    the same map."""
+    import litellm
+
+    assert bundled_price_map() == litellm.model_cost

@@ -1,0 +1,112 @@
+"""Every provider face, a worker killed -9 at every stage of one batch: every job answered once, one batch created.
+
+One batch is carried through the stages by a worker per stage (tests/support/crash.py): killed before its upload,
+after it, before the create, after it, while polling and half-way through the ingest (the batch is one ingest
+chunk and a few lines long, so the kill falls between chunks); each next worker takes over what the last one left.
+A last worker runs to the end. Then every job holds its own answer, the face holds one batch of every line, and its
+ledger billed each line once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.worker.ingest import CHUNK
+from tests.support.crash import FAST_LEASES, kill_at_each_stage_then_recover
+from tests.support.deferred_env import CLAUDE, GEMINI, assert_answered, chat_body, claude_models, deferred_env
+from tests.support.deferred_env import gemini_models as gemini_face_models
+from tests.support.stack import PROVIDER_KEY, config_document
+
+JOBS = CHUNK + 5
+AZURE_BATCH_DEPLOYMENT = "gpt-4o-mini-batch"
+AZURE_VERSIONS = {"azure-v1": "v1", "azure-legacy": "2025-03-01-preview"}
+GROQ_UPSTREAM = "groq/openai/gpt-oss-20b"
+
+
+@dataclass(frozen=True)
+class Face:
+    model: str  # the configured model name
+    litellm_model: str  # what the face bills it as
+    models: Callable[[str], list[dict[str, Any]]]  # the model_list for a simulator URL
+    simulator: dict[str, Any] = field(default_factory=dict)  # the simulator's knobs
+    answered_model: str | None = None  # the model a line's answer is computed for, when not `model`
+    # Anthropic and Gemini results go through litellm's translation, 500 lines at a time: on a loaded machine that
+    # holds the worker's loop longer than the shortest lease
+    lease: float = 1.5
+
+
+def one_model(model: str, litellm_model: str, root: str, **params: Any) -> Callable[[str], list[dict[str, Any]]]:
+    """`model` as `litellm_model` at the simulator's `root` path."""
+
+    def models(url: str) -> list[dict[str, Any]]:
+        settings = {"model": litellm_model, "api_base": url + root, "api_key": PROVIDER_KEY, **params}
+        return [{"model_name": model, "litellm_params": settings}]
+
+    return models
+
+
+def openai_models(url: str) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = config_document(url)["model_list"][:1]
+    return models
+
+
+def azure_face(style: str) -> Face:
+    params = {"api_version": AZURE_VERSIONS[style], "batch_deployment": AZURE_BATCH_DEPLOYMENT}
+    return Face(
+        "gpt-4o-mini",
+        "azure/gpt-4o-mini",
+        one_model("gpt-4o-mini", "azure/gpt-4o-mini", "", **params),
+        {"azure_deployments": {AZURE_BATCH_DEPLOYMENT: "gpt-4o-mini"}},
+        answered_model=AZURE_BATCH_DEPLOYMENT,
+    )
+
+
+FACES = {
+    "openai": Face("gpt-4o-mini", "gpt-4o-mini", openai_models),
+    "anthropic": Face(CLAUDE, CLAUDE, claude_models, lease=5.0),
+    "azure-v1": azure_face("azure-v1"),
+    "azure-legacy": azure_face("azure-legacy"),
+    "gemini": Face(GEMINI, f"gemini/{GEMINI}", gemini_face_models, lease=5.0),
+    "mistral": Face(
+        "mistral-small-latest", "mistral/mistral-small-latest",
+        one_model("mistral-small-latest", "mistral/mistral-small-latest", "/mistral/v1"),
+    ),
+    "xai": Face(
+        "grok-4.20-non-reasoning", "xai/grok-4.20-non-reasoning",
+        one_model("grok-4.20-non-reasoning", "xai/grok-4.20-non-reasoning", "/xai/v1"),
+    ),
+    "groq": Face(
+        "gpt-oss-20b", GROQ_UPSTREAM, one_model("gpt-oss-20b", GROQ_UPSTREAM, "/v1"), {"flavor": "groq"},
+        answered_model=GROQ_UPSTREAM.removeprefix("groq/"),
+    ),
+}  # fmt: skip
+
+
+def simulator_get(url: str, path: str) -> dict[str, Any]:
+    """The simulator's ledger loads litellm's price map on first use: seconds, a minute on a loaded machine."""
+    found: dict[str, Any] = httpx.get(url + path, timeout=120).raise_for_status().json()
+    return found
+
+
+@pytest.mark.parametrize("name", list(FACES))
+async def test_a_worker_killed_at_every_stage_answers_each_job_once_from_one_batch(
+    tmp_path: Path, redis_url: str, name: str
+) -> None:
+    face = FACES[name]
+    leases = {"worker": {**FAST_LEASES["worker"], "lease": face.lease}}
+    async with deferred_env(tmp_path, redis_url, simulator=face.simulator, models=face.models, **leases) as env:
+        bodies = [chat_body(face.model, f"{name} {i}") for i in range(JOBS)]
+        views = [await env.accept(body) for body in bodies]
+        await kill_at_each_stage_then_recover(env, tmp_path)
+        answered = [{**body, "model": face.answered_model or face.model} for body in bodies]
+        await assert_answered(env, answered, views)
+        batches = simulator_get(env.simulator_url, "/_sim/batches")["batches"]
+        assert [batch["lines"] for batch in batches] == [JOBS], "a batch was created twice"
+        billed = simulator_get(env.simulator_url, "/_sim/ledger")["models"][face.litellm_model]
+        assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (0, JOBS), "a line ran twice"
