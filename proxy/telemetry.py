@@ -35,6 +35,7 @@ log = logging.getLogger("batchgate.telemetry")
 
 WRITE_BATCH = 256  # entries per flush step; those with a job id are written concurrently, one call each
 RETRY_PAUSE = 1.0
+WRITE_WINDOW = 0.05  # seconds a background write waits for more records to join it (bench/RESULTS.md, issue 17)
 MAX_BUFFERED = 200_000
 CLOSE_TIMEOUT = 10.0
 NOTHING = Cost(Decimal(0), Decimal(0))
@@ -235,9 +236,13 @@ class Telemetry(WorkerEvents):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no event loop (a synchronous caller): flush() writes it later
-        self._flusher = loop.create_task(self._drain(), name="telemetry-flush")
+        self._flusher = loop.create_task(self._drain(window=WRITE_WINDOW), name="telemetry-flush")
 
-    async def _drain(self) -> None:
+    async def _drain(self, *, window: float = 0.0) -> None:
+        """Write what is buffered until nothing is; `window`: seconds to wait first, so that the requests of that
+        moment go to Redis in one write instead of one write each (sequential traffic paid a round trip per call)."""
+        if window and not self._closed:
+            await asyncio.sleep(window)
         while self._buffer or self._unwritten or self._settlements:
             taken, self._buffer = self._buffer, []
             for request in taken:
