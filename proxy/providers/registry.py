@@ -375,35 +375,50 @@ class ProviderRegistry:
         self, deployment: ModelDeployment, simulator_url: str | None, retry: RetryPolicy, timeout: float
     ) -> CompletionClient:
         """The deployment's client for `/v1/embeddings`: raw bytes for OpenAI-shaped providers, else litellm."""
-        params = deployment.litellm_params
-        if params.provider in OPENAI_SHAPED_BASES:
-            base_url, api_key = _endpoint(deployment, simulator_url)
-            return OpenAICompletionClient(
-                http=self._http,
-                base_url=base_url,
-                api_key=api_key,
-                upstream_model=params.upstream_model,
-                retry=retry,
-                path="/embeddings",
-            )
         from proxy.providers.litellm_embedding import LitellmEmbeddingClient  # noqa: PLC0415
 
-        api_base, api_key = _litellm_endpoint(deployment, simulator_url)
-        return LitellmEmbeddingClient(
-            model=params.model,
-            api_base=api_base,
-            api_key=api_key,
-            retry=retry,
-            timeout=timeout,
-            extra_params=_client_extra(deployment, simulator_url),
+        raw = deployment.litellm_params.provider in OPENAI_SHAPED_BASES
+        return self._endpoint_client(
+            deployment,
+            simulator_url,
+            retry,
+            timeout,
+            raw=raw,
+            path="/embeddings",
+            through_litellm=LitellmEmbeddingClient,
         )
 
     def _responses_client(
         self, deployment: ModelDeployment, simulator_url: str | None, retry: RetryPolicy, timeout: float
     ) -> CompletionClient:
         """The deployment's client for `/v1/responses`: raw bytes where the provider serves it, else litellm."""
+        from proxy.providers.litellm_responses import LitellmResponsesClient  # noqa: PLC0415
+
+        raw = deployment.litellm_params.provider in RESPONSES_RAW_PROVIDERS
+        return self._endpoint_client(
+            deployment,
+            simulator_url,
+            retry,
+            timeout,
+            raw=raw,
+            path="/responses",
+            through_litellm=LitellmResponsesClient,
+        )
+
+    def _endpoint_client(
+        self,
+        deployment: ModelDeployment,
+        simulator_url: str | None,
+        retry: RetryPolicy,
+        timeout: float,
+        *,
+        raw: bool,
+        path: str,
+        through_litellm: Callable[..., CompletionClient],
+    ) -> CompletionClient:
+        """An endpoint's client: the provider's bytes relayed at `path` (`raw`), else `through_litellm`."""
         params = deployment.litellm_params
-        if params.provider in RESPONSES_RAW_PROVIDERS:
+        if raw:
             base_url, api_key = _endpoint(deployment, simulator_url)
             return OpenAICompletionClient(
                 http=self._http,
@@ -411,18 +426,16 @@ class ProviderRegistry:
                 api_key=api_key,
                 upstream_model=params.upstream_model,
                 retry=retry,
-                path="/responses",
+                path=path,
             )
-        from proxy.providers.litellm_responses import LitellmResponsesClient  # noqa: PLC0415
-
         api_base, api_key = _litellm_endpoint(deployment, simulator_url)
-        return LitellmResponsesClient(
+        return through_litellm(
             model=params.model,
             api_base=api_base,
             api_key=api_key,
             retry=retry,
             timeout=timeout,
-            extra_params=litellm_extra(deployment),
+            extra_params=_client_extra(deployment, simulator_url),
         )
 
     def stored_responses(self) -> list[tuple[str, str | None]]:
