@@ -3,7 +3,8 @@
 
 A call (sync or deferred) reserves its worst-case cost when it is accepted: its prompt tokens as estimated by
 proxy/token_estimate.py plus its `max_completion_tokens` / `max_tokens` (the model's maximum output when absent),
-times `n`, at the price of the lane it was given. A call that does not fit every budget it counts against is
+times `n`, at the price of the lane it was given; an embeddings call's worst case is its input alone (an
+embedding has no output tokens); a Responses call's output cap is its `max_output_tokens`. A call that does not fit every budget it counts against is
 refused (`BudgetExceeded`, HTTP 429). When the call is answered its reservation is settled at the real cost
 (released when it failed or was cancelled) by whichever process answered it: the API for sync calls, the worker
 (through telemetry) for deferred jobs, whose reservation is named by the job id. A reservation never settled (a
@@ -26,6 +27,7 @@ import orjson
 from proxy.accounting import to_pico, usd_text
 from proxy.auth import Caller
 from proxy.durations import format_instant
+from proxy.endpoints import Endpoint, endpoint_of
 from proxy.errors import ApiError
 from proxy.pricing import Cost, Lane, PriceBook, Usage
 from proxy.settings import Budget, Config
@@ -110,10 +112,15 @@ def _limits(scope: str, name: str, budget: Budget | None) -> list[Limit]:
     return [Limit(scope, name, period, Decimal(repr(usd))) for period, usd in pairs if usd is not None]
 
 
-def worst_case_tokens(body: Mapping[str, Any], max_output: int | None) -> Usage:
-    """The most a call can be billed for: its estimated prompt tokens and its output cap (per choice, times `n`)."""
+def worst_case_tokens(
+    body: Mapping[str, Any], max_output: int | None, endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS
+) -> Usage:
+    """The most a call can be billed for: its estimated prompt tokens and its output cap (per choice, times `n`;
+    none for an embeddings call)."""
     prompt = estimate_tokens(orjson.dumps(body))
-    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    if endpoint is Endpoint.EMBEDDINGS:
+        return Usage(prompt_tokens=prompt, completion_tokens=0)
+    cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
     output = cap if isinstance(cap, int) and cap > 0 else (max_output or DEFAULT_MAX_OUTPUT)
     choices = body.get("n")
     output *= choices if isinstance(choices, int) and choices > 1 else 1
@@ -121,7 +128,9 @@ def worst_case_tokens(body: Mapping[str, Any], max_output: int | None) -> Usage:
 
 
 def worst_case_cost(prices: PriceBook, model: str, lane: Lane, body: Mapping[str, Any]) -> Cost:
-    return prices.cost(model, worst_case_tokens(body, prices.max_output_tokens(model)), lane)
+    """The worst case of a call to `model` (a model or a queue group, `proxy/endpoints.py`) on `lane`."""
+    tokens = worst_case_tokens(body, prices.max_output_tokens(model), endpoint_of(model))
+    return prices.cost(model, tokens, lane)
 
 
 class Budgets:

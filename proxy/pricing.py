@@ -369,6 +369,16 @@ class PriceBook:
         prices = self.prices(model)
         return prices.cost(usage, lane) if prices else Cost.unknown()
 
+    def cost_at(self, model: str, usage: Usage, price: str) -> Cost:
+        """The cost on a declared venue's price rule (proxy/venues.py, `price_rule`): `batch` or `flex` (that
+        tier's prices), else a share of the list price (a decimal string, "0.25")."""
+        if price in ("batch", "flex"):
+            return self.cost(model, usage, "batch" if price == "batch" else "flex")
+        listed = self.cost(model, usage, "sync")
+        if not listed.known:
+            return listed
+        return Cost(listed.list_usd, listed.list_usd * Decimal(price))
+
     def cache_saving(self, model: str, usage: Usage, lane: Lane) -> tuple[Decimal, Decimal] | None:
         """What the prompt cache saved this answer in `lane` (reads below the input price) and what its writes cost
         above it; None: no known price."""

@@ -12,7 +12,8 @@ by two or more lines is marked:
 
 A shared prefix below the provider's minimum cacheable size (Anthropic: 2,048 tokens on Haiku models, 1,024 on
 the others; OpenAI 1,024) is not marked, and counted (`batchgate_prompt_cache_prefix_too_short_total`) with a
-log line, so that a cache that cannot apply is visible. Sizes are estimated at four bytes a token of the
+log line, so that a cache that cannot apply is visible; a deferred call's own prefix below the minimum is reported
+in its decision (`cache=too_short(812<1024)` in X-Batchgate-Decision, and in `POST /v1/policy/explain`). Sizes are estimated at four bytes a token of the
 prefix's JSON (proxy/requests.py's routing estimate), which is close for prose; a prefix just around the minimum
 may be judged either way. A provider with no explicit cache marking is left alone.
 """
@@ -59,6 +60,26 @@ def minimum_tokens(provider: str, model: str) -> int | None:
     if provider == "openai":  # Azure caches prompts too, but not every API version takes `prompt_cache_key`
         return OPENAI_MINIMUM
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class TooShort:
+    """A call's prefix (`tokens`, estimated) below the provider's minimum cacheable size (`minimum`)."""
+
+    tokens: int
+    minimum: int
+
+
+def too_short(body: Mapping[str, Any], model: str) -> TooShort | None:
+    """Whether a chat body's prefix is too short to cache at the provider of `model` (a litellm model string,
+    `provider/upstream`); None when it has no prefix, the prefix is large enough, or the provider has no
+    explicit cache marking."""
+    provider, _, upstream = model.partition("/")
+    minimum = minimum_tokens(provider, upstream)
+    prefix = prefix_of(body) if minimum is not None else None
+    if prefix is None or minimum is None or prefix.tokens >= minimum:
+        return None
+    return TooShort(prefix.tokens, minimum)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ class FinishedRequest:
     waste_reason: str | None = None
     waste_source: str | None = None
     budget_hold: str | None = None  # the budget reservation this answer settles (proxy/budgets.py)
+    price: str | None = None  # a declared venue's price rule it was billed at (PriceBook.cost_at); None: lane's
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,7 @@ class Telemetry(WorkerEvents):
                 job_id=job.job_id,
                 rescue_reason=job.rescue_reason if job.rescued or job.rescue_reason else None,
                 budget_hold=job.job_id if self.budgets is not None and self.budgets.active() else None,
+                price=job.price,
             )
         )
 
@@ -270,6 +272,8 @@ class Telemetry(WorkerEvents):
             cost, usage = NOTHING, Usage()  # failed or cancelled: nothing billed
         elif usage is None:
             cost, usage = Cost.unknown(), Usage()  # e.g. a stream without include_usage
+        elif request.price is not None:
+            cost = self._prices().cost_at(request.model, usage, request.price)
         else:
             cost = self._prices().cost(request.model, usage, lane)
         if request.waste_reason is not None:

@@ -22,7 +22,10 @@ from proxy.policy.model import VenueConfig
 from proxy.policy.venue import Considered, Venue
 from proxy.pricing import DEFAULT_BATCH_DISCOUNT, ModelPrices, TierPrices
 
-__all__ = ["Considered", "Venue", "completion_budget", "configured_venue", "matches", "next_open", "pick", "tier_share"]
+__all__ = [
+    "Considered", "Venue", "completion_budget", "configured_venue", "matches", "next_open", "pick", "price_rule",
+    "tier_share",
+]  # fmt: skip
 
 
 def pick(venues: Sequence[Venue], remaining: float, margin: float) -> tuple[Venue, tuple[Considered, ...], str]:
@@ -70,6 +73,22 @@ def configured_venue(
     p50, p99 = venue.turnaround.p50, venue.turnaround.p99
     at_confidence = p50 if confidence <= 0.5 else p50 + (p99 - p50) * min(1.0, (confidence - 0.5) / 0.49)
     return Venue(venue.name, "sync", price, hold + p50, hold + at_confidence, hold=hold, body=dict(venue.body))
+
+
+def price_rule(venue: VenueConfig, at: datetime) -> str | None:
+    """What a call sent on a declared venue at `at` is billed at (PriceBook.cost_at): its price tier (`batch`,
+    `flex`) or its multiplier as a share of list ("0.25"); None (list) for an off-peak venue's call sent outside
+    its window (a late send, a rescue), which the provider bills at list."""
+    if venue.window is not None and not venue.window.spec().contains(at):
+        return None
+    if venue.price_multiplier is not None:
+        return repr(venue.price_multiplier)
+    return venue.price_tier
+
+
+def declared(venues: Sequence[VenueConfig], name: str | None) -> VenueConfig | None:
+    """The declared venue named `name` (None: none, or no longer configured)."""
+    return next((venue for venue in venues if venue.name == name), None) if name else None
 
 
 def matches(venue: VenueConfig, model: str, provider: str) -> bool:

@@ -56,6 +56,8 @@ class DeferredDecision(Protocol):
     def eta(self) -> float | None: ...
     @property
     def eta_p90(self) -> float | None: ...
+    @property
+    def venue(self) -> str | None: ...
 
 
 async def accept(
@@ -105,6 +107,7 @@ async def accept(
         max_wait=decision.max_wait,
         eta=eta.eta if eta is not None else None,
         eta_p90=eta.eta_p90 if eta is not None else None,
+        venue=decision.venue if decision.venue in config.policy.venue_names else None,
     )
     view, created = await store.jobs.accept(
         job,

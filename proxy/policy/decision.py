@@ -36,6 +36,8 @@ class Decision:
         `considered` lists every venue it looked at (for `policy explain`).
     hold_until: when a held call (an off-peak venue) is sent; venue_body: fields its venue adds to the body.
     eta / eta_p90: when a deferred batch job is expected to be answered (unix seconds), median and pessimistic.
+    cache_too_short: (prefix tokens, provider minimum) when a batched call's prompt prefix is too short for the
+        provider's prompt cache (proxy/prompt_cache.py), rendered as `cache=too_short(812<1024)`.
     """
 
     deferred: bool
@@ -58,6 +60,7 @@ class Decision:
     considered: tuple[Considered, ...] = ()
     eta: float | None = None
     eta_p90: float | None = None
+    cache_too_short: tuple[int, int] | None = None
 
     def header_value(self) -> str:
         parts = [f"lane={self.lane}", f"rule={self.rule}"]
@@ -81,4 +84,6 @@ class Decision:
             parts.append(f"deadline={format_instant(self.deadline)}")
         if self.eta is not None and self.eta_p90 is not None:
             parts.append(f"eta={int(self.eta)}; eta_p90={int(self.eta_p90)}")
+        if self.cache_too_short is not None:
+            parts.append(f"cache=too_short({self.cache_too_short[0]}<{self.cache_too_short[1]})")
         return "; ".join(parts)

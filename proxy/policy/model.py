@@ -334,6 +334,11 @@ class PolicyConfig(StrictModel):
         return self
 
     @cached_property
+    def venue_names(self) -> frozenset[str]:
+        """The names of the declared venues."""
+        return frozenset(venue.name for venue in self.venues)
+
+    @cached_property
     def has_auto(self) -> bool:
         """Whether any action sets `lane: auto` (the venues are priced per call only then)."""
         return self.default.lane == "auto" or any(rule.lane == "auto" for rule in self.rules)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from proxy import sync_accounting
 from proxy.auth import Caller
+from proxy.budgets_gate import release_unanswered, reserve_call
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
 from proxy.policy.facts import RequestFacts
@@ -49,12 +50,34 @@ async def serve_call(
     request.state.decision = decision.lane if not decision.deferred else f"deferred:{decision.lane}"
     request.state.decision_header = decision.header_value()  # for an upstream error answer (error_decision)
     sync_accounting.note_decision(runtime, request, decision)
+    hold = await reserve_call(runtime, request, live, caller=caller, chat=call, decision=decision)  # budgets
+    try:
+        response = await _answer(request, runtime, caller, call, decision, config, stream_tap, hold)
+    except BaseException:
+        await release_unanswered(runtime, request, hold, deferred=decision.deferred)
+        raise
+    if decision.deferred:
+        await release_unanswered(runtime, request, hold, deferred=True)
+    response.headers[DECISION_HEADER] = decision.header_value()
+    return response
+
+
+async def _answer(
+    request: Request,
+    runtime: Runtime,
+    caller: Caller,
+    call: ChatRequest,
+    decision: Decision,
+    config: Config,
+    stream_tap: Callable[[], UsageTap] | None,
+    hold: str | None,
+) -> Response:
     client = runtime.completion_client(call.group)
     if decision.deferred:
         from proxy.delivery.respond import respond_deferred  # noqa: PLC0415 - keeps the sync path lean
 
         check_batch_line(call, config)
-        response = await respond_deferred(request, runtime, caller, call, decision, snapshot=config)
+        response = await respond_deferred(request, runtime, caller, call, decision, snapshot=config, job_id=hold)
     elif call.stream and stream_tap is not None:
         tap = stream_tap()
         response = await relay_stream(client, call.body, tap)
@@ -66,7 +89,6 @@ async def serve_call(
             raise upstream_failure(exc) from exc
         sync_accounting.record_answer(runtime, request, caller, call, decision, upstream=upstream)
         response = as_response(upstream)
-    response.headers[DECISION_HEADER] = decision.header_value()
     return response
 
 

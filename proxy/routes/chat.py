@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from proxy import sync_accounting
+from proxy import prompt_cache, sync_accounting
 from proxy.auth import Caller
 from proxy.budgets_gate import release_unanswered, reserve_call
 from proxy.errors import (
@@ -147,7 +147,18 @@ def decide_for(
         eta = decision_eta(config, turnarounds, chat.model, decision, now.timestamp())
         if eta is not None:
             decision = dataclasses.replace(decision, eta=eta.eta, eta_p90=eta.eta_p90)
+    if decision.deferred and decision.lane == "batch":
+        decision = _with_cache_report(config, chat, decision)
     return decision
+
+
+def _with_cache_report(config: Config, chat: ChatRequest, decision: Decision) -> Decision:
+    """A batched call whose prompt prefix is too short for its provider's cache says so (not silently ignored)."""
+    deployment = config.deployment(chat.model)
+    short = prompt_cache.too_short(chat.body, deployment.litellm_params.model) if deployment is not None else None
+    if short is None:
+        return decision
+    return dataclasses.replace(decision, cache_too_short=(short.tokens, short.minimum))
 
 
 def _lane_body(body: dict[str, Any], decision: Decision) -> dict[str, Any]:

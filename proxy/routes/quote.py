@@ -71,6 +71,7 @@ def explained(decision: Decision) -> dict[str, Any]:
         "deadline": format_instant(decision.deadline) if decision.deadline is not None else None,
         "eta": int(decision.eta) if decision.eta is not None else None,
         "eta_p90": int(decision.eta_p90) if decision.eta_p90 is not None else None,
+        "prompt_cache": _cache_report(decision),
         "venues": [
             {
                 "venue": item.venue.name,
@@ -86,6 +87,14 @@ def explained(decision: Decision) -> dict[str, Any]:
             for item in decision.considered
         ],
     }
+
+
+def _cache_report(decision: Decision) -> dict[str, Any] | None:
+    """The prompt prefix too short to cache at the provider (None: nothing to report)."""
+    if decision.cache_too_short is None:
+        return None
+    tokens, minimum = decision.cache_too_short
+    return {"status": "too_short", "prefix_tokens": tokens, "minimum_tokens": minimum}
 
 
 async def _turnarounds(runtime: Runtime, group: str) -> Turnarounds:

@@ -11,8 +11,9 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from proxy.simulator.answers import Answer, answer_for
@@ -39,6 +40,15 @@ LINE_ERROR_MESSAGES = {
     429: "Rate limit reached while processing this batch request. Please try again later.",
     400: "Invalid request (injected by the simulator).",
 }
+
+
+def in_window(window: str, at: float) -> bool:
+    """Whether unix time `at` falls in a daily `HH:MM-HH:MM` UTC window (one that ends before it starts wraps
+    midnight)."""
+    start_text, _, end_text = window.partition("-")
+    start, end = (int(part[:2]) * 3600 + int(part[3:]) * 60 for part in (start_text, end_text))
+    second = int(at) % 86400
+    return start <= second < end if start <= end else second >= start or second < end
 
 
 def expected_content(body: Mapping[str, Any]) -> str:
@@ -127,11 +137,28 @@ class Engine:
             return Fault(429, "resource_unavailable")
         return None
 
-    def bill(self, model: str, tier: Tier, answer: Answer, *, flavor: str = "openai") -> None:
-        """Bill one answer; `flavor` is the OpenAI face's (the provider it plays), which names the model's price."""
+    def venue_share(self, body: MutableMapping[str, Any]) -> Decimal | None:
+        """The share of list a sync call is billed at when it is not list: a declared `service_tier`
+        (`venue_tiers`, taken out of the body so the chat rules see a standard call), else the off-peak window
+        when the call lands in it on this engine's clock; None: the call's own tier price."""
+        tier = body.get("service_tier")
+        if isinstance(tier, str) and tier in self.options.venue_tiers:
+            del body["service_tier"]
+            return Decimal(repr(self.options.venue_tiers[tier]))
+        window = self.options.off_peak_utc
+        if window is None or tier == "flex":
+            return None
+        return Decimal(repr(self.options.off_peak_share)) if in_window(window, self.clock()) else None
+
+    def bill(
+        self, model: str, tier: Tier, answer: Answer, *, flavor: str = "openai", share: Decimal | None = None
+    ) -> None:
+        """Bill one answer; `flavor` is the OpenAI face's (the provider it plays), which names the model's price;
+        `share`: billed at that share of the tier's price (a venue tier, off-peak hours)."""
         self.ledger.bill(
             billed_name(model, flavor),
             tier,
+            share=share,
             input_tokens=answer.prompt_tokens,
             output_tokens=answer.completion_tokens,
             cache_read_tokens=answer.cache_read_tokens,

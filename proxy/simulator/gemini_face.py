@@ -10,7 +10,11 @@ PERMISSION_DENIED; a wrong one when the `api_key` knob is set: 400 API_KEY_INVAL
 `BATCH_STATE_*` and counts as int64 strings. A batch line whose request is invalid fails alone (400 in its
 response entry). A cancelled or expired batch answers the lines that had finished (and bills them); the others
 are left out. Prices: the ledger bills `gemini/<model>` (litellm's price map names), batch lines at the batch
-price (half of list where the map has none).
+price (half of list where the map has none). Gemini Flex (https://ai.google.dev/gemini-api/docs/flex-inference):
+a `generateContent` call with `serviceTier: "flex"` is billed at the flex tier (the map's flex price, else the batch
+price: 50% of list), waits `flex_latency_s` more, is refused 429 RESOURCE_EXHAUSTED at `flex_429_rate` (best-effort
+capacity), and says its tier in the `x-gemini-service-tier` response header (which litellm turns into the OpenAI
+response's `service_tier`).
 """
 
 from __future__ import annotations
@@ -249,21 +253,29 @@ async def generate(request: Request, state: SimulatorState, model: str, *, strea
     if problem:
         return error(400, problem)
     engine = state.engine
-    fault = engine.sync_fault(Tier.SYNC)
+    tier = Tier.FLEX if service_tier(payload) == "flex" else Tier.SYNC
+    fault = engine.sync_fault(tier)
     if fault is not None:
         return _fault_response(fault)
-    if engine.options.sync_latency_s:
-        await asyncio.sleep(engine.options.sync_latency_s)
+    delay = engine.options.sync_latency_s + (engine.options.flex_latency_s if tier is Tier.FLEX else 0.0)
+    if delay:
+        await asyncio.sleep(delay)
     answer = answer_for(chat_body(payload, model))
-    engine.bill(f"gemini/{model}", Tier.SYNC, answer)
+    engine.bill(f"gemini/{model}", tier, answer)
     response = generate_response(answer, model)
     if not stream:
-        return _json(response)
+        return _json(response, {"x-gemini-service-tier": "flex" if tier is Tier.FLEX else "standard"})
     chunks = list(stream_chunks(response, chunk_chars=engine.options.stream_chunk_chars))
     if request.query_params.get("alt") == "sse":
         events = [b"data: " + orjson.dumps(chunk) + b"\r\n\r\n" for chunk in chunks]
         return StreamingResponse(iter(events), media_type="text/event-stream")
     return _json(chunks)
+
+
+def service_tier(request: Mapping[str, Any]) -> str:
+    """A GenerateContentRequest's service tier, lower-cased (`standard` when unset)."""
+    tier = _field(request, "serviceTier", "service_tier")
+    return tier.lower() if isinstance(tier, str) else "standard"
 
 
 def stream_chunks(response: Mapping[str, Any], *, chunk_chars: int) -> Iterator[dict[str, Any]]:

@@ -73,9 +73,14 @@ class TokenPrice:
         )
 
 
+ONE = Decimal(1)
+
+
 class Ledger:
+    """Tokens per (model, tier, share of the tier's price: 1 but for venue tiers and off-peak hours)."""
+
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, Tier], Usage] = {}
+        self._rows: dict[tuple[str, Tier, Decimal], Usage] = {}
 
     def bill(
         self,
@@ -87,8 +92,9 @@ class Ledger:
         requests: int = 1,
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
+        share: Decimal | None = None,
     ) -> None:
-        usage = self._rows.setdefault((model, tier), Usage())
+        usage = self._rows.setdefault((model, tier, ONE if share is None else share), Usage())
         usage.requests += requests
         usage.input_tokens += input_tokens
         usage.output_tokens += output_tokens
@@ -99,6 +105,14 @@ class Ledger:
         self._rows.clear()
 
     def rows(self) -> dict[tuple[str, Tier], Usage]:
+        """Usage per (model, tier), every share together."""
+        found: dict[tuple[str, Tier], Usage] = {}
+        for (model, tier, _), usage in self._rows.items():
+            _add(found.setdefault((model, tier), Usage()), usage)
+        return found
+
+    def shared_rows(self) -> dict[tuple[str, Tier, Decimal], Usage]:
+        """Usage per (model, tier, share of the tier's price)."""
         return {
             key: Usage(u.requests, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
             for key, u in self._rows.items()
@@ -198,6 +212,7 @@ def _add(total: Usage, usage: Usage) -> None:
 
 def ledger_report(ledger: Ledger, prices: PriceBook) -> dict[str, Any]:
     """The ledger as JSON: per model and tier, per tier, in total. Blocking on first use (price map)."""
+    shared = ledger.shared_rows()
     rows = ledger.rows()
     models: dict[str, dict[str, Any]] = {}
     tier_usage = {tier: Usage() for tier in Tier}
@@ -209,7 +224,13 @@ def ledger_report(ledger: Ledger, prices: PriceBook) -> dict[str, Any]:
         for tier in Tier:
             usage = rows.get((model, tier), Usage())
             price = prices.price(model, tier)
-            cost = None if price is None else price.cost(usage)
+            cost = None
+            if price is not None:
+                cost = sum(
+                    (price.cost(part) * share for (name, billed, share), part in shared.items()
+                     if (name, billed) == (model, tier)),
+                    Decimal(0),
+                )  # fmt: skip
             if cost is None and usage.requests:
                 unpriced.add(model)
             per_tier[tier.value] = _usage_json(usage, cost)

@@ -167,6 +167,7 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
     deployment = request.path_params.get("deployment")
     if deployment is not None and isinstance(body, dict):  # Azure's legacy path names the deployment
         body["model"] = deployment
+    share = engine.venue_share(body) if isinstance(body, dict) else None
     problem = chat_problem(body) or (store_problem(body) if opts.metadata_requires_store else None)
     if problem:
         raise InvalidRequest(problem[0], param=problem[1])
@@ -192,9 +193,9 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
             state.in_flight[label] -= 1
     answer = answer_for(body)
     if azure_auth.is_azure(request):
-        engine.bill(azure_billed_name(body["model"], opts), tier, answer)
+        engine.bill(azure_billed_name(body["model"], opts), tier, answer, share=share)
     else:
-        engine.bill(body["model"], tier, answer, flavor=flavor or opts.flavor)
+        engine.bill(body["model"], tier, answer, flavor=flavor or opts.flavor, share=share)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()
     if body.get("stream"):
         events = sse_events(body, answer, chunk_chars=opts.stream_chunk_chars)

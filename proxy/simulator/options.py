@@ -43,6 +43,20 @@ class SimulatorOptions(BaseModel):
         default=0.0, ge=0, le=1, description="share of flex calls answered 429 resource_unavailable"
     )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After header on every 429")
+    off_peak_utc: str | None = Field(
+        default=None,
+        pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        description="cheap hours of sync calls, `HH:MM-HH:MM` UTC on the simulator's clock, as DeepSeek's off-peak "
+        "window (16:30-00:30 UTC): a call that lands in it is billed off_peak_share of list (None: no window)",
+    )
+    off_peak_share: float = Field(
+        default=0.5, ge=0, le=1, description="share of list billed in the off-peak window (DeepSeek V3: 50%)"
+    )
+    venue_tiers: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="extra `service_tier` values the chat endpoint takes (tiers a provider adds later, declared "
+        "as venues in batchgate's config), each billed at that share of list (JSON)",
+    )
     stream_chunk_chars: int = Field(default=12, ge=1, description="characters per streamed content delta")
 
     # batches (all durations in seconds of compressed time)

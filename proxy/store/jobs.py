@@ -154,7 +154,7 @@ class JobStore(StorePart):
             created_at=self.clock(), deadline=job.deadline, lane=job.lane, delivery=job.delivery,
             callback_url=job.callback_url, owner="" if job.lane == "batch" else SYNC_OWNER, batch=None,
             attempts=0, batch_failures=0, rescued=False, rescue_reason=None, finished_at=None, response=None,
-            error=None, max_wait=job.max_wait, eta=job.eta, eta_p90=job.eta_p90,
+            error=None, max_wait=job.max_wait, eta=job.eta, eta_p90=job.eta_p90, venue=job.venue,
         )  # fmt: skip
 
     async def queued_until(self, job_id: str) -> float | None:

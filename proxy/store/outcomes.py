@@ -30,6 +30,7 @@ class Answer:
     error: dict[str, Any] | None = None
     upstream_request_id: str | None = None  # the provider's id for the call that answered (batch line or sync)
     rescue_reason: str | None = None  # why it paid list price, when the job's stored reason does not say (flex)
+    price: str | None = None  # a venue's price rule: `batch`/`flex` (that tier's prices) or a share of list
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Finished:
     finished_at: float
     response: bytes | None
     rescue_reason: str | None = None  # why a rescued job (or a flex job at list price) left its lane
+    price: str | None = None  # the venue's price rule it was billed at (Answer.price); None: its lane's
 
     @property
     def missed_deadline(self) -> bool:
@@ -219,5 +221,5 @@ def _finished(answer: Answer, raw: list[bytes], now: float) -> Finished | None:
         job_id=answer.job_id, status=answer.status, lane=answer.lane, caller=job.caller, team=job.team,
         model=job.model, created_at=job.created_at, deadline=job.deadline, rescued=job.rescued,
         attempts=job.attempts, finished_at=now, response=answer.response,
-        rescue_reason=answer.rescue_reason or job.rescue_reason,
+        rescue_reason=answer.rescue_reason or job.rescue_reason, price=answer.price,
     )  # fmt: skip

@@ -62,6 +62,7 @@ class NewJob:
     max_wait: float | None = None  # the policy rule's, for this job's flush; None: the queue's
     eta: float | None = None  # when its batch is expected to end (unix seconds): median, and 90th percentile
     eta_p90: float | None = None
+    venue: str | None = None  # the declared venue (config `policy.venues`) it is sent on; its price rule applies
 
 
 def encode_new_job(
@@ -78,6 +79,7 @@ def encode_new_job(
         "owner", "" if batch_lane else SYNC_OWNER, "size", size, "rescued", 0,
         "max_wait", "" if job.max_wait is None else repr(job.max_wait), "tokens", tokens,
         "eta", "" if job.eta is None else repr(job.eta), "eta_p90", "" if job.eta_p90 is None else repr(job.eta_p90),
+        "venue", job.venue or "",
     ]  # fmt: skip
 
 
@@ -108,6 +110,7 @@ class JobView:
     max_wait: float | None = None
     eta: float | None = None
     eta_p90: float | None = None
+    venue: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -148,6 +151,7 @@ class JobView:
             max_wait=_number(raw, "max_wait"),
             eta=_number(raw, "eta"),
             eta_p90=_number(raw, "eta_p90"),
+            venue=_text(raw, "venue") or None,
         )
 
 

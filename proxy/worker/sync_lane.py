@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 import redis
@@ -24,6 +25,7 @@ from proxy.providers.failures import upstream_failure
 from proxy.reasons import RescueReason, WasteReason
 from proxy.store.outcomes import Answer
 from proxy.store.records import SYNC_OWNER, JobView
+from proxy.venues import declared, price_rule
 from proxy.worker.context import WorkerContext, shielded
 from proxy.worker.ingest import report_finished
 
@@ -104,6 +106,8 @@ class SyncLane:
         body.pop("stream_options", None)
         lane = "flex" if job.lane == "flex" and ctx.supports_flex(group) else "sync"
         fallback: RescueReason | None = None
+        venue = declared(ctx.runtime.config.policy.venues, job.venue)
+        price = price_rule(venue, datetime.fromtimestamp(ctx.clock(), UTC)) if venue is not None else None
         client = ctx.runtime.completion_client(group)
         try:
             if lane == "flex":
@@ -125,7 +129,7 @@ class SyncLane:
             request_id = response.headers.get("x-request-id")
             await self._finish(
                 Answer(job_id, SYNC_OWNER, "completed", lane, response=response.body, upstream_request_id=request_id,
-                       rescue_reason=fallback)
+                       rescue_reason=fallback, price=price)
             )  # fmt: skip
         elif response.status == 429 or response.status >= 500:
             await self._retry_or_fail(job, lane, response)

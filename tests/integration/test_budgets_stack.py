@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.simulator.ledger import PriceBook as SimulatorPrices
+from proxy.simulator.ledger import Tier
+from proxy.token_estimate import estimate_tokens
 from proxy.worker.process import run_in_app
 from tests.integration.test_anthropic_stack import FAST_SIMULATOR
-from tests.support.stack import TEAM_KEYS, Stack, running_stack
+from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, running_stack
 from tests.support.waiting import wait_until_sync
 
 MODEL = "gpt-4o-mini"
@@ -87,3 +91,40 @@ def test_a_key_budget_settles_sync_and_deferred_calls_and_refuses_past_its_limit
 
         assert call(stack, TEAM_KEYS["beta"], 1000).status_code == 200  # another key's calls are not limited
         settled_to(stack, spent)  # the refusal reserved nothing
+
+
+def test_a_deferred_embeddings_call_reserves_its_input_at_the_batch_price_and_settles_at_the_real_cost(
+    tmp_path: Path, redis_url: str
+) -> None:
+    embedder = "text-embedding-3-small"
+    batch_in = SimulatorPrices().price(embedder, Tier.BATCH)
+    assert batch_in is not None
+    models = {MODEL: f"openai/{MODEL}", embedder: f"openai/{embedder}"}
+    simulator = {**FAST_SIMULATOR, "turnaround_s": 600.0}  # the first batch waits: its job's hold is visible
+    with running_stack(
+        tmp_path, redis_url, background=[run_in_app], simulator=simulator, auth=AUTH, models=models
+    ) as stack, httpx.Client(base_url=stack.url, timeout=30) as http:  # fmt: skip
+        alpha = {"authorization": f"Bearer {TEAM_KEYS['alpha']}", "x-batch-deadline": "1h", "prefer": "respond-async"}
+        body = {"model": embedder, "input": ["a held document", "another one"]}
+        accepted = http.post("/v1/embeddings", json=body, headers=alpha)
+        assert accepted.status_code == 202, accepted.text
+        worst = estimate_tokens(orjson.dumps(body)) * batch_in.input  # input tokens at the batch price, no output
+        settled_to(stack, worst)
+        master = {"authorization": f"Bearer {MASTER_KEY}"}
+        assert http.delete(f"/v1/deferred/{accepted.json()['id']}", headers=master).status_code == 200
+        settled_to(stack, Decimal(0))  # a cancelled job gives its hold back
+
+        too_big = {"model": embedder, "input": ["word " * 4000] * 5}  # worst case above the $0.0001 budget
+        refused = http.post("/v1/embeddings", json=too_big, headers=alpha)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        settled_to(stack, Decimal(0))
+
+        stack.configure_simulator(turnaround_s=1.2)
+        accepted = http.post("/v1/embeddings", json=body, headers=alpha)
+        assert accepted.status_code == 202, accepted.text
+        [job] = stack.final_jobs([accepted.json()["id"]])
+        assert job["status"] == "completed"
+        real = job["response"]["usage"]["prompt_tokens"] * batch_in.input
+        assert 0 < real < worst
+        settled_to(stack, real)

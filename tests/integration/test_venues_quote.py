@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,14 @@ from proxy.jobs.service import accept, fresh_eta
 from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import VenueInputs, lane_facts
+from proxy.prompt_cache import prefix_of
 from proxy.settings import Config
 from proxy.store import keys
 from proxy.store.store import Store
+from proxy.worker.process import run_in_app
+from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import ALICE, chat_body, deferred_env
-from tests.support.stack import MASTER_KEY, Stack, config_document, serving
+from tests.support.stack import MASTER_KEY, Stack, config_document, running_stack, serving
 
 MODEL = "gpt-4o-mini"
 OFF_PEAK = {"name": "off-peak", "price_multiplier": 0.25, "window": {"start": "16:30", "end": "00:30"}}
@@ -172,3 +175,57 @@ def test_explain_endpoint_and_a_deferred_jobs_eta(stack: Stack) -> None:
         polled = client.get(f"/v1/deferred/{job['id']}").json()
         assert polled["status"] == "queued"
         assert polled["eta"] >= job["eta"] - 1
+        assert "cache=" not in decision  # one message: no prefix to cache
+
+
+def test_a_prefix_too_short_to_cache_is_reported_in_the_decision_and_explain(stack: Stack) -> None:
+    body = {"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    prefix = prefix_of(body)
+    assert prefix is not None
+    expected = f"cache=too_short({prefix.tokens}<1024)"
+    auth, deadline = {"authorization": f"Bearer {MASTER_KEY}"}, {"x-batch-deadline": "8h"}
+    with httpx.Client(base_url=stack.url, headers=auth, timeout=30) as client:
+        explained = client.post("/v1/policy/explain", json=body, headers=deadline).json()
+        assert explained["lane"] == "batch"
+        assert expected in explained["decision"]
+        assert explained["prompt_cache"] == {"status": "too_short", "prefix_tokens": prefix.tokens,
+                                             "minimum_tokens": 1024}  # fmt: skip
+        accepted = client.post("/v1/chat/completions", json=body, headers=deadline)
+        assert accepted.status_code == 202
+        assert expected in accepted.headers["x-batchgate-decision"]
+        long_body = {**body, "messages": [{"role": "system", "content": "word " * 1200}, body["messages"][1]]}
+        cached = client.post("/v1/policy/explain", json=long_body, headers=deadline).json()
+        assert cached["prompt_cache"] is None
+        assert "cache=" not in cached["decision"]
+
+
+def test_off_peak_and_declared_venue_calls_are_booked_at_the_price_the_provider_bills(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """An off-peak venue (held for a window that is open now, on both clocks) and a declared tier venue (a
+    `service_tier` the provider added later): paid at the venue's price on the books and on the bill, exactly."""
+    now = datetime.now(UTC)
+    start, end = (f"{moment:%H:%M}" for moment in (now - timedelta(hours=1), now + timedelta(hours=2)))
+    off_peak = {"name": "off-peak", "models": [MODEL], "price_multiplier": 0.25, "window": {"start": start, "end": end}}
+    economy = {"name": "economy", "models": ["gpt-5-mini"], "price_multiplier": 0.3, "body": {"service_tier": "economy"}}
+    simulator = {"off_peak_utc": f"{start}-{end}", "off_peak_share": 0.25, "venue_tiers": {"economy": 0.3}}
+    policy = {"default": {"lane": "auto"}, "venues": [off_peak, economy]}
+    with running_stack(
+        tmp_path, redis_url, background=[run_in_app], simulator=simulator, policy=policy,
+        delivery={"default": "async"},
+    ) as stack:  # fmt: skip
+        ids, auth = [], {"authorization": f"Bearer {MASTER_KEY}", "x-batch-deadline": "8h"}
+        for model, venue in ((MODEL, "off-peak"), ("gpt-5-mini", "economy")):
+            accepted = httpx.post(f"{stack.url}/v1/chat/completions", json=chat_body(model, venue), headers=auth)
+            assert accepted.status_code == 202, accepted.text
+            assert f"venue={venue}" in accepted.headers["x-batchgate-decision"]
+            ids.append(accepted.json()["id"])
+        assert [job["status"] for job in stack.final_jobs(ids)] == ["completed", "completed"]
+        report = savings(stack, 2)
+        assert_books_equal_the_bill(report, stack.ledger())
+    shares = {MODEL: Decimal("0.25"), "gpt-5-mini": Decimal("0.3")}
+    for row in report["by_model"]:
+        listed, paid = Decimal(row["list_usd"]), Decimal(row["paid_usd"])
+        assert listed > 0
+        assert abs(paid - listed * shares[row["model"]]) <= Decimal("1e-12")
+        assert Decimal(row["saved_usd"]) == listed - paid
