@@ -3,9 +3,9 @@
 
 A call (sync or deferred) reserves its worst-case cost when it is accepted: its prompt tokens as estimated by
 proxy/token_estimate.py plus its `max_completion_tokens` / `max_tokens` (the model's maximum output when absent),
-times `n`, at the price of the lane it was given; an embeddings call's worst case is its input alone (an
-embedding has no output tokens); a Responses call's output cap is its `max_output_tokens`. A call that does not fit every budget it counts against is
-refused (`BudgetExceeded`, HTTP 429). When the call is answered its reservation is settled at the real cost
+times `n`, at the price of the lane it was given (an embeddings call: its input alone, as an embedding has no
+output tokens; a Responses call's cap is its `max_output_tokens`). A call that does not fit every budget it counts
+against is refused (`BudgetExceeded`, HTTP 429). When the call is answered its reservation is settled at the real cost
 (released when it failed or was cancelled) by whichever process answered it: the API for sync calls, the worker
 (through telemetry) for deferred jobs, whose reservation is named by the job id. A reservation never settled (a
 process killed in between) is kept until its period ends, so a budget errs on the side of spending less.

@@ -12,10 +12,11 @@ by two or more lines is marked:
 
 A shared prefix below the provider's minimum cacheable size (Anthropic: 2,048 tokens on Haiku models, 1,024 on
 the others; OpenAI 1,024) is not marked, and counted (`batchgate_prompt_cache_prefix_too_short_total`) with a
-log line, so that a cache that cannot apply is visible; a deferred call's own prefix below the minimum is reported
-in its decision (`cache=too_short(812<1024)` in X-Batchgate-Decision, and in `POST /v1/policy/explain`). Sizes are estimated at four bytes a token of the
-prefix's JSON (proxy/requests.py's routing estimate), which is close for prose; a prefix just around the minimum
-may be judged either way. A provider with no explicit cache marking is left alone.
+log line, so that a cache that cannot apply is visible; a batched call's own prefix below the minimum is reported in
+its decision (`cache=too_short(812<1024)` in X-Batchgate-Decision, and in `POST /v1/policy/explain`).
+Sizes are estimated at four bytes a token of the prefix's JSON (proxy/requests.py's routing estimate), which is
+close for prose; a prefix just around the minimum may be judged either way. A provider with no explicit cache
+marking is left alone.
 """
 
 from __future__ import annotations

@@ -52,7 +52,9 @@ async def serve_call(
     sync_accounting.note_decision(runtime, request, decision)
     hold = await reserve_call(runtime, request, live, caller=caller, chat=call, decision=decision)  # budgets
     try:
-        response = await _answer(request, runtime, caller, call, decision, config, stream_tap, hold)
+        response = await _answer(
+            request, runtime, caller, call, decision=decision, config=config, stream_tap=stream_tap, hold=hold
+        )
     except BaseException:
         await release_unanswered(runtime, request, hold, deferred=decision.deferred)
         raise
@@ -67,6 +69,7 @@ async def _answer(
     runtime: Runtime,
     caller: Caller,
     call: ChatRequest,
+    *,
     decision: Decision,
     config: Config,
     stream_tap: Callable[[], UsageTap] | None,

@@ -206,8 +206,10 @@ def test_off_peak_and_declared_venue_calls_are_booked_at_the_price_the_provider_
     `service_tier` the provider added later): paid at the venue's price on the books and on the bill, exactly."""
     now = datetime.now(UTC)
     start, end = (f"{moment:%H:%M}" for moment in (now - timedelta(hours=1), now + timedelta(hours=2)))
-    off_peak = {"name": "off-peak", "models": [MODEL], "price_multiplier": 0.25, "window": {"start": start, "end": end}}
-    economy = {"name": "economy", "models": ["gpt-5-mini"], "price_multiplier": 0.3, "body": {"service_tier": "economy"}}
+    window = {"start": start, "end": end}
+    off_peak = {"name": "off-peak", "models": [MODEL], "price_multiplier": 0.25, "window": window}
+    tier = {"service_tier": "economy"}
+    economy = {"name": "economy", "models": ["gpt-5-mini"], "price_multiplier": 0.3, "body": tier}
     simulator = {"off_peak_utc": f"{start}-{end}", "off_peak_share": 0.25, "venue_tiers": {"economy": 0.3}}
     policy = {"default": {"lane": "auto"}, "venues": [off_peak, economy]}
     with running_stack(
