@@ -17,7 +17,7 @@ import pytest
 from proxy.simulator.embeddings import embedding_answer, vector
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
-from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
+from tests.integration.test_savings_reconcile import FLEX_ASYNC, assert_books_equal_the_bill, defer, savings
 from tests.support.deferred_env import GEMINI, gemini_models
 from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until_sync
@@ -161,3 +161,26 @@ def simulated_vector(text: str) -> list[float]:
     answer = embedding_answer({"model": EMBEDDER, "input": text, "dimensions": 8})
     assert answer.embedding is not None
     return vector(answer.embedding.digests[0], 8)
+
+
+def test_gemini_flex_calls_are_sent_at_the_flex_tier_and_billed_at_its_price_on_both_sides(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """`service_tier: "flex"` reaches Gemini as `serviceTier` (litellm maps it): answered and billed at the flex
+    price by the face and on the books; when flex capacity is gone (429) the worker pays list instead."""
+    policy = {"rules": [{"name": "flex", "match": {"headers": {"x-lane": "flex"}}, "lane": "flex", "deadline": "1h"}]}
+    with simulator_server(**FAST_SIMULATOR) as upstream:
+        document = config_document(upstream.url, policy=policy)
+        document["model_list"] = [{**model, "supports_flex": True} for model in gemini_models(upstream.url)]
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            flex = stack.final_jobs([defer(stack, GEMINI, **FLEX_ASYNC) for _ in range(2)])
+            stack.configure_simulator(flex_429_rate=1.0)
+            [fallback] = stack.final_jobs([defer(stack, GEMINI, **FLEX_ASYNC)])
+            report, ledger = savings(stack, 3), stack.ledger()
+    assert [(job["status"], job["lane"]) for job in flex] == [("completed", "flex")] * 2
+    assert (fallback["status"], fallback["lane"]) == ("completed", "sync")
+    assert ledger["models"][BILLED]["flex"]["requests"] == 2
+    assert ledger["models"][BILLED]["sync"]["requests"] == 1
+    assert_books_equal_the_bill(report, ledger, {GEMINI: BILLED})
+    [row] = [row for row in report["by_lane"] if row["lane"] == "flex"]
+    assert Decimal(row["paid_usd"]) == Decimal(row["list_usd"]) / 2  # Gemini Flex: 50% of list
