@@ -5,27 +5,29 @@ A call is a chat body, or a batch-file line (`{"custom_id", "body", ...}`); eith
 duration such as 4h, or an RFC 3339 time), else the quote's default, else the policy's `default_deadline`. Its
 tokens are counted as the router counts them: the prompt about four bytes a token, the output its
 `max_completion_tokens` / `max_tokens` (0 when unset; an upper bound, as for budgets).
-Recorded shadow-mode traffic is not an input: the ledger keeps it only as hourly totals (team, model, lane), with
-neither bodies nor deadlines (GET /v1/savings shows its totals).
+Or the calls are the last N hours of shadow-mode traffic (`shadow_calls`): each as kept when it was answered
+(proxy/store/shadow_calls.py: its model, the tokens the provider counted, its deadline), quoted as if made now.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from proxy.durations import human_duration
+from proxy.endpoints import Endpoint, endpoint_of
 from proxy.errors import InvalidRequest
 from proxy.policy.decide import parse_client_deadline
 from proxy.policy.lanes import VenueInputs, lane_facts, venue_list
 from proxy.policy.venue import Venue
 from proxy.pricing import PriceBook
 from proxy.settings import Config
+from proxy.store.shadow_calls import ShadowCall
 from proxy.venues import completion_budget, pick
 
 PICO = Decimal("1e-12")
@@ -96,6 +98,21 @@ def parse_calls(
     return calls
 
 
+def shadow_calls(kept: Sequence[ShadowCall], config: Config, now: datetime) -> list[QuoteCall]:
+    """Kept shadow-mode calls as calls to quote, each with its own deadline (the policy's default_deadline when it
+    had none) counted from `now`; calls of models no longer configured, or of endpoints other than chat, are left
+    out."""
+    calls: list[QuoteCall] = []
+    for call in kept[-MAX_CALLS:]:
+        if endpoint_of(call.model) is not Endpoint.CHAT_COMPLETIONS or config.deployment(call.model) is None:
+            continue
+        seconds = round(call.deadline) if call.deadline is not None else int(config.policy.default_deadline)
+        seconds = max(seconds, 0)
+        text, deadline = human_duration(seconds), now + timedelta(seconds=seconds)
+        calls.append(QuoteCall(call.model, call.prompt_tokens, call.completion_tokens, text, deadline))
+    return calls
+
+
 def parse_text(text: str) -> list[Any]:
     """A quote's input: a JSON array of calls, or JSONL (one call a line; blank lines skipped). InvalidRequest
     naming the line that is not JSON."""
@@ -124,6 +141,8 @@ def quote(
     turnarounds: Callable[[str], Turnarounds],
     calls: Sequence[QuoteCall],
     now: datetime,
+    *,
+    source: str = "the calls given",
 ) -> dict[str, Any]:
     """The quote document (docs/api.md, "Quote"): totals at list price and on the cheapest venue that keeps each
     call's deadline ("auto"), per venue (every call that venue can take sent there, the others at list), and per
@@ -176,7 +195,7 @@ def quote(
             for model, seen in groups.items()
         },
         "confidence": config.worker.turnaround_confidence,
-        "shadow_traffic": "not an input: the ledger keeps shadow-mode traffic only as hourly totals",
+        "source": source,
     }
 
 
@@ -209,7 +228,7 @@ def render(document: Mapping[str, Any]) -> str:
         lines.append(f"  {row['deadline']:<24} {row['deferrable']}/{row['calls']} ({row['deferrable_share']:.0%})")
     if document["unknown_price_calls"]:
         lines.append(f"{document['unknown_price_calls']} calls of models with unknown prices are not costed")
-    lines.append(f"shadow traffic: {document['shadow_traffic']}")
+    lines.append(f"source: {document['source']}")
     return "\n".join(lines)
 
 

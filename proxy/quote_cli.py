@@ -1,5 +1,6 @@
 """`batchgate quote FILE.jsonl`: the quote of a file of chat calls, from a running batchgate (its learned
-turnarounds) or, with --config, from a config file alone (every model at its configured turnaround estimate)."""
+turnarounds) or, with --config, from a config file alone (every model at its configured turnaround estimate).
+`batchgate quote --shadow-hours N`: the quote of the last N hours of shadow-mode traffic, from a running batchgate."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from proxy.status import DEFAULT_URL, KEY_ENV, URL_ENV
 def add_arguments(commands: Any) -> None:
     """Register `batchgate quote` on the CLI's subcommands."""
     parser = commands.add_parser("quote", help="what a JSONL of chat calls would cost on each venue (no provider)")
-    parser.add_argument("file", type=Path, help="JSONL of chat bodies or batch-file lines (each may set `deadline`)")
+    parser.add_argument(
+        "file", type=Path, nargs="?", help="JSONL of chat bodies or batch-file lines (each may set `deadline`)"
+    )
+    parser.add_argument("--shadow-hours", type=float, help="instead of a file: the last N hours of shadow traffic")
     parser.add_argument("--deadline", help="deadline of the calls that carry none (4h, RFC 3339)")
     parser.add_argument("--config", type=Path, help="quote from this config alone, at its turnaround estimates")
     parser.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL), help=f"batchgate URL ({URL_ENV})")
@@ -32,8 +36,15 @@ def run_quote(args: argparse.Namespace) -> int:
     from proxy.quote import render  # noqa: PLC0415
 
     try:
-        text = args.file.read_text()
-        document = _offline(args, text) if args.config is not None else _from_api(args, text)
+        if (args.file is None) == (args.shadow_hours is None):
+            raise QuoteUnavailable("give either a FILE of calls or --shadow-hours N")
+        if args.shadow_hours is not None and args.config is not None:
+            raise QuoteUnavailable("shadow traffic is kept by a running batchgate: use --url, not --config")
+        if args.shadow_hours is not None:
+            document = _from_api(args, orjson.dumps({"shadow_hours": args.shadow_hours}).decode())
+        else:
+            text = args.file.read_text()
+            document = _offline(args, text) if args.config is not None else _from_api(args, text)
     except (OSError, ConfigError, QuoteUnavailable) as exc:
         print(f"batchgate quote: {exc}", file=sys.stderr)
         return 1

@@ -127,8 +127,9 @@ def build_runtime(settings: Settings, config: Config, *, events: WorkerEvents | 
     runtime.turnarounds = TurnaroundBook(store, lambda: runtime.config)
     runtime.budgets = Budgets(store.budgets, lambda: runtime.config)
     runtime.budget_gauges = BudgetGauges(metrics.registry)
+    kept = store.shadow_calls
     runtime.events = events or Telemetry(
-        metrics, runtime.accounting, prices=lambda: runtime.prices, budgets=runtime.budgets
+        metrics, runtime.accounting, prices=lambda: runtime.prices, budgets=runtime.budgets, shadow_calls=kept
     )
     mask_secrets_in_logs(secrets_to_mask(config, fallback_key))
     if fallback_key and config.auth.master_key is None:

@@ -102,18 +102,24 @@ def _finished(
     usage: Usage | None = None,
 ) -> FinishedRequest:
     started = getattr(request.state, STARTED, None)
+    now = time.time()
+    deadline_in = None
+    if decision.shadow and decision.deadline is not None:  # from the moment the call came in
+        elapsed = 0.0 if started is None else time.perf_counter() - started
+        deadline_in = decision.deadline.timestamp() - (now - elapsed)
     return FinishedRequest(
         team=caller.team,
         model=chat.group,
         lane=decision.lane,
         outcome=outcome,
-        at=time.time(),
+        at=now,
         body=body if outcome == "completed" else None,
         usage=usage,
         seconds=None if started is None else time.perf_counter() - started,
         shadow_lane=decision.shadow_lane if decision.shadow else None,
         check_flex_tier=True,
         budget_hold=getattr(request.state, HOLD_STATE, None),
+        deadline_in=deadline_in,
     )
 
 

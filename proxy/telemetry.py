@@ -30,6 +30,7 @@ from proxy.reasons import RescueReason, WebhookOutcome
 from proxy.reconciliation import Reconciliation
 from proxy.store.ledger import bucket_of
 from proxy.store.outcomes import Finished
+from proxy.store.shadow_calls import ShadowCall, ShadowCalls
 
 log = logging.getLogger("batchgate.telemetry")
 
@@ -69,6 +70,7 @@ class FinishedRequest:
     waste_source: str | None = None
     budget_hold: str | None = None  # the budget reservation this answer settles (proxy/budgets.py)
     price: str | None = None  # a declared venue's price rule it was billed at (PriceBook.cost_at); None: lane's
+    deadline_in: float | None = None  # shadow mode: seconds from the call to its deadline (kept for quotes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +138,11 @@ class Telemetry(WorkerEvents):
         *,
         clock: Callable[[], float] = time.time,
         budgets: Budgets | None = None,
+        shadow_calls: ShadowCalls | None = None,
     ) -> None:
         self.metrics = metrics
+        self._shadow_calls = shadow_calls  # where shadow-mode calls are kept for quotes (None: not kept)
+        self._shadow: list[ShadowCall] = []  # shadow-mode calls not yet kept
         self.budgets = budgets
         self._settlements: list[tuple[str, Cost]] = []  # (budget hold, real cost) not yet settled
         self.accounting = accounting
@@ -245,13 +250,14 @@ class Telemetry(WorkerEvents):
         moment go to Redis in one write instead of one write each (sequential traffic paid a round trip per call)."""
         if window and not self._closed:
             await asyncio.sleep(window)
-        while self._buffer or self._unwritten or self._settlements:
+        while self._buffer or self._unwritten or self._settlements or self._shadow:
             taken, self._buffer = self._buffer, []
             for request in taken:
                 self._unwritten.extend(self._price_and_count(request))
             try:
                 await self._write_unwritten()
                 await self._settle_holds()
+                await self._keep_shadow_calls()
             except Exception as exc:  # Redis down, or a bug: keep the records and try again
                 log.warning(
                     "savings ledger write failed; retrying",
@@ -306,6 +312,11 @@ class Telemetry(WorkerEvents):
             shadow_lane: Lane = request.shadow_lane
             would = self._prices().cost(request.model, usage, shadow_lane) if cost.known else Cost.unknown()
             self.metrics.record_shadow(model=request.model, team=request.team, lane=shadow_lane, cost=would)
+            if self._shadow_calls is not None and len(self._shadow) < MAX_BUFFERED:
+                self._shadow.append(
+                    ShadowCall(request.at, request.model, usage.prompt_tokens, usage.completion_tokens,
+                               request.deadline_in)
+                )  # fmt: skip
             entries.append(
                 LedgerEntry(request.team, request.model, shadow_lane, request.outcome, would, usage, at,
                             request.job_id, shadow=True)
@@ -338,6 +349,14 @@ class Telemetry(WorkerEvents):
         forfeit = Forfeit(reason, cost.paid_usd - would.paid_usd)
         self.metrics.record_forfeited(model=request.model, team=request.team, reason=reason, usd=forfeit.usd)
         return forfeit
+
+    async def _keep_shadow_calls(self) -> None:
+        """Keep the shadow-mode calls answered since the last write (for quotes)."""
+        if self._shadow_calls is None or not self._shadow:
+            self._shadow = []
+            return
+        await self._shadow_calls.add(self._shadow)
+        self._shadow = []
 
     async def _write_unwritten(self) -> None:
         """Write in concurrent chunks; whatever failed stays for the next try (each is written at most once).

@@ -10,16 +10,17 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from proxy.durations import format_instant
+from proxy.durations import format_instant, human_duration
 from proxy.errors import InvalidRequest, PayloadTooLarge
 from proxy.jobs.turnaround import ALL
 from proxy.jobs.turnaround_book import ETA_QUANTILE
 from proxy.policy.decision import Decision
-from proxy.quote import Turnarounds, parse_calls, parse_text, prior_turnarounds, quote
+from proxy.quote import Turnarounds, parse_calls, parse_text, prior_turnarounds, quote, shadow_calls
 from proxy.requests import parse_chat_request
 from proxy.routes.chat import decide_for
 from proxy.routes.dependencies import CallerDep, LiveDep, RuntimeDep
 from proxy.runtime import Runtime
+from proxy.store.shadow_calls import RETENTION
 
 router = APIRouter()
 JSON = "application/json"
@@ -30,7 +31,8 @@ async def post_quote(
     request: Request, runtime: RuntimeDep, live: LiveDep, _caller: CallerDep, deadline: str | None = None
 ) -> Response:
     """Body: JSONL of chat calls (or batch-file lines), or a JSON array of them; each may carry `deadline`, else
-    the `deadline` query parameter, else the policy's default_deadline."""
+    the `deadline` query parameter, else the policy's default_deadline. Or `{"shadow_hours": N}`: the shadow-mode
+    calls of the last N hours (N > 0, at most the 7 days they are kept)."""
     config = live.config
     raw = await _read(request, config.limits.max_body_bytes)
     try:
@@ -38,9 +40,15 @@ async def post_quote(
     except UnicodeDecodeError:
         raise InvalidRequest("the quote body must be UTF-8 text", code="invalid_quote") from None
     now = datetime.now(UTC)
-    calls = parse_calls(parse_text(text), config, now, default_deadline=deadline)
+    hours = _shadow_hours(text)
+    if hours is None:
+        calls, source = parse_calls(parse_text(text), config, now, default_deadline=deadline), "the calls given"
+    else:
+        kept = await runtime.store.shadow_calls.since(now.timestamp() - hours * 3600)
+        calls = shadow_calls(kept, config, now)
+        source = f"shadow-mode traffic of the last {human_duration(hours * 3600)} ({len(kept)} calls kept)"
     seen = {call.model: await _turnarounds(runtime, call.model) for call in calls}
-    document = quote(config, live.prices, seen.__getitem__, calls, now)
+    document = quote(config, live.prices, seen.__getitem__, calls, now, source=source)
     return Response(orjson.dumps(document), media_type=JSON)
 
 
@@ -56,6 +64,25 @@ async def post_explain(request: Request, runtime: RuntimeDep, live: LiveDep, cal
     chat = parse_chat_request(payload, len(raw), config)
     decision = decide_for(config, caller, chat, request.headers, runtime.turnarounds, prices=live.prices)
     return Response(orjson.dumps(explained(decision)), media_type=JSON)
+
+
+def _shadow_hours(text: str) -> float | None:
+    """N of a `{"shadow_hours": N}` body; None for a body of calls. InvalidRequest when N is not a positive number
+    of hours up to the retention."""
+    stripped = text.strip()
+    if not stripped.startswith("{") or "shadow_hours" not in stripped:
+        return None
+    try:
+        loaded = orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        return None  # JSONL of calls: parse_text names the bad line
+    if not isinstance(loaded, dict) or "shadow_hours" not in loaded:
+        return None
+    hours = loaded["shadow_hours"]
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= RETENTION / 3600:
+        message = f"shadow_hours must be a number of hours above 0 and at most {RETENTION / 3600:g}"
+        raise InvalidRequest(message, code="invalid_quote", param="shadow_hours")
+    return float(hours)
 
 
 def explained(decision: Decision) -> dict[str, Any]:

@@ -221,6 +221,12 @@ def budget_spent(scope: str, name: str, period: str) -> str:
     return f"{PREFIX}:{{budgets}}:spent:{scope}:{period}:{name}"
 
 
+def shadow_calls() -> str:
+    """ZSET of recent shadow-mode calls (model, tokens, deadline; no bodies) scored by when each was made, for
+    quotes (proxy/store/shadow_calls.py)."""
+    return f"{PREFIX}:{{shadow}}:calls"
+
+
 def budget_hold(hold_id: str) -> str:
     """HASH of one call's reservation (`amount` in pico-dollars, `keys`: the spent keys it added to)."""
     return f"{PREFIX}:{{budgets}}:hold:{hold_id}"

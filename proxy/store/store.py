@@ -18,6 +18,7 @@ from proxy.store.leases import LeaseStore
 from proxy.store.ledger import LedgerStore
 from proxy.store.outcomes import Outcomes
 from proxy.store.scripts import Scripts
+from proxy.store.shadow_calls import ShadowCalls
 from proxy.store.snapshots import QueueSnapshots
 from proxy.store.turnarounds import TurnaroundStore
 
@@ -38,6 +39,7 @@ class Store:
     turnarounds: TurnaroundStore
     clock: Callable[[], float]
     budgets: BudgetStore
+    shadow_calls: ShadowCalls
 
     @classmethod
     def create(cls, client: redis.asyncio.Redis, *, clock: Callable[[], float] = time.time) -> Store:
@@ -57,4 +59,5 @@ class Store:
             turnarounds=TurnaroundStore(client, scripts, clock=clock),
             clock=clock,
             budgets=BudgetStore(client),
+            shadow_calls=ShadowCalls(client),
         )

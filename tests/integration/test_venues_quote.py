@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 import redis.asyncio
 import yaml
 
@@ -26,11 +27,13 @@ from proxy.policy.lanes import VenueInputs, lane_facts
 from proxy.prompt_cache import prefix_of
 from proxy.settings import Config
 from proxy.store import keys
+from proxy.store.shadow_calls import ShadowCall, ShadowCalls
 from proxy.store.store import Store
 from proxy.worker.process import run_in_app
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import ALICE, chat_body, deferred_env
 from tests.support.stack import MASTER_KEY, Stack, config_document, running_stack, serving
+from tests.support.waiting import wait_until_sync
 
 MODEL = "gpt-4o-mini"
 OFF_PEAK = {"name": "off-peak", "price_multiplier": 0.25, "window": {"start": "16:30", "end": "00:30"}}
@@ -231,3 +234,53 @@ def test_off_peak_and_declared_venue_calls_are_booked_at_the_price_the_provider_
         assert listed > 0
         assert abs(paid - listed * shares[row["model"]]) <= Decimal("1e-12")
         assert Decimal(row["saved_usd"]) == listed - paid
+
+
+def test_the_last_hours_of_shadow_traffic_are_quoted_like_a_file_of_calls(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shadow = {"name": "trial", "match": {"headers": {"x-shadow": "yes"}}, "lane": "batch", "deadline": "2h",
+              "shadow": True}  # fmt: skip
+    listed = {"gpt-4o-mini": (Decimal("1.5e-7"), Decimal("6e-7"))}  # litellm's list prices
+    with running_stack(tmp_path, redis_url, policy={"rules": [shadow]}) as stack:
+        auth = {"authorization": f"Bearer {MASTER_KEY}"}
+        with httpx.Client(base_url=stack.url, headers=auth, timeout=30) as client:
+            usages = []
+            for text in ("secret prompt one", "secret prompt two", "secret prompt three"):
+                answer = client.post("/v1/chat/completions", json=chat_body(MODEL, text), headers={"x-shadow": "yes"})
+                assert "shadow=true" in answer.headers["x-batchgate-decision"]
+                usages.append(answer.json()["usage"])
+            client.post("/v1/chat/completions", json=chat_body(MODEL, "not in shadow mode")).raise_for_status()
+
+            def quoted() -> dict[str, Any] | None:
+                document: dict[str, Any] = client.post("/v1/quote", json={"shadow_hours": 1}).json()
+                return document if document["calls"] == 3 else None
+
+            document = wait_until_sync(quoted, timeout=10, interval=0.1, what="3 shadow calls kept")
+            assert client.post("/v1/quote", json={"shadow_hours": 0}).status_code == 400
+        price_in, price_out = listed[MODEL]
+        total = sum(usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out for usage in usages)
+        assert document["list_usd"] == usd(total)
+        assert document["venues_picked"] == {"batch": 3}
+        assert document["expected_usd"] == usd(total / 2)
+        assert document["deadlines"] == [{"deadline": "2h", "calls": 3, "deferrable": 3, "deferrable_share": 1.0}]
+        assert document["source"].startswith("shadow-mode traffic of the last 1h")
+        assert main(["quote", "--shadow-hours", "1", "--url", stack.url, "--key", MASTER_KEY, "--json"]) == 0
+        printed = orjson.loads(capsys.readouterr().out)
+        assert {name: printed[name] for name in ("calls", "list_usd", "deadlines")} == {
+            name: document[name] for name in ("calls", "list_usd", "deadlines")
+        }
+        with redis.Redis.from_url(redis_url) as direct:
+            raw = direct.zrange(keys.shadow_calls(), 0, -1)
+        assert len(raw) == 3
+        assert not any(b"secret" in member for member in raw)  # no prompts kept
+
+
+async def test_shadow_calls_are_kept_within_a_time_and_a_size_bound(redis_client: redis.asyncio.Redis) -> None:
+    kept = ShadowCalls(redis_client, retention=3600, limit=2)
+    calls = [ShadowCall(1000.0 + n, MODEL, 10 + n, 5, 60.0) for n in range(3)]
+    await kept.add(calls)
+    assert await kept.since(0) == calls[1:]  # the size bound: the newest two
+    await kept.add([ShadowCall(1002.0 + 3600, MODEL, 1, 1, None)])
+    assert [call.at for call in await kept.since(0)] == [1002.0, 4602.0]  # 1001 is older than an hour: dropped
+    assert 0 < await redis_client.ttl(keys.shadow_calls()) <= 3601
