@@ -50,7 +50,7 @@ class SimulatorOptions(BaseModel):
         "window (16:30-00:30 UTC): a call that lands in it is billed off_peak_share of list (None: no window)",
     )
     off_peak_share: float = Field(
-        default=0.5, ge=0, le=1, description="share of list billed in the off-peak window (DeepSeek V3: 50%)"
+        default=0.5, ge=0, le=1, description="share of list billed in the off-peak window (DeepSeek V3: half)"
     )
     venue_tiers: dict[str, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict,

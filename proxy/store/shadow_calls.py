@@ -57,7 +57,7 @@ class ShadowCalls:
     async def since(self, moment: float) -> list[ShadowCall]:
         """The calls kept from unix time `moment` on, oldest first."""
         found = await self._client.zrangebyscore(keys.shadow_calls(), repr(moment), "+inf", withscores=True)
-        calls = [_decode(member, score) for member, score in found]
+        calls = [_decode(entry[0], float(entry[1])) for entry in found if isinstance(entry, tuple | list)]
         return [call for call in calls if call is not None]
 
 
@@ -66,7 +66,7 @@ def _encode(call: ShadowCall) -> bytes:
     return orjson.dumps([secrets.token_hex(4), call.model, call.prompt_tokens, call.completion_tokens, call.deadline])
 
 
-def _decode(member: bytes | str, score: float) -> ShadowCall | None:
+def _decode(member: Any, score: float) -> ShadowCall | None:
     try:
         _, model, prompt, completion, deadline = orjson.loads(member)
     except (orjson.JSONDecodeError, ValueError, TypeError):
