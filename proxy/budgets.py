@@ -127,10 +127,13 @@ def worst_case_tokens(
     return Usage(prompt_tokens=prompt, completion_tokens=output)
 
 
-def worst_case_cost(prices: PriceBook, model: str, lane: Lane, body: Mapping[str, Any]) -> Cost:
-    """The worst case of a call to `model` (a model or a queue group, `proxy/endpoints.py`) on `lane`."""
+def worst_case_cost(
+    prices: PriceBook, model: str, lane: Lane, body: Mapping[str, Any], price: str | None = None
+) -> Cost:
+    """The worst case of a call to `model` (a model or a queue group, `proxy/endpoints.py`) on `lane`, or at a
+    declared venue's `price` rule (PriceBook.cost_at)."""
     tokens = worst_case_tokens(body, prices.max_output_tokens(model), endpoint_of(model))
-    return prices.cost(model, tokens, lane)
+    return prices.cost(model, tokens, lane) if price is None else prices.cost_at(model, tokens, price)
 
 
 class Budgets:
@@ -162,13 +165,15 @@ class Budgets:
         model: str,
         lane: Lane,
         body: Mapping[str, Any],
+        price: str | None = None,
     ) -> bool:
-        """Reserve the call's worst-case cost under `hold_id` against every budget of `caller`; True when a hold
-        was made (settle or release it), False when none applies. Raises BudgetExceeded."""
+        """Reserve the call's worst-case cost under `hold_id` against every budget of `caller` (at its declared
+        venue's `price` rule, when it has one); True when a hold was made (settle or release it), False when none
+        applies. Raises BudgetExceeded."""
         limits = limits_for(config, caller)
         if not limits:
             return False
-        cost = worst_case_cost(prices, model, lane, body)
+        cost = worst_case_cost(prices, model, lane, body, price)
         if not cost.known:
             return False
         now = datetime.fromtimestamp(self._clock(), UTC)

@@ -8,6 +8,7 @@ answered here (sync_accounting hands it to telemetry with the answer, from `requ
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 
@@ -17,6 +18,7 @@ from proxy.requests import ChatRequest
 from proxy.runtime import ConfigSnapshot, Runtime
 from proxy.store.keys import new_job_id
 from proxy.sync_accounting import HOLD_STATE
+from proxy.venues import declared, price_rule
 
 
 async def reserve_call(
@@ -28,9 +30,12 @@ async def reserve_call(
     if budgets is None or not budgets.active():
         return None
     hold = new_job_id(chat.group) if decision.deferred else f"sync_{secrets.token_hex(10)}"
+    venue = declared(live.config.policy.venues, decision.venue) if decision.deferred else None
+    price = price_rule(venue, decision.hold_until or datetime.now(UTC)) if venue is not None else None
     if not await budgets.reserve(
-        hold, live.config, live.prices, caller=caller, model=chat.group, lane=decision.lane, body=chat.body
-    ):
+        hold, live.config, live.prices, caller=caller, model=chat.group, lane=decision.lane, body=chat.body,
+        price=price,
+    ):  # fmt: skip
         return None
     setattr(request.state, HOLD_STATE, hold)
     return hold

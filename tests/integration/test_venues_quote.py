@@ -30,9 +30,11 @@ from proxy.store import keys
 from proxy.store.shadow_calls import ShadowCall, ShadowCalls
 from proxy.store.store import Store
 from proxy.worker.process import run_in_app
+from tests.integration.test_budgets_stack import AUTH as BUDGETED
+from tests.integration.test_budgets_stack import settled_to
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import ALICE, chat_body, deferred_env
-from tests.support.stack import MASTER_KEY, Stack, config_document, running_stack, serving
+from tests.support.stack import MASTER_KEY, TEAM_KEYS, Stack, config_document, running_stack, serving
 from tests.support.waiting import wait_until_sync
 
 MODEL = "gpt-4o-mini"
@@ -206,7 +208,8 @@ def test_off_peak_and_declared_venue_calls_are_booked_at_the_price_the_provider_
     tmp_path: Path, redis_url: str
 ) -> None:
     """An off-peak venue (held for a window that is open now, on both clocks) and a declared tier venue (a
-    `service_tier` the provider added later): paid at the venue's price on the books and on the bill, exactly."""
+    `service_tier` the provider added later): paid at the venue's price on the books, on the bill (exactly) and on
+    the caller's budget."""
     now = datetime.now(UTC)
     start, end = (f"{moment:%H:%M}" for moment in (now - timedelta(hours=1), now + timedelta(hours=2)))
     window = {"start": start, "end": end}
@@ -216,18 +219,20 @@ def test_off_peak_and_declared_venue_calls_are_booked_at_the_price_the_provider_
     simulator = {"off_peak_utc": f"{start}-{end}", "off_peak_share": 0.25, "venue_tiers": {"economy": 0.3}}
     policy = {"default": {"lane": "auto"}, "venues": [off_peak, economy]}
     with running_stack(
-        tmp_path, redis_url, background=[run_in_app], simulator=simulator, policy=policy,
+        tmp_path, redis_url, background=[run_in_app], simulator=simulator, policy=policy, auth=BUDGETED,
         delivery={"default": "async"},
     ) as stack:  # fmt: skip
-        ids, auth = [], {"authorization": f"Bearer {MASTER_KEY}", "x-batch-deadline": "8h"}
+        ids, auth = [], {"authorization": f"Bearer {TEAM_KEYS['alpha']}", "x-batch-deadline": "8h"}
         for model, venue in ((MODEL, "off-peak"), ("gpt-5-mini", "economy")):
-            accepted = httpx.post(f"{stack.url}/v1/chat/completions", json=chat_body(model, venue), headers=auth)
+            body = {**chat_body(model, venue), "max_tokens": 20}
+            accepted = httpx.post(f"{stack.url}/v1/chat/completions", json=body, headers=auth, timeout=30)
             assert accepted.status_code == 202, accepted.text
             assert f"venue={venue}" in accepted.headers["x-batchgate-decision"]
             ids.append(accepted.json()["id"])
         assert [job["status"] for job in stack.final_jobs(ids)] == ["completed", "completed"]
         report = savings(stack, 2)
         assert_books_equal_the_bill(report, stack.ledger())
+        settled_to(stack, Decimal(report["totals"]["paid_usd"]))  # the budget holds settle at the paid price
     shares = {MODEL: Decimal("0.25"), "gpt-5-mini": Decimal("0.3")}
     for row in report["by_model"]:
         listed, paid = Decimal(row["list_usd"]), Decimal(row["paid_usd"])

@@ -17,8 +17,10 @@ from proxy.policy.decide import decide
 from proxy.policy.facts import LaneFacts, RequestFacts
 from proxy.policy.lanes import VenueInputs, lane_facts, venue_list
 from proxy.policy.model import PolicyConfig
-from proxy.pricing import ModelPrices, TierPrices, to_decimal
+from proxy.pricing import ModelPrices, PriceBook, TierPrices, Usage, to_decimal
 from proxy.settings import Config, load_config
+from proxy.simulator.engine import in_window
+from proxy.venues import declared, price_rule
 from tests.support.stack import config_document
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -185,3 +187,33 @@ def test_the_off_peak_example_holds_until_its_window() -> None:
         decision = decide(example.policy, facts, lanes, now)
         assert (decision.venue, decision.hold_until) == (venue, hold_until), (now, deadline)
         assert decision.deferred
+
+
+def test_a_venue_call_is_priced_by_its_rule_when_it_is_sent() -> None:
+    conf = config(OFF_PEAK, PRIORITY, {"name": "tiered", "price_tier": "flex"})
+    off_peak, priority, tiered = (declared(conf.policy.venues, name) for name in ("off-peak", "priority", "tiered"))
+    assert off_peak is not None
+    assert priority is not None
+    assert tiered is not None
+    assert declared(conf.policy.venues, "gone") is None
+    assert price_rule(off_peak, NOW.replace(hour=23)) == "0.25"
+    assert price_rule(off_peak, NOW.replace(hour=0, minute=20)) == "0.25"  # the window wraps midnight
+    assert price_rule(off_peak, NOW) is None  # sent outside its window (a rescue): billed at list
+    assert (price_rule(priority, NOW), price_rule(tiered, NOW)) == ("0.4", "flex")
+    book = PriceBook.from_price_map({MODEL: {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}})
+    usage = Usage(prompt_tokens=1000, completion_tokens=100)
+    listed = to_decimal("0.0012")
+    assert book.cost_at(MODEL, usage, "0.25").paid_usd == listed / 4
+    assert book.cost_at(MODEL, usage, "0.25").list_usd == listed
+    assert book.cost_at(MODEL, usage, "flex") == book.cost(MODEL, usage, "flex")
+    assert not book.cost_at("unknown-model", usage, "0.25").known
+
+
+def test_the_simulators_off_peak_window_is_read_on_its_clock() -> None:
+    at = NOW.replace(hour=16, minute=30).timestamp()
+    assert in_window("16:30-00:30", at)
+    assert in_window("16:30-00:30", at + 8 * 3600 - 1)  # 00:29:59
+    assert not in_window("16:30-00:30", at + 8 * 3600)  # 00:30
+    assert not in_window("16:30-00:30", at - 1)
+    assert in_window("09:00-12:00", NOW.replace(hour=11).timestamp())
+    assert not in_window("09:00-12:00", NOW.timestamp())
