@@ -18,8 +18,10 @@ from proxy.policy.facts import LaneFacts, RequestFacts
 from proxy.policy.lanes import VenueInputs, lane_facts, venue_list
 from proxy.policy.model import PolicyConfig
 from proxy.pricing import ModelPrices, PriceBook, TierPrices, Usage, to_decimal
+from proxy.quote import shadow_calls
 from proxy.settings import Config, load_config
 from proxy.simulator.engine import in_window
+from proxy.store.shadow_calls import ShadowCall
 from proxy.venues import declared, price_rule
 from tests.support.stack import config_document
 
@@ -217,3 +219,18 @@ def test_the_simulators_off_peak_window_is_read_on_its_clock() -> None:
     assert not in_window("16:30-00:30", at - 1)
     assert in_window("09:00-12:00", NOW.replace(hour=11).timestamp())
     assert not in_window("09:00-12:00", NOW.timestamp())
+
+
+def test_kept_shadow_calls_are_quoted_from_now_with_their_own_or_the_policys_deadline() -> None:
+    conf = config(default_deadline="6h")
+    kept = [
+        ShadowCall(1.0, MODEL, 100, 20, 1799.6),
+        ShadowCall(2.0, MODEL, 50, 0, None),
+        ShadowCall(3.0, "no-longer-configured", 10, 10, 60.0),
+        ShadowCall(4.0, f"{MODEL}#embeddings", 10, 0, 60.0),
+    ]
+    calls = shadow_calls(kept, conf, NOW)
+    assert [(call.prompt_tokens, call.deadline_text, call.deadline) for call in calls] == [
+        (100, "30m", NOW + timedelta(minutes=30)),
+        (50, "6h", NOW + timedelta(hours=6)),
+    ]
