@@ -240,12 +240,22 @@ async def models_call(request: Request, target: str, state: Keyed) -> Response:
     return await generate(request, state, model, stream=method == "streamGenerateContent")
 
 
-async def generate(request: Request, state: SimulatorState, model: str, *, stream: bool) -> Response:
+async def generate(
+    request: Request,
+    state: SimulatorState,
+    model: str,
+    *,
+    stream: bool,
+    provider: str = "gemini",
+    fields: frozenset[str] = REQUEST_FIELDS,
+) -> Response:
+    """A `generateContent` (or streamed) answer, billed as `{provider}/{model}` (Vertex AI's face: `vertex_ai`,
+    its own request `fields`)."""
     try:
         payload = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         return error(400, "Invalid JSON payload received.")
-    problem = request_problem(payload)
+    problem = request_problem(payload, fields)
     if problem:
         return error(400, problem)
     engine = state.engine
@@ -255,7 +265,7 @@ async def generate(request: Request, state: SimulatorState, model: str, *, strea
     if engine.options.sync_latency_s:
         await asyncio.sleep(engine.options.sync_latency_s)
     answer = answer_for(chat_body(payload, model))
-    engine.bill(f"gemini/{model}", Tier.SYNC, answer)
+    engine.bill(f"{provider}/{model}", Tier.SYNC, answer)
     response = generate_response(answer, model)
     if not stream:
         return _json(response)

@@ -33,6 +33,7 @@ from proxy.simulator.gemini_face import (
     GoogleError,
     chat_body,
     error,
+    generate,
     generate_response,
     lenient_mapping,
     request_problem,
@@ -43,6 +44,8 @@ from proxy.simulator.state import SimulatorState, simulator_state
 JSON = "application/json"
 BATCH_PREFIX = "vtxbatch-"
 JOBS = "/v1/projects/{project}/locations/{location}/batchPredictionJobs"
+# what litellm's `vertex_ai/gemini-*` sync lane calls (v1beta1 for its preview features)
+MODELS = "/{version}/projects/{project}/locations/{location}/publishers/google/models/{target}"
 VERTEX_REQUEST_FIELDS = REQUEST_FIELDS | {"labels"}
 MODEL_PATH = re.compile(r"^(?:projects/[^/]+/locations/[^/]+/)?publishers/google/models/(?P<model>[A-Za-z0-9._-]+)$")
 DISPLAY_FILTER = re.compile(r'^\s*display_name\s*=\s*"(?P<name>[^"]*)"\s*$')
@@ -70,8 +73,14 @@ def authorized_state(request: Request) -> SimulatorState:
         raise GoogleError(
             error(401, "Request is missing required authentication credential. Expected OAuth 2 access token.")
         )
+    live = state.google_tokens.state_of(token.strip())
+    if live is False:
+        raise GoogleError(
+            error(401, "Request had invalid authentication credentials. The access token has expired.",
+                  reason="ACCESS_TOKEN_EXPIRED")
+        )  # fmt: skip
     expected = state.engine.options.api_key
-    if expected is not None and token.strip() != expected:
+    if live is None and expected is not None and token.strip() != expected:
         raise GoogleError(
             error(
                 401,
@@ -93,6 +102,23 @@ def _iso(moment: float | None) -> str | None:
     if moment is None:
         return None
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+# generateContent
+
+
+@router.post(MODELS)
+async def models_call(request: Request, version: str, target: str, state: Authorized) -> Response:
+    """`:generateContent`, or `:streamGenerateContent` (`?alt=sse`: server-sent events), as Gemini's face answers
+    them, billed as `vertex_ai/<model>` at the list price."""
+    name, _, method = target.partition(":")
+    if version not in ("v1", "v1beta1") or method not in ("generateContent", "streamGenerateContent"):
+        return error(404, f"Method {method!r} not found for publishers/google/models/{name}.")
+    model = _model(state, f"publishers/google/models/{name}")
+    if model is None:
+        return error(404, f"Publisher Model `publishers/google/models/{name}` not found.")
+    stream = method == "streamGenerateContent"
+    return await generate(request, state, model, stream=stream, provider="vertex_ai", fields=VERTEX_REQUEST_FIELDS)
 
 
 # GCS, through the server at the `gcs_url` knob
