@@ -188,6 +188,11 @@ async def test_a_crashed_submission_finds_its_job_again_on_any_host(tmp_path: Pa
             await elsewhere.aclose()
 
 
+async def configure(url: str, **knobs: Any) -> None:
+    async with httpx.AsyncClient(timeout=10) as control:
+        (await control.patch(url + "/_sim/config", json=knobs)).raise_for_status()
+
+
 async def test_application_default_credentials_are_refreshed_before_they_expire_not_per_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,13 +216,17 @@ async def test_application_default_credentials_are_refreshed_before_they_expire_
                 return info if grants() == count else None
 
             await wait_until(lambda: refreshed(2), timeout=20, what="the stale token refreshed")
-            async with httpx.AsyncClient(timeout=10) as control:
-                (await control.patch(url + "/_sim/config", json={"google_token_lifetime_s": 3600})).raise_for_status()
+            await configure(url, google_token_lifetime_s=3600)
             await wait_until(lambda: refreshed(3), timeout=20, what="a long-lived token fetched")
             for _ in range(5):
                 await adc.retrieve(created.batch_id)
             info = await until_ended(adc, created.batch_id)
             assert len([line async for line in adc.results(info)]) == 2
             assert grants() == 3
+            await configure(url, echo_credentials_in_errors=True)
+            with pytest.raises(ProviderError) as refused:
+                await adc.retrieve("projects/proj-1/locations/us-central1/batchPredictionJobs/1")
+            assert "credential received" in str(refused.value)
+            assert "ya29." not in str(refused.value)  # the refreshed token is masked like a configured one
         finally:
             await adc.aclose()
