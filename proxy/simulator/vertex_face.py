@@ -1,9 +1,12 @@
 """The Vertex AI face: batch prediction jobs for Gemini models (`/v1/projects/{p}/locations/{l}/
 batchPredictionJobs`: create, get, list, `:cancel`), reading inputs from and writing outputs to a real
-GCS-compatible server (the `gcs_url` knob: its JSON API root), over the provider-neutral engine.
+GCS-compatible server (the `gcs_url` knob: its JSON API root), and the sync lane litellm's `vertex_ai` calls
+(`.../publishers/google/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, answered as the Gemini
+face answers them), over the provider-neutral engine.
 
 As strict as the real API where batchgate depends on it: `Authorization: Bearer <token>` (none: 401
-UNAUTHENTICATED; a wrong one when the `api_key` knob is set: 401 too), Google's error shape, `instancesFormat` and
+UNAUTHENTICATED; a wrong one when the `api_key` knob is set: 401 too; one the simulator's STS endpoint issued is
+accepted until it expires, then 401, google_oauth.py), Google's error shape, `instancesFormat` and
 `predictionsFormat` `jsonl` with `gs://` URIs, a model `publishers/google/models/<gemini model>` the price map knows
 (else 404 NOT_FOUND), an input object that exists and an output bucket that exists (else 400). Each input line is
 `{"request": GenerateContentRequest}` (Vertex's fields, `labels` included); an invalid request fails its own row.
