@@ -97,13 +97,15 @@ STATUS_CODES: Mapping[str, int] = {
 class VertexTarget:
     """Where a deployment's jobs run: `base_url` is the API host root (`https://{location}-aiplatform.googleapis
     .com`, or the simulator's), `bucket` the GCS folder (`gs://bucket[/folder]`) inputs and outputs go through,
-    `token` a static OAuth access token (None: Application Default Credentials, google_token.GoogleToken)."""
+    `token` a static OAuth access token, else `credentials` (litellm's `vertex_credentials`: a file's path or its
+    JSON), else Application Default Credentials (google_token.GoogleToken)."""
 
     base_url: str
     project: str
     location: str
     bucket: str
     token: str | None
+    credentials: str | Mapping[str, Any] | None = None
 
 
 def vertex_target(
@@ -117,7 +119,8 @@ def vertex_target(
     if not project:
         raise ValueError("vertex_ai batches need vertex_project (or VERTEXAI_PROJECT)")
     GcsPath.parse(bucket or "")  # refused now rather than at the first batch
-    return VertexTarget(api_base or vertex_host(location), project, location, bucket or "", token)
+    credentials = params.get("vertex_credentials") or params.get("vertex_ai_credentials")
+    return VertexTarget(api_base or vertex_host(location), project, location, bucket or "", token, credentials)
 
 
 def _param(params: Mapping[str, Any], name: str) -> str | None:
@@ -173,7 +176,8 @@ class VertexBatchClient:
         extra_params: Mapping[str, Any] | None = None,
         gcs_root: str | None = None,
     ) -> None:
-        auth = GoogleToken(target.token)  # one token for the jobs and their objects, refreshed for both
+        # one token for the jobs and their objects, refreshed for both
+        auth = GoogleToken(target.token, target.credentials)
         self._http = batch_http(base_url=target.base_url.rstrip("/") + "/v1/", headers={}, timeout=timeout, auth=auth)
         self._gcs = GcsObjects(auth=auth, timeout=timeout, root=gcs_root)
         self._parent = f"projects/{target.project}/locations/{target.location}"

@@ -69,20 +69,21 @@ def test_deferred_calls_are_answered_from_a_vertex_job_and_reconcile(
             )
 
 
-def test_sync_streamed_and_deferred_calls_use_application_default_credentials_and_reconcile(
+def test_sync_streamed_and_deferred_calls_use_the_deployment_s_google_credentials_and_reconcile(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No access token configured: litellm's sync lane and the batch lane both take Google's Application Default
-    Credentials (a real credentials file, refreshed at the simulator's token endpoint), the mixed workload is
-    billed once per call and batchgate's books equal the face's ledger."""
+    """No access token configured: litellm's sync lane and the batch lane both take the deployment's
+    `vertex_credentials` (a real workload-identity credentials file, exchanged at the simulator's STS endpoint),
+    the mixed workload is billed once per call and batchgate's books equal the face's ledger. (ADC from the
+    environment: test_vertex_batches.)"""
     monkeypatch.delenv("VERTEXAI_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     with vertex_storage(monkeypatch) as storage, simulator_server(**FAST_SIMULATOR, **storage) as upstream:
-        monkeypatch.setenv(
-            "GOOGLE_APPLICATION_CREDENTIALS", str(application_default_credentials(tmp_path, upstream.url))
-        )
         document = config_document(upstream.url, delivery=HOLD)
         document["model_list"] = vertex_models(upstream.url)
-        del document["model_list"][0]["litellm_params"]["api_key"]
+        params = document["model_list"][0]["litellm_params"]
+        del params["api_key"]
+        params["vertex_credentials"] = str(application_default_credentials(tmp_path, upstream.url))
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
             with stack.client(timeout=60) as client:
                 sync = {"model": GEMINI, "messages": [{"role": "user", "content": "vertex right now"}]}
