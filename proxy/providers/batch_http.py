@@ -18,15 +18,20 @@ _REENCODED = frozenset({"content-length", "content-encoding", "transfer-encoding
 
 
 def batch_http(
-    *, base_url: str, headers: dict[str, str], timeout: float, params: Mapping[str, str] | None = None
+    *,
+    base_url: str,
+    headers: dict[str, str],
+    timeout: float,
+    params: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
-    """A client for one provider account; the credentials in `headers` are masked out of every error answer.
-    `params` are sent as the query string of every call (merged with a call's own)."""
+    """A client for one provider account; the credentials in `headers` (and a Bearer token `auth` sets) are masked
+    out of every error answer. `params` are sent as the query string of every call (merged with a call's own)."""
     transport = httpx.AsyncHTTPTransport(retries=2, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
     secrets = [value.removeprefix("Bearer ").strip() for value in headers.values()]
     masking = MaskingTransport(transport, Redactor(secrets))
     return httpx.AsyncClient(
-        base_url=base_url, headers=headers, timeout=timeout, transport=masking, params=dict(params or {})
+        base_url=base_url, headers=headers, timeout=timeout, transport=masking, params=dict(params or {}), auth=auth
     )
 
 
@@ -41,10 +46,12 @@ class MaskingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
-        if response.status_code < 400 or not self._redactor:
+        # the token this call sent: a refreshed one (GoogleToken) is not among the secrets known at construction
+        sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if response.status_code < 400 or not (self._redactor or sent):
             return response
         try:
-            content = self._redactor.bytes(await response.aread())
+            content = Redactor([sent]).bytes(self._redactor.bytes(await response.aread()))
         finally:
             await response.aclose()
         headers = [(name, value) for name, value in response.headers.multi_items() if name.lower() not in _REENCODED]

@@ -54,6 +54,7 @@ from proxy.providers.batch_http import batch_http, provider_errors
 from proxy.providers.gemini_batch import STATES as GEMINI_STATES
 from proxy.providers.gemini_batch import display_name, google_answer, result_line
 from proxy.providers.gemini_translation import GeminiRefusal, generate_request
+from proxy.providers.google_token import GoogleToken
 from proxy.providers.vertex_gcs import GcsObjects, GcsPath, json_line
 
 log = logging.getLogger("batchgate.providers.vertex_batch")
@@ -95,13 +96,16 @@ STATUS_CODES: Mapping[str, int] = {
 @dataclass(frozen=True, slots=True)
 class VertexTarget:
     """Where a deployment's jobs run: `base_url` is the API host root (`https://{location}-aiplatform.googleapis
-    .com`, or the simulator's), `bucket` the GCS folder (`gs://bucket[/folder]`) inputs and outputs go through."""
+    .com`, or the simulator's), `bucket` the GCS folder (`gs://bucket[/folder]`) inputs and outputs go through,
+    `token` a static OAuth access token, else `credentials` (litellm's `vertex_credentials`: a file's path or its
+    JSON), else Application Default Credentials (google_token.GoogleToken)."""
 
     base_url: str
     project: str
     location: str
     bucket: str
     token: str | None
+    credentials: str | Mapping[str, Any] | None = None
 
 
 def vertex_target(
@@ -115,7 +119,8 @@ def vertex_target(
     if not project:
         raise ValueError("vertex_ai batches need vertex_project (or VERTEXAI_PROJECT)")
     GcsPath.parse(bucket or "")  # refused now rather than at the first batch
-    return VertexTarget(api_base or vertex_host(location), project, location, bucket or "", token)
+    credentials = params.get("vertex_credentials") or params.get("vertex_ai_credentials")
+    return VertexTarget(api_base or vertex_host(location), project, location, bucket or "", token, credentials)
 
 
 def _param(params: Mapping[str, Any], name: str) -> str | None:
@@ -171,9 +176,10 @@ class VertexBatchClient:
         extra_params: Mapping[str, Any] | None = None,
         gcs_root: str | None = None,
     ) -> None:
-        headers = {"authorization": f"Bearer {target.token}"} if target.token else {}
-        self._http = batch_http(base_url=target.base_url.rstrip("/") + "/v1/", headers=headers, timeout=timeout)
-        self._gcs = GcsObjects(token=target.token, timeout=timeout, root=gcs_root)
+        # one token for the jobs and their objects, refreshed for both
+        auth = GoogleToken(target.token, target.credentials)
+        self._http = batch_http(base_url=target.base_url.rstrip("/") + "/v1/", headers={}, timeout=timeout, auth=auth)
+        self._gcs = GcsObjects(auth=auth, timeout=timeout, root=gcs_root)
         self._parent = f"projects/{target.project}/locations/{target.location}"
         self._folder = GcsPath.parse(target.bucket).child(FOLDER)
         self._model = upstream_model.removeprefix(f"{PROVIDER}/")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import orjson
 
 from proxy.providers import lenient
@@ -65,11 +66,10 @@ class GcsPath:
 
 
 class GcsObjects:
-    """Objects in GCS for one credential (a static OAuth access token; None sends no Authorization)."""
+    """Objects in GCS for one credential (`auth` sets its OAuth access token: google_token.GoogleToken)."""
 
-    def __init__(self, *, token: str | None, timeout: float, root: str | None = None) -> None:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._http = batch_http(base_url=(root or gcs_root()).rstrip("/") + "/", headers=headers, timeout=timeout)
+    def __init__(self, *, auth: httpx.Auth | None, timeout: float, root: str | None = None) -> None:
+        self._http = batch_http(base_url=(root or gcs_root()).rstrip("/") + "/", headers={}, timeout=timeout, auth=auth)
 
     async def upload(self, target: GcsPath, source: Path, size: int) -> None:
         """Upload a local file of `size` bytes as `target` (one media upload: the inputs are at most 1 GB)."""

@@ -18,6 +18,7 @@ from proxy.simulator import (
     bedrock_runtime,
     control,
     gemini_face,
+    google_oauth,
     mistral_face,
     openai_face,
     responses_face,
@@ -86,6 +87,7 @@ def create_simulator_app(
     app.include_router(bedrock_face.router)
     app.include_router(bedrock_runtime.router)
     app.include_router(vertex_face.router)
+    app.include_router(google_oauth.router)
     app.include_router(control.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(gemini_face.GoogleError, gemini_face.google_error)

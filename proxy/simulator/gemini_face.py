@@ -244,12 +244,22 @@ async def models_call(request: Request, target: str, state: Keyed) -> Response:
     return await generate(request, state, model, stream=method == "streamGenerateContent")
 
 
-async def generate(request: Request, state: SimulatorState, model: str, *, stream: bool) -> Response:
+async def generate(
+    request: Request,
+    state: SimulatorState,
+    model: str,
+    *,
+    stream: bool,
+    provider: str = "gemini",
+    fields: frozenset[str] = REQUEST_FIELDS,
+) -> Response:
+    """A `generateContent` (or streamed) answer, billed as `{provider}/{model}` (Vertex AI's face: `vertex_ai`,
+    its own request `fields`)."""
     try:
         payload = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         return error(400, "Invalid JSON payload received.")
-    problem = request_problem(payload)
+    problem = request_problem(payload, fields)
     if problem:
         return error(400, problem)
     engine = state.engine
@@ -261,7 +271,7 @@ async def generate(request: Request, state: SimulatorState, model: str, *, strea
     if delay:
         await asyncio.sleep(delay)
     answer = answer_for(chat_body(payload, model))
-    engine.bill(f"gemini/{model}", tier, answer)
+    engine.bill(f"{provider}/{model}", tier, answer)
     response = generate_response(answer, model)
     if not stream:
         return _json(response, {"x-gemini-service-tier": "flex" if tier is Tier.FLEX else "standard"})

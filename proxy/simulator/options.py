@@ -183,6 +183,12 @@ class SimulatorOptions(BaseModel):
         "from and write outputs to (e.g. a gcp-storage-emulator on loopback; None: Vertex jobs are refused)",
     )
 
+    google_token_lifetime_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Google STS token endpoint (/v1/token): how long an exchanged access token lives",
+    )
+
     seed: int | None = Field(default=None, description="seed for the injected-fault dice (None: random)")
 
     @model_validator(mode="after")

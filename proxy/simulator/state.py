@@ -11,6 +11,7 @@ from fastapi import Request
 
 from proxy.simulator.engine import Engine
 from proxy.simulator.files import FileStore
+from proxy.simulator.google_tokens import IssuedTokens
 from proxy.simulator.rate_headers import RateWindow
 
 ResultFiles = tuple[str | None, str | None]  # (output_file_id, error_file_id)
@@ -27,6 +28,7 @@ class SimulatorState:
     gemini_uploads: dict[str, tuple[int, str]] = field(default_factory=dict)  # upload id -> (bytes, name)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored Response objects, by id
     last_create: dict[str, float] = field(default_factory=dict)  # face -> when it last created a batch (monotonic s)
+    google_tokens: IssuedTokens = field(default_factory=IssuedTokens)  # access tokens granted at /token
 
 
 def simulator_state(request: Request) -> SimulatorState:

@@ -1,9 +1,12 @@
 """The Vertex AI face: batch prediction jobs for Gemini models (`/v1/projects/{p}/locations/{l}/
 batchPredictionJobs`: create, get, list, `:cancel`), reading inputs from and writing outputs to a real
-GCS-compatible server (the `gcs_url` knob: its JSON API root), over the provider-neutral engine.
+GCS-compatible server (the `gcs_url` knob: its JSON API root), and the sync lane litellm's `vertex_ai` calls
+(`.../publishers/google/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, answered as the Gemini
+face answers them), over the provider-neutral engine.
 
 As strict as the real API where batchgate depends on it: `Authorization: Bearer <token>` (none: 401
-UNAUTHENTICATED; a wrong one when the `api_key` knob is set: 401 too), Google's error shape, `instancesFormat` and
+UNAUTHENTICATED; a wrong one when the `api_key` knob is set: 401 too; one the simulator's STS endpoint issued is
+accepted until it expires, then 401, google_oauth.py), Google's error shape, `instancesFormat` and
 `predictionsFormat` `jsonl` with `gs://` URIs, a model `publishers/google/models/<gemini model>` the price map knows
 (else 404 NOT_FOUND), an input object that exists and an output bucket that exists (else 400). Each input line is
 `{"request": GenerateContentRequest}` (Vertex's fields, `labels` included); an invalid request fails its own row.
@@ -33,6 +36,7 @@ from proxy.simulator.gemini_face import (
     GoogleError,
     chat_body,
     error,
+    generate,
     generate_response,
     lenient_mapping,
     request_problem,
@@ -43,6 +47,8 @@ from proxy.simulator.state import SimulatorState, simulator_state
 JSON = "application/json"
 BATCH_PREFIX = "vtxbatch-"
 JOBS = "/v1/projects/{project}/locations/{location}/batchPredictionJobs"
+# what litellm's `vertex_ai/gemini-*` sync lane calls (v1beta1 for its preview features)
+MODELS = "/{version}/projects/{project}/locations/{location}/publishers/google/models/{target}"
 VERTEX_REQUEST_FIELDS = REQUEST_FIELDS | {"labels"}
 MODEL_PATH = re.compile(r"^(?:projects/[^/]+/locations/[^/]+/)?publishers/google/models/(?P<model>[A-Za-z0-9._-]+)$")
 DISPLAY_FILTER = re.compile(r'^\s*display_name\s*=\s*"(?P<name>[^"]*)"\s*$')
@@ -70,8 +76,14 @@ def authorized_state(request: Request) -> SimulatorState:
         raise GoogleError(
             error(401, "Request is missing required authentication credential. Expected OAuth 2 access token.")
         )
+    live = state.google_tokens.state_of(token.strip())
+    if live is False:
+        raise GoogleError(
+            error(401, "Request had invalid authentication credentials. The access token has expired.",
+                  reason="ACCESS_TOKEN_EXPIRED")
+        )  # fmt: skip
     expected = state.engine.options.api_key
-    if expected is not None and token.strip() != expected:
+    if live is None and expected is not None and token.strip() != expected:
         raise GoogleError(
             error(
                 401,
@@ -93,6 +105,23 @@ def _iso(moment: float | None) -> str | None:
     if moment is None:
         return None
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+# generateContent
+
+
+@router.post(MODELS)
+async def models_call(request: Request, version: str, target: str, state: Authorized) -> Response:
+    """`:generateContent`, or `:streamGenerateContent` (`?alt=sse`: server-sent events), as Gemini's face answers
+    them, billed as `vertex_ai/<model>` at the list price."""
+    name, _, method = target.partition(":")
+    if version not in ("v1", "v1beta1") or method not in ("generateContent", "streamGenerateContent"):
+        return error(404, f"Method {method!r} not found for publishers/google/models/{name}.")
+    model = _model(state, f"publishers/google/models/{name}")
+    if model is None:
+        return error(404, f"Publisher Model `publishers/google/models/{name}` not found.")
+    stream = method == "streamGenerateContent"
+    return await generate(request, state, model, stream=stream, provider="vertex_ai", fields=VERTEX_REQUEST_FIELDS)
 
 
 # GCS, through the server at the `gcs_url` knob

@@ -32,7 +32,7 @@ from tests.support.deferred_env import (
     gemini_models,
     vertex_models,
 )
-from tests.support.gcs_server import gcs_server, object_names
+from tests.support.gcs_server import object_names, vertex_storage
 from tests.support.stack import PROVIDER_KEY
 
 
@@ -79,9 +79,8 @@ async def test_a_vertex_submission_is_recovered_once(
 ) -> None:
     """Killed after the job was created: the next worker, on another host, finds it by its display name, creates
     none again, and the job's objects (uploaded input, written output) are deleted once it has been read."""
-    with gcs_server(VERTEX_BUCKET) as gcs:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
-        simulator = {"api_key": PROVIDER_KEY, "gcs_url": gcs}
+    with vertex_storage(monkeypatch) as storage:
+        simulator = {"api_key": PROVIDER_KEY, **storage}
         async with deferred_env(tmp_path, redis_url, simulator=simulator, models=vertex_models, **FAST_LEASES) as env:
             bodies = [chat_body(GEMINI, f"after_create {i}") for i in range(30)]
             views = [await env.accept(body) for body in bodies]
@@ -91,7 +90,7 @@ async def test_a_vertex_submission_is_recovered_once(
                 url = env.simulator_url + "/v1/projects/proj-1/locations/us-central1/batchPredictionJobs"
                 [job] = (await http.get(url)).json()["batchPredictionJobs"]  # created once
             assert job["completionStats"]["successfulCount"] == str(len(bodies))
-            assert object_names(gcs, VERTEX_BUCKET) == []
+            assert object_names(storage["gcs_url"], VERTEX_BUCKET) == []
 
 
 def embedding_models(simulator_url: str) -> list[dict[str, Any]]:

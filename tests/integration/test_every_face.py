@@ -1,7 +1,8 @@
-"""The same 100 calls across six providers in one run: OpenAI, Anthropic, Azure OpenAI, Gemini, Mistral and xAI,
-each on its own face of one simulated upstream, all deferred at once through the official openai client. Every
-call is answered from its provider's batch, with its own answer, and batchgate's savings ledger equals what every
-face billed, in exact Decimal (paid + waste per model and lane = billed; list - paid - waste = saved)."""
+"""The same 100 calls across the providers in one run: OpenAI, Anthropic, Azure OpenAI, Gemini, Mistral, xAI and
+Vertex AI (its batch input and output through a real GCS-compatible server), each on its own face of one simulated
+upstream, all deferred at once through the official openai client. Every call is answered from its provider's
+batch, with its own answer, and batchgate's savings ledger equals what every face billed, in exact Decimal
+(paid + waste per model and lane = billed; list - paid - waste = saved)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from proxy.worker.process import run_in_app
 from tests.integration.test_anthropic_stack import CLAUDE, claude_deployment
 from tests.integration.test_azure_batches import BATCH_DEPLOYMENT, FAST, SERVED
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
-from tests.support.deferred_env import GEMINI, gemini_models
+from tests.support.deferred_env import GEMINI, gemini_models, vertex_models
+from tests.support.gcs_server import vertex_storage
 from tests.support.stack import PROVIDER_KEY, Stack, config_document, serving, simulator_server
 
 CALLS = 100
@@ -28,6 +32,7 @@ BILLED_AS = {
     GEMINI: f"gemini/{GEMINI}",
     "mistral-small-latest": "mistral/mistral-small-latest",
     "grok-4.20-non-reasoning": "xai/grok-4.20-non-reasoning",
+    f"vertex-{GEMINI}": f"vertex_ai/{GEMINI}",
 }
 
 
@@ -43,6 +48,7 @@ def every_provider(simulator_url: str) -> list[dict[str, Any]]:
         {"model_name": "azure-gpt-4o-mini", "litellm_params": azure},
         *gemini_models(simulator_url),
         *(face_model(simulator_url, provider, model) for provider, model in faces),
+        {**vertex_models(simulator_url)[0], "model_name": f"vertex-{GEMINI}"},
     ]
 
 
@@ -52,8 +58,8 @@ def face_model(simulator_url: str, provider: str, model: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def six_provider_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
-    with simulator_server(**FAST, **SERVED) as upstream:
+def six_provider_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with vertex_storage(monkeypatch) as storage, simulator_server(**FAST, **SERVED, **storage) as upstream:
         document = config_document(upstream.url, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"})
         document["model_list"] = every_provider(upstream.url)
         assert [model["model_name"] for model in document["model_list"]] == list(BILLED_AS)
@@ -62,11 +68,11 @@ def six_provider_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
 
 
 def test_the_same_calls_across_six_providers_are_batched_answered_and_reconciled(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = list(BILLED_AS)
     calls = [(models[i % len(models)], f"call {i} of the six-provider run") for i in range(CALLS)]
-    with six_provider_stack(tmp_path, redis_url) as stack:
+    with six_provider_stack(tmp_path, redis_url, monkeypatch) as stack:
         client = stack.client(timeout=60)
 
         def defer(call: tuple[str, str]) -> str:

@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from proxy.providers.base import BatchInfo, BatchState, ErrorClass, LineOutcome, PreparedInput, ProviderError
 from proxy.providers.vertex_batch import VertexBatchClient, VertexTarget
 from proxy.simulator.engine import expected_content
 from tests.support.deferred_env import GEMINI, chat_body
-from tests.support.gcs_server import gcs_server, object_names
+from tests.support.gcs_server import application_default_credentials, gcs_server, object_names
 from tests.support.stack import PROVIDER_KEY, simulator_server
 from tests.support.waiting import wait_until
 
@@ -31,7 +32,7 @@ async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[
         yield custom_id, body
 
 
-def vertex_client(url: str, gcs: str, staging: Path, *, token: str = PROVIDER_KEY, model: str = GEMINI,
+def vertex_client(url: str, gcs: str, staging: Path, *, token: str | None = PROVIDER_KEY, model: str = GEMINI,
                   bucket: str = BUCKET) -> VertexBatchClient:  # fmt: skip
     target = VertexTarget(base_url=url, project="proj-1", location="us-central1", bucket=bucket, token=token)
     return VertexBatchClient(target, upstream_model=model, timeout=10, staging_dir=staging, gcs_root=gcs)
@@ -185,3 +186,47 @@ async def test_a_crashed_submission_finds_its_job_again_on_any_host(tmp_path: Pa
             assert await elsewhere.find_batches({BATCH_KEY: "never-sent"}, since=since, prepared="") == []
         finally:
             await elsewhere.aclose()
+
+
+async def configure(url: str, **knobs: Any) -> None:
+    async with httpx.AsyncClient(timeout=10) as control:
+        (await control.patch(url + "/_sim/config", json=knobs)).raise_for_status()
+
+
+async def test_application_default_credentials_are_refreshed_before_they_expire_not_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No static token: a real ADC file (workload identity federation) exchanged at the simulator's STS endpoint.
+    A token that google-auth counts stale (within 225 s of its expiry) is refreshed at the next call, before the
+    face would refuse it; a fresh one is reused by every call, jobs and GCS objects alike."""
+    async with batch_client(tmp_path, google_token_lifetime_s=226) as (_, url, gcs):
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(application_default_credentials(tmp_path, url)))
+        adc = vertex_client(url, gcs, tmp_path / "adc-staging", token=None)
+
+        def grants() -> int:
+            found: int = httpx.get(url + "/_sim/google-tokens", timeout=10).json()["grants"]
+            return found
+
+        try:
+            created = await submit(adc, 2)  # an upload to GCS and a create, on one token
+            assert grants() == 1
+
+            async def refreshed(count: int) -> BatchInfo | None:
+                info = await adc.retrieve(created.batch_id)  # a stale token sent would be refused (401)
+                return info if grants() == count else None
+
+            await wait_until(lambda: refreshed(2), timeout=20, what="the stale token refreshed")
+            await configure(url, google_token_lifetime_s=3600)
+            await wait_until(lambda: refreshed(3), timeout=20, what="a long-lived token fetched")
+            for _ in range(5):
+                await adc.retrieve(created.batch_id)
+            info = await until_ended(adc, created.batch_id)
+            assert len([line async for line in adc.results(info)]) == 2
+            assert grants() == 3
+            await configure(url, echo_credentials_in_errors=True)
+            with pytest.raises(ProviderError) as refused:
+                await adc.retrieve("projects/proj-1/locations/us-central1/batchPredictionJobs/1")
+            assert "credential received" in str(refused.value)
+            assert "ya29." not in str(refused.value)  # the refreshed token is masked like a configured one
+        finally:
+            await adc.aclose()

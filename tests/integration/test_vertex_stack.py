@@ -1,6 +1,7 @@
 """A `vertex_ai/...` model behind batchgate, over real HTTP with the official openai client: deferred calls answered
-from a Vertex AI batch prediction job whose input and output went through a real GCS-compatible server, and the
-savings ledger reconciling exactly with what the face billed."""
+from a Vertex AI batch prediction job whose input and output went through a real GCS-compatible server, sync and
+streamed calls answered by the face's generateContent, and the savings ledger reconciling exactly with what the
+face billed."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
+from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import GEMINI, VERTEX_BUCKET, vertex_models
-from tests.support.gcs_server import gcs_server, object_names
+from tests.support.gcs_server import application_default_credentials, object_names, vertex_storage
 from tests.support.stack import MASTER_KEY, PROVIDER_KEY, config_document, serving, simulator_server
 from tests.support.waiting import wait_until_sync
 
@@ -27,8 +29,8 @@ HOLD = {"default": "hold", "hold_heartbeat": 0.25, "max_wait": 30}
 def test_deferred_calls_are_answered_from_a_vertex_job_and_reconcile(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with gcs_server(VERTEX_BUCKET) as gcs, simulator_server(**FAST_SIMULATOR, gcs_url=gcs) as upstream:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
+    with vertex_storage(monkeypatch) as storage, simulator_server(**FAST_SIMULATOR, **storage) as upstream:
+        gcs = storage["gcs_url"]
         document = config_document(upstream.url, delivery=HOLD)
         document["model_list"] = vertex_models(upstream.url)
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
@@ -65,3 +67,42 @@ def test_deferred_calls_are_answered_from_a_vertex_job_and_reconcile(
             wait_until_sync(
                 lambda: object_names(gcs, VERTEX_BUCKET) == [], timeout=20, what="the job's objects deleted"
             )
+
+
+def test_sync_streamed_and_deferred_calls_use_the_deployment_s_google_credentials_and_reconcile(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No access token configured: litellm's sync lane and the batch lane both take the deployment's
+    `vertex_credentials` (a real workload-identity credentials file, exchanged at the simulator's STS endpoint),
+    the mixed workload is billed once per call and batchgate's books equal the face's ledger. (ADC from the
+    environment: test_vertex_batches.)"""
+    monkeypatch.delenv("VERTEXAI_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    with vertex_storage(monkeypatch) as storage, simulator_server(**FAST_SIMULATOR, **storage) as upstream:
+        document = config_document(upstream.url, delivery=HOLD)
+        document["model_list"] = vertex_models(upstream.url)
+        params = document["model_list"][0]["litellm_params"]
+        del params["api_key"]
+        params["vertex_credentials"] = str(application_default_credentials(tmp_path, upstream.url))
+        with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
+            with stack.client(timeout=60) as client:
+                sync = {"model": GEMINI, "messages": [{"role": "user", "content": "vertex right now"}]}
+                completion = client.chat.completions.create(**sync)
+                assert completion.choices[0].message.content == expected_content(sync)
+                streamed = {"model": GEMINI, "messages": [{"role": "user", "content": "vertex streamed"}]}
+                chunks = list(client.chat.completions.create(**streamed, stream=True,
+                                                             stream_options={"include_usage": True}))  # fmt: skip
+                text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+                assert text == expected_content(streamed)
+                assert chunks[-1].usage is not None
+                deferred = [{"model": GEMINI, "messages": [{"role": "user", "content": f"vertex later {i}"}]}
+                            for i in range(3)]  # fmt: skip
+                for request in deferred:
+                    answer = client.chat.completions.create(**request, extra_headers=DEFER)
+                    assert answer.choices[0].message.content == expected_content(request)
+            ledger = stack.ledger()
+            billed = ledger["models"][BILLED]
+            assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (2, 3)
+            assert_books_equal_the_bill(savings(stack, 5), ledger, {GEMINI: BILLED})
+            grants = httpx.get(upstream.url + "/_sim/google-tokens", timeout=10).json()["grants"]
+            assert 1 <= grants <= 3, grants  # loaded once per process that called (server and worker), not per call

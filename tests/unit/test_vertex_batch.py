@@ -3,6 +3,7 @@ states and counts, result rows joined back by label, and the registry's Vertex s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 
 from proxy.providers.base import BatchState, ErrorClass, ProviderError
 from proxy.providers.gemini_batch import result_line
+from proxy.providers.google_token import GoogleToken
 from proxy.providers.registry import ProviderRegistry
 from proxy.providers.vertex_batch import LABEL, VertexBatchClient, encode_request, job_info, row_item
 from proxy.settings import Config
@@ -101,3 +103,18 @@ def test_the_registry_builds_a_vertex_client_once_project_and_bucket_are_known(
     registry = ProviderRegistry(vertex_config(vertex_project="proj", vertex_location="europe-west4"))
     assert isinstance(registry.batch("v"), VertexBatchClient)
     assert "ya29.token-from-the-environment" in registry.secrets()  # masked wherever it could leak
+
+
+async def test_a_static_token_is_sent_as_it_is_and_missing_credentials_are_an_account_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await GoogleToken("ya29.static").token() == "ya29.static"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))  # google-auth's own error
+    with pytest.raises(ProviderError) as refused:
+        await GoogleToken(None).token()
+    assert (refused.value.status, refused.value.classification) == (401, ErrorClass.ACCOUNT_PROBLEM)
+    assert "missing.json" in refused.value.message
+    with pytest.raises(ProviderError) as unreadable:  # a deployment's vertex_credentials of no kind google-auth has
+        await GoogleToken(None, credentials='{"type": "nonsense"}').token()
+    assert unreadable.value.classification is ErrorClass.ACCOUNT_PROBLEM
+    assert "nonsense" in unreadable.value.message
