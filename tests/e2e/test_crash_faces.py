@@ -21,6 +21,7 @@ from proxy.worker.ingest import CHUNK
 from tests.support.crash import FAST_LEASES, kill_at_each_stage_then_recover
 from tests.support.deferred_env import CLAUDE, GEMINI, assert_answered, chat_body, claude_models, deferred_env
 from tests.support.deferred_env import gemini_models as gemini_face_models
+from tests.support.s3_server import BEDROCK_MODEL, S3Server, bedrock_models
 from tests.support.stack import PROVIDER_KEY, config_document
 
 JOBS = CHUNK + 5
@@ -88,17 +89,28 @@ FACES = {
 }  # fmt: skip
 
 
+def bedrock_face(request: pytest.FixtureRequest) -> Face:
+    """Bedrock jobs on the session's S3 server (a bucket of their own), at Bedrock's own minimum of 100 records."""
+    s3: S3Server = request.getfixturevalue("s3")
+    models = bedrock_models(s3, request.getfixturevalue("monkeypatch"), s3.make_bucket())
+    return Face(BEDROCK_MODEL, BEDROCK_MODEL, models, {"s3_endpoint_url": s3.url}, lease=5.0)
+
+
+# faces whose batches live on an object store: their Face is made with the test's fixtures
+STORED_FACES: dict[str, Callable[[pytest.FixtureRequest], Face]] = {"bedrock": bedrock_face}
+
+
 def simulator_get(url: str, path: str) -> dict[str, Any]:
     """The simulator's ledger loads litellm's price map on first use: seconds, a minute on a loaded machine."""
     found: dict[str, Any] = httpx.get(url + path, timeout=120).raise_for_status().json()
     return found
 
 
-@pytest.mark.parametrize("name", list(FACES))
+@pytest.mark.parametrize("name", [*FACES, *STORED_FACES])
 async def test_a_worker_killed_at_every_stage_answers_each_job_once_from_one_batch(
-    tmp_path: Path, redis_url: str, name: str
+    tmp_path: Path, redis_url: str, name: str, request: pytest.FixtureRequest
 ) -> None:
-    face = FACES[name]
+    face = FACES[name] if name in FACES else STORED_FACES[name](request)
     leases = {"worker": {**FAST_LEASES["worker"], "lease": face.lease}}
     async with deferred_env(tmp_path, redis_url, simulator=face.simulator, models=face.models, **leases) as env:
         bodies = [chat_body(face.model, f"{name} {i}") for i in range(JOBS)]

@@ -2,16 +2,12 @@
 server (moto's, on loopback): a job's lifecycle and answers, per-record errors, a stop, an expiry with half the
 records done, finding a job again after a crash, Bedrock's refusals (too few records, a bad role, a missing
 bucket); then deferred calls made with the official openai client, answered from a Bedrock job and reconciled with
-the face's bill, and a worker killed right after creating a job."""
+the face's bill. A worker killed at each stage of a Bedrock job: tests/e2e/test_crash_faces.py."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -27,24 +23,15 @@ from proxy.providers.bedrock_batch import BedrockBatchClient
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
-from proxy.worker.runner import Worker
-from tests.support.crash import FAST_LEASES, start_worker, wait_for_marker
-from tests.support.deferred_env import assert_answered, chat_body, deferred_env
-from tests.support.s3_server import S3Server, aws_environment, s3_server
+from tests.support.deferred_env import chat_body
+from tests.support.s3_server import BEDROCK_MODEL, BEDROCK_ROLE, S3Server, aws_environment, bedrock_deployment
 from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
 
-MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
-ROLE = "arn:aws:iam::123456789012:role/BedrockBatchInference"
+MODEL, ROLE = BEDROCK_MODEL, BEDROCK_ROLE
 MINIMUM = 3  # the face's and the adapter's minimum records per job (Bedrock's default is 100)
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
 LABEL = "batchgate_batch"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server:
-        yield server
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +42,7 @@ async def bedrock(
     options = {**FAST, "bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url, **knobs}
     with simulator_server(**options) as upstream:
         aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
-        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        bucket = s3.make_bucket()
         client = BedrockBatchClient(
             model_id=MODEL, s3_uri=f"s3://{bucket}/jobs", role_arn=ROLE, account=AwsAccount(), timeout=10,
             min_records=MINIMUM,
@@ -215,15 +202,6 @@ async def test_bedrock_refusals_are_its_own(s3: S3Server, monkeypatch: pytest.Mo
 # the whole stack: batchgate's API and worker, the official openai client as the caller
 
 
-def bedrock_model(bucket: str, simulator_url: str) -> dict[str, Any]:
-    """A Bedrock model as LiteLLM users declare it (its sync calls at the simulator's Converse face), plus the
-    batch-only settings."""
-    params = {"model": f"bedrock/{MODEL}", "aws_region_name": "us-east-1", "batch_s3_bucket": f"s3://{bucket}/bg",
-              "batch_role_arn": ROLE, "batch_min_records": MINIMUM,
-              "api_base": simulator_url + "/bedrock-runtime"}  # fmt: skip
-    return {"model_name": MODEL, "litellm_params": params}
-
-
 @contextlib.contextmanager
 def bedrock_stack(
     tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
@@ -232,9 +210,9 @@ def bedrock_stack(
     bucket)."""
     with simulator_server(**FAST, bedrock_min_records=MINIMUM, s3_endpoint_url=s3.url) as upstream:
         aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
-        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        bucket = s3.make_bucket()
         document = config_document(upstream.url)
-        document["model_list"] = [bedrock_model(bucket, upstream.url)]
+        document["model_list"] = [bedrock_deployment(bucket, upstream.url, MINIMUM)]
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app], worker=True) as stack:
             yield stack, bucket
 
@@ -308,37 +286,6 @@ def test_a_queue_under_the_minimum_is_held_then_answered_by_the_deadline_guard(
         assert refused == []  # held by the submitter, not claimed into a batch the adapter must refuse
         billed = stack.ledger()["models"][MODEL]["sync"]  # the sync lane: litellm to the Converse face
         assert billed["requests"] == len(jobs)
-
-
-async def test_a_worker_killed_after_creating_a_job_leaves_one_job(
-    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
-
-    def models(url: str) -> list[dict[str, Any]]:
-        aws_environment(monkeypatch, s3, url + "/bedrock")  # inherited by the worker processes
-        return [bedrock_model(bucket, url)]
-
-    simulator = {"bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url}
-    async with deferred_env(tmp_path, redis_url, simulator=simulator, models=models, **FAST_LEASES) as env:
-        sent = [chat_body(MODEL, f"bedrock after_create {i}") for i in range(12)]
-        views = [await env.accept(body) for body in sent]
-        marker = tmp_path / "paused"
-        first = start_worker(env, pause_at="after_create", marker=marker)
-        try:
-            await wait_for_marker(marker, first)
-        finally:
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait()
-            first.stderr.close()  # type: ignore[union-attr]
-        # the recovery runs in this process (litellm is imported here already): one worker start less to wait for
-        await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kill").run(burst=True), 120)
-        await assert_answered(env, sent, views)
-        async with httpx.AsyncClient(base_url=env.simulator_url, timeout=10) as http:
-            listing = (await http.get("/bedrock/model-invocation-jobs", headers=SIGNED)).json()
-            ledger = (await http.get("/_sim/ledger")).json()
-        assert [job["totalRecordCount"] for job in listing["invocationJobSummaries"]] == [len(sent)]
-        assert ledger["models"][MODEL]["batch"]["requests"] == len(sent), "a record ran twice"
 
 
 SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=test"}  # the face checks that a call is signed, not how
