@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ProviderError, ResultLine
@@ -23,9 +22,10 @@ from proxy.providers.bedrock_batch import BedrockBatchClient
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
+from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import chat_body
 from tests.support.s3_server import BEDROCK_MODEL, BEDROCK_ROLE, S3Server, aws_environment, bedrock_deployment
-from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server
+from tests.support.stack import Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
 
 MODEL, ROLE = BEDROCK_MODEL, BEDROCK_ROLE
@@ -233,27 +233,34 @@ def answer_of(text: str) -> str:
     return expected_content({"model": MODEL, "messages": [{"role": "user", "content": text}]})
 
 
-def test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile(
+def test_a_mixed_workload_is_answered_from_converse_and_a_bedrock_job_and_reconciles_exactly(
     tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Sync calls (litellm to the Converse face) and deferred ones (a Bedrock job): batchgate's books equal the
+    face's bill per lane, in exact Decimal, and the batch lines cost half of on-demand."""
     with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, bucket):
+        client = stack.client()
+        for i in range(2):
+            text = f"bedrock now {i}"
+            answer = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=40
+            )
+            assert answer.choices[0].message.content == answer_of(text)
         jobs = [defer(stack, f"bedrock later {i}") for i in range(MINIMUM + 1)]
         finished = stack.final_jobs(jobs, timeout=120)
         assert [(job["status"], job["lane"]) for job in finished] == [("completed", "batch")] * len(jobs)
         for i, job in enumerate(finished):
             assert job["response"]["choices"][0]["message"]["content"] == answer_of(f"bedrock later {i}")
 
-        def counted() -> dict[str, Any] | None:
-            report: dict[str, Any] = httpx.get(
-                f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
-            ).json()
-            return report if report["totals"]["requests"] >= len(jobs) else None
-
-        report = wait_until_sync(counted, timeout=20, interval=0.1, what="the calls in the ledger")
-        billed = stack.ledger()["models"][MODEL]
-        assert billed["batch"]["requests"] == len(jobs)
-        charged = sum((Decimal(row["paid_usd"]) + Decimal(row["waste_usd"]) for row in report["rows"]), Decimal(0))
-        assert charged == Decimal(billed["batch"]["cost_usd"])
+        report = savings(stack, 2 + len(jobs))
+        assert report["totals"]["unknown_cost_requests"] == 0
+        ledger = stack.ledger()
+        billed = ledger["models"][MODEL]
+        assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (2, len(jobs))
+        assert_books_equal_the_bill(report, ledger)
+        by_lane = {row["lane"]: row for row in report["by_lane"]}
+        assert Decimal(by_lane["batch"]["paid_usd"]) * 2 == Decimal(by_lane["batch"]["list_usd"]) > 0
+        assert Decimal(by_lane["sync"]["paid_usd"]) == Decimal(by_lane["sync"]["list_usd"]) > 0
         prices = PriceBook()
         batch, listed = prices.price(MODEL, Tier.BATCH), prices.price(MODEL, Tier.SYNC)
         assert batch is not None
@@ -274,7 +281,7 @@ def test_a_queue_under_the_minimum_is_held_then_answered_by_the_deadline_guard(
     answers them synchronously in time."""
     with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, _):
         texts = [f"bedrock held {i}" for i in range(MINIMUM - 1)]
-        jobs = [defer(stack, text, deadline="20s") for text in texts]
+        jobs = [defer(stack, text, deadline="10s") for text in texts]
         finished = stack.final_jobs(jobs, timeout=60)
         assert [(job["status"], job["lane"]) for job in finished] == [("completed", "sync")] * len(jobs)
         for text, job in zip(texts, finished, strict=True):
