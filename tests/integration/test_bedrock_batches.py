@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ProviderError, ResultLine
+from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ProviderError
 from proxy.providers.bedrock_aws import AwsAccount
 from proxy.providers.bedrock_batch import BedrockBatchClient
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
+from tests.support.batch_clients import lines_of, pairs, until_ended
 from tests.support.deferred_env import chat_body
 from tests.support.s3_server import BEDROCK_MODEL, BEDROCK_ROLE, S3Server, aws_environment, bedrock_deployment
 from tests.support.stack import Stack, config_document, serving, simulator_server
@@ -53,11 +54,6 @@ async def bedrock(
             await client.aclose()
 
 
-async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    for item in items:
-        yield item
-
-
 def bodies(count: int, name: str) -> list[tuple[str, dict[str, Any]]]:
     return [(f"job_{i}", chat_body(MODEL, f"{name} question {i}")) for i in range(count)]
 
@@ -66,18 +62,6 @@ async def submit(client: BedrockBatchClient, count: int, name: str = "b1") -> tu
     prepared = await client.prepare(pairs(bodies(count, name)), metadata={LABEL: name})
     assert prepared.requests == count
     return await client.create(prepared.ref, metadata={LABEL: name}), prepared.ref
-
-
-async def until_ended(client: BedrockBatchClient, batch_id: str) -> BatchInfo:
-    async def ended() -> BatchInfo | None:
-        info = await client.retrieve(batch_id)
-        return info if info.state.is_terminal else None
-
-    return await wait_until(ended, timeout=20, what=f"job {batch_id} ending")
-
-
-async def lines_of(client: BedrockBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.results(info)]
 
 
 async def test_a_job_completes_with_its_answers_and_cleanup_empties_the_bucket(
