@@ -76,8 +76,10 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, s3: S3Server, bedrock_url: 
 def bedrock_deployment(bucket: str, simulator_url: str, min_records: int | None = None) -> dict[str, Any]:
     """BEDROCK_MODEL as LiteLLM users declare it (its sync calls at the simulator's Converse face), plus the
     batch-only settings: jobs under `s3://<bucket>/bg`, `min_records` per job (None: Bedrock's own minimum)."""
-    params: dict[str, Any] = {"model": f"bedrock/{BEDROCK_MODEL}", "aws_region_name": REGION, "batch_s3_bucket": f"s3://{bucket}/bg",
-              "batch_role_arn": BEDROCK_ROLE, "api_base": simulator_url + "/bedrock-runtime"}  # fmt: skip
+    params: dict[str, Any] = {
+        "model": f"bedrock/{BEDROCK_MODEL}", "aws_region_name": REGION, "batch_s3_bucket": f"s3://{bucket}/bg",
+        "batch_role_arn": BEDROCK_ROLE, "api_base": simulator_url + "/bedrock-runtime",
+    }  # fmt: skip
     if min_records is not None:
         params["batch_min_records"] = min_records
     return {"model_name": BEDROCK_MODEL, "litellm_params": params}
