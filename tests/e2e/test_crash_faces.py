@@ -93,7 +93,7 @@ def bedrock_face(request: pytest.FixtureRequest) -> Face:
     """Bedrock jobs on the session's S3 server (a bucket of their own), at Bedrock's own minimum of 100 records."""
     s3: S3Server = request.getfixturevalue("s3")
     models = bedrock_models(s3, request.getfixturevalue("monkeypatch"), s3.make_bucket())
-    return Face(BEDROCK_MODEL, BEDROCK_MODEL, models, {"s3_endpoint_url": s3.url}, lease=5.0)
+    return Face(BEDROCK_MODEL, BEDROCK_MODEL, models, {"s3_endpoint_url": s3.url})
 
 
 # faces whose batches live on an object store: their Face is made with the test's fixtures

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy.providers.litellm_completion import import_litellm
 from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv
 from tests.support.servers import child_environment
@@ -87,8 +88,10 @@ async def run_to_the_end(env: DeferredEnv, host_dir: Path | None = None) -> None
 
 
 async def run_to_the_end_here(env: DeferredEnv, within: float = 300) -> None:
-    """A last worker run to the end in this process, on the test's runtime: litellm is imported here already, so
-    one worker start less (each takes tens of seconds on a loaded machine). `within` is a hang detector."""
+    """A last worker run to the end in this process, on the test's runtime: one worker start less (each imports
+    litellm, tens of seconds on a loaded machine). litellm is imported first, once per test process, so its import
+    does not stall the worker's loop past a short lease. `within` is a hang detector."""
+    await asyncio.to_thread(import_litellm)
     await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kills").run(burst=True), within)
 
 
