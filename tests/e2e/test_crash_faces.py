@@ -3,8 +3,8 @@
 One batch is carried through the stages by a worker per stage (tests/support/crash.py): killed before its upload,
 after it, before the create, after it, while polling and half-way through the ingest (the batch is one ingest
 chunk and a few lines long, so the kill falls between chunks); each next worker takes over what the last one left.
-A last worker runs to the end. Then every job holds its own answer, the face holds one batch of every line, and its
-ledger billed each line once.
+A last worker runs to the end (in the test process). Then every job holds its own answer, the face holds one batch
+of every line, and its ledger billed each line once. Bedrock's jobs live on the session's S3 server (moto).
 """
 
 from __future__ import annotations
