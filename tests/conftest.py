@@ -10,6 +10,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.support.s3_server import S3Server, s3_server
 from tests.support.servers import RedisServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -41,3 +42,10 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server on loopback (the Bedrock tests' object store), started once; tests make their own buckets."""
+    with s3_server() as server:
+        yield server

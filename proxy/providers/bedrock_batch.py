@@ -53,6 +53,7 @@ from proxy.providers.base import (
 )
 from proxy.providers.bedrock_aws import AwsAccount, S3Location, call
 from proxy.providers.claude_rules import ClaudeRefusal
+from proxy.providers.litellm_completion import import_litellm
 
 log = logging.getLogger("batchgate.providers.bedrock_batch")
 
@@ -66,6 +67,9 @@ LIST_PAGE = 100
 MAX_LIST_PAGES = 20
 CLOCK_SKEW = 60.0
 READ_CHUNK = 1 << 20  # bytes of output records read at a time
+# records translated between two yields to the event loop: translation is litellm's (~1-3 ms a record on a loaded
+# machine), and a worker's lease keepers must run meanwhile
+LOOP_SLICE = 50
 STATES = {
     "submitted": BatchState.VALIDATING,
     "validating": BatchState.VALIDATING,
@@ -149,6 +153,7 @@ class BedrockBatchClient:
         """Write the records to a temporary file, then upload it to `<prefix>/input/<name>.jsonl`; the ref is its
         S3 URI. Fewer records than `min_requests` raise ProviderError (BAD_REQUEST, code `too_few_records`)
         and nothing is uploaded."""
+        await asyncio.to_thread(import_litellm)  # seconds, the first time: not on the event loop
         handle, name = tempfile.mkstemp(prefix="bedrock-", suffix=".jsonl")
         path = Path(name)
         count = 0
@@ -157,6 +162,8 @@ class BedrockBatchClient:
                 async for custom_id, body in requests:
                     out.write(encode_record(custom_id, body, model_id=self._model, extra_params=self._extra) + b"\n")
                     count += 1
+                    if count % LOOP_SLICE == 0:
+                        await asyncio.sleep(0)
             if count == 0:
                 return PreparedInput("", 0)
             if count < self.min_requests:
@@ -215,13 +222,16 @@ class BedrockBatchClient:
                 if exc.classification is ErrorClass.NOT_FOUND or exc.status == 404:
                     return
                 raise
+            await asyncio.to_thread(import_litellm)  # seconds, the first time: not on the event loop
             records = await asyncio.to_thread(open_binary, path)
             try:
                 while chunk := await asyncio.to_thread(records.readlines, READ_CHUNK):
-                    for raw in chunk:
+                    for index, raw in enumerate(chunk, 1):
                         line = result_line(raw)
                         if line is not None:
                             yield line
+                        if index % LOOP_SLICE == 0:
+                            await asyncio.sleep(0)
             finally:
                 await asyncio.to_thread(records.close)
         finally:

@@ -3,8 +3,8 @@
 One batch is carried through the stages by a worker per stage (tests/support/crash.py): killed before its upload,
 after it, before the create, after it, while polling and half-way through the ingest (the batch is one ingest
 chunk and a few lines long, so the kill falls between chunks); each next worker takes over what the last one left.
-A last worker runs to the end. Then every job holds its own answer, the face holds one batch of every line, and its
-ledger billed each line once.
+A last worker runs to the end (in the test process). Then every job holds its own answer, the face holds one batch
+of every line, and its ledger billed each line once. Bedrock's jobs live on the session's S3 server (moto).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.support.deferred_env import CLAUDE, GEMINI, assert_answered, chat_bod
 from tests.support.deferred_env import gemini_models as gemini_face_models
 from tests.support.deferred_env import vertex_models as vertex_face_models
 from tests.support.gcs_server import vertex_storage
+from tests.support.s3_server import BEDROCK_MODEL, S3Server, bedrock_models
 from tests.support.stack import PROVIDER_KEY, config_document
 
 JOBS = CHUNK + 5
@@ -95,6 +96,17 @@ FACES = {
 }  # fmt: skip
 
 
+def bedrock_face(request: pytest.FixtureRequest) -> Face:
+    """Bedrock jobs on the session's S3 server (a bucket of their own), at Bedrock's own minimum of 100 records."""
+    s3: S3Server = request.getfixturevalue("s3")
+    models = bedrock_models(s3, request.getfixturevalue("monkeypatch"), s3.make_bucket())
+    return Face(BEDROCK_MODEL, BEDROCK_MODEL, models, {"s3_endpoint_url": s3.url})
+
+
+# faces whose batches live on an object store: their Face is made with the test's fixtures
+STORED_FACES: dict[str, Callable[[pytest.FixtureRequest], Face]] = {"bedrock": bedrock_face}
+
+
 def simulator_get(url: str, path: str) -> dict[str, Any]:
     """The simulator's ledger loads litellm's price map on first use: seconds, a minute on a loaded machine."""
     found: dict[str, Any] = httpx.get(url + path, timeout=120).raise_for_status().json()
@@ -103,23 +115,25 @@ def simulator_get(url: str, path: str) -> dict[str, Any]:
 
 # the timeout is a hang detector, not a speed limit: Vertex also runs its GCS server in this process, and on a
 # loaded machine (load 7 on 2 cores) the case passed in 180 s
-CASES = [pytest.param(name, marks=pytest.mark.timeout(300)) if FACES[name].storage else name for name in FACES]
+CASES = [
+    pytest.param(name, marks=pytest.mark.timeout(300)) if name in FACES and FACES[name].storage else name
+    for name in [*FACES, *STORED_FACES]
+]
 
 
 @pytest.mark.parametrize("name", CASES)
 async def test_a_worker_killed_at_every_stage_answers_each_job_once_from_one_batch(
-    tmp_path: Path, redis_url: str, name: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, redis_url: str, name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    face = FACES[name]
+    face = FACES[name] if name in FACES else STORED_FACES[name](request)
     leases = {"worker": {**FAST_LEASES["worker"], "lease": face.lease}}
     with vertex_storage(monkeypatch) if face.storage else contextlib.nullcontext({}) as storage:
-        await crash_every_stage(tmp_path, redis_url, name, {**face.simulator, **storage}, leases)
+        await crash_every_stage(tmp_path, redis_url, name, face, simulator={**face.simulator, **storage}, leases=leases)
 
 
 async def crash_every_stage(
-    tmp_path: Path, redis_url: str, name: str, simulator: dict[str, Any], leases: dict[str, Any]
+    tmp_path: Path, redis_url: str, name: str, face: Face, *, simulator: dict[str, Any], leases: dict[str, Any]
 ) -> None:
-    face = FACES[name]
     async with deferred_env(tmp_path, redis_url, simulator=simulator, models=face.models, **leases) as env:
         bodies = [chat_body(face.model, f"{name} {i}") for i in range(JOBS)]
         views = [await env.accept(body) for body in bodies]

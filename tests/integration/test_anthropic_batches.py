@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +23,16 @@ from proxy.providers.base import (
     LineOutcome,
     PreparedInput,
     ProviderError,
-    ResultLine,
 )
 from proxy.simulator.engine import expected_content
 from proxy.worker.runner import Worker
+from tests.support.batch_clients import lines_of, pairs, until_ended
 from tests.support.deferred_env import CLAUDE, DeferredEnv, chat_body, claude_models, deferred_env
 from tests.support.stack import PROVIDER_KEY, simulator_server
 from tests.support.waiting import wait_until
 
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
 BATCH_KEY = "batchgate_batch"
-
-
-async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
-    for custom_id, body in items:
-        yield custom_id, body
 
 
 def anthropic_client(url: str, staging: Path) -> AnthropicBatchClient:
@@ -65,18 +60,6 @@ async def submit(client: AnthropicBatchClient, count: int, name: str = "b1") -> 
     prepared = await prepare(client, count, name)
     assert prepared.requests == count
     return await client.create(prepared.ref, metadata={BATCH_KEY: name})
-
-
-async def until_ended(client: AnthropicBatchClient, batch_id: str, within: float = 20) -> BatchInfo:
-    async def ended() -> BatchInfo | None:
-        info = await client.retrieve(batch_id)
-        return info if info.state.is_terminal else None
-
-    return await wait_until(ended, timeout=within, what=f"batch {batch_id} ending")
-
-
-async def lines_of(client: AnthropicBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.results(info)]
 
 
 async def test_a_batch_completes_with_openai_shaped_answers(tmp_path: Path) -> None:

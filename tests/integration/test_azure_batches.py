@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,13 @@ import httpx
 import pytest
 
 from proxy.providers.azure_batch import MIN_FILE_EXPIRY, AzureEndpoint, azure_batch_client, azure_endpoint
-from proxy.providers.base import BatchInfo, BatchState, ErrorClass, LineOutcome, ProviderError, ResultLine
+from proxy.providers.base import BatchInfo, BatchState, ErrorClass, LineOutcome, ProviderError
 from proxy.providers.openai_batch import OpenAIBatchClient
 from proxy.simulator.embeddings import embedding_answer, embedding_response
 from proxy.simulator.engine import expected_content
 from proxy.worker.process import run_in_app
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings, wasted
+from tests.support.batch_clients import lines_of, pairs
 from tests.support.stack import PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until
 
@@ -30,11 +31,6 @@ BATCH_DEPLOYMENT = "gpt-4o-mini-batch"  # a Global-Batch deployment serving gpt-
 SERVED = {"azure_deployments": {BATCH_DEPLOYMENT: "gpt-4o-mini"}}
 STYLES = {"v1": "v1", "legacy": "2025-03-01-preview"}  # endpoint style -> the api_version that picks it
 MARK = "batchgate_batch"
-
-
-async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
-    for custom_id, body in items:
-        yield custom_id, body
 
 
 def chat(text: str) -> dict[str, Any]:
@@ -69,10 +65,6 @@ async def until(client: OpenAIBatchClient, batch_id: str, *states: BatchState) -
         return info if info.state in states else None
 
     return await wait_until(reached, timeout=20, what=f"batch {batch_id} in {states}")
-
-
-async def lines_of(client: OpenAIBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.results(info)]
 
 
 def face(where: AzureEndpoint) -> httpx.Client:

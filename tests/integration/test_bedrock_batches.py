@@ -2,49 +2,37 @@
 server (moto's, on loopback): a job's lifecycle and answers, per-record errors, a stop, an expiry with half the
 records done, finding a job again after a crash, Bedrock's refusals (too few records, a bad role, a missing
 bucket); then deferred calls made with the official openai client, answered from a Bedrock job and reconciled with
-the face's bill, and a worker killed right after creating a job."""
+the face's bill. A worker killed at each stage of a Bedrock job: tests/e2e/test_crash_faces.py."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ProviderError, ResultLine
+from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ProviderError
 from proxy.providers.bedrock_aws import AwsAccount
 from proxy.providers.bedrock_batch import BedrockBatchClient
 from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
-from proxy.worker.runner import Worker
-from tests.support.crash import FAST_LEASES, start_worker, wait_for_marker
-from tests.support.deferred_env import assert_answered, chat_body, deferred_env
-from tests.support.s3_server import S3Server, aws_environment, s3_server
-from tests.support.stack import MASTER_KEY, Stack, config_document, serving, simulator_server
+from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
+from tests.support.batch_clients import lines_of, pairs, until_ended
+from tests.support.deferred_env import chat_body
+from tests.support.s3_server import BEDROCK_MODEL, BEDROCK_ROLE, S3Server, aws_environment, bedrock_deployment
+from tests.support.stack import Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
 
-MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
-ROLE = "arn:aws:iam::123456789012:role/BedrockBatchInference"
+MODEL, ROLE = BEDROCK_MODEL, BEDROCK_ROLE
 MINIMUM = 3  # the face's and the adapter's minimum records per job (Bedrock's default is 100)
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
 LABEL = "batchgate_batch"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server:
-        yield server
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +43,7 @@ async def bedrock(
     options = {**FAST, "bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url, **knobs}
     with simulator_server(**options) as upstream:
         aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
-        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        bucket = s3.make_bucket()
         client = BedrockBatchClient(
             model_id=MODEL, s3_uri=f"s3://{bucket}/jobs", role_arn=ROLE, account=AwsAccount(), timeout=10,
             min_records=MINIMUM,
@@ -66,11 +54,6 @@ async def bedrock(
             await client.aclose()
 
 
-async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    for item in items:
-        yield item
-
-
 def bodies(count: int, name: str) -> list[tuple[str, dict[str, Any]]]:
     return [(f"job_{i}", chat_body(MODEL, f"{name} question {i}")) for i in range(count)]
 
@@ -79,18 +62,6 @@ async def submit(client: BedrockBatchClient, count: int, name: str = "b1") -> tu
     prepared = await client.prepare(pairs(bodies(count, name)), metadata={LABEL: name})
     assert prepared.requests == count
     return await client.create(prepared.ref, metadata={LABEL: name}), prepared.ref
-
-
-async def until_ended(client: BedrockBatchClient, batch_id: str) -> BatchInfo:
-    async def ended() -> BatchInfo | None:
-        info = await client.retrieve(batch_id)
-        return info if info.state.is_terminal else None
-
-    return await wait_until(ended, timeout=20, what=f"job {batch_id} ending")
-
-
-async def lines_of(client: BedrockBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.results(info)]
 
 
 async def test_a_job_completes_with_its_answers_and_cleanup_empties_the_bucket(
@@ -215,15 +186,6 @@ async def test_bedrock_refusals_are_its_own(s3: S3Server, monkeypatch: pytest.Mo
 # the whole stack: batchgate's API and worker, the official openai client as the caller
 
 
-def bedrock_model(bucket: str, simulator_url: str) -> dict[str, Any]:
-    """A Bedrock model as LiteLLM users declare it (its sync calls at the simulator's Converse face), plus the
-    batch-only settings."""
-    params = {"model": f"bedrock/{MODEL}", "aws_region_name": "us-east-1", "batch_s3_bucket": f"s3://{bucket}/bg",
-              "batch_role_arn": ROLE, "batch_min_records": MINIMUM,
-              "api_base": simulator_url + "/bedrock-runtime"}  # fmt: skip
-    return {"model_name": MODEL, "litellm_params": params}
-
-
 @contextlib.contextmanager
 def bedrock_stack(
     tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
@@ -232,9 +194,9 @@ def bedrock_stack(
     bucket)."""
     with simulator_server(**FAST, bedrock_min_records=MINIMUM, s3_endpoint_url=s3.url) as upstream:
         aws_environment(monkeypatch, s3, upstream.url + "/bedrock")
-        bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
+        bucket = s3.make_bucket()
         document = config_document(upstream.url)
-        document["model_list"] = [bedrock_model(bucket, upstream.url)]
+        document["model_list"] = [bedrock_deployment(bucket, upstream.url, MINIMUM)]
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app], worker=True) as stack:
             yield stack, bucket
 
@@ -255,27 +217,34 @@ def answer_of(text: str) -> str:
     return expected_content({"model": MODEL, "messages": [{"role": "user", "content": text}]})
 
 
-def test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile(
+def test_a_mixed_workload_is_answered_from_converse_and_a_bedrock_job_and_reconciles_exactly(
     tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Sync calls (litellm to the Converse face) and deferred ones (a Bedrock job): batchgate's books equal the
+    face's bill per lane, in exact Decimal, and the batch lines cost half of on-demand."""
     with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, bucket):
+        client = stack.client()
+        for i in range(2):
+            text = f"bedrock now {i}"
+            answer = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=40
+            )
+            assert answer.choices[0].message.content == answer_of(text)
         jobs = [defer(stack, f"bedrock later {i}") for i in range(MINIMUM + 1)]
         finished = stack.final_jobs(jobs, timeout=120)
         assert [(job["status"], job["lane"]) for job in finished] == [("completed", "batch")] * len(jobs)
         for i, job in enumerate(finished):
             assert job["response"]["choices"][0]["message"]["content"] == answer_of(f"bedrock later {i}")
 
-        def counted() -> dict[str, Any] | None:
-            report: dict[str, Any] = httpx.get(
-                f"{stack.url}/v1/savings", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
-            ).json()
-            return report if report["totals"]["requests"] >= len(jobs) else None
-
-        report = wait_until_sync(counted, timeout=20, interval=0.1, what="the calls in the ledger")
-        billed = stack.ledger()["models"][MODEL]
-        assert billed["batch"]["requests"] == len(jobs)
-        charged = sum((Decimal(row["paid_usd"]) + Decimal(row["waste_usd"]) for row in report["rows"]), Decimal(0))
-        assert charged == Decimal(billed["batch"]["cost_usd"])
+        report = savings(stack, 2 + len(jobs))
+        assert report["totals"]["unknown_cost_requests"] == 0
+        ledger = stack.ledger()
+        billed = ledger["models"][MODEL]
+        assert (billed["sync"]["requests"], billed["batch"]["requests"]) == (2, len(jobs))
+        assert_books_equal_the_bill(report, ledger)
+        by_lane = {row["lane"]: row for row in report["by_lane"]}
+        assert Decimal(by_lane["batch"]["paid_usd"]) * 2 == Decimal(by_lane["batch"]["list_usd"]) > 0
+        assert Decimal(by_lane["sync"]["paid_usd"]) == Decimal(by_lane["sync"]["list_usd"]) > 0
         prices = PriceBook()
         batch, listed = prices.price(MODEL, Tier.BATCH), prices.price(MODEL, Tier.SYNC)
         assert batch is not None
@@ -296,7 +265,7 @@ def test_a_queue_under_the_minimum_is_held_then_answered_by_the_deadline_guard(
     answers them synchronously in time."""
     with bedrock_stack(tmp_path, redis_url, s3, monkeypatch) as (stack, _):
         texts = [f"bedrock held {i}" for i in range(MINIMUM - 1)]
-        jobs = [defer(stack, text, deadline="20s") for text in texts]
+        jobs = [defer(stack, text, deadline="10s") for text in texts]
         finished = stack.final_jobs(jobs, timeout=60)
         assert [(job["status"], job["lane"]) for job in finished] == [("completed", "sync")] * len(jobs)
         for text, job in zip(texts, finished, strict=True):
@@ -308,37 +277,6 @@ def test_a_queue_under_the_minimum_is_held_then_answered_by_the_deadline_guard(
         assert refused == []  # held by the submitter, not claimed into a batch the adapter must refuse
         billed = stack.ledger()["models"][MODEL]["sync"]  # the sync lane: litellm to the Converse face
         assert billed["requests"] == len(jobs)
-
-
-async def test_a_worker_killed_after_creating_a_job_leaves_one_job(
-    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bucket = s3.make_bucket(f"bg-{uuid.uuid4().hex[:12]}")
-
-    def models(url: str) -> list[dict[str, Any]]:
-        aws_environment(monkeypatch, s3, url + "/bedrock")  # inherited by the worker processes
-        return [bedrock_model(bucket, url)]
-
-    simulator = {"bedrock_min_records": MINIMUM, "s3_endpoint_url": s3.url}
-    async with deferred_env(tmp_path, redis_url, simulator=simulator, models=models, **FAST_LEASES) as env:
-        sent = [chat_body(MODEL, f"bedrock after_create {i}") for i in range(12)]
-        views = [await env.accept(body) for body in sent]
-        marker = tmp_path / "paused"
-        first = start_worker(env, pause_at="after_create", marker=marker)
-        try:
-            await wait_for_marker(marker, first)
-        finally:
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait()
-            first.stderr.close()  # type: ignore[union-attr]
-        # the recovery runs in this process (litellm is imported here already): one worker start less to wait for
-        await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kill").run(burst=True), 120)
-        await assert_answered(env, sent, views)
-        async with httpx.AsyncClient(base_url=env.simulator_url, timeout=10) as http:
-            listing = (await http.get("/bedrock/model-invocation-jobs", headers=SIGNED)).json()
-            ledger = (await http.get("/_sim/ledger")).json()
-        assert [job["totalRecordCount"] for job in listing["invocationJobSummaries"]] == [len(sent)]
-        assert ledger["models"][MODEL]["batch"]["requests"] == len(sent), "a record ran twice"
 
 
 SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=test"}  # the face checks that a call is signed, not how

@@ -1,8 +1,8 @@
-"""The same 100 calls across the providers in one run: OpenAI, Anthropic, Azure OpenAI, Gemini, Mistral, xAI and
-Vertex AI (its batch input and output through a real GCS-compatible server), each on its own face of one simulated
-upstream, all deferred at once through the official openai client. Every call is answered from its provider's
-batch, with its own answer, and batchgate's savings ledger equals what every face billed, in exact Decimal
-(paid + waste per model and lane = billed; list - paid - waste = saved)."""
+"""The same 100 calls across eight providers in one run: OpenAI, Anthropic, Azure OpenAI, Gemini, Mistral, xAI,
+Vertex AI (its batch input and output through a real GCS-compatible server) and Bedrock (its jobs on the session's
+S3 server), each on its own face of one simulated upstream, all deferred at once through the official openai client.
+Every call is answered from its provider's batch, with its own answer, and batchgate's savings ledger equals what
+every face billed, in exact Decimal (paid + waste per model and lane = billed; list - paid - waste = saved)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.integration.test_azure_batches import BATCH_DEPLOYMENT, FAST, SERVED
 from tests.integration.test_savings_reconcile import assert_books_equal_the_bill, savings
 from tests.support.deferred_env import GEMINI, gemini_models, vertex_models
 from tests.support.gcs_server import vertex_storage
+from tests.support.s3_server import BEDROCK_MODEL, S3Server, aws_environment, bedrock_deployment
 from tests.support.stack import PROVIDER_KEY, Stack, config_document, serving, simulator_server
 
 CALLS = 100
@@ -33,10 +34,11 @@ BILLED_AS = {
     "mistral-small-latest": "mistral/mistral-small-latest",
     "grok-4.20-non-reasoning": "xai/grok-4.20-non-reasoning",
     f"vertex-{GEMINI}": f"vertex_ai/{GEMINI}",
+    BEDROCK_MODEL: BEDROCK_MODEL,
 }
 
 
-def every_provider(simulator_url: str) -> list[dict[str, Any]]:
+def every_provider(simulator_url: str, bucket: str) -> list[dict[str, Any]]:
     """One model per provider, each on the simulator face that speaks that provider's wire format."""
     openai_model = config_document(simulator_url)["model_list"][0]
     azure = {"model": "azure/gpt-4o-mini", "api_base": simulator_url, "api_key": PROVIDER_KEY, "api_version": "v1",
@@ -49,6 +51,7 @@ def every_provider(simulator_url: str) -> list[dict[str, Any]]:
         *gemini_models(simulator_url),
         *(face_model(simulator_url, provider, model) for provider, model in faces),
         {**vertex_models(simulator_url)[0], "model_name": f"vertex-{GEMINI}"},
+        bedrock_deployment(bucket, simulator_url, min_records=1),  # a job of whatever share of the calls it gets
     ]
 
 
@@ -58,21 +61,25 @@ def face_model(simulator_url: str, provider: str, model: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def six_provider_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    with vertex_storage(monkeypatch) as storage, simulator_server(**FAST, **SERVED, **storage) as upstream:
+def every_provider_stack(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    served = {**FAST, **SERVED, "s3_endpoint_url": s3.url, "bedrock_min_records": 1}
+    with vertex_storage(monkeypatch) as storage, simulator_server(**served, **storage) as upstream:
+        aws_environment(monkeypatch, s3, upstream.url + "/bedrock")  # inherited by batchgate's process
         document = config_document(upstream.url, batching={"max_wait": "0.5s", "turnaround_estimate": "2s"})
-        document["model_list"] = every_provider(upstream.url)
+        document["model_list"] = every_provider(upstream.url, s3.make_bucket())
         assert [model["model_name"] for model in document["model_list"]] == list(BILLED_AS)
         with serving(document, tmp_path, redis_url, upstream.url, [run_in_app]) as stack:
             yield stack
 
 
-def test_the_same_calls_across_six_providers_are_batched_answered_and_reconciled(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+def test_the_same_calls_across_eight_providers_are_batched_answered_and_reconciled(
+    tmp_path: Path, redis_url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = list(BILLED_AS)
-    calls = [(models[i % len(models)], f"call {i} of the six-provider run") for i in range(CALLS)]
-    with six_provider_stack(tmp_path, redis_url, monkeypatch) as stack:
+    calls = [(models[i % len(models)], f"call {i} of the every-provider run") for i in range(CALLS)]
+    with every_provider_stack(tmp_path, redis_url, s3, monkeypatch) as stack:
         client = stack.client(timeout=60)
 
         def defer(call: tuple[str, str]) -> str:

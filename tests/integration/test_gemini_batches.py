@@ -9,7 +9,7 @@ import contextlib
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +30,13 @@ from proxy.providers.gemini_batch import GeminiBatchClient
 from proxy.simulator.embeddings import embedding_answer, vector
 from proxy.simulator.engine import expected_content
 from proxy.worker.runner import Worker
+from tests.support.batch_clients import lines_of, pairs, until_ended
 from tests.support.deferred_env import GEMINI, chat_body, deferred_env, gemini_models
 from tests.support.stack import PROVIDER_KEY, simulator_server
 from tests.support.waiting import wait_until
 
 FAST = {"turnaround_s": 1.0, "validating_s": 0.1, "finalizing_s": 0.1}
 BATCH_KEY = "batchgate_batch"
-
-
-async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, Mapping[str, Any]]]:
-    for custom_id, body in items:
-        yield custom_id, body
 
 
 def gemini_client(
@@ -77,18 +73,6 @@ async def submit(client: GeminiBatchClient, count: int, name: str = "b1") -> Bat
     prepared = await prepare(client, count, name)
     assert prepared.requests == count
     return await client.create(prepared.ref, metadata={BATCH_KEY: name})
-
-
-async def until_ended(client: GeminiBatchClient, batch_id: str, within: float = 20) -> BatchInfo:
-    async def ended() -> BatchInfo | None:
-        info = await client.retrieve(batch_id)
-        return info if info.state.is_terminal else None
-
-    return await wait_until(ended, timeout=within, what=f"batch {batch_id} ending")
-
-
-async def lines_of(client: GeminiBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.results(info)]
 
 
 def assert_answers(lines: list[ResultLine], name: str, count: int) -> None:

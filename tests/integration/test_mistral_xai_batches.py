@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.providers.base import BatchInfo, BatchState, LineOutcome, ResultLine
+from proxy.providers.base import BatchInfo, BatchState, LineOutcome
 from proxy.providers.mistral_batch import MistralBatchClient
 from proxy.providers.openai_batch import OpenAIBatchClient
 from proxy.providers.xai_batch import XaiBatchClient
@@ -28,6 +28,7 @@ from proxy.simulator.engine import expected_content
 from proxy.simulator.ledger import PriceBook, Tier
 from proxy.worker.process import run_in_app
 from proxy.worker.runner import Worker
+from tests.support.batch_clients import lines_of, pairs, until_ended
 from tests.support.deferred_env import DeferredEnv, assert_answered, chat_body, deferred_env
 from tests.support.stack import MASTER_KEY, PROVIDER_KEY, Stack, config_document, serving, simulator_server
 from tests.support.waiting import wait_until, wait_until_sync
@@ -62,11 +63,6 @@ PROVIDERS = [pytest.param(MISTRAL, id="mistral"), pytest.param(XAI, id="xai")]
 WITH_GROQ = [*PROVIDERS, pytest.param(GROQ, id="groq")]  # Groq's lifecycle, line errors, cancel and expiry
 
 
-async def pairs(items: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    for item in items:
-        yield item
-
-
 @contextlib.asynccontextmanager
 async def batch_client(provider: Provider, **knobs: Any) -> AsyncIterator[tuple[OpenAIBatchClient, str]]:
     with simulator_server(**{**FAST, **dict(provider.knobs), **knobs}) as upstream:
@@ -85,18 +81,6 @@ async def submit(client: OpenAIBatchClient, provider: Provider, count: int, name
     prepared = await client.prepare(pairs(bodies(provider, count, name)), metadata={LABEL: name})
     assert prepared.requests == count
     return await client.create(prepared.ref, metadata={LABEL: name}), prepared.ref
-
-
-async def until_ended(client: OpenAIBatchClient, batch_id: str) -> BatchInfo:
-    async def ended() -> BatchInfo | None:
-        info = await client.retrieve(batch_id)
-        return info if info.state.is_terminal else None
-
-    return await wait_until(ended, timeout=20, what=f"batch {batch_id} ending")
-
-
-async def lines_of(client: OpenAIBatchClient, info: BatchInfo) -> list[ResultLine]:
-    return [line async for line in client.results(info)]
 
 
 @pytest.mark.parametrize("provider", WITH_GROQ)

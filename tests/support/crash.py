@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy.providers.litellm_completion import import_litellm
+from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv
 from tests.support.servers import child_environment
 
@@ -85,6 +87,14 @@ async def run_to_the_end(env: DeferredEnv, host_dir: Path | None = None) -> None
         worker.stderr.close()  # type: ignore[union-attr]
 
 
+async def run_to_the_end_here(env: DeferredEnv, within: float = 300) -> None:
+    """A last worker run to the end in this process, on the test's runtime: one worker start less (each imports
+    litellm, tens of seconds on a loaded machine). litellm is imported first, once per test process, so its import
+    does not stall the worker's loop past a short lease. `within` is a hang detector."""
+    await asyncio.to_thread(import_litellm)
+    await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kills").run(burst=True), within)
+
+
 async def kill_at_then_recover(
     env: DeferredEnv, tmp_path: Path, stage: str, *, hosts: tuple[Path | None, Path | None] = (None, None)
 ) -> None:
@@ -94,8 +104,8 @@ async def kill_at_then_recover(
 
 
 async def kill_at_each_stage_then_recover(env: DeferredEnv, tmp_path: Path, stages: Sequence[str] = STAGES) -> None:
-    """One batch carried through `stages` by a worker per stage, each killed -9 there (the next takes over what the
-    last one left), then a last worker run to the end."""
+    """One batch carried through `stages` by a worker process per stage, each killed -9 there (the next takes over
+    what the last one left), then a last worker run to the end in this process."""
     for stage in stages:
         await kill_at(env, tmp_path / f"paused-{stage}", stage)
-    await run_to_the_end(env)
+    await run_to_the_end_here(env)

@@ -5,12 +5,15 @@ signed, and answers (NoSuchBucket, NoSuchKey) are S3's own."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+BEDROCK_MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"  # the simulator bills Bedrock calls under the model id
+BEDROCK_ROLE = "arn:aws:iam::123456789012:role/BedrockBatchInference"
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"  # moto accepts any key; these are AWS's documented example credentials
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 REGION = "us-east-1"
@@ -31,7 +34,9 @@ class S3Server:
             aws_secret_access_key=SECRET_KEY,
         )
 
-    def make_bucket(self, name: str) -> str:
+    def make_bucket(self, name: str | None = None) -> str:
+        """`name` (a fresh random one when None), created."""
+        name = name or f"bg-{uuid.uuid4().hex[:12]}"
         self.client().create_bucket(Bucket=name)
         return name
 
@@ -66,3 +71,28 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, s3: S3Server, bedrock_url: 
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+def bedrock_deployment(bucket: str, simulator_url: str, min_records: int | None = None) -> dict[str, Any]:
+    """BEDROCK_MODEL as LiteLLM users declare it (its sync calls at the simulator's Converse face), plus the
+    batch-only settings: jobs under `s3://<bucket>/bg`, `min_records` per job (None: Bedrock's own minimum)."""
+    params: dict[str, Any] = {
+        "model": f"bedrock/{BEDROCK_MODEL}", "aws_region_name": REGION, "batch_s3_bucket": f"s3://{bucket}/bg",
+        "batch_role_arn": BEDROCK_ROLE, "api_base": simulator_url + "/bedrock-runtime",
+    }  # fmt: skip
+    if min_records is not None:
+        params["batch_min_records"] = min_records
+    return {"model_name": BEDROCK_MODEL, "litellm_params": params}
+
+
+def bedrock_models(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, bucket: str, min_records: int | None = None
+) -> Callable[[str], list[dict[str, Any]]]:
+    """A model_list maker for a simulator URL (tests/support/deferred_env.py's `models`): the Bedrock deployment on
+    `bucket`, with this process's AWS environment (inherited by worker processes) pointed at that simulator."""
+
+    def models(simulator_url: str) -> list[dict[str, Any]]:
+        aws_environment(monkeypatch, s3, simulator_url + "/bedrock")
+        return [bedrock_deployment(bucket, simulator_url, min_records)]
+
+    return models

@@ -121,11 +121,11 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "model_list.litellm_params.azure_ad_token": "tests/integration/test_azure_batches.py::"
     "test_azure_embeddings_deferred_through_a_global_batch_each_answer_its_own_and_the_books_equal_the_bill",
     "model_list.litellm_params.batch_s3_bucket": "tests/integration/test_bedrock_batches.py::"
-    "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
+    "test_a_mixed_workload_is_answered_from_converse_and_a_bedrock_job_and_reconciles_exactly",
     "model_list.litellm_params.batch_role_arn": "tests/integration/test_bedrock_batches.py::"
-    "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
+    "test_a_mixed_workload_is_answered_from_converse_and_a_bedrock_job_and_reconciles_exactly",
     "model_list.litellm_params.batch_min_records": "tests/integration/test_bedrock_batches.py::"
-    "test_deferred_calls_are_answered_from_a_bedrock_job_and_reconcile",
+    "test_a_mixed_workload_is_answered_from_converse_and_a_bedrock_job_and_reconciles_exactly",
     "model_list.litellm_params.batch_deployment": "tests/integration/test_azure_batches.py::"
     "test_azure_models_answer_sync_and_deferred_calls_and_the_books_equal_the_bill",
     "model_list.litellm_params.batch_gcs_bucket": "tests/integration/test_vertex_stack.py::"
