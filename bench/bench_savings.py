@@ -68,7 +68,7 @@ TEAMS = ("research", "support", "analytics")
 URGENT_TEAM = "urgent"
 # each arm's worker settings over the common ones (arm_sections)
 ARMS: dict[str, dict[str, Any]] = {
-    "fixed": {"turnaround_min_batches": 10**9},  # never learned: the fixed estimate throughout
+    "fixed": {"turnaround_min_batches": 10**9, "lane_rule": "confidence"},  # never learned: the fixed estimate
     "learned": {},  # the defaults: lane_rule expected_cost, confidence 0.99
     "confidence99": {"lane_rule": "confidence"},  # issue 16's first learned rule: batch only at 99%
 }

@@ -157,10 +157,14 @@ class Rescuer:
         (lane_rule expected_cost): 0 for a running batch whose turnaround is learned, i.e. its jobs wait for it
         until their last safe moment (deadline less the safety margin, which the sync call needs), and only then
         are rescued: the rescue, not the batch's turnaround, keeps the deadline."""
-        if record is None or record.state != "submitted":
-            return starting  # not yet running upstream: what a batch started now is given
-        started = record.submitted_at or record.created_at
+        if record is None or record.state not in ("building", "uploaded", "submitted"):
+            return starting
         dist = for_batch(bands, record.jobs)
+        if record.state != "submitted":  # not yet running upstream: what a batch started now is given; but
+            # waiting for the last safe moment, its line goes upstream whatever we do (a rescue now would leave
+            # it billed), and a late batch is cancelled before it finishes a line
+            return 0.0 if last_moment and dist.learned else starting
+        started = record.submitted_at or record.created_at
         if not dist.learned:
             return remaining_estimate(now, started_at=started, turnaround=dist.prior, progress=record.progress)
         if last_moment or (record.progress is not None and record.progress >= 1):

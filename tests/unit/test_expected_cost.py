@@ -96,6 +96,10 @@ def test_a_job_waits_for_its_batch_until_its_last_safe_moment(day: Turnaround) -
     slow = running(submitted_at=now - 2 * HOUR)  # past its p90: at 99% it needs hours more
     assert Rescuer._batch_remaining(slow, now, bands, 0.99, starting=0) > HOUR
     assert Rescuer._batch_remaining(slow, now, bands, 0.99, starting=0, last_moment=True) == 0.0
+    # a batch still being built: its line goes upstream anyway, so its jobs wait for the last safe moment too
+    building = running(submitted_at=now, state="building")
+    assert Rescuer._batch_remaining(building, now, bands, 0.99, starting=1800.0) == 1800.0
+    assert Rescuer._batch_remaining(building, now, bands, 0.99, starting=1800.0, last_moment=True) == 0.0
 
 
 def test_a_late_batch_is_cancelled_within_the_lead_of_a_jobs_last_safe_moment(day: Turnaround) -> None:
