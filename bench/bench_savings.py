@@ -14,7 +14,10 @@ over the first 12 simulated hours; `--urgent` of the calls need an answer within
 once), the rest are deferrable with deadlines of 1-4 h (20%) or 4-24 h (80%), log-uniform.
 
 Arms: `fixed` (turnaround_estimate 1 h + safety margin 10 min, batchgate's behaviour before issue 16: the learned
-distribution never takes over) and `learned` (worker.turnaround_confidence, default 0.99; `learned90` uses 0.9).
+distribution never takes over), `learned` (the defaults: worker.lane_rule expected_cost, a late batch cancelled
+cancel_lead before a job's last safe moment and its jobs rescued then) and `confidence99` (lane_rule confidence:
+a call is batched only when the batch ends in time at 99%). Each arm prints its figures, the jobs that missed
+their deadline (how late, in real and simulated seconds) and a verdict per target of issue 16.
 Reported per arm: the share of the deferrable list cost saved, deadlines met, forfeited savings and waste, the
 ledger against the simulator's bill, lanes, rescues and stalled batches. The figures are taken before the workers
 are stopped; a worker that does not stop within STOP_WAIT is cancelled (a lease keeper whose cancellation was
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import os
 import random
@@ -46,6 +50,7 @@ import httpx
 
 from proxy.auth import Caller
 from proxy.jobs.service import accept
+from proxy.logs import JsonFormatter
 from proxy.policy.decide import choose_lane, sync_reason
 from proxy.policy.decision import Decision
 from proxy.policy.lanes import lane_facts
@@ -61,7 +66,20 @@ DAY = 24 * HOUR
 MODELS = ("gpt-4o-mini", "gpt-5-mini")
 TEAMS = ("research", "support", "analytics")
 URGENT_TEAM = "urgent"
-ARMS = {"fixed": None, "learned": 0.99, "learned90": 0.9}
+# each arm's worker settings over the common ones (arm_sections)
+ARMS: dict[str, dict[str, Any]] = {
+    "fixed": {"turnaround_min_batches": 10**9, "lane_rule": "confidence"},  # never learned: the fixed estimate
+    "learned": {},  # the defaults: lane_rule expected_cost, confidence 0.99
+    "confidence99": {"lane_rule": "confidence"},  # issue 16's first learned rule: batch only at 99%
+}
+TARGETS = (  # (measure, comparison, bound), as in issue 16
+    ("deferrable_saved_percent", ">=", 49.0),
+    ("deadlines_met_percent", ">=", 100.0),
+    ("forfeited_percent_of_list", "<=", 1.0),
+    ("waste_percent_of_paid", "<=", 0.5),
+    ("ledger_equals_bill", "==", True),
+)
+FLEX_429_RATE = 0.05
 STOP_WAIT = 30.0
 LEDGER_TIMEOUT = 600.0
 
@@ -110,30 +128,29 @@ def simulator_knobs(compression: float, *, stall_rate: float, seed: int) -> dict
         "expiry_s": DAY / compression,
         "cancel_delay_s": 0.2,
         "line_500_rate": 0.01,
-        "flex_429_rate": 0.05,
+        "flex_429_rate": FLEX_429_RATE,
         "flex_latency_s": 0.05,
         "seed": seed,
     }
 
 
-def arm_sections(compression: float, confidence: float | None) -> dict[str, Any]:
+def arm_sections(compression: float, overrides: dict[str, Any]) -> dict[str, Any]:
     worker: dict[str, Any] = {
         "poll_interval_min": 0.2,
         "poll_interval_max": max(0.2, 60 / compression),
         "tick": 0.1,
         "lease": 10,
         "safety_margin": 10 * MINUTE / compression,
+        "cancel_lead": 10 * MINUTE / compression,
         "flex_turnaround": 15 * MINUTE / compression,
         "turnaround_half_life": 3 * DAY / compression,
+        **overrides,
     }
-    if confidence is None:
-        worker["turnaround_min_batches"] = 10**9  # never learned: the fixed estimate throughout
-    else:
-        worker["turnaround_confidence"] = confidence
     return {
         "batching": {"max_wait": 10 * MINUTE / compression, "turnaround_estimate": HOUR / compression},
         "worker": worker,
         "retry": {"max_attempts": 3, "base_delay": 0.05, "max_delay": 0.5, "budget": 5},
+        "policy": {"flex_unavailable_rate": FLEX_429_RATE},  # what the operator knows of flex: priced in
     }
 
 
@@ -152,7 +169,7 @@ async def submit(arm: Arm, call: Call, compression: float) -> None:
     book = runtime.turnarounds
     assert book is not None
     remaining = call.deadline / compression
-    lanes = lane_facts(config, call.model, batch_turnaround=book.need(call.model))
+    lanes = lane_facts(config, call.model, batch_turnaround=book.need(call.model), batch_level=book.level(call.model))
     lane, reason = choose_lane("batch", remaining, lanes)
     deadline = datetime.now(UTC) + timedelta(seconds=remaining)
     decision = Decision(
@@ -190,14 +207,15 @@ async def all_final(arm: Arm) -> bool:
     return all(view is not None and view.is_final for view in views)
 
 
-async def outcome(arm: Arm) -> dict[str, Any]:
+async def outcome(arm: Arm, compression: float) -> dict[str, Any]:
     runtime = arm.runtime
     assert isinstance(runtime.events, Telemetry)
     await runtime.events.flush()
     views = await runtime.store.jobs.get_many([job_id for _, job_id, _ in arm.jobs])
     met = missed = failed = rescued = 0
     finals: dict[str, int] = {}
-    for (_, _, deadline), view in zip(arm.jobs, views, strict=True):
+    misses: list[dict[str, Any]] = []
+    for (call, job_id, deadline), view in zip(arm.jobs, views, strict=True):
         assert view is not None
         finals[view.lane] = finals.get(view.lane, 0) + 1
         rescued += view.rescued
@@ -207,6 +225,12 @@ async def outcome(arm: Arm) -> dict[str, Any]:
             met += 1
         else:
             missed += 1
+            late = (view.finished_at or deadline) - deadline
+            misses.append(
+                {"job": job_id, "lane": view.lane, "rescued": view.rescued, "urgent": call.urgent,
+                 "deadline_min": round(call.deadline / MINUTE, 1), "late_real_s": round(late, 3),
+                 "late_simulated_s": round(late * compression, 1)}
+            )  # fmt: skip
     now = datetime.now(UTC)
     report = (await runtime.accounting.report(now - timedelta(days=2), now + timedelta(hours=1))).to_json()
     deferrable = [row for row in report["by_team"] if row["team"] != URGENT_TEAM]
@@ -226,6 +250,7 @@ async def outcome(arm: Arm) -> dict[str, Any]:
         "answered_on": dict(sorted(finals.items())),
         "deadlines_met": met,
         "deadlines_missed": missed,
+        "deadlines_met_percent": round(met / len(arm.jobs) * 100, 2),
         "failed": failed,
         "rescued": rescued,
         "stalled_batches_cancelled": int(stalled),
@@ -236,7 +261,18 @@ async def outcome(arm: Arm) -> dict[str, Any]:
         "ledger_usd": str(charged),
         "simulator_bill_usd": str(bill),
         "ledger_equals_bill": charged == Decimal(bill),
+        "misses": misses,
     }
+
+
+def verdicts(result: dict[str, Any]) -> list[str]:
+    """One line per target of issue 16: the measure, the bound, and whether it is met."""
+    lines = []
+    for measure, comparison, bound in TARGETS:
+        value = result[measure]
+        met = {">=": value >= bound, "<=": value <= bound, "==": value == bound}[comparison]
+        lines.append(f"  {measure:28} {value!s:>8} (target {comparison} {bound}): {'MET' if met else 'NOT MET'}")
+    return lines
 
 
 def start_simulator(knobs: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
@@ -280,11 +316,14 @@ async def main(args: argparse.Namespace) -> None:
             elapsed = time.monotonic() - started
             print(
                 f"calls {args.calls} per arm, compression {args.compression:g}x, seed {args.seed}, arrivals "
-                f"{arrivals:.0f} s, all answered after {elapsed:.0f} s",
+                f"{arrivals:.0f} s (planned {12 * HOUR / args.compression:.0f} s: the excess is event-loop lag), "
+                f"all answered after {elapsed:.0f} s",
                 flush=True,
             )
             for arm in arms:
-                print(arm.name, await outcome(arm), flush=True)
+                result = await outcome(arm, args.compression)
+                print(arm.name, result, flush=True)
+                print("\n".join(verdicts(result)), flush=True)
             stop.set()
             _, stuck = await asyncio.wait(workers, timeout=STOP_WAIT)
             for task in stuck:  # see the module docstring: a lease keeper can swallow its cancellation
@@ -306,4 +345,11 @@ if __name__ == "__main__":
     parser.add_argument("--stall-rate", type=float, default=0.03, help="share of batches that stall")
     parser.add_argument("--arms", default="fixed,learned", help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--seed", type=int, default=1)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--log", type=Path, help="write the workers' log (guard decisions, batches) to this file")
+    arguments = parser.parse_args()
+    if arguments.log is not None:
+        handler = logging.FileHandler(arguments.log)
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(main(arguments))

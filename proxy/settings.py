@@ -202,7 +202,16 @@ class WorkerConfig(StrictModel):
     turnaround_min_batches: int = Field(default=20, ge=1)
     turnaround_half_life: Seconds = 3 * 86400.0
     # a running batch with no finished line past this quantile of its learned turnaround is declared stalled
-    stall_quantile: float = Field(default=0.995, gt=0, lt=1)
+    # (cancelling a batch with no finished line costs nothing: its jobs are re-batched or moved on)
+    stall_quantile: float = Field(default=0.9, gt=0, lt=1)
+    # how a learned turnaround chooses the batch lane (docs/architecture.md "Deciding by expected cost"):
+    # `expected_cost` batches a call when the batch's expected cost, a late batch rescued at list price at the
+    # last safe moment, is below the next venue's price; `confidence` only when the batch ends in time with
+    # turnaround_confidence
+    lane_rule: Literal["expected_cost", "confidence"] = "expected_cost"
+    # a batch still running this long before a job's last safe moment (deadline less safety_margin) is cancelled:
+    # its finished lines answer their jobs, the rest are re-batched when a batch still fits, else rescued
+    cancel_lead: Seconds = 600.0
 
 
 class WebhookConfig(StrictModel):

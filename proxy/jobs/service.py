@@ -22,7 +22,7 @@ from proxy.providers.base import BatchClient, ProviderError
 from proxy.reasons import RescueReason
 from proxy.settings import Config
 from proxy.store import keys
-from proxy.store.records import JOB_STATUSES, JobStatus, JobView, NewJob
+from proxy.store.records import JOB_STATUSES, BatchRecord, JobStatus, JobView, NewJob
 from proxy.store.store import Store
 
 log = logging.getLogger("batchgate.jobs")
@@ -220,14 +220,27 @@ async def cancel_if_pointless(
     if await store.batches.remaining(tag, batch_id):
         return False
     record = await store.batches.get(tag, batch_id)
-    if record is None or record.state != "submitted" or record.cancel_requested or not record.provider_batch_id:
+    if record is None:
+        return False
+    return await cancel_batch(
+        store, batch_client, record, recheck_in=recheck_in, why="batch cancelled: no job in it still waits for it"
+    )
+
+
+async def cancel_batch(
+    store: Store, batch_client: BatchClientFor, record: BatchRecord, *, recheck_in: float, why: str
+) -> bool:
+    """Cancel a submitted batch upstream (the lines it finished are billed and kept: its next poll, `recheck_in`
+    seconds later, ingests them); `why` is logged. True when the cancel was sent; False when the batch is not
+    running or already cancelled, or the provider refused (logged)."""
+    if record.state != "submitted" or record.cancel_requested or not record.provider_batch_id:
         return False
     try:
         await batch_client(record.group).cancel(record.provider_batch_id)
     except ProviderError as exc:
-        log.warning("cancelling a pointless batch failed: %r", exc, extra={"batch": batch_id})
+        log.warning("cancelling a batch failed: %r", exc, extra={"batch": record.id, "why": why})
         return False
-    await store.batches.update(tag, batch_id, cancel_requested="1")
-    await store.batches.schedule(tag, batch_id, at=store.clock() + recheck_in)
-    log.info("batch cancelled: no job in it still waits for it", extra={"batch": batch_id, "group": record.group})
+    await store.batches.update(record.tag, record.id, cancel_requested="1")
+    await store.batches.schedule(record.tag, record.id, at=store.clock() + recheck_in)
+    log.info(why, extra={"batch": record.id, "group": record.group})
     return True

@@ -128,6 +128,19 @@ class Turnaround:
         return bucket_bounds(ordered[-1])[1] if ordered else self.prior
 
 
+def break_even(*, batch: float, rescue: float, waste: float, alternative: float) -> float:
+    """The least probability (0..1) of a batch ending in time at which batching costs, in expectation, no more
+    than the `alternative` venue answering at once. Prices are shares of the list price: `batch` when the batch
+    answers, `rescue` (list: 1.0) plus `waste` (the rescued job's line, billed when its batch still bills it) when
+    it is late and the job is rescued at its last safe moment:
+    p * batch + (1 - p) * (rescue + waste) <= alternative. 0 when a rescue never costs more than the alternative;
+    1 when the alternative is as cheap as a batch that surely ends in time."""
+    late = rescue + waste
+    if late <= batch:
+        return 1.0 if alternative <= batch else 0.0
+    return min(1.0, max(0.0, (late - alternative) / (late - batch)))
+
+
 def _within(low: float, high: float, share: float) -> float:
     """The point a `share` (0..1) of the way through a bucket, geometrically (linearly in bucket 0)."""
     share = min(1.0, max(0.0, share))

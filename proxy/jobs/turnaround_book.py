@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.jobs.turnaround import ALL, BANDS, TOP_BAND, Turnaround, band_of, bucket_of
+from proxy.endpoints import Endpoint, endpoint_of
+from proxy.jobs.turnaround import ALL, BANDS, TOP_BAND, Turnaround, band_of, break_even, bucket_of
+from proxy.pricing import DEFAULT_BATCH_DISCOUNT
 from proxy.settings import Config
 from proxy.store.store import Store
 
@@ -52,8 +54,36 @@ class TurnaroundBook:
         return cached[1] if cached is not None else {band: self._prior(group) for band in BAND_NAMES}
 
     def need(self, group: str) -> float:
-        """Seconds a batch of `group` started now takes at the configured confidence (cached, see `cached`)."""
-        return self.cached(group)[ALL].quantile(self.config().worker.turnaround_confidence)
+        """Seconds a batch of `group` started now must be given before a deadline (less the safety margin) to take
+        the batch lane (cached, see `cached`; `need_of` says how)."""
+        return self.need_of(self.cached(group), group)
+
+    def need_of(self, bands: dict[str, Turnaround], group: str) -> float:
+        """From `group`'s bands: the turnaround at `level(group)`; under lane_rule expected_cost, once learned,
+        plus cancel_lead (a batch still running that long before a job's last safe moment is cancelled, so it
+        must end by then to answer the job)."""
+        dist = bands[ALL]
+        worker = self.config().worker
+        lead = worker.cancel_lead if worker.lane_rule == "expected_cost" and dist.learned else 0.0
+        return dist.quantile(self.level(group)) + lead
+
+    def level(self, group: str) -> float:
+        """The probability of ending in time a batch of `group` must have to be chosen (0..1).
+
+        `lane_rule: confidence`: the configured turnaround_confidence. `expected_cost` (default): the break-even
+        probability against the venue a call would take instead (flex where the model has it, at its expected
+        price with the 429s paid at list; else sync at list), counting a late batch as rescued at list price with
+        its line billed too (the worst case); never above turnaround_confidence. A late batch's job is rescued at
+        its last safe moment by the deadline guard, so the deadline does not depend on this level."""
+        config = self.config()
+        worker = config.worker
+        if worker.lane_rule == "confidence":
+            return worker.turnaround_confidence
+        batch = float(1 - DEFAULT_BATCH_DISCOUNT)
+        rate = config.policy.flex_unavailable_rate
+        alternative = (1 - rate) * batch + rate if has_flex(config, group) else 1.0
+        found = break_even(batch=batch, rescue=1.0, waste=batch, alternative=alternative)
+        return min(worker.turnaround_confidence, found)
 
     def median(self, group: str) -> float:
         """Seconds a batch of `group` started now takes, median (cached, see `cached`)."""
@@ -102,6 +132,12 @@ class TurnaroundBook:
         self._loading.pop(group, None)
         if not task.cancelled():
             task.exception()  # a failed read is retried on the next use; the cached copy stays meanwhile
+
+
+def has_flex(config: Config, group: str) -> bool:
+    """Whether `group` (a model, or a queue group) has a flex tier: its deployment says so, chat only."""
+    deployment = config.deployment(group)
+    return bool(deployment and deployment.supports_flex and endpoint_of(group) is Endpoint.CHAT_COMPLETIONS)
 
 
 def for_batch(bands: dict[str, Turnaround], jobs: int | None) -> Turnaround:

@@ -149,6 +149,12 @@ def choose_lane(requested: Lane, remaining: float, lanes: LaneFacts) -> tuple[Re
     batch_need = (
         f"batch (turnaround {human_duration(lanes.batch_turnaround)} + margin {human_duration(lanes.safety_margin)})"
     )
+    if lanes.batch_level is not None:  # learned: see docs/architecture.md "Deciding by expected cost"
+        batch_need = (
+            f"batch (turnaround {human_duration(lanes.batch_turnaround)} + margin "
+            f"{human_duration(lanes.safety_margin)}: ends in time with probability {lanes.batch_level:.3g}, where it "
+            f"costs less on average than the alternative; a late batch's jobs are rescued at their last safe moment)"
+        )
     if requested != "flex" and batch_fits:
         return "batch", f"deadline {left} leaves room for {batch_need}"
     if flex_fits:

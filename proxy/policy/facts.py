@@ -39,3 +39,5 @@ class LaneFacts:
     batchable: bool = True  # False when the model's provider has no batch API: the batch lane never fits
     no_batch_reason: str = ""  # why not, naming the provider ("mistral: batchgate does not speak its batch API yet")
     venues: tuple[Venue, ...] = ()  # what the `auto` lane chooses from (proxy/venues.py); empty: as `batch`
+    # the probability of ending in time that batch_turnaround stands for (TurnaroundBook.level); None: an estimate
+    batch_level: float | None = None

@@ -26,6 +26,7 @@ def lane_facts(
     *,
     batch_turnaround: float | None = None,
     venues: VenueInputs | None = None,
+    batch_level: float | None = None,
 ) -> LaneFacts:
     """The lanes of a configured model, or of a queue group (`proxy/endpoints.py`: an endpoint other than chat has
     no flex tier, and the batch lane only where its provider's batch API takes it); `batch_turnaround` overrides
@@ -41,6 +42,7 @@ def lane_facts(
         safety_margin=config.worker.safety_margin,
         batchable=no_batch is None,
         no_batch_reason=no_batch or "",
+        batch_level=None if batch_turnaround is None else batch_level,
     )
     if venues is None or not uses_auto(config.policy):
         return facts

@@ -141,7 +141,8 @@ def decide_for(
             completion_tokens=completion_budget(chat.body),
             batch_median=turnarounds.median(chat.model) if turnarounds is not None else None,
         )
-    lanes = lane_facts(config, chat.model, batch_turnaround=learned, venues=inputs)
+    level = turnarounds.level(chat.model) if turnarounds is not None else None
+    lanes = lane_facts(config, chat.model, batch_turnaround=learned, venues=inputs, batch_level=level)
     decision = decide(config.policy, facts, lanes, now)
     if decision.deferred and decision.lane == "batch" and turnarounds is not None:
         eta = decision_eta(config, turnarounds, chat.model, decision, now.timestamp())

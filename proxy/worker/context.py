@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from proxy.endpoints import Endpoint, endpoint_of
 from proxy.events import WorkerEvents
-from proxy.jobs.turnaround_book import TurnaroundBook
+from proxy.jobs.turnaround_book import TurnaroundBook, has_flex
 from proxy.metrics import Metrics
 from proxy.pricing import PriceBook
 from proxy.providers.base import BatchClient, CompletionClient
@@ -84,8 +83,7 @@ class WorkerContext:
         return self.turnarounds.need(group)
 
     def supports_flex(self, group: str) -> bool:
-        deployment = self.runtime.config.deployment(group)
-        return bool(deployment and deployment.supports_flex and endpoint_of(group) is Endpoint.CHAT_COMPLETIONS)
+        return has_flex(self.runtime.config, group)
 
     async def checkpoint(self, stage: str) -> None:
         """A named stage of a submission or ingest, just before or after a provider call: the task makes sure its

@@ -91,6 +91,8 @@ class Ingester:
                 await self.ctx.checkpoint("during_ingest")
         await self._apply(record, chunk, tally)
         failure, rescue = leftover_reasons(info.state)
+        if record.cancel_requested:  # we cancelled it (a job's last safe moment was near): not the jobs' fault
+            rescue = RescueReason.DEADLINE_AT_RISK_IN_BATCH
         message = f"The batch ended ({info.state.value}) without a result for this request."
         missing = error_object(message, "batch_error", code=failure)
         leftovers = await self.ctx.store.batches.job_ids(record.tag, record.id)
@@ -191,8 +193,8 @@ class Ingester:
             if job is None or job.is_final or job.owner != record.id:
                 continue
             now = ctx.clock()
-            # an expired batch is the provider's capacity, not the job's fault: its deadline alone bounds the retries
-            capacity = rescue is RescueReason.BATCH_EXPIRED and job.deadline is not None
+            # an expired batch (or one we cancelled) is not the job's fault: its deadline alone bounds the retries
+            capacity = (rescue is RescueReason.BATCH_EXPIRED or record.cancel_requested) and job.deadline is not None
             exhausted = job.batch_failures >= 1 if batch_failure else job.attempts + 1 >= MAX_ATTEMPTS and not capacity
             if not exhausted and batch_lane_fits(
                 now, deadline=job.deadline, turnaround=ctx.turnaround(record.group), margin=margin

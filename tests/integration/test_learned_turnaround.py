@@ -50,7 +50,7 @@ async def test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_
 ) -> None:
     sections = {
         "batching": {"max_wait": "0.5s", "turnaround_estimate": "1h"},
-        "worker": {"turnaround_min_batches": 3},
+        "worker": {"turnaround_min_batches": 3, "cancel_lead": 2},
     }
     async with deferred_env(tmp_path, redis_url, simulator={"finish_fraction": 0.0}, **sections) as env:
         book = env.runtime.turnarounds
@@ -91,3 +91,39 @@ async def test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_
         learned_p99 = registry.get_sample_value("batchgate_batch_turnaround_learned_seconds", labels)
         assert learned_p99 is not None
         assert 0 < learned_p99 < 5
+
+
+async def test_a_batch_still_running_near_a_jobs_last_safe_moment_is_cancelled_its_finished_lines_used(
+    tmp_path: Path, redis_url: str
+) -> None:
+    sections = {
+        "batching": {"max_wait": "0.5s", "turnaround_estimate": "1h"},
+        "worker": {"turnaround_min_batches": 3, "safety_margin": 2, "cancel_lead": 3},
+    }
+    # half the lines finish within the second, the other half hang until the batch is cancelled
+    async with deferred_env(tmp_path, redis_url, simulator={"finish_fraction": 0.5}, **sections) as env:
+        book = env.runtime.turnarounds
+        assert book is not None
+        for _ in range(3):
+            await book.observe(MODEL, jobs=6, seconds=1.0)
+        bodies = [chat_body(MODEL, f"late {i}") for i in range(6)]
+        views = [await env.accept(body, deadline_in=12) for body in bodies]
+        assert all(view.lane == "batch" for view in views)
+        await asyncio.wait_for(Worker(env.runtime, worker_id="w1").run(burst=True), 60)
+        [batch] = env.provider_batches()
+        assert batch["status"] == "cancelled"
+        assert batch["request_counts"]["completed"] == 3
+        finished = await env.store.jobs.get_many([view.id for view in views])
+        lanes = sorted((done.status, done.lane, done.rescued) for done in finished if done is not None)
+        # the finished lines answered their jobs; the others were rescued (no time left for another batch)
+        assert lanes == [("completed", "batch", False)] * 3 + [("completed", "sync", True)] * 3
+        for view, done in zip(views, finished, strict=True):
+            assert done is not None
+            assert done.finished_at is not None
+            assert view.deadline is not None
+            assert done.finished_at < view.deadline
+        await env.runtime.events.flush()  # type: ignore[attr-defined]
+        registry = env.runtime.metrics.registry
+        wasted = [sample for metric in registry.collect() if metric.name == "batchgate_waste_usd"
+                  for sample in metric.samples if sample.name.endswith("_total") and sample.value]  # fmt: skip
+        assert wasted == []  # no billed line answered nobody

@@ -138,6 +138,10 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "test_observations_are_shared_through_redis_and_decay_with_the_half_life",
     "worker.turnaround_confidence": "tests/unit/test_turnaround.py::"
     "test_the_guard_keeps_a_job_while_its_batch_ends_in_time_at_the_confidence_and_not_after",
+    "worker.lane_rule": "tests/unit/test_expected_cost.py::"
+    "test_the_book_gives_the_break_even_level_per_model_and_the_confidence_under_the_confidence_rule",
+    "worker.cancel_lead": "tests/integration/test_learned_turnaround.py::"
+    "test_a_batch_still_running_near_a_jobs_last_safe_moment_is_cancelled_its_finished_lines_used",
     "worker.stall_quantile": "tests/integration/test_learned_turnaround.py::"
     "test_a_stalled_batch_is_cancelled_and_its_jobs_rebatched_within_their_deadline",
     "auth.keys.budget.daily_usd": "tests/integration/test_budgets_stack.py::"

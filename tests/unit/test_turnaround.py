@@ -118,23 +118,23 @@ def test_the_guard_keeps_a_job_while_its_batch_ends_in_time_at_the_confidence_an
     dist = learned([60.0] * 95 + [2 * HOUR] * 5)
     bands = {ALL: dist}
     now = 10_000.0
-    young = Rescuer._batch_remaining(record(submitted_at=now - 10), now, bands, 0.9)
+    young = Rescuer._batch_remaining(record(submitted_at=now - 10), now, bands, 0.9, starting=0)
     assert young < 120  # at 90%, a 10 s old batch ends within the minute
     assert not at_risk(now, deadline=now + 30 * 60, remaining=young, margin=60)
     # 5 minutes in, it is one of the slow 5%: at 90% it needs about two hours more
-    old = Rescuer._batch_remaining(record(submitted_at=now - 300), now, bands, 0.9)
+    old = Rescuer._batch_remaining(record(submitted_at=now - 300), now, bands, 0.9, starting=0)
     assert old > HOUR
     assert at_risk(now, deadline=now + 30 * 60, remaining=old, margin=60)
-    queued = Rescuer._batch_remaining(None, now, bands, 0.99)
-    assert queued == dist.quantile(0.99)
+    queued = Rescuer._batch_remaining(None, now, bands, 0.99, starting=dist.quantile(0.5))
+    assert queued == dist.quantile(0.5)  # not running yet: what a batch started now is given
 
 
 def test_past_everything_seen_the_guard_judges_by_the_batchs_own_pace() -> None:
     bands = {ALL: learned([60.0] * 50)}
     now = 10_000.0
-    halfway = Rescuer._batch_remaining(record(submitted_at=now - 600, done=5), now, bands, 0.99)
+    halfway = Rescuer._batch_remaining(record(submitted_at=now - 600, done=5), now, bands, 0.99, starting=0)
     assert halfway == pytest.approx(600.0)  # half done in 10 minutes: 10 more
-    assert Rescuer._batch_remaining(record(submitted_at=now - 600, done=0), now, bands, 0.99) == 0.0
+    assert Rescuer._batch_remaining(record(submitted_at=now - 600, done=0), now, bands, 0.99, starting=0) == 0.0
 
 
 def test_a_stall_is_no_progress_past_the_stall_quantile() -> None:
