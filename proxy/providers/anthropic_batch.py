@@ -47,7 +47,7 @@ from proxy.providers.base import (
     ProviderError,
     ResultLine,
 )
-from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
+from proxy.providers.batch_http import answer_json, batch_http, json_or_raise, provider_errors
 from proxy.providers.claude_rules import ClaudeRefusal
 
 log = logging.getLogger("batchgate.providers.anthropic_batch")
@@ -214,9 +214,8 @@ class AnthropicBatchClient:
         betas = _read_betas(staged)
         if betas:  # a batch's beta features apply to every request in it
             headers[BETA_HEADER] = betas
-        with provider_errors():
-            response = await self._http.post("messages/batches", content=_chunks(staged), headers=headers)
-        info = batch_info(_json(response), metadata=metadata)
+        sent = self._http.post("messages/batches", content=_chunks(staged), headers=headers)
+        info = batch_info(await answer_json(sent, read=_json), metadata=metadata)
         staged.unlink(missing_ok=True)
         staged.with_suffix(BETAS_SUFFIX).unlink(missing_ok=True)
         return info
@@ -231,14 +230,10 @@ class AnthropicBatchClient:
     # the batch
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.get(f"messages/batches/{batch_id}")
-        return batch_info(_json(response))
+        return batch_info(await answer_json(self._http.get(f"messages/batches/{batch_id}"), read=_json))
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post(f"messages/batches/{batch_id}/cancel")
-        return batch_info(_json(response))
+        return batch_info(await answer_json(self._http.post(f"messages/batches/{batch_id}/cancel"), read=_json))
 
     async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
         """The results JSONL, streamed line by line, each body translated into an OpenAI chat.completion and
@@ -289,9 +284,7 @@ class AnthropicBatchClient:
     async def _created_since(self, earliest: float) -> AsyncIterator[BatchInfo]:
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            with provider_errors():
-                response = await self._http.get("messages/batches", params=params)
-            page = _json(response)
+            page = await answer_json(self._http.get("messages/batches", params=params), read=_json)
             data = page.get("data")
             data = data if isinstance(data, list) else []
             for item in data:
