@@ -46,6 +46,7 @@ from proxy.providers.base import (
     PreparedInput,
     ProviderError,
     ResultLine,
+    bad_line,
 )
 from proxy.providers.batch_http import answer_json, batch_http, json_or_raise, provider_errors
 from proxy.providers.claude_rules import ClaudeRefusal
@@ -106,17 +107,10 @@ def encode_request(
         request = messages_request(body, model=model, extra_params=extra_params or {})
         return orjson.dumps({"custom_id": wire_id, "params": request.params}), request.betas
     except ClaudeRefusal as exc:
-        raise ProviderError(
-            400, exc.message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
-        ) from None
+        raise bad_line(custom_id, exc.message) from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
-        raise ProviderError(
-            400,
-            f"The request body cannot be written as a Message Batch request: {exc}.",
-            code="invalid_batch_line",
-            classification=ErrorClass.BAD_LINE,
-            custom_id=custom_id,
-        ) from None
+        message = f"The request body cannot be written as a Message Batch request: {exc}."
+        raise bad_line(custom_id, message) from None
 
 
 class AnthropicBatchClient:

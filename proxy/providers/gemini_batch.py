@@ -51,6 +51,7 @@ from proxy.providers.base import (
     PreparedInput,
     ProviderError,
     ResultLine,
+    bad_line,
 )
 from proxy.providers.batch_http import answer_json, batch_http, provider_errors
 from proxy.providers.gemini_embedding import JoinedEmbedding, embed_requests, part_key
@@ -125,9 +126,7 @@ def encode_request(
         message = str(exc)
     except (TypeError, ValueError, RecursionError) as exc:
         message = f"The request body cannot be written as a Gemini batch request: {exc}."
-    raise ProviderError(
-        400, message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
-    )
+    raise bad_line(custom_id, message)
 
 
 def encode_embedding_requests(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes:
@@ -142,9 +141,7 @@ def encode_embedding_requests(custom_id: str, body: Mapping[str, Any], *, model:
         message = str(exc)
     except (TypeError, ValueError, RecursionError) as exc:
         message = f"The request body cannot be written as a Gemini batch request: {exc}."
-    raise ProviderError(
-        400, message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
-    )
+    raise bad_line(custom_id, message)
 
 
 def encode_lines(

@@ -21,11 +21,11 @@ from proxy.providers.base import (
     BatchInfo,
     BatchIssue,
     BatchState,
-    ErrorClass,
     LineOutcome,
     PreparedInput,
     ProviderError,
     ResultLine,
+    bad_line,
 )
 from proxy.providers.batch_http import answer_json, batch_http, json_or_raise, provider_errors
 from proxy.providers.upstream_body import without_unstored_metadata
@@ -203,13 +203,7 @@ def dump_line(line: Mapping[str, Any], custom_id: str) -> bytes:
     try:
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
-        raise ProviderError(
-            400,
-            f"The request body cannot be written as a batch line: {exc}.",
-            code="invalid_batch_line",
-            classification=ErrorClass.BAD_LINE,
-            custom_id=custom_id,
-        ) from None
+        raise bad_line(custom_id, f"The request body cannot be written as a batch line: {exc}.") from None
 
 
 def embedding_inputs(body: Mapping[str, Any]) -> int:
