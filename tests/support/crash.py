@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy.worker.runner import Worker
 from tests.support.deferred_env import DeferredEnv
 from tests.support.servers import child_environment
 
@@ -78,6 +79,12 @@ async def kill_at(env: DeferredEnv, marker: Path, stage: str, host_dir: Path | N
 
 
 async def run_to_the_end(env: DeferredEnv, host_dir: Path | None = None) -> None:
+    """A worker run until nothing is left. With no `host_dir` it runs in this process, on the env's runtime (the
+    same `Worker.run(burst=True)` as `batchgate worker --burst`): the run that is never killed needs no process of
+    its own, and a worker start costs seconds of imports (litellm's too, for the translated faces)."""
+    if host_dir is None:
+        await asyncio.wait_for(Worker(env.runtime, worker_id="run-to-the-end").run(burst=True), 300)
+        return
     worker = start_worker(env, host_dir=host_dir)
     try:
         await wait_for_exit(worker)
