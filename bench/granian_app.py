@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 
 from proxy.app import create_app
-from proxy.logs import RequestLogMiddleware, configure_logging
+from proxy.logs import configure_logging
+from proxy.request_log import RequestLogMiddleware
 from proxy.serve import background_services
 from proxy.settings import Settings, load_config
 

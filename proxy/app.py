@@ -15,8 +15,9 @@ from starlette.requests import ClientDisconnect
 from starlette.requests import Request as PlainRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import ErrorMap, MethodNotAllowed, default_error_map, error_response
-from proxy.logs import RequestLogMiddleware
+from proxy.error_map import ErrorMap, default_error_map, error_response
+from proxy.errors import MethodNotAllowed
+from proxy.request_log import RequestLogMiddleware
 from proxy.routes import (
     chat,
     deferred,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.endpoints import Endpoint
-from proxy.errors import InvalidRequest, NotFound
-from proxy.requests import ChatRequest, check_depth, check_metadata
+from proxy.errors import InvalidRequest
+from proxy.requests import ChatRequest, body_and_model, check_metadata, check_model_served
 from proxy.settings import Config
 
 MAX_INPUTS = 2048
@@ -20,23 +20,11 @@ ENCODING_FORMATS = frozenset({"float", "base64"})
 
 def parse_embeddings_request(payload: Any, size: int, config: Config) -> ChatRequest:
     """The validated call (`endpoint` EMBEDDINGS, never streamed). Raises InvalidRequest / NotFound (model)."""
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    check_depth(payload)
-    model = payload.get("model")
-    if model is None:
-        raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
-    if not isinstance(model, str):
-        raise InvalidRequest("model must be a string", param="model", code="invalid_type")
+    payload, model = body_and_model(payload)
     check_input(payload.get("input"))
     _check_options(payload)
     check_metadata(payload.get("metadata"))
-    if config.deployment(model) is None:
-        raise NotFound(
-            f"The model `{model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+    check_model_served(model, config)
     return ChatRequest(body=payload, model=model, stream=False, size=size, endpoint=Endpoint.EMBEDDINGS)
 
 

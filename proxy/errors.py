@@ -1,33 +1,23 @@
 """One error hierarchy, and one table from exception class to the OpenAI error shape.
 
 Every error a caller can see is an `ApiError`: status, OpenAI error type, message, param, code and headers,
-rendered as `{"error": {"message", "type", "param", "code"}}` by `error_response`. `ErrorMap` turns any
-exception into one, looking its class up along the exception's MRO (first match wins, as Starlette looks up
-its exception handlers); `app.py` answers through the same map on the fast chat path and in FastAPI's handlers.
-An exception with no entry of its own meets the `Exception` entry: a 500 that names no cause, with the detail
-(traceback included) in the log. Error objects anywhere else (a job's error, a provider's error turned into the
-OpenAI shape) are built by `error_object`.
+rendered as `{"error": {"message", "type", "param", "code"}}`; `proxy/error_map.py` turns any exception into
+one and answers it over HTTP. This module imports no web framework, so the worker process can use it without
+loading FastAPI. Error objects anywhere else (a job's error, a provider's error turned into the OpenAI shape)
+are built by `error_object`.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from fastapi.exceptions import RequestValidationError
-from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
 
 from proxy.reasons import FailureReason
 
 JSON_MEDIA_TYPE = "application/json"
 INTERNAL_MESSAGE = "The server had an error while processing your request."
-
-log = logging.getLogger("batchgate")
 
 
 class ApiError(Exception):
@@ -217,110 +207,4 @@ def provider_error_object(status: int, content: bytes) -> dict[str, Any]:
         )
     return error_object(
         f"The upstream provider answered with HTTP {status}.", "upstream_error", code=FailureReason.UPSTREAM_ERROR
-    )
-
-
-def error_response(exc: ApiError) -> Response:
-    """An ApiError as an HTTP response."""
-    return Response(
-        error_bytes(exc.message, exc.error_type, param=exc.param, code=exc.code),
-        status_code=exc.status,
-        media_type=JSON_MEDIA_TYPE,
-        headers=exc.headers,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorRule:
-    """How one exception class is answered: `answer` builds the ApiError; `log_level` (None: not logged) is
-    the level at which the exception is logged with `log_message`, its traceback too when `traceback`."""
-
-    answer: Callable[[Any], ApiError]
-    log_level: int | None = None
-    log_message: str = ""
-    traceback: bool = False
-
-
-class ErrorMap:
-    """Exception class -> ErrorRule; an exception is answered by the rule of the first class of its MRO
-    that has one (so an entry for a base class covers every subclass without one of its own)."""
-
-    def __init__(self, rules: Mapping[type[Exception], ErrorRule]) -> None:
-        if Exception not in rules:
-            raise ValueError("an ErrorMap needs an entry for Exception (the answer to the unexpected)")
-        self._rules = dict(rules)
-
-    @property
-    def classes(self) -> tuple[type[Exception], ...]:
-        return tuple(self._rules)
-
-    def with_rule(self, cls: type[Exception], rule: ErrorRule) -> ErrorMap:
-        """A copy with `cls` answered by `rule`."""
-        return ErrorMap({**self._rules, cls: rule})
-
-    def rule_for(self, exc: BaseException) -> ErrorRule:
-        for cls in type(exc).__mro__:
-            rule = self._rules.get(cls)
-            if rule is not None:
-                return rule
-        return self._rules[Exception]
-
-    def answer(self, exc: BaseException, *, request_id: str | None = None) -> ApiError:
-        """The ApiError for `exc`; logs it first when its rule says so."""
-        rule = self.rule_for(exc)
-        if rule.log_level is not None:
-            log.log(
-                rule.log_level,
-                "%s: %r",
-                rule.log_message,
-                exc,
-                exc_info=exc if rule.traceback else None,
-                extra={"request_id": request_id},
-            )
-        return rule.answer(exc)
-
-    def response(self, exc: BaseException, *, request_id: str | None = None) -> Response:
-        return error_response(self.answer(exc, request_id=request_id))
-
-
-def _same(exc: ApiError) -> ApiError:
-    return exc
-
-
-def _validation(exc: RequestValidationError) -> ApiError:
-    problem = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    param = ".".join(str(part) for part in problem.get("loc", ())[1:]) or None
-    return InvalidRequest(str(problem.get("msg")), param=param, code="invalid_value")
-
-
-def _http(exc: HTTPException) -> ApiError:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return ApiError(
-        str(exc.detail),
-        code=code,
-        headers=exc.headers,
-        status=exc.status_code,
-        error_type="invalid_request_error",
-    )
-
-
-def _store_unavailable(_: RedisError) -> ApiError:
-    """Redis could not be reached (or its pool is exhausted): nothing was accepted, the caller may retry."""
-    return ServiceUnavailable("The job store is unavailable right now; please retry.", headers={"retry-after": "1"})
-
-
-def _internal(_: BaseException) -> ApiError:
-    return InternalError(INTERNAL_MESSAGE)
-
-
-def default_error_map() -> ErrorMap:
-    """batchgate's table. A provider error type gets its entry here (its base class covers its kinds)."""
-    return ErrorMap(
-        {
-            ApiError: ErrorRule(_same),
-            RequestValidationError: ErrorRule(_validation),
-            HTTPException: ErrorRule(_http),
-            RedisError: ErrorRule(_store_unavailable, logging.WARNING, "job store unavailable"),
-            Exception: ErrorRule(_internal, logging.ERROR, "unhandled error", traceback=True),
-        }
     )

@@ -111,7 +111,9 @@ async def read_json_body(request: Request, max_bytes: int) -> tuple[Any, int]:
         ) from None
 
 
-def parse_chat_request(payload: Any, size: int, config: Config) -> ChatRequest:
+def body_and_model(payload: Any) -> tuple[dict[str, Any], str]:
+    """The body as a JSON object (nesting checked) and its `model` string; InvalidRequest otherwise. The first
+    checks of every endpoint's body (chat, embeddings, Responses)."""
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     check_depth(payload)
@@ -120,17 +122,27 @@ def parse_chat_request(payload: Any, size: int, config: Config) -> ChatRequest:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
     if not isinstance(model, str):
         raise InvalidRequest("model must be a string", param="model", code="invalid_type")
-    _check_messages(payload.get("messages"))
-    stream = payload.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("stream must be a boolean", param="stream", code="invalid_type")
-    _check_scalars(payload)
+    return payload, model
+
+
+def check_model_served(model: str, config: Config) -> None:
+    """NotFound (`model_not_found`, as OpenAI answers) unless `config` has a deployment for `model`."""
     if config.deployment(model) is None:
         raise NotFound(
             f"The model `{model}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
+
+
+def parse_chat_request(payload: Any, size: int, config: Config) -> ChatRequest:
+    payload, model = body_and_model(payload)
+    _check_messages(payload.get("messages"))
+    stream = payload.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream must be a boolean", param="stream", code="invalid_type")
+    _check_scalars(payload)
+    check_model_served(model, config)
     return ChatRequest(body=payload, model=model, stream=bool(stream), size=size)
 
 

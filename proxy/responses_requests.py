@@ -11,7 +11,7 @@ from typing import Any
 
 from proxy.endpoints import Endpoint
 from proxy.errors import InvalidRequest, NotFound
-from proxy.requests import ChatRequest, check_depth, check_metadata
+from proxy.requests import ChatRequest, body_and_model, check_metadata, check_model_served
 from proxy.settings import Config
 
 STORED_ID_PREFIX = "resp_"  # the id of a response stored at the provider
@@ -20,14 +20,7 @@ STORED_ID_PREFIX = "resp_"  # the id of a response stored at the provider
 def parse_responses_request(payload: Any, size: int, config: Config) -> ChatRequest:
     """The validated call (`endpoint` RESPONSES; `stream` when `stream: true`). Raises InvalidRequest / NotFound
     (an unknown model)."""
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    check_depth(payload)
-    model = payload.get("model")
-    if model is None:
-        raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
-    if not isinstance(model, str):
-        raise InvalidRequest("model must be a string", param="model", code="invalid_type")
+    payload, model = body_and_model(payload)
     value = payload.get("input")
     if value is not None and not isinstance(value, str | list):
         raise InvalidRequest("'input' must be a string or an array of input items.", param="input", code="invalid_type")
@@ -38,12 +31,7 @@ def parse_responses_request(payload: Any, size: int, config: Config) -> ChatRequ
         if payload.get(name) is not None and not isinstance(payload[name], bool):
             raise InvalidRequest(f"{name} must be a boolean", param=name, code="invalid_type")
     check_metadata(payload.get("metadata"))
-    if config.deployment(model) is None:
-        raise NotFound(
-            f"The model `{model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+    check_model_served(model, config)
     return ChatRequest(body=payload, model=model, stream=stream is True, size=size, endpoint=Endpoint.RESPONSES)
 
 

@@ -46,8 +46,9 @@ from proxy.providers.base import (
     PreparedInput,
     ProviderError,
     ResultLine,
+    bad_line,
 )
-from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
+from proxy.providers.batch_http import answer_json, batch_http, json_or_raise, provider_errors
 from proxy.providers.claude_rules import ClaudeRefusal
 
 log = logging.getLogger("batchgate.providers.anthropic_batch")
@@ -106,17 +107,10 @@ def encode_request(
         request = messages_request(body, model=model, extra_params=extra_params or {})
         return orjson.dumps({"custom_id": wire_id, "params": request.params}), request.betas
     except ClaudeRefusal as exc:
-        raise ProviderError(
-            400, exc.message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
-        ) from None
+        raise bad_line(custom_id, exc.message) from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
-        raise ProviderError(
-            400,
-            f"The request body cannot be written as a Message Batch request: {exc}.",
-            code="invalid_batch_line",
-            classification=ErrorClass.BAD_LINE,
-            custom_id=custom_id,
-        ) from None
+        message = f"The request body cannot be written as a Message Batch request: {exc}."
+        raise bad_line(custom_id, message) from None
 
 
 class AnthropicBatchClient:
@@ -214,9 +208,8 @@ class AnthropicBatchClient:
         betas = _read_betas(staged)
         if betas:  # a batch's beta features apply to every request in it
             headers[BETA_HEADER] = betas
-        with provider_errors():
-            response = await self._http.post("messages/batches", content=_chunks(staged), headers=headers)
-        info = batch_info(_json(response), metadata=metadata)
+        sent = self._http.post("messages/batches", content=_chunks(staged), headers=headers)
+        info = batch_info(await answer_json(sent, read=_json), metadata=metadata)
         staged.unlink(missing_ok=True)
         staged.with_suffix(BETAS_SUFFIX).unlink(missing_ok=True)
         return info
@@ -231,14 +224,10 @@ class AnthropicBatchClient:
     # the batch
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.get(f"messages/batches/{batch_id}")
-        return batch_info(_json(response))
+        return batch_info(await answer_json(self._http.get(f"messages/batches/{batch_id}"), read=_json))
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post(f"messages/batches/{batch_id}/cancel")
-        return batch_info(_json(response))
+        return batch_info(await answer_json(self._http.post(f"messages/batches/{batch_id}/cancel"), read=_json))
 
     async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
         """The results JSONL, streamed line by line, each body translated into an OpenAI chat.completion and
@@ -289,9 +278,7 @@ class AnthropicBatchClient:
     async def _created_since(self, earliest: float) -> AsyncIterator[BatchInfo]:
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            with provider_errors():
-                response = await self._http.get("messages/batches", params=params)
-            page = _json(response)
+            page = await answer_json(self._http.get("messages/batches", params=params), read=_json)
             data = page.get("data")
             data = data if isinstance(data, list) else []
             for item in data:

@@ -262,3 +262,11 @@ class ProviderError(Exception):
     @property
     def transient(self) -> bool:
         return self.classification.transient
+
+
+def bad_line(custom_id: str, message: str) -> ProviderError:
+    """The error of one job's input line that cannot be sent (400 `invalid_batch_line`, BAD_LINE): that job fails
+    alone, never the batch or the worker."""
+    return ProviderError(
+        400, message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
+    )

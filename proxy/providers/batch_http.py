@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -59,6 +59,17 @@ class MaskingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+async def answer_json(
+    request: Awaitable[httpx.Response], *, read: Callable[[httpx.Response], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The JSON object the provider answers to `request` (an httpx call, not yet awaited). Raises ProviderError:
+    TRANSIENT when no answer came (`provider_errors`), else as `read` says (default `json_or_raise`: the
+    provider's status, code and message)."""
+    with provider_errors():
+        response = await request
+    return (read or json_or_raise)(response)
 
 
 @contextmanager

@@ -51,8 +51,9 @@ from proxy.providers.base import (
     PreparedInput,
     ProviderError,
     ResultLine,
+    bad_line,
 )
-from proxy.providers.batch_http import batch_http, provider_errors
+from proxy.providers.batch_http import answer_json, batch_http, provider_errors
 from proxy.providers.gemini_embedding import JoinedEmbedding, embed_requests, part_key
 from proxy.providers.gemini_translation import GeminiRefusal, chat_completion, generate_request
 
@@ -125,9 +126,7 @@ def encode_request(
         message = str(exc)
     except (TypeError, ValueError, RecursionError) as exc:
         message = f"The request body cannot be written as a Gemini batch request: {exc}."
-    raise ProviderError(
-        400, message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
-    )
+    raise bad_line(custom_id, message)
 
 
 def encode_embedding_requests(custom_id: str, body: Mapping[str, Any], *, model: str) -> bytes:
@@ -142,9 +141,7 @@ def encode_embedding_requests(custom_id: str, body: Mapping[str, Any], *, model:
         message = str(exc)
     except (TypeError, ValueError, RecursionError) as exc:
         message = f"The request body cannot be written as a Gemini batch request: {exc}."
-    raise ProviderError(
-        400, message, code="invalid_batch_line", classification=ErrorClass.BAD_LINE, custom_id=custom_id
-    )
+    raise bad_line(custom_id, message)
 
 
 def encode_lines(
@@ -337,14 +334,10 @@ class GeminiBatchClient:
         return batch_info(await self._operation(batch_id))
 
     async def _operation(self, batch_id: str) -> dict[str, Any]:
-        with provider_errors():
-            response = await self._http.get(batch_id)
-        return _json(response)
+        return await answer_json(self._http.get(batch_id), read=_json)
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post(f"{batch_id}:cancel")
-        _json(response)
+        await answer_json(self._http.post(f"{batch_id}:cancel"), read=_json)
         return await self.retrieve(batch_id)
 
     async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
@@ -404,9 +397,7 @@ class GeminiBatchClient:
         found: list[BatchInfo] = []
         params: dict[str, str | int] = {"pageSize": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            with provider_errors():
-                response = await self._http.get("batches", params=params)
-            page = _json(response)
+            page = await answer_json(self._http.get("batches", params=params), read=_json)
             operations = page.get("operations")
             for operation in operations if isinstance(operations, list) else []:
                 batch = _batch(lenient.mapping(operation))

@@ -18,7 +18,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -130,26 +130,33 @@ class LitellmCompletionClient:
         body_json = error_body(problem.message, "invalid_request_error", param=problem.param)
         return UpstreamResponse(400, orjson.dumps(body_json), dict(JSON_HEADERS))
 
+    async def _with_retries(self, call: Callable[[], Awaitable[Any]]) -> tuple[Any, UpstreamResponse | None]:
+        """(litellm's answer, None), or (None, the OpenAI-shaped failure) once a retryable failure (429, 5xx) has
+        used up the retry policy or another failure came. `call` makes one attempt (an `a...` call of litellm)."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call(), None
+            except Exception as exc:  # every litellm failure becomes an OpenAI-shaped answer
+                failure = self.failure(exc)
+                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
+                    continue
+                return None, failure
+
     async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
         refused = self._refused(body)
         if refused is not None:
             return refused
         litellm = self._library()
         params = self._call_params(body, stream=False)
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await litellm.acompletion(**params)
-            except Exception as exc:  # every litellm failure becomes an OpenAI-shaped answer
-                failure = self.failure(exc)
-                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
-                    continue
-                return failure
-            headers = {**from_litellm(hidden_headers(response)), **JSON_HEADERS}
-            content = orjson.dumps(openai_shape.completion(_data(response)), default=str)
-            return UpstreamResponse(200, self._redactor.bytes(content), headers)
+        response, failure = await self._with_retries(lambda: litellm.acompletion(**params))
+        if failure is not None:
+            return failure
+        headers = {**from_litellm(hidden_headers(response)), **JSON_HEADERS}
+        content = orjson.dumps(openai_shape.completion(_data(response)), default=str)
+        return UpstreamResponse(200, self._redactor.bytes(content), headers)
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:
@@ -159,21 +166,12 @@ class LitellmCompletionClient:
             return
         litellm = self._library()
         params = self._call_params(body, stream=True)
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                chunks = await litellm.acompletion(**params)
-            except Exception as exc:
-                failure = self.failure(exc)
-                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
-                    continue
-                yield UpstreamStream(failure.status, failure.headers, _single(failure.body))
-                return
-            headers = {**from_litellm(hidden_headers(chunks)), **SSE_HEADERS}
-            yield UpstreamStream(200, headers, self._sse(chunks, include_usage=openai_shape.include_usage(body)))
+        chunks, failure = await self._with_retries(lambda: litellm.acompletion(**params))
+        if failure is not None:
+            yield UpstreamStream(failure.status, failure.headers, _single(failure.body))
             return
+        headers = {**from_litellm(hidden_headers(chunks)), **SSE_HEADERS}
+        yield UpstreamStream(200, headers, self._sse(chunks, include_usage=openai_shape.include_usage(body)))
 
     async def _sse(self, chunks: Any, *, include_usage: bool) -> AsyncIterator[bytes]:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import struct
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +20,6 @@ import orjson
 from proxy.errors import error_body
 from proxy.providers.base import UpstreamResponse, UpstreamStream
 from proxy.providers.litellm_completion import JSON_HEADERS, LitellmCompletionClient, hidden_headers
-from proxy.providers.openai_http import RETRYABLE_STATUSES
 from proxy.providers.passed_headers import from_litellm
 
 ANSWER_FIELDS = ("object", "data", "model", "usage")
@@ -36,20 +34,12 @@ class LitellmEmbeddingClient(LitellmCompletionClient):
         params = self._call_params(body, stream=False)
         params.pop("encoding_format", None)
         as_base64 = body.get("encoding_format") == "base64"
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await litellm.aembedding(**params)
-            except Exception as exc:  # every litellm failure becomes an OpenAI-shaped answer
-                failure = self.failure(exc)
-                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
-                    continue
-                return failure
-            headers = {**from_litellm(hidden_headers(response)), **JSON_HEADERS}
-            content = orjson.dumps(embedding_answer(response, as_base64=as_base64), default=str)
-            return UpstreamResponse(200, self._redactor.bytes(content), headers)
+        response, failure = await self._with_retries(lambda: litellm.aembedding(**params))
+        if failure is not None:
+            return failure
+        headers = {**from_litellm(hidden_headers(response)), **JSON_HEADERS}
+        content = orjson.dumps(embedding_answer(response, as_base64=as_base64), default=str)
+        return UpstreamResponse(200, self._redactor.bytes(content), headers)
 
     @asynccontextmanager
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[UpstreamStream]:

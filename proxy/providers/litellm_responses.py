@@ -9,7 +9,6 @@ statuses and short messages). A provider litellm cannot bridge answers with lite
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +17,6 @@ import orjson
 
 from proxy.providers.base import UpstreamResponse, UpstreamStream
 from proxy.providers.litellm_completion import JSON_HEADERS, SSE_HEADERS, LitellmCompletionClient, hidden_headers
-from proxy.providers.openai_http import RETRYABLE_STATUSES
 from proxy.providers.passed_headers import from_litellm
 
 NOT_SENT = ("model", "stream", "stream_options")
@@ -38,17 +36,7 @@ class LitellmResponsesClient(LitellmCompletionClient):
         params = self._responses_params(body)
         if stream:
             params["stream"] = True
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await litellm.aresponses(**params), None
-            except Exception as exc:  # every litellm failure becomes an OpenAI-shaped answer
-                failure = self.failure(exc)
-                if failure.status in RETRYABLE_STATUSES and await self._backoff(attempt, started, failure):
-                    continue
-                return None, failure
+        return await self._with_retries(lambda: litellm.aresponses(**params))
 
     async def complete(self, body: Mapping[str, Any]) -> UpstreamResponse:
         response, failure = await self._call(body, stream=False)

@@ -24,7 +24,7 @@ from typing import Any
 
 from proxy.providers import lenient
 from proxy.providers.base import BatchInfo, BatchIssue, BatchState, ProviderError
-from proxy.providers.batch_http import json_or_raise, provider_errors
+from proxy.providers.batch_http import answer_json
 from proxy.providers.openai_batch import CHAT_ENDPOINT, CLOCK_SKEW, OpenAIBatchClient, dump_line, sent_body
 
 log = logging.getLogger("batchgate.providers.mistral_batch")
@@ -73,19 +73,13 @@ class MistralBatchClient(OpenAIBatchClient):
             "metadata": dict(metadata),
             "timeout_hours": self._timeout_hours,
         }
-        with provider_errors():
-            response = await self._http.post("batch/jobs", json=payload)
-        return job_info(json_or_raise(response))
+        return job_info(await answer_json(self._http.post("batch/jobs", json=payload)))
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.get(f"batch/jobs/{batch_id}")
-        return job_info(json_or_raise(response))
+        return job_info(await answer_json(self._http.get(f"batch/jobs/{batch_id}")))
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post(f"batch/jobs/{batch_id}/cancel")
-        return job_info(json_or_raise(response))
+        return job_info(await answer_json(self._http.post(f"batch/jobs/{batch_id}/cancel")))
 
     async def find_batches(self, metadata: Mapping[str, str], *, since: float, prepared: str) -> list[BatchInfo]:
         """Jobs created since `since` (the provider filters by `created_after`, whatever order it lists in) whose
@@ -94,9 +88,7 @@ class MistralBatchClient(OpenAIBatchClient):
         after = datetime.fromtimestamp(max(0.0, since - CLOCK_SKEW), UTC).isoformat()
         for page in range(MAX_PAGES):
             params: dict[str, str | int] = {"page": page, "page_size": PAGE_SIZE, "created_after": after}
-            with provider_errors():
-                response = await self._http.get("batch/jobs", params=params)
-            listing = json_or_raise(response)
+            listing = await answer_json(self._http.get("batch/jobs", params=params))
             raw = listing.get("data")
             data = [item for item in (raw if isinstance(raw, list) else []) if isinstance(item, dict)]
             for item in data:

@@ -21,13 +21,13 @@ from proxy.providers.base import (
     BatchInfo,
     BatchIssue,
     BatchState,
-    ErrorClass,
     LineOutcome,
     PreparedInput,
     ProviderError,
     ResultLine,
+    bad_line,
 )
-from proxy.providers.batch_http import batch_http, json_or_raise, provider_errors
+from proxy.providers.batch_http import answer_json, batch_http, json_or_raise, provider_errors
 from proxy.providers.upstream_body import without_unstored_metadata
 
 log = logging.getLogger("batchgate.providers.openai_batch")
@@ -121,19 +121,13 @@ class OpenAIBatchClient:
         }
         if self._file_expiry is not None:
             payload["output_expires_after"] = {"anchor": "created_at", "seconds": self._file_expiry}
-        with provider_errors():
-            response = await self._http.post("batches", json=payload)
-        return batch_info(json_or_raise(response))
+        return batch_info(await answer_json(self._http.post("batches", json=payload)))
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.get(f"batches/{batch_id}")
-        return batch_info(json_or_raise(response))
+        return batch_info(await answer_json(self._http.get(f"batches/{batch_id}")))
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post(f"batches/{batch_id}/cancel")
-        return batch_info(json_or_raise(response))
+        return batch_info(await answer_json(self._http.post(f"batches/{batch_id}/cancel")))
 
     async def cleanup(self, prepared: str) -> None:
         """Delete the uploaded input file (a file already gone is fine)."""
@@ -150,9 +144,7 @@ class OpenAIBatchClient:
         found: list[BatchInfo] = []
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            with provider_errors():
-                response = await self._http.get("batches", params=params)
-            page = json_or_raise(response)
+            page = await answer_json(self._http.get("batches", params=params))
             data = [item for item in _list(page.get("data")) if isinstance(item, dict)]
             for item in data:
                 labels = lenient.mapping(item.get("metadata"))
@@ -211,13 +203,7 @@ def dump_line(line: Mapping[str, Any], custom_id: str) -> bytes:
     try:
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
-        raise ProviderError(
-            400,
-            f"The request body cannot be written as a batch line: {exc}.",
-            code="invalid_batch_line",
-            classification=ErrorClass.BAD_LINE,
-            custom_id=custom_id,
-        ) from None
+        raise bad_line(custom_id, f"The request body cannot be written as a batch line: {exc}.") from None
 
 
 def embedding_inputs(body: Mapping[str, Any]) -> int:

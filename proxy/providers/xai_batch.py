@@ -31,7 +31,7 @@ from typing import Any
 
 from proxy.providers import lenient
 from proxy.providers.base import BatchInfo, BatchIssue, BatchState, LineOutcome, ProviderError, ResultLine
-from proxy.providers.batch_http import json_or_raise, provider_errors
+from proxy.providers.batch_http import answer_json, json_or_raise, provider_errors
 from proxy.providers.openai_batch import CLOCK_SKEW, OpenAIBatchClient
 
 log = logging.getLogger("batchgate.providers.xai_batch")
@@ -85,22 +85,16 @@ class XaiBatchClient(OpenAIBatchClient):
             return batch_info(json_or_raise(response))
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.get(f"batches/{batch_id}")
-        return batch_info(json_or_raise(response))
+        return batch_info(await answer_json(self._http.get(f"batches/{batch_id}")))
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        with provider_errors():
-            response = await self._http.post(f"batches/{batch_id}:cancel")
-        return batch_info(json_or_raise(response))
+        return batch_info(await answer_json(self._http.post(f"batches/{batch_id}:cancel")))
 
     async def results(self, batch: BatchInfo) -> AsyncIterator[ResultLine]:
         """The batch's results, page by page (`pagination_token`); a request with no result has no line."""
         params: dict[str, str | int] = {"limit": RESULTS_PAGE}
         while True:
-            with provider_errors():
-                response = await self._http.get(f"batches/{batch.batch_id}/results", params=params)
-            page = json_or_raise(response)
+            page = await answer_json(self._http.get(f"batches/{batch.batch_id}/results", params=params))
             items = page.get("results")
             for item in items if isinstance(items, list) else []:
                 line = result_line(item)
@@ -118,9 +112,7 @@ class XaiBatchClient(OpenAIBatchClient):
         found: list[BatchInfo] = []
         params: dict[str, str | int] = {"limit": LIST_PAGE}
         for _ in range(MAX_LIST_PAGES):
-            with provider_errors():
-                response = await self._http.get("batches", params=params)
-            page = json_or_raise(response)
+            page = await answer_json(self._http.get("batches", params=params))
             raw = page.get("batches")
             data = [item for item in (raw if isinstance(raw, list) else []) if isinstance(item, dict)]
             for item in data:

@@ -8,9 +8,7 @@ import typing
 from typing import Any
 
 import orjson
-import uvicorn
 
-from proxy.simulator.app import create_simulator_app
 from proxy.simulator.options import SimulatorOptions
 
 
@@ -66,4 +64,9 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
 
 def serve(options: SimulatorOptions, host: str, port: int) -> None:
     """Run the simulator with uvicorn until interrupted (blocking)."""
+    # Imported here: `batchgate worker` builds this command's arguments too, and must not load the web framework.
+    import uvicorn  # noqa: PLC0415
+
+    from proxy.simulator.app import create_simulator_app  # noqa: PLC0415
+
     uvicorn.run(create_simulator_app(options), host=host, port=port, log_level="warning", access_log=False)

@@ -257,6 +257,14 @@ class Engine:
             raise BatchNotFound(batch_id)
         return self._settled_view(record)
 
+    def batch_made_by(self, batch_id: str, face: str) -> BatchView | None:
+        """The batch `batch_id` when the face named `face` created it (its `face` attribute), else None: each face
+        sees only its own batches."""
+        record = self._batches.get(batch_id)
+        if record is None or record.attributes.get("face") != face:
+            return None
+        return self._settled_view(record)
+
     def batch_of_face(self, batch_id: str, prefix: str) -> BatchView | None:
         """A batch a face created (its ids start with `prefix`), or None when there is no such batch."""
         if not batch_id.startswith(prefix) or batch_id not in self._batches:

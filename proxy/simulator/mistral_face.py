@@ -20,10 +20,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from proxy.errors import Conflict, InvalidRequest, NotFound
+from proxy.errors import InvalidRequest, NotFound
 from proxy.simulator import openai_face
 from proxy.simulator.batches import INFINITY, BatchView, LineRequest, Status, ValidationIssue
-from proxy.simulator.engine import BatchNotCancellable, BatchNotFound
 from proxy.simulator.openai_batches import CHAT_ENDPOINT
 from proxy.simulator.openai_chat import chat_problem
 from proxy.simulator.options import SimulatorOptions
@@ -177,11 +176,8 @@ async def _job_json(state: SimulatorState, current: BatchView) -> dict[str, Any]
 
 
 def _job(state: SimulatorState, job_id: str) -> BatchView:
-    try:
-        current: BatchView | None = state.engine.batch(job_id)
-    except BatchNotFound:
-        current = None
-    if current is None or current.record.attributes.get("face") != FACE:
+    current = state.engine.batch_made_by(job_id, FACE)
+    if current is None:
         raise NotFound(f"Batch job {job_id} not found.", param="job_id")
     return current
 
@@ -220,11 +216,7 @@ async def cancel_job(request: Request, job_id: str) -> Response:
     state = simulator_state(request)
     openai_face.authorize(request, state.engine.options.api_key)
     _job(state, job_id)
-    try:
-        current = state.engine.cancel_batch(job_id)
-    except BatchNotCancellable as exc:
-        raise Conflict(str(exc)) from exc
-    return _json(await _job_json(state, current))
+    return _json(await _job_json(state, openai_face.cancel_or_conflict(state.engine, job_id)))
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

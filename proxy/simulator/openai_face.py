@@ -17,7 +17,7 @@ from proxy.simulator.batches import BatchView
 from proxy.simulator.embeddings import AZURE_ENDPOINT as AZURE_EMBEDDINGS_ENDPOINT
 from proxy.simulator.embeddings import ENDPOINT as EMBEDDINGS_ENDPOINT
 from proxy.simulator.embeddings import embedding_answer, embedding_problem, embedding_response
-from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Fault, TokenLimitExceeded
+from proxy.simulator.engine import BatchNotCancellable, BatchNotFound, Engine, Fault, TokenLimitExceeded
 from proxy.simulator.files import FILE_TTL_S, FileRecord, expires_after_seconds, new_file_id
 from proxy.simulator.ledger import Tier
 from proxy.simulator.openai_batches import (
@@ -144,6 +144,32 @@ def flavor_of(request: Request, opts: SimulatorOptions) -> Flavor:
     return "azure" if azure_auth.is_azure(request) else opts.flavor
 
 
+def check_call(opts: SimulatorOptions, problem: tuple[str, str | None] | None) -> None:
+    """The first refusals of a synchronous call, in the provider's order: the body's problem (400 naming the
+    param), then the account's standing."""
+    if problem:
+        raise InvalidRequest(problem[0], param=problem[1])
+    refusal = account_error(opts)
+    if refusal is not None:
+        raise refusal
+
+
+def admit_sync_call(engine: Engine, body: dict[str, Any], problem: tuple[str, str | None] | None) -> None:
+    """`check_call`, then an injected fault of the sync tier (raised as its ProviderError)."""
+    check_call(engine.options, problem)
+    fault = engine.sync_fault(Tier.SYNC)
+    if fault is not None:
+        raise fault_error(fault, body["model"], engine.options.retry_after_s)
+
+
+def cancel_or_conflict(engine: Engine, batch_id: str) -> BatchView:
+    """Cancel the batch; 409 (the OpenAI family's answer) when it has already ended."""
+    try:
+        return engine.cancel_batch(batch_id)
+    except BatchNotCancellable as exc:
+        raise Conflict(str(exc)) from exc
+
+
 async def json_body(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
@@ -168,12 +194,7 @@ async def chat_completions(request: Request, flavor: str | None = None) -> Respo
     if deployment is not None and isinstance(body, dict):  # Azure's legacy path names the deployment
         body["model"] = deployment
     share = engine.venue_share(body) if isinstance(body, dict) else None
-    problem = chat_problem(body) or (store_problem(body) if opts.metadata_requires_store else None)
-    if problem:
-        raise InvalidRequest(problem[0], param=problem[1])
-    refusal = account_error(opts)
-    if refusal is not None:
-        raise refusal
+    check_call(opts, chat_problem(body) or (store_problem(body) if opts.metadata_requires_store else None))
     tier = Tier.FLEX if body.get("service_tier") == "flex" else Tier.SYNC
     fault = engine.sync_fault(tier)
     if fault is not None:
@@ -220,15 +241,7 @@ async def embeddings(request: Request) -> Response:
     deployment = request.path_params.get("deployment")
     if deployment is not None and isinstance(body, dict):  # Azure's legacy path names the deployment
         body["model"] = deployment
-    problem = embedding_problem(body)
-    if problem:
-        raise InvalidRequest(problem[0], param=problem[1])
-    refusal = account_error(opts)
-    if refusal is not None:
-        raise refusal
-    fault = engine.sync_fault(Tier.SYNC)
-    if fault is not None:
-        raise fault_error(fault, body["model"], opts.retry_after_s)
+    admit_sync_call(engine, body, embedding_problem(body))
     answer = embedding_answer(body)
     if azure_auth.is_azure(request):
         engine.bill(azure_billed_name(body["model"], opts), Tier.SYNC, answer)
@@ -519,11 +532,7 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     state = simulator_state(request)
     authorize(request, state.engine.options.api_key)
     _view(state, batch_id)
-    try:
-        current = state.engine.cancel_batch(batch_id)
-    except BatchNotCancellable as exc:
-        raise Conflict(str(exc)) from exc
-    return _json(await _batch_json(state, current))
+    return _json(await _batch_json(state, cancel_or_conflict(state.engine, batch_id)))
 
 
 def _page_limit(raw: str | None) -> int:

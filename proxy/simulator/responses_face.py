@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from proxy.errors import InvalidRequest, NotFound
 from proxy.simulator.ledger import Tier
-from proxy.simulator.openai_face import JSON, account_error, aiter_events, authorize, fault_error, json_body
+from proxy.simulator.openai_face import JSON, admit_sync_call, aiter_events, authorize, json_body
 from proxy.simulator.responses import (
     cancel_problem,
     deleted,
@@ -30,15 +30,7 @@ async def create_response(request: Request) -> Response:
     opts = engine.options
     authorize(request, opts.api_key)
     body = await json_body(request)
-    problem = response_problem(body)
-    if problem:
-        raise InvalidRequest(problem[0], param=problem[1])
-    refusal = account_error(opts)
-    if refusal is not None:
-        raise refusal
-    fault = engine.sync_fault(Tier.SYNC)
-    if fault is not None:
-        raise fault_error(fault, body["model"], opts.retry_after_s)
+    admit_sync_call(engine, body, response_problem(body))
     answer = response_answer(body)
     engine.bill(body["model"], Tier.SYNC, answer, flavor=opts.flavor)
     headers = state.rates.note(requests=1, tokens=answer.total_tokens).openai_headers()

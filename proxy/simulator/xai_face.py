@@ -25,10 +25,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from proxy.errors import Conflict, InvalidRequest, NotFound, UpstreamError
+from proxy.errors import InvalidRequest, NotFound, UpstreamError
 from proxy.simulator import openai_face
 from proxy.simulator.batches import INFINITY, BatchLine, BatchView, Status
-from proxy.simulator.engine import BatchNotCancellable, BatchNotFound
 from proxy.simulator.openai_batches import CHAT_ENDPOINT, check_input_file
 from proxy.simulator.openai_chat import completion
 from proxy.simulator.state import SimulatorState, simulator_state
@@ -92,11 +91,8 @@ def batch_object(current: BatchView) -> dict[str, Any]:
 
 
 def _view(state: SimulatorState, batch_id: str) -> BatchView:
-    try:
-        current: BatchView | None = state.engine.batch(batch_id)
-    except BatchNotFound:
-        current = None
-    if current is None or current.record.attributes.get("face") != FACE:
+    current = state.engine.batch_made_by(batch_id, FACE)
+    if current is None:
         raise NotFound(f"Batch {batch_id} not found.", param="batch_id")
     return current
 
@@ -159,11 +155,7 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     state = simulator_state(request)
     openai_face.authorize(request, state.engine.options.api_key)
     _view(state, batch_id)
-    try:
-        current = state.engine.cancel_batch(batch_id)
-    except BatchNotCancellable as exc:
-        raise Conflict(str(exc)) from exc
-    return _json(batch_object(current))
+    return _json(batch_object(openai_face.cancel_or_conflict(state.engine, batch_id)))
 
 
 def _page(request: Request) -> tuple[int, int]:

@@ -80,19 +80,20 @@ async def kill_at(env: DeferredEnv, marker: Path, stage: str, host_dir: Path | N
 
 
 async def run_to_the_end(env: DeferredEnv, host_dir: Path | None = None) -> None:
+    """A worker run until nothing is left. With no `host_dir` it runs in this process, on the env's runtime (the
+    same `Worker.run(burst=True)` as `batchgate worker --burst`): the run that is never killed needs no process of
+    its own, and a worker start costs seconds of imports (litellm's too, for the translated faces)."""
+    if host_dir is None:
+        # litellm imported first, off the loop, once per test process: its import would stall the worker's loop past
+        # a short lease
+        await asyncio.to_thread(import_litellm)
+        await asyncio.wait_for(Worker(env.runtime, worker_id="run-to-the-end").run(burst=True), 300)
+        return
     worker = start_worker(env, host_dir=host_dir)
     try:
         await wait_for_exit(worker)
     finally:
         worker.stderr.close()  # type: ignore[union-attr]
-
-
-async def run_to_the_end_here(env: DeferredEnv, within: float = 300) -> None:
-    """A last worker run to the end in this process, on the test's runtime: one worker start less (each imports
-    litellm, tens of seconds on a loaded machine). litellm is imported first, once per test process, so its import
-    does not stall the worker's loop past a short lease. `within` is a hang detector."""
-    await asyncio.to_thread(import_litellm)
-    await asyncio.wait_for(Worker(env.runtime, worker_id="after-the-kills").run(burst=True), within)
 
 
 async def kill_at_then_recover(
@@ -104,8 +105,8 @@ async def kill_at_then_recover(
 
 
 async def kill_at_each_stage_then_recover(env: DeferredEnv, tmp_path: Path, stages: Sequence[str] = STAGES) -> None:
-    """One batch carried through `stages` by a worker process per stage, each killed -9 there (the next takes over
-    what the last one left), then a last worker run to the end in this process."""
+    """One batch carried through `stages` by a worker per stage, each killed -9 there (the next takes over what the
+    last one left), then a last worker run to the end."""
     for stage in stages:
         await kill_at(env, tmp_path / f"paused-{stage}", stage)
-    await run_to_the_end_here(env)
+    await run_to_the_end(env)

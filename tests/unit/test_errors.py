@@ -10,16 +10,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException
 
 from proxy.delivery.answers import error_status
+from proxy.error_map import ErrorMap, ErrorRule, default_error_map
 from proxy.errors import (
     INTERNAL_MESSAGE,
     ApiError,
-    ErrorMap,
-    ErrorRule,
     InvalidRequest,
     NotFound,
     UpstreamError,
     caller_facing_error,
-    default_error_map,
     error_body,
     provider_error_object,
     upstream_auth_error_object,

@@ -32,3 +32,20 @@ async def test_the_clients_litellm_cached_for_this_loop_are_closed_and_forgotten
     del cached[other_key]  # its loop has ended: tidy up by hand (it never connected)
     await others.aclose()
     await close_cached_clients()
+
+
+async def test_litellms_module_level_client_made_in_this_loop_is_closed_and_made_again_for_the_next() -> None:
+    litellm = import_litellm()
+    module_client = litellm.module_level_aclient  # what litellm's streaming paths fall back to
+    connections = module_client.client  # read before the close: a closed handler's `.client` makes a new one
+
+    await close_cached_clients()
+
+    assert connections.is_closed
+    assert "module_level_aclient" not in vars(litellm)  # not held by the module past its loop
+    fresh = litellm.module_level_aclient
+    assert fresh is not module_client
+    fresh_connections = fresh.client
+    assert not fresh_connections.is_closed
+    await close_cached_clients()
+    assert fresh_connections.is_closed
