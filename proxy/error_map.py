@@ -64,6 +64,7 @@ class ErrorMap:
 
     @property
     def classes(self) -> tuple[type[Exception], ...]:
+        """The exception classes that have a rule of their own (Exception among them)."""
         return tuple(self._rules)
 
     def with_rule(self, cls: type[Exception], rule: ErrorRule) -> ErrorMap:
@@ -71,6 +72,7 @@ class ErrorMap:
         return ErrorMap({**self._rules, cls: rule})
 
     def rule_for(self, exc: BaseException) -> ErrorRule:
+        """The rule of the first class along `exc`'s MRO that has one; Exception's for anything else."""
         for cls in type(exc).__mro__:
             rule = self._rules.get(cls)
             if rule is not None:
@@ -92,6 +94,7 @@ class ErrorMap:
         return rule.answer(exc)
 
     def response(self, exc: BaseException, *, request_id: str | None = None) -> Response:
+        """`answer(exc)` as an HTTP response: its status, headers and OpenAI error object (`{"error": {...}}`)."""
         return error_response(self.answer(exc, request_id=request_id))
 
 

@@ -435,6 +435,16 @@ def config_batch_discounts(config: Config) -> dict[str, Decimal]:
     return {provider: to_decimal(share) for provider, share in config.pricing.batch_discounts.items()}
 
 
+def batch_discount_of(config: Config, model_name: str) -> Decimal:
+    """The share of list price (0..1) the batch of a configured model (or queue group) takes off: its provider's
+    entry of the config's `pricing.batch_discounts`, else of `BATCH_DISCOUNTS`, else DEFAULT_BATCH_DISCOUNT (also
+    for a name no deployment serves)."""
+    deployment = config.deployment(model_name)
+    provider = deployment.litellm_params.provider if deployment is not None else ""
+    discounts = {**BATCH_DISCOUNTS, **config_batch_discounts(config)}
+    return discounts.get(provider, DEFAULT_BATCH_DISCOUNT)
+
+
 LITELLM_PRICE_FILE = "model_prices_and_context_window_backup.json"  # the price map litellm ships and loads
 
 

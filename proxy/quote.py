@@ -144,9 +144,14 @@ def quote(
     *,
     source: str = "the calls given",
 ) -> dict[str, Any]:
-    """The quote document (docs/api.md, "Quote"): totals at list price and on the cheapest venue that keeps each
+    """The quote document (`POST /v1/quote`): totals at list price and on the cheapest venue that keeps each
     call's deadline ("auto"), per venue (every call that venue can take sent there, the others at list), and per
-    deadline the share of calls a venue cheaper than list can take."""
+    deadline the share of calls a venue cheaper than list can take. Shape: `{"object": "batchgate.quote", "calls",
+    "unknown_price_calls", "list_usd", "expected_usd", "saved_usd", "venues_picked": {venue: calls}, "venues":
+    [{"venue", "calls", "share", "list_usd", "expected_usd", "saved_usd", "eta_seconds", "need_seconds"}],
+    "deadlines": [{"deadline", "calls", "deferrable", "deferrable_share"}], "turnarounds": {model:
+    {"at_confidence_seconds", "median_seconds", "learned"}}, "confidence", "source"}`; amounts are USD as decimal
+    strings (calls of models with unknown prices are counted in `calls` and left out of them), shares 0..1."""
     margin = config.worker.safety_margin
     auto, venues, deadlines = _Tally(), dict[str, _Tally](), dict[str, list[int]]()
     unknown = 0

@@ -30,6 +30,7 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
 _TYPED_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
     ("logprobs", bool, "a boolean"),
     ("parallel_tool_calls", bool, "a boolean"),
@@ -136,6 +137,9 @@ def check_model_served(model: str, config: Config) -> None:
 
 
 def parse_chat_request(payload: Any, size: int, config: Config) -> ChatRequest:
+    """A chat-completions body (`payload`, parsed JSON; `size`: its bytes) checked as OpenAI checks it before any
+    lane takes it: InvalidRequest (400) for a body that is not an object, a missing or malformed `messages`, or a
+    field of the wrong type or range; NotFound (404, `model_not_found`) for a model `config` does not serve."""
     payload, model = body_and_model(payload)
     _check_messages(payload.get("messages"))
     stream = payload.get("stream", False)
@@ -178,6 +182,14 @@ def _check_scalars(payload: dict[str, Any]) -> None:
         value = payload.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidRequest(f"{name} must be an integer", param=name, code="invalid_type")
+    for name in _OUTPUT_CAPS:  # refused now, as OpenAI does, rather than accepted and failed in a batch later
+        value = payload.get(name)
+        if isinstance(value, int) and value < 1:
+            raise InvalidRequest(
+                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value} instead.",
+                param=name,
+                code="integer_below_min_value",
+            )
     for name, kind, shown in _TYPED_FIELDS:
         value = payload.get(name)
         if value is not None and not isinstance(value, kind):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from proxy.endpoints import Endpoint, endpoint_of
 from proxy.jobs.turnaround import ALL, BANDS, TOP_BAND, Turnaround, band_of, break_even, bucket_of
-from proxy.pricing import DEFAULT_BATCH_DISCOUNT
+from proxy.pricing import batch_discount_of
 from proxy.settings import Config
 from proxy.store.store import Store
 
@@ -79,7 +79,7 @@ class TurnaroundBook:
         worker = config.worker
         if worker.lane_rule == "confidence":
             return worker.turnaround_confidence
-        batch = float(1 - DEFAULT_BATCH_DISCOUNT)
+        batch = float(1 - batch_discount_of(config, group))  # the model's provider's batch price
         rate = config.policy.flex_unavailable_rate
         alternative = (1 - rate) * batch + rate if has_flex(config, group) else 1.0
         found = break_even(batch=batch, rescue=1.0, waste=batch, alternative=alternative)

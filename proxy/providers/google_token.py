@@ -35,11 +35,9 @@ class GoogleToken(httpx.Auth):
         self._credentials: Any = None  # google.auth.credentials.Credentials, loaded at the first call
         self._lock = asyncio.Lock()
 
-    @property
-    def is_static(self) -> bool:
-        return self._static is not None
-
     async def token(self) -> str:
+        """The access token to send (the static one, else the credentials' current token, loaded or refreshed
+        first when google-auth counts it missing or stale); ProviderError as the class says."""
         if self._static is not None:
             return self._static
         from google.auth import exceptions  # noqa: PLC0415 - loaded only by a deployment that uses ADC

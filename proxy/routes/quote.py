@@ -125,12 +125,13 @@ def _cache_report(decision: Decision) -> dict[str, Any] | None:
 
 
 async def _turnarounds(runtime: Runtime, group: str) -> Turnarounds:
-    config = runtime.config
+    """The batch lane's turnaround for a quote: what the lane choice gives a batch (`TurnaroundBook.need_of`: the
+    quantile at the lane rule's level, plus cancel_lead under expected_cost) and the median, seconds."""
     if runtime.turnarounds is None:
-        return prior_turnarounds(config)(group)
-    dist = (await runtime.turnarounds.fresh(group))[ALL]
-    confidence = config.worker.turnaround_confidence
-    return Turnarounds(dist.quantile(confidence), dist.quantile(ETA_QUANTILE), learned=dist.learned)
+        return prior_turnarounds(runtime.config)(group)
+    bands = await runtime.turnarounds.fresh(group)
+    dist = bands[ALL]
+    return Turnarounds(runtime.turnarounds.need_of(bands, group), dist.quantile(ETA_QUANTILE), learned=dist.learned)
 
 
 async def _read(request: Request, limit: int) -> bytes:

@@ -36,6 +36,8 @@ class ShadowCall:
 
 
 class ShadowCalls:
+    """The store of kept shadow-mode calls (one sorted set, see the module): `add` keeps, `since` reads back."""
+
     def __init__(self, client: redis.asyncio.Redis, *, retention: float = RETENTION, limit: int = MAX_CALLS) -> None:
         self._client = client
         self._retention = retention

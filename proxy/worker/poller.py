@@ -75,13 +75,7 @@ class Poller:
             await self._call_failed(record, exc, where="results")
             return
         if not info.state.is_terminal:
-            try:
-                if await handle_stall(ctx, record, info):  # its cancel is looked at soon, its lines ingested
-                    await ctx.store.batches.schedule(
-                        tag, batch_id, at=ctx.clock() + ctx.worker_config.poll_interval_min
-                    )
-            except ProviderError as exc:  # cancelling the stalled batch
-                await self._call_failed(record, exc, where="poll")
+            await handle_stall(ctx, record, info)
 
     async def _call_failed(self, record: BatchRecord, exc: ProviderError, *, where: str) -> None:
         """A poll or a results download failed. An account problem (a 401/403: key revoked, scope missing; quota)

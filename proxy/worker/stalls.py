@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 
+from proxy.jobs.service import cancel_batch
 from proxy.jobs.timing import batch_lane_fits
 from proxy.jobs.turnaround_book import for_batch
-from proxy.providers.base import BatchInfo, ProviderError
+from proxy.providers.base import BatchInfo
 from proxy.reasons import RescueReason
 from proxy.store.records import BatchRecord
 from proxy.worker.context import WorkerContext
 
 log = logging.getLogger("batchgate.worker.stalls")
+
+STALL_CANCEL = "batch cancelled: stalled (no finished line past what its learned turnaround allows)"
 
 
 def is_stalled(*, elapsed: float, done: int | None, stall_after: float | None) -> bool:
@@ -27,7 +30,8 @@ def is_stalled(*, elapsed: float, done: int | None, stall_after: float | None) -
 
 
 async def handle_stall(ctx: WorkerContext, record: BatchRecord, info: BatchInfo) -> bool:
-    """Cancel a stalled batch and move the jobs it owes on; False (nothing done) when the batch is not stalled."""
+    """Cancel a stalled batch (its next poll `poll_interval_min` later) and move the jobs it owes on; False (nothing
+    done) when the batch is not stalled, not running upstream, or the provider refused the cancel (logged)."""
     if record.cancel_requested or not record.provider_batch_id:
         return False
     dist = for_batch(await ctx.turnarounds.fresh(record.group), record.jobs)
@@ -37,12 +41,9 @@ async def handle_stall(ctx: WorkerContext, record: BatchRecord, info: BatchInfo)
     done = info.done if info.total else None
     if not is_stalled(elapsed=elapsed, done=done, stall_after=stall_after):
         return False
-    try:
-        await ctx.runtime.batch_client(record.group).cancel(record.provider_batch_id)
-    except ProviderError as exc:
-        log.warning("cancelling a stalled batch failed: %r", exc, extra={"batch": record.id})
+    recheck_in = ctx.worker_config.poll_interval_min  # its cancel is looked at soon, its finished lines ingested
+    if not await cancel_batch(ctx.store, ctx.runtime.batch_client, record, recheck_in=recheck_in, why=STALL_CANCEL):
         return False
-    await ctx.store.batches.update(record.tag, record.id, cancel_requested="1")
     moved = await _move_jobs(ctx, record)
     log.warning(
         "batch stalled: cancelled, its jobs moved on",

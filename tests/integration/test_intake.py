@@ -138,6 +138,19 @@ BAD_FIELDS = [
 
 
 @pytest.mark.parametrize("headers", LANES)
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_an_output_cap_below_one_is_a_400_before_any_lane(
+    recorded: Recorded, headers: dict[str, str], field: str
+) -> None:
+    # a deferred call used to be accepted (202) and failed by its batch line hours later
+    error = refused(recorded.stack, headers, extra_body={field: -5})
+    assert error.param == field
+    assert error.code == "integer_below_min_value"
+    assert error.response.headers["x-batchgate-decision"] == "lane=none; reason=integer_below_min_value"
+    assert not recorded.upstream.bodies("/v1/chat/completions")
+
+
+@pytest.mark.parametrize("headers", LANES)
 @pytest.mark.parametrize(("fields", "param"), BAD_FIELDS)
 def test_a_field_of_the_wrong_type_is_a_400_naming_it(
     recorded: Recorded, headers: dict[str, str], fields: dict[str, Any], param: str

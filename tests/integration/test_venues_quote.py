@@ -21,10 +21,12 @@ import yaml
 from proxy.cli import main
 from proxy.jobs.render import job_object
 from proxy.jobs.service import accept, fresh_eta
+from proxy.jobs.turnaround import ALL
 from proxy.policy.decide import decide
 from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import VenueInputs, lane_facts
 from proxy.prompt_cache import prefix_of
+from proxy.routes.quote import _turnarounds as quote_turnarounds
 from proxy.settings import Config
 from proxy.store import keys
 from proxy.store.shadow_calls import ShadowCall, ShadowCalls
@@ -87,6 +89,26 @@ async def test_a_waiting_jobs_eta_follows_the_learned_turnaround(tmp_path: Path,
         assert fresh.eta_p90 is not None
         assert view.created_at + 600 < fresh.eta < view.created_at + 600 + 120
         assert fresh.eta <= fresh.eta_p90 < view.eta
+
+
+async def test_a_quote_gives_the_batch_lane_the_turnaround_the_lane_choice_gives_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # lane_rule expected_cost: a call takes the batch lane when the turnaround at the break-even level (0.5 here:
+    # no flex) plus cancel_lead fits; a quote that demanded the 99% quantile would call deferrable calls sync
+    sections = {"worker": {"turnaround_min_batches": 3}}
+    async with deferred_env(tmp_path, redis_url, **sections) as env:
+        book = env.runtime.turnarounds
+        assert book is not None
+        for seconds in [60.0] * 19 + [3000.0]:  # most batches take a minute, one took 50 minutes
+            await book.observe(MODEL, jobs=5, seconds=seconds)
+        bands = await book.fresh(MODEL)
+        chosen_by = book.need_of(bands, MODEL)
+        assert chosen_by < bands[ALL].quantile(env.runtime.config.worker.turnaround_confidence)
+        quoted = await quote_turnarounds(env.runtime, MODEL)
+        assert quoted.learned
+        assert quoted.need == pytest.approx(chosen_by)
+        assert quoted.median == pytest.approx(bands[ALL].quantile(0.5))
 
 
 def served_document() -> dict[str, Any]:

@@ -116,3 +116,16 @@ def test_a_late_batch_is_cancelled_within_the_lead_of_a_jobs_last_safe_moment(da
                           deadline=deadline, margin=MARGIN, lead=lead)  # fmt: skip
     unlearned = {ALL: Turnaround(HOUR)}
     assert not cancel_due(batch, unlearned, now, deadline=deadline, margin=MARGIN, lead=lead)
+
+
+def test_the_break_even_level_uses_the_providers_own_batch_discount() -> None:
+    # Groq's batch takes 25% off: a late batch costs 0.75 + list, so batching pays only above 75% in time; at the
+    # 50% level a batch would cost 1.25x list on average, more than sync at once
+    models = {"gpt-4o-mini": "openai/gpt-4o-mini", "llama": "groq/llama-3.1-8b-instant"}
+    document = config_document("http://127.0.0.1:1", models=models)
+    book = TurnaroundBook(None, lambda: Config.model_validate(document))  # type: ignore[arg-type]
+    assert book.level("llama") == pytest.approx(break_even(batch=0.75, rescue=1.0, waste=0.75, alternative=1.0))
+    assert book.level("llama") == pytest.approx(0.75)
+    assert book.level("gpt-4o-mini") == pytest.approx(0.5)
+    document["pricing"] = {"batch_discounts": {"openai": 0.4}}  # the config's override counts too
+    assert book.level("gpt-4o-mini") == pytest.approx(break_even(batch=0.6, rescue=1.0, waste=0.6, alternative=1.0))
