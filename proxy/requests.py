@@ -85,6 +85,18 @@ class ChatRequest:
         return self.size // 4
 
 
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body as it streams in; `PayloadTooLarge` (413) as soon as it passes `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json_body(request: Request, max_bytes: int) -> tuple[Any, int]:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
@@ -94,16 +106,9 @@ async def read_json_body(request: Request, max_bytes: int) -> tuple[Any, int]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, max_bytes)
     try:
-        return orjson.loads(raw), size
+        return orjson.loads(raw), len(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be a JSON object of valid UTF-8 "

@@ -21,13 +21,12 @@ from proxy.auth import Caller
 from proxy.budgets_gate import release_unanswered, reserve_call
 from proxy.policy.decide import decide
 from proxy.policy.decision import Decision
-from proxy.policy.facts import RequestFacts
 from proxy.policy.lanes import batch_blocker_for, lane_facts
 from proxy.providers.base import ProviderError
 from proxy.providers.failures import upstream_failure
 from proxy.providers.stream_usage import UsageTap
 from proxy.requests import ChatRequest, check_batch_line, read_json_body
-from proxy.routes.chat import DECISION_HEADER, as_response, relay_stream
+from proxy.routes.chat import DECISION_HEADER, as_response, relay_stream, request_facts
 from proxy.runtime import Runtime
 from proxy.settings import Config
 
@@ -99,15 +98,10 @@ def decide_call(config: Config, caller: Caller, call: ChatRequest, headers: Mapp
     """The policy's decision for a call of a non-chat endpoint: its facts name the endpoint (rules match it with
     `endpoints: [...]`), its lanes are the endpoint's queue's (no flex; batch only where the provider's batch API
     takes the endpoint, else the reason), and a field its batch lane cannot honour keeps it synchronous."""
-    facts = RequestFacts(
-        caller_name=caller.name,
-        team=caller.team,
-        model=call.model,
-        headers={name.lower(): value for name, value in headers.items()},
-        metadata=call.metadata,
-        user=call.user,
-        prompt_tokens_estimate=call.prompt_tokens_estimate,
-        stream=call.stream,
+    facts = request_facts(
+        caller,
+        call,
+        headers,
         batch_blocker=batch_blocker_for(config, call.model, call.body, call.endpoint),
         endpoint=call.endpoint,
     )

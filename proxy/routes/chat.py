@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from proxy import prompt_cache, sync_accounting
 from proxy.auth import Caller
 from proxy.budgets_gate import release_unanswered, reserve_call
+from proxy.endpoints import Endpoint
 from proxy.errors import (
     UPSTREAM_AUTH_CODE,
     UPSTREAM_AUTH_STATUS,
@@ -109,6 +110,32 @@ def refused_decision(error: ApiError) -> str:
     return f"lane=none; reason={error.code or error.error_type}"
 
 
+def request_facts(
+    caller: Caller,
+    call: ChatRequest,
+    headers: Mapping[str, str],
+    *,
+    batch_blocker: str | None,
+    dropped_fields: tuple[str, ...] = (),
+    endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS,
+) -> RequestFacts:
+    """What the policy matches a call on: its caller, model, headers (lower-cased names), metadata and size, with
+    the field its batch lane cannot carry (`batch_blocker`), the fields its provider drops, and its endpoint."""
+    return RequestFacts(
+        caller_name=caller.name,
+        team=caller.team,
+        model=call.model,
+        headers={name.lower(): value for name, value in headers.items()},
+        metadata=call.metadata,
+        user=call.user,
+        prompt_tokens_estimate=call.prompt_tokens_estimate,
+        stream=call.stream,
+        batch_blocker=batch_blocker,
+        dropped_fields=dropped_fields,
+        endpoint=endpoint,
+    )
+
+
 def decide_for(
     config: Config,
     caller: Caller,
@@ -118,15 +145,10 @@ def decide_for(
     *,
     prices: PriceBook | None = None,
 ) -> Decision:
-    facts = RequestFacts(
-        caller_name=caller.name,
-        team=caller.team,
-        model=chat.model,
-        headers={name.lower(): value for name, value in headers.items()},
-        metadata=chat.metadata,
-        user=chat.user,
-        prompt_tokens_estimate=chat.prompt_tokens_estimate,
-        stream=chat.stream,
+    facts = request_facts(
+        caller,
+        chat,
+        headers,
         batch_blocker=batch_blocker_for(config, chat.model, chat.body),
         dropped_fields=dropped_fields_for(config, chat.model, chat.body),
     )

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from proxy.durations import format_instant, human_duration
-from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.errors import InvalidRequest
 from proxy.jobs.turnaround import ALL
 from proxy.jobs.turnaround_book import ETA_QUANTILE
 from proxy.policy.decision import Decision
 from proxy.quote import Turnarounds, parse_calls, parse_text, prior_turnarounds, quote, shadow_calls
-from proxy.requests import parse_chat_request
+from proxy.requests import parse_chat_request, read_body
 from proxy.routes.chat import decide_for
 from proxy.routes.dependencies import CallerDep, LiveDep, RuntimeDep
 from proxy.runtime import Runtime
@@ -34,7 +34,7 @@ async def post_quote(
     the `deadline` query parameter, else the policy's default_deadline. Or `{"shadow_hours": N}`: the shadow-mode
     calls of the last N hours (N > 0, at most the 7 days they are kept)."""
     config = live.config
-    raw = await _read(request, config.limits.max_body_bytes)
+    raw = await read_body(request, config.limits.max_body_bytes)
     try:
         text = raw.decode()
     except UnicodeDecodeError:
@@ -56,7 +56,7 @@ async def post_quote(
 async def post_explain(request: Request, runtime: RuntimeDep, live: LiveDep, caller: CallerDep) -> Response:
     """Body: a chat-completions body, sent with the headers a real call would carry (X-Batch-Deadline, ...)."""
     config = live.config
-    raw = await _read(request, config.limits.max_body_bytes)
+    raw = await read_body(request, config.limits.max_body_bytes)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -132,14 +132,3 @@ async def _turnarounds(runtime: Runtime, group: str) -> Turnarounds:
     bands = await runtime.turnarounds.fresh(group)
     dist = bands[ALL]
     return Turnarounds(runtime.turnarounds.need_of(bands, group), dist.quantile(ETA_QUANTILE), learned=dist.learned)
-
-
-async def _read(request: Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
